@@ -1,0 +1,34 @@
+"""``python -m playground serve | bench``: the app and its benchmarks from the command line."""
+
+from __future__ import annotations
+
+import sys
+
+USAGE = """usage: python -m playground COMMAND [options]
+
+commands:
+  serve   run the web app (same flags as python app.py; see serve --help)
+  bench   measure speed and memory and print the figures (bench --help)
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "serve":
+        from playground.cli import serve
+
+        return serve(rest)
+    if command == "bench":
+        from playground.bench import main as bench_main
+
+        return bench_main(rest)
+    print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""The one protocol every generation engine speaks, and the parts they share.
+
+An engine turns a prompt into a stream of tokens. What is the same for all
+engines lives here: parameter validation, the context-window check, stop
+sequences, timing (time to first token, tokens per second) and cancellation.
+An engine only has to tokenize, apply its chat template, yield one text piece
+per generated token, and give next-token probabilities.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Iterator, Protocol, Sequence, runtime_checkable
+
+from playground.errors import ContextOverflowError, InvalidParameterError, InvalidPromptError
+
+Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+def _param(default, help: str, low=None, high=None, **extra):
+    return field(default=default, metadata={"help": help, "low": low, "high": high, **extra})
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings for one request; the help texts become the widgets' info."""
+
+    max_new_tokens: int = _param(256, "Upper limit on the tokens generated for this answer.", 1, None)
+    temperature: float = _param(
+        0.7, "Randomness of sampling; 0 always picks the most likely token (greedy).", 0.0, 2.0)
+    top_p: float = _param(0.95, "Nucleus sampling: keep the smallest set of tokens whose probability adds "
+                                "up to p.", 0.01, 1.0)
+    top_k: int = _param(40, "Sample only among the k most likely tokens (0 turns the filter off).", 0, 1000)
+    repetition_penalty: float = _param(
+        1.1, "Values above 1 make tokens that already appeared less likely.", 0.5, 2.0)
+    seed: int | None = _param(None, "Same seed, same prompt, same settings: same answer (empty: random).",
+                              0, 2**31 - 1)
+    stop: tuple[str, ...] = _param((), "Generation ends before any of these strings appears.")
+
+    def validated(self, token_limit: int | None = None) -> "GenerationParams":
+        """Self, after checking every range; raises InvalidParameterError naming the parameter."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "stop" or value is None:
+                continue
+            low, high = f.metadata["low"], f.metadata["high"]
+            if f.name == "max_new_tokens" and token_limit is not None:
+                high = token_limit
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise InvalidParameterError(f"{f.name} must be a number, not {value!r}.")
+            if f.type == "int" and int(value) != value:
+                raise InvalidParameterError(f"{f.name} must be a whole number, not {value!r}.")
+            if (low is not None and value < low) or (high is not None and value > high):
+                bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+                raise InvalidParameterError(f"{f.name}={value} is out of range: it must be {bounds}.")
+        if len(self.stop) > 8 or any(not s or len(s) > 100 for s in self.stop):
+            raise InvalidParameterError("Give at most 8 stop sequences, each 1 to 100 characters long.")
+        return self
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+    @classmethod
+    def bounds(cls, name: str) -> tuple:
+        f = next(f for f in fields(cls) if f.name == name)
+        return f.metadata["low"], f.metadata["high"]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class TokenProbability:
+    token_id: int
+    token: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    time_to_first_token_s: float
+    total_s: float
+    finish_reason: str  # "stop" (end of text or a stop sequence), "length" or "cancelled"
+    engine: str
+    model_id: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        """Decode speed: tokens after the first, over the time after the first."""
+        decode_time = self.total_s - self.time_to_first_token_s
+        if self.completion_tokens < 2 or decode_time <= 0:
+            return 0.0
+        return (self.completion_tokens - 1) / decode_time
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """What the app needs from an inference engine."""
+
+    name: str
+    model_id: str
+
+    @property
+    def context_window(self) -> int: ...
+
+    @property
+    def has_chat_template(self) -> bool: ...
+
+    def format_chat(self, messages: Sequence[Message]) -> str: ...
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+    def stream(self, prompt: str, params: GenerationParams) -> "Generation": ...
+
+    def generate(self, prompt: str, params: GenerationParams) -> GenerationResult: ...
+
+    def next_token_probabilities(self, prompt: str, k: int = 10) -> list[TokenProbability]: ...
+
+    def memory_bytes(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Generation:
+    """An answer being generated: iterate to get text as it arrives; ``result`` once done.
+
+    Stop sequences are applied here for every engine: text that could be the
+    start of a stop sequence is held back until it is clear it is not.
+    """
+
+    def __init__(self, pieces: Iterator[str], *, prompt_tokens: int, params: GenerationParams,
+                 engine: str, model_id: str, started: float):
+        self._pieces = pieces
+        self._params = params
+        self._engine = engine
+        self._model_id = model_id
+        self._prompt_tokens = prompt_tokens
+        self._started = started
+        self._cancel = threading.Event()
+        self.result: GenerationResult | None = None
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def __iter__(self) -> Iterator[str]:
+        stops = self._params.stop
+        buffer, text = "", []
+        first_token_at: float | None = None
+        tokens = 0
+        finish = "length"
+        try:
+            for piece in self._pieces:
+                tokens += 1
+                if first_token_at is None:
+                    first_token_at = time.perf_counter()
+                if self._cancel.is_set():
+                    finish = "cancelled"
+                    break
+                buffer += piece
+                cut = _first_stop(buffer, stops)
+                if cut is not None:
+                    buffer = buffer[:cut]
+                    finish = "stop"
+                    break
+                hold = _held_back(buffer, stops)
+                ready, buffer = buffer[:len(buffer) - hold], buffer[len(buffer) - hold:]
+                if ready:
+                    text.append(ready)
+                    yield ready
+            else:
+                finish = "stop" if tokens < self._params.max_new_tokens else "length"
+        finally:
+            close = getattr(self._pieces, "close", None)
+            if close:
+                close()
+        if buffer:
+            text.append(buffer)
+            yield buffer
+        end = time.perf_counter()
+        self.result = GenerationResult(
+            text="".join(text), prompt_tokens=self._prompt_tokens, completion_tokens=tokens,
+            time_to_first_token_s=(first_token_at or end) - self._started, total_s=end - self._started,
+            finish_reason=finish, engine=self._engine, model_id=self._model_id,
+        )
+
+    def run(self) -> GenerationResult:
+        for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+
+def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+    hits = [i for i in (text.find(s) for s in stops) if i >= 0]
+    return min(hits) if hits else None
+
+
+def _held_back(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest end of ``text`` that begins some stop sequence."""
+    longest = 0
+    for stop in stops:
+        for n in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:n]):
+                longest = n
+                break
+    return longest
+
+
+class EngineBase:
+    """Shared behaviour; subclasses provide tokenization, templates and the token stream."""
+
+    name = "base"
+
+    def __init__(self, model_id: str, token_limit: int | None = None):
+        self.model_id = model_id
+        self.token_limit = token_limit
+        self.lock = threading.Lock()  # one generation at a time per loaded model
+
+    # subclasses implement these
+    def _token_pieces(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[str]:
+        raise NotImplementedError
+
+    def tokenize(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    @property
+    def context_window(self) -> int:
+        raise NotImplementedError
+
+    # shared
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenize(text))
+
+    def check_prompt(self, prompt: str, params: GenerationParams) -> list[int]:
+        if not prompt or not prompt.strip():
+            raise InvalidPromptError("The prompt is empty: type some text first.")
+        params.validated(self.token_limit)
+        ids = self.tokenize(prompt)
+        if len(ids) + params.max_new_tokens > self.context_window:
+            raise ContextOverflowError(len(ids), params.max_new_tokens, self.context_window)
+        return ids
+
+    def stream(self, prompt: str, params: GenerationParams) -> Generation:
+        started = time.perf_counter()
+        ids = self.check_prompt(prompt, params)
+        return Generation(self._locked(ids, params), prompt_tokens=len(ids), params=params,
+                          engine=self.name, model_id=self.model_id, started=started)
+
+    def _locked(self, ids: list[int], params: GenerationParams) -> Iterator[str]:
+        with self.lock:
+            pieces = self._token_pieces(ids, params)
+            try:
+                yield from pieces
+            finally:
+                pieces.close()
+
+    def generate(self, prompt: str, params: GenerationParams) -> GenerationResult:
+        return self.stream(prompt, params).run()

@@ -1,0 +1,102 @@
+"""Loaded engines for the whole app: resolve weights, pick the engine, load once, share.
+
+``EngineProvider`` is the one place that turns a model id into a ready engine.
+It goes through the process-wide ``ModelCache``, so concurrent requests for
+the same model trigger one load and memory stays under the budget.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from playground.backends.base import Engine
+from playground.backends.selection import LLAMA_CPP, EngineChoice, choose_engine
+from playground.config import Settings
+from playground.errors import EngineUnavailableError
+from playground.hardware import Hardware
+from playground.models.cache import ModelCache
+from playground.models.catalog import Catalog, ModelSpec
+from playground.models.gguf_info import GGUFFacts, read_gguf_facts
+from playground.models.sources import ResolvedWeights, SourceResolver
+
+
+def _close_engine(_key, engine) -> None:
+    close = getattr(engine, "close", None)
+    if close:
+        close()
+
+
+class EngineProvider:
+    def __init__(self, settings: Settings, hardware: Hardware, catalog: Catalog,
+                 cache: ModelCache | None = None, resolver: SourceResolver | None = None):
+        self.settings = settings
+        self.hardware = hardware
+        self.catalog = catalog
+        self.cache = cache or ModelCache(int(settings.memory_budget_gb * 2**30), on_evict=_close_engine)
+        self.resolver = resolver or SourceResolver(settings.models_dir, settings.offline)
+        self._facts: dict[Path, GGUFFacts] = {}
+        self._facts_lock = threading.Lock()
+
+    def spec(self, model_id: str) -> ModelSpec:
+        return self.catalog.get(model_id)
+
+    def choose(self, model_id: str, requested: str | None = None) -> EngineChoice:
+        return choose_engine(self.spec(model_id), self.hardware, requested or self.settings.engine)
+
+    def resolve(self, model_id: str, fmt: str | None = None, progress=None) -> ResolvedWeights:
+        return self.resolver.resolve(self.spec(model_id), fmt, progress)
+
+    def gguf_facts(self, model_id: str) -> GGUFFacts:
+        weights = self.resolve(model_id, "gguf")
+        with self._facts_lock:
+            facts = self._facts.get(weights.path)
+        if facts is None:
+            facts = read_gguf_facts(weights.path)
+            with self._facts_lock:
+                self._facts[weights.path] = facts
+        return facts
+
+    def get(self, model_id: str, engine: str | None = None, progress=None) -> Engine:
+        """A loaded engine for ``model_id``; ``engine`` is auto, llama.cpp or transformers."""
+        spec = self.spec(model_id)
+        choice = self.choose(model_id, engine)
+        if spec.family != "decoder":
+            raise EngineUnavailableError(
+                f"{spec.name} is an {spec.family} model; text generation here runs decoder models."
+            )
+        key = ("engine", choice.engine, model_id)
+        return self.cache.get_or_load(key, lambda: self._load(spec, choice, progress))
+
+    def loaded(self, model_id: str, engine: str) -> Engine | None:
+        return self.cache.peek(("engine", engine, model_id))
+
+    def _load(self, spec: ModelSpec, choice: EngineChoice, progress):
+        token_limit = self.settings.request_token_limit
+        if choice.engine == LLAMA_CPP:
+            from playground.backends.llama_cpp_engine import LlamaCppEngine
+
+            weights = self.resolver.resolve(spec, "gguf", progress)
+            engine = LlamaCppEngine.load(spec.id, weights, threads=self.hardware.cpu_threads,
+                                         token_limit=token_limit)
+        else:
+            import torch
+
+            from playground.backends.transformers_engine import TransformersEngine, device_for
+
+            torch.set_num_threads(self.hardware.cpu_threads)
+
+            # Prefer real safetensors weights; fall back to dequantising the GGUF.
+            weights = self._transformers_weights(spec, progress)
+            engine = TransformersEngine.load(spec.id, weights, self.settings.data_dir,
+                                             device_for(self.hardware.cuda, self.hardware.bf16),
+                                             token_limit=token_limit, progress=progress)
+        return engine, engine.memory_bytes()
+
+    def _transformers_weights(self, spec: ModelSpec, progress) -> ResolvedWeights:
+        offline_first = [s for s in spec.sources if s.format == "transformers"]
+        if offline_first and self.resolver.is_available_offline(spec, "transformers"):
+            return self.resolver.resolve(spec, "transformers", progress)
+        if spec.has_gguf and self.resolver.is_available_offline(spec, "gguf"):
+            return self.resolver.resolve(spec, "gguf", progress)
+        return self.resolver.resolve(spec, None, progress)

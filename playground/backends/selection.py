@@ -1,0 +1,63 @@
+"""Which engine runs a model, and why, from the machine's hardware and the request.
+
+The rule: a request may name an engine; otherwise a model with a GGUF source
+runs on llama.cpp when there is no CUDA device, and on transformers when there
+is one. Encoders and encoder-decoders always run on transformers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from playground.errors import EngineUnavailableError, InvalidParameterError
+from playground.hardware import Hardware
+from playground.models.catalog import FAMILIES, ModelSpec
+
+LLAMA_CPP = "llama.cpp"
+TRANSFORMERS = "transformers"
+ENGINE_NAMES = (LLAMA_CPP, TRANSFORMERS)
+
+
+@dataclass(frozen=True)
+class EngineChoice:
+    engine: str
+    reason: str
+
+
+def choose_engine(spec: ModelSpec, hardware: Hardware, requested: str = "auto") -> EngineChoice:
+    if requested not in ("auto", *ENGINE_NAMES):
+        raise InvalidParameterError(f"Unknown engine {requested!r}; choose auto, {', '.join(ENGINE_NAMES)}.")
+    if requested == LLAMA_CPP:
+        if not spec.has_gguf:
+            raise EngineUnavailableError(
+                f"{spec.name} has no GGUF source, so llama.cpp cannot run it; use the transformers engine."
+            )
+        return EngineChoice(LLAMA_CPP, "requested")
+    if requested == TRANSFORMERS:
+        return EngineChoice(TRANSFORMERS, "requested")
+    if spec.family != "decoder":
+        return EngineChoice(TRANSFORMERS, _torch_reason(hardware) + f"; llama.cpp here serves decoders only")
+    if hardware.cuda:
+        return EngineChoice(TRANSFORMERS, _torch_reason(hardware))
+    if spec.has_gguf:
+        return EngineChoice(LLAMA_CPP, f"no CUDA, so the quantised GGUF runs on {hardware.cpu_threads} CPU threads")
+    return EngineChoice(TRANSFORMERS, "no GGUF source, so " + _torch_reason(hardware))
+
+
+def _torch_reason(hardware: Hardware) -> str:
+    if hardware.cuda:
+        return f"CUDA {hardware.cuda_name} in {'bf16' if hardware.bf16 else 'fp16'}"
+    return "CPU in fp32"
+
+
+def startup_line(hardware: Hardware) -> str:
+    """One line for the console: the engine each family will use and why."""
+    parts = []
+    for family in FAMILIES:
+        if family == "decoder":
+            engine = TRANSFORMERS if hardware.cuda else f"{LLAMA_CPP} for GGUF models (else {TRANSFORMERS})"
+            why = _torch_reason(hardware) if hardware.cuda else f"no CUDA; {hardware.cpu_threads} threads"
+        else:
+            engine, why = TRANSFORMERS, _torch_reason(hardware)
+        parts.append(f"{family} -> {engine} ({why})")
+    return f"[playground] {hardware.summary}. Engines: " + "; ".join(parts) + "."

@@ -1,0 +1,252 @@
+"""The transformers engine: full-precision PyTorch models, on CUDA (bf16) or the CPU (fp32).
+
+It loads a model folder of safetensors, or a GGUF file dequantised by
+transformers. Because dequantising takes tens of seconds, the first GGUF load
+writes a safetensors copy into the data dir and later loads read that copy.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+from playground.backends.base import EngineBase, GenerationParams, Message, TokenProbability
+from playground.errors import InvalidGGUFError, PlaygroundError
+from playground.models.gguf_info import read_gguf_facts
+from playground.models.sources import ResolvedWeights
+
+
+@dataclass(frozen=True)
+class DeviceChoice:
+    device: str  # "cuda" or "cpu"
+    dtype_name: str  # "bfloat16", "float16" or "float32"
+
+    @property
+    def dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype_name)
+
+
+def device_for(cuda: bool, bf16: bool) -> DeviceChoice:
+    if cuda:
+        return DeviceChoice("cuda", "bfloat16" if bf16 else "float16")
+    return DeviceChoice("cpu", "float32")
+
+
+def converted_dir(data_dir: Path, weights: ResolvedWeights) -> Path:
+    """Where the safetensors copy of a GGUF file lives; the name changes when the file does."""
+    stat = weights.path.stat()
+    return Path(data_dir) / "converted" / f"{weights.model_id}-{weights.path.stem}-{stat.st_size}"
+
+
+def load_gguf_as_transformers(weights: ResolvedWeights, data_dir: Path, progress=None):
+    """(model, tokenizer, from_cache) for a GGUF file, converting once and caching safetensors."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    target = converted_dir(data_dir, weights)
+    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
+        if progress:
+            progress(0.5, "Loading the converted safetensors copy")
+        model = AutoModelForCausalLM.from_pretrained(target, dtype="float32", use_safetensors=True)
+        return model, AutoTokenizer.from_pretrained(target), True
+
+    read_gguf_facts(weights.path)  # refuse a damaged file with a clear message
+    if progress:
+        progress(0.1, "Dequantising the GGUF file (first time only; this takes a while on a CPU)")
+    folder, name = str(weights.path.parent), weights.path.name
+    try:
+        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="float32")
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    except Exception as exc:
+        raise InvalidGGUFError(
+            f"transformers could not load {name}: {type(exc).__name__}: {str(exc)[:200]}"
+        ) from None
+    if progress:
+        progress(0.8, "Saving a safetensors copy for fast loads next time")
+    # A GGUF-loaded model refuses save_pretrained, so rebuild it from its config first.
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_config(config, dtype="float32")
+    model.load_state_dict(gguf_model.state_dict())
+    model.tie_weights()
+    del gguf_model
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + f".partial-{os.getpid()}-{threading.get_ident()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        model.save_pretrained(partial, safe_serialization=True)
+        tokenizer.save_pretrained(partial)
+        shutil.rmtree(target, ignore_errors=True)
+        partial.rename(target)
+    except OSError:
+        shutil.rmtree(partial, ignore_errors=True)
+        # The model is loaded and usable; only the cache could not be written.
+    model.eval()
+    return model, tokenizer, False
+
+
+class _TokenQueue:
+    """A transformers streamer that hands every generated token id to the consumer thread."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue = queue.Queue()
+        self._prompt_seen = False
+
+    def put(self, value) -> None:
+        if not self._prompt_seen:  # generate() first pushes the prompt ids
+            self._prompt_seen = True
+            return
+        for token_id in value.reshape(-1).tolist():
+            self.queue.put(token_id)
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+class TransformersEngine(EngineBase):
+    name = "transformers"
+
+    def __init__(self, model_id: str, model, tokenizer, device: DeviceChoice, token_limit: int | None = None,
+                 context_window: int | None = None):
+        super().__init__(model_id, token_limit)
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = device
+        config = model.config
+        self._context = context_window or int(
+            getattr(config, "max_position_embeddings", 0) or getattr(config, "n_positions", 0) or 2048)
+
+    @classmethod
+    def load(cls, model_id: str, weights: ResolvedWeights, data_dir: Path, device: DeviceChoice,
+             token_limit: int | None = None, progress=None) -> "TransformersEngine":
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if weights.format == "gguf":
+            model, tokenizer, _ = load_gguf_as_transformers(weights, data_dir, progress)
+        else:
+            try:
+                model = AutoModelForCausalLM.from_pretrained(weights.path, dtype="float32", use_safetensors=True)
+                tokenizer = AutoTokenizer.from_pretrained(weights.path)
+            except Exception as exc:
+                raise PlaygroundError(
+                    f"transformers could not load {model_id} from {weights.detail}: "
+                    f"{type(exc).__name__}: {str(exc)[:200]}"
+                ) from None
+        model = model.to(device=device.device, dtype=device.dtype).eval()
+        return cls(model_id, model, tokenizer, device, token_limit)
+
+    @property
+    def context_window(self) -> int:
+        return self._context
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def format_chat(self, messages: Sequence[Message]) -> str:
+        if not self.has_chat_template:
+            return "\n".join(m["content"] for m in messages)
+        return self.tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+
+    def tokenize(self, text: str) -> list[int]:
+        # A rendered chat template already holds its special tokens; plain text gets the model's usual ones.
+        add_special = not (self.has_chat_template and self._looks_templated(text))
+        return list(self.tokenizer(text, add_special_tokens=add_special)["input_ids"])
+
+    def _looks_templated(self, text: str) -> bool:
+        bos = getattr(self.tokenizer, "bos_token", None)
+        specials = [t for t in getattr(self.tokenizer, "all_special_tokens", []) if t]
+        return bool(bos and text.startswith(bos)) or any(t in text for t in specials)
+
+    def memory_bytes(self) -> int:
+        params = sum(p.numel() * p.element_size() for p in self.model.parameters())
+        buffers = sum(b.numel() * b.element_size() for b in self.model.buffers())
+        return params + buffers
+
+    def _token_pieces(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[str]:
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        stop_flag = threading.Event()
+
+        class _StopWhenAsked(StoppingCriteria):
+            def __call__(self, input_ids, scores, **kwargs):
+                return torch.full((input_ids.shape[0],), stop_flag.is_set(), dtype=torch.bool,
+                                  device=input_ids.device)
+
+        streamer = _TokenQueue()
+        input_ids = torch.tensor([prompt_ids], device=self.device.device)
+        sampling = params.temperature > 0
+        kwargs = dict(
+            input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=params.max_new_tokens,
+            do_sample=sampling, repetition_penalty=params.repetition_penalty, streamer=streamer,
+            stopping_criteria=StoppingCriteriaList([_StopWhenAsked()]),
+            pad_token_id=self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None
+            else self.tokenizer.eos_token_id,
+        )
+        if sampling:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                if params.seed is not None:
+                    torch.manual_seed(params.seed)
+                with torch.inference_mode():
+                    self.model.generate(**kwargs)
+            except BaseException as exc:  # surfaced in the consumer thread
+                errors.append(exc)
+            finally:
+                streamer.end()
+
+        worker = threading.Thread(target=run, name=f"generate-{self.model_id}", daemon=True)
+        worker.start()
+        generated: list[int] = []
+        emitted = ""
+        eos = set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
+        try:
+            while True:
+                token_id = streamer.queue.get()
+                if token_id is None:
+                    break
+                if token_id in eos:
+                    continue
+                generated.append(token_id)
+                text = self.tokenizer.decode(generated, skip_special_tokens=True)
+                if text.endswith("\ufffd"):  # half of a multi-byte character: wait for the rest
+                    yield ""
+                    continue
+                yield text[len(emitted):]
+                emitted = text
+        finally:
+            stop_flag.set()
+            worker.join()
+        if errors:
+            raise PlaygroundError(f"Generation failed: {type(errors[0]).__name__}: {errors[0]}")
+
+    def next_token_probabilities(self, prompt: str, k: int = 10) -> list[TokenProbability]:
+        import torch
+
+        ids = self.check_prompt(prompt, GenerationParams(max_new_tokens=1))
+        with self.lock, torch.inference_mode():
+            logits = self.model(torch.tensor([ids], device=self.device.device)).logits[0, -1].float()
+        probs = torch.softmax(logits, dim=-1)
+        top = torch.topk(probs, k)
+        return [TokenProbability(int(i), self.tokenizer.decode([int(i)]), float(p))
+                for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+    def close(self) -> None:
+        self.model = None
+
+
+def _as_list(value) -> list[int]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

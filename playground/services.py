@@ -1,0 +1,62 @@
+"""The shared, heavy things of one running app, made once and passed to every tab.
+
+``Services`` holds the settings, the hardware facts, the catalog, the engine
+provider (with its process-wide model cache) and the registry of generations
+in flight, so the Stop button of one browser session can reach its own
+generation and nobody else's. Nothing here imports gradio.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+
+from playground.backends.base import Generation
+from playground.backends.provider import EngineProvider
+from playground.config import Settings
+from playground.hardware import Hardware, detect
+from playground.models.catalog import Catalog
+
+
+class ActiveGenerations:
+    """Generations in flight, keyed by (session id, slot name), so Stop can cancel them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[tuple[str, str], Generation] = {}
+
+    def start(self, session: str, slot: str, generation: Generation) -> None:
+        with self._lock:
+            self._running[(session, slot)] = generation
+
+    def finish(self, session: str, slot: str, generation: Generation) -> None:
+        with self._lock:
+            if self._running.get((session, slot)) is generation:
+                del self._running[(session, slot)]
+
+    def cancel(self, session: str, slot: str | None = None) -> int:
+        with self._lock:
+            keys = [k for k in self._running if k[0] == session and (slot is None or k[1] == slot)]
+            generations = [self._running[k] for k in keys]
+        for generation in generations:
+            generation.cancel()
+        return len(generations)
+
+
+@dataclass
+class Services:
+    settings: Settings
+    hardware: Hardware
+    catalog: Catalog
+    engines: EngineProvider
+    generations: ActiveGenerations = field(default_factory=ActiveGenerations)
+
+    @classmethod
+    def create(cls, settings: Settings, hardware: Hardware | None = None, catalog: Catalog | None = None
+               ) -> "Services":
+        hardware = hardware or detect(settings.threads)
+        catalog = catalog or Catalog.load()
+        return cls(settings, hardware, catalog, EngineProvider(settings, hardware, catalog))
+
+    def close(self) -> None:
+        self.engines.cache.clear()

@@ -1,0 +1,71 @@
+"""Widgets several tabs share: generation parameters and error reporting."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import gradio as gr
+
+from playground.backends.base import GenerationParams
+from playground.config import Settings
+from playground.errors import PlaygroundError
+from playground.ui.i18n import t
+
+
+@dataclass
+class ParamWidgets:
+    max_new_tokens: gr.Slider
+    temperature: gr.Slider
+    top_p: gr.Slider
+    top_k: gr.Slider
+    repetition_penalty: gr.Slider
+    seed: gr.Number
+    stop: gr.Textbox
+
+    def as_list(self) -> list:
+        return [self.max_new_tokens, self.temperature, self.top_p, self.top_k, self.repetition_penalty,
+                self.seed, self.stop]
+
+
+def parameter_widgets(settings: Settings, prefix: str, max_new_tokens: int = 256) -> ParamWidgets:
+    """Sliders with the ranges and help texts of ``GenerationParams``."""
+    defaults = GenerationParams()
+
+    def slider(name: str, value, step, high=None):
+        low, top = GenerationParams.bounds(name)
+        return gr.Slider(low, high if high is not None else top, value=value, step=step, label=t(f"param.{name}"),
+                         info=t(f"param.{name}.help"), elem_id=f"{prefix}-{name.replace('_', '-')}")
+
+    limit = settings.request_token_limit
+    return ParamWidgets(
+        max_new_tokens=slider("max_new_tokens", min(max_new_tokens, limit), 1, high=limit),
+        temperature=slider("temperature", defaults.temperature, 0.05),
+        top_p=slider("top_p", defaults.top_p, 0.01),
+        top_k=slider("top_k", defaults.top_k, 1, high=200),
+        repetition_penalty=slider("repetition_penalty", defaults.repetition_penalty, 0.05),
+        seed=gr.Number(value=-1, precision=0, label=t("param.seed"), info=t("param.seed.help"),
+                       elem_id=f"{prefix}-seed"),
+        stop=gr.Textbox(value="", label=t("param.stop"), info=t("param.stop.help"), elem_id=f"{prefix}-stop"),
+    )
+
+
+def params_from_widgets(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop,
+                        token_limit: int) -> GenerationParams:
+    """A validated GenerationParams from widget values (seed -1 or empty means random)."""
+    seed_value = None if seed in (None, "") or int(seed) < 0 else int(seed)
+    stops = tuple(s.replace("\\n", "\n") for s in (p.strip() for p in (stop or "").split(",")) if s)
+    params = GenerationParams(
+        max_new_tokens=int(max_new_tokens), temperature=float(temperature), top_p=float(top_p),
+        top_k=int(top_k), repetition_penalty=float(repetition_penalty), seed=seed_value, stop=stops,
+    )
+    return params.validated(token_limit)
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Show a PlaygroundError as a Gradio error toast with the same text (never a traceback)."""
+    try:
+        yield
+    except PlaygroundError as exc:
+        raise gr.Error(str(exc), print_exception=False) from None
