@@ -220,7 +220,16 @@ def machine_summary(hardware, threads: int, options: BenchOptions) -> dict[str, 
         "packages": versions,
         "model": options.model,
         "quick": options.quick,
+        "load_average_at_start": _load_average(),
     }
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average: above a fraction of the cores, other programs compete for the CPU."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 # --------------------------------------------------------------------------- figures
@@ -323,8 +332,10 @@ def bench_llama_cpp(provider, options: BenchOptions) -> tuple[list[Figure], floa
                                   f"median of {_speeds(direct_runs)}; tokens: "
                                   f"{', '.join(str(r.tokens) for r in direct_runs)}"))
             ratio = app_speed / direct_speed if direct_speed > 0 else None
+            paired = [a.tokens_per_s / d.tokens_per_s for a, d in zip(app_runs, direct_runs) if d.tokens_per_s]
             figures.append(_measured("llama.cpp app / direct speed", "x", ">= 0.9",
                                      lambda v: _at_least(v, 0.9), ratio,
+                                     f"ratio of the medians; per round {', '.join(f'{r:.2f}' for r in paired)}; "
                                      f"{setup}; same text: {'yes' if same else 'NO'}"))
         except Exception as exc:
             figures.append(_failed("llama.cpp app / direct speed", "x", ">= 0.9", exc))
@@ -527,6 +538,11 @@ def format_table(figures: list[Figure], machine: dict | None = None) -> str:
         out.append(f"machine: {machine.get('summary', '')}; {machine.get('cpu', '')}")
         packages = machine.get("packages") or {}
         out.append("versions: " + ", ".join(f"{k} {v}" for k, v in packages.items() if v))
+        load = machine.get("load_average_at_start")
+        if load is not None:
+            busy = load >= 0.5 * max(1, machine.get("logical_cpus") or 1)
+            out.append(f"load average at start: {load:.2f}" + (
+                " (other programs are using the CPU: speed figures will be noisy)" if busy else ""))
         out.append("")
     out.append(line(header))
     out.append(line(["-" * w for w in widths]))

@@ -96,8 +96,13 @@ def read_gguf_facts(path: str | Path) -> GGUFFacts:
             f"{path.name} ({size / 1e6:.1f} MB) is damaged or truncated and cannot be read "
             f"({type(exc).__name__}: {str(exc)[:160]}). Download it again."
         ) from None
-    end = max((int(t.data_offset) + int(t.n_bytes) for t in tensors), default=0)
-    if not tensors or end > size:
+    if not tensors:
+        raise InvalidGGUFError(
+            f"{path.name} has a GGUF header but holds no tensors, so it is not a model. "
+            "Download it again or pick another file."
+        )
+    end = max(int(t.data_offset) + int(t.n_bytes) for t in tensors)
+    if end > size:
         raise InvalidGGUFError(
             f"{path.name} is truncated: its tensors need {end / 1e6:.1f} MB but the file has "
             f"{size / 1e6:.1f} MB. Download it again."

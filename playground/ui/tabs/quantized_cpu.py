@@ -40,8 +40,8 @@ def answer_stats(result, texts: Texts) -> str:
     if result is None:
         return ""
     finish = texts(f"status.{'cancelled' if result.finish_reason == 'cancelled' else 'done'}")
-    return (f"⏱ {texts('stats.ttft')}: **{result.time_to_first_token_s:.2f} s** · "
-            f"⚡ **{result.tokens_per_s:.1f}** {texts('stats.speed')} · "
+    return (f"{texts('stats.ttft')}: **{result.time_to_first_token_s:.2f} s** · "
+            f"**{result.tokens_per_s:.1f}** {texts('stats.speed')} · "
             f"{result.prompt_tokens} {texts('stats.prompt_tokens')} · "
             f"{result.completion_tokens} {texts('stats.completion_tokens')} · {finish} ({result.finish_reason})")
 

@@ -1,0 +1,1 @@
+"""Prompt templates, strategies, answer extraction and evaluation (the Prompt Lab's logic)."""

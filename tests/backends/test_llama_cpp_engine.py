@@ -1,0 +1,183 @@
+"""The llama.cpp engine on the packaged SmolLM2 GGUF (real model, CPU)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+
+import pytest
+
+from playground.backends.base import Engine, GenerationParams
+from playground.backends.llama_cpp_engine import LlamaCppEngine
+from playground.errors import ContextOverflowError, InvalidGGUFError, InvalidPromptError
+from playground.models.sources import ResolvedWeights
+
+GREEDY = GenerationParams(max_new_tokens=12, temperature=0)
+
+
+@pytest.fixture(scope="module")
+def prompt(llama_engine):
+    return llama_engine.format_chat([{"role": "user", "content": "Name three colours."}])
+
+
+def test_engine_shape(llama_engine):
+    assert isinstance(llama_engine, LlamaCppEngine)
+    assert isinstance(llama_engine, Engine)
+    assert llama_engine.name == "llama.cpp"
+    assert llama_engine.model_id == "smollm2-135m-instruct"
+    assert llama_engine.context_window == 8192
+    assert llama_engine.has_chat_template
+    assert llama_engine.facts.file_type == "Q4_1"
+    assert 0 < llama_engine.weights_bytes < llama_engine.memory_bytes()
+
+
+def test_chat_template_from_the_gguf(llama_engine, prompt):
+    assert prompt.startswith("<|im_start|>system\n")
+    assert "<|im_start|>user\nName three colours.<|im_end|>" in prompt
+    assert prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_tokenize_treats_special_tokens_as_one_token(llama_engine, prompt):
+    ids = llama_engine.tokenize(prompt)
+    assert ids.count(ids[0]) >= 3  # <|im_start|> opens the prompt and each turn
+    assert llama_engine.count_tokens(prompt) == len(ids)
+    assert llama_engine.count_tokens("hello") <= 3
+
+
+def test_greedy_generation(llama_engine, prompt):
+    result = llama_engine.generate(prompt, GREEDY)
+    assert result.text.strip()
+    assert 1 <= result.completion_tokens <= GREEDY.max_new_tokens
+    assert result.prompt_tokens == llama_engine.count_tokens(prompt)
+    assert result.tokens_per_s > 0
+    assert result.finish_reason in ("stop", "length")
+    assert (result.engine, result.model_id) == ("llama.cpp", "smollm2-135m-instruct")
+    # greedy is deterministic
+    assert llama_engine.generate(prompt, GREEDY).text == result.text
+
+
+def test_streaming_pieces_join_to_the_result(llama_engine, prompt):
+    generation = llama_engine.stream(prompt, GREEDY)
+    pieces = list(generation)
+    assert len(pieces) >= 3
+    assert "".join(pieces) == generation.result.text
+
+
+def test_same_seed_same_text(llama_engine, prompt):
+    sampled = GenerationParams(max_new_tokens=12, temperature=1.0, top_p=0.95, top_k=50, seed=1234)
+    first = llama_engine.generate(prompt, sampled).text
+    # another request in between must not change what the seed gives
+    llama_engine.generate(llama_engine.format_chat([{"role": "user", "content": "Hi!"}]),
+                          GenerationParams(max_new_tokens=4, temperature=0.8, seed=7))
+    second = llama_engine.generate(prompt, sampled).text
+    assert first and first == second
+
+
+def test_stop_sequence_ends_generation(llama_engine, prompt):
+    full = llama_engine.generate(prompt, GenerationParams(max_new_tokens=16, temperature=0))
+    words = full.text.split()
+    assert len(words) >= 3, full.text
+    stop = words[2]
+    stopped = llama_engine.generate(prompt, GenerationParams(max_new_tokens=16, temperature=0, stop=(stop,)))
+    assert stopped.finish_reason == "stop"
+    assert stop not in stopped.text
+    assert stopped.text == full.text[: full.text.find(stop)]
+    assert stopped.completion_tokens < full.completion_tokens
+
+
+def test_next_token_probabilities(llama_engine, prompt):
+    top = llama_engine.next_token_probabilities(prompt, k=5)
+    assert len(top) == 5
+    probs = [t.probability for t in top]
+    assert probs == sorted(probs, reverse=True)
+    assert all(0 < p <= 1 for p in probs)
+    assert sum(probs) <= 1 + 1e-6
+    assert len({t.token_id for t in top}) == 5
+    # the most likely token is what greedy decoding starts with
+    first = llama_engine.generate(prompt, GenerationParams(max_new_tokens=1, temperature=0,
+                                                           repetition_penalty=1.0))
+    assert first.text == top[0].token
+
+
+def test_context_overflow_then_a_normal_request_works(llama_engine, prompt):
+    long_prompt = "word " * 9000
+    n = llama_engine.count_tokens(long_prompt)
+    assert n > llama_engine.context_window
+    with pytest.raises(ContextOverflowError) as info:
+        llama_engine.generate(long_prompt, GenerationParams(max_new_tokens=8))
+    assert str(n) in str(info.value) and "8192" in str(info.value)
+    with pytest.raises(ContextOverflowError):
+        llama_engine.next_token_probabilities(long_prompt)
+    assert not llama_engine.lock.locked()
+    assert llama_engine.generate(prompt, GenerationParams(max_new_tokens=8, temperature=0)).text.strip()
+
+
+def test_prompt_that_fits_only_without_the_new_tokens(llama_engine):
+    prompt = "word " * 8000
+    n = llama_engine.count_tokens(prompt)
+    assert n < 8192
+    with pytest.raises(ContextOverflowError) as info:
+        llama_engine.generate(prompt, GenerationParams(max_new_tokens=8192 - n + 1))
+    assert info.value.prompt_tokens == n
+
+
+@pytest.mark.parametrize("empty", ["", "  \n "])
+def test_empty_prompt_is_refused(llama_engine, empty):
+    with pytest.raises(InvalidPromptError):
+        llama_engine.generate(empty, GREEDY)
+    with pytest.raises(InvalidPromptError):
+        llama_engine.next_token_probabilities(empty)
+
+
+def test_cancel_mid_stream(llama_engine, prompt):
+    generation = llama_engine.stream(prompt, GenerationParams(max_new_tokens=24, temperature=0))
+    pieces = []
+    for piece in generation:
+        pieces.append(piece)
+        generation.cancel()
+    assert generation.result.finish_reason == "cancelled"
+    assert generation.result.completion_tokens <= 3
+    assert not llama_engine.lock.locked()
+
+
+def test_two_threads_share_one_engine(llama_engine):
+    prompt = llama_engine.format_chat([{"role": "user", "content": "Say hello."}])
+    params = GenerationParams(max_new_tokens=8, temperature=0)
+    expected = llama_engine.generate(prompt, params).text
+    results: dict[int, str] = {}
+
+    def work(i):
+        results[i] = llama_engine.generate(prompt, params).text
+
+    threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert results == {0: expected, 1: expected}
+
+
+def test_load_refuses_a_corrupted_file(tmp_path, llama_engine):
+    source = llama_engine.facts.path
+    broken = tmp_path / "broken.gguf"
+    with source.open("rb") as handle:
+        broken.write_bytes(handle.read(source.stat().st_size // 2))
+    weights = ResolvedWeights("smollm2-135m-instruct", "gguf", broken, "local", f"local file {broken}")
+    with pytest.raises(InvalidGGUFError):
+        LlamaCppEngine.load("smollm2-135m-instruct", weights, threads=1)
+
+
+def test_load_with_small_context_and_close(tmp_path, llama_engine):
+    copy = tmp_path / "copy.gguf"
+    shutil.copyfile(llama_engine.facts.path, copy)
+    weights = ResolvedWeights("smollm2-135m-instruct", "gguf", copy, "local", f"local file {copy}")
+    engine = LlamaCppEngine.load("smollm2-135m-instruct", weights, threads=1, n_ctx=256, token_limit=16)
+    try:
+        assert engine.context_window == 256
+        with pytest.raises(ContextOverflowError):
+            engine.generate("word " * 250, GenerationParams(max_new_tokens=16))
+        assert engine.generate("The sky is", GenerationParams(max_new_tokens=4, temperature=0)).completion_tokens >= 1
+    finally:
+        engine.close()
+    assert engine.llm is None
+    engine.close()  # closing twice is harmless

@@ -1,0 +1,111 @@
+"""Helpers shared by the tests: fake hardware, offline settings, test catalog entries, tiny models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from playground.config import Settings
+from playground.hardware import Hardware
+from playground.models.catalog import ModelSpec, Source
+
+SMOLLM2 = "smollm2-135m-instruct"
+
+
+def fake_hardware(cuda: bool = False, bf16: bool = True, threads: int = 2) -> Hardware:
+    """Hardware facts for unit tests of the engine choice (no torch involved)."""
+    return Hardware(
+        cuda=cuda,
+        cuda_name="Fake GPU" if cuda else "",
+        cuda_memory_gb=16.0 if cuda else 0.0,
+        bf16=bf16 if cuda else False,
+        cpu_threads=threads,
+        logical_cpus=threads,
+        total_ram_gb=16.0,
+        free_ram_gb=8.0,
+    )
+
+
+def offline_settings(data_dir: Path, models_dir: Path | None = None, **extra: str) -> Settings:
+    environ = {"PLAYGROUND_DATA_DIR": str(data_dir), "PLAYGROUND_OFFLINE": "1"}
+    if models_dir is not None:
+        environ["PLAYGROUND_MODELS_DIR"] = str(models_dir)
+    environ.update(extra)
+    return Settings.load([], environ)
+
+
+def decoder_spec(model_id: str, repo: str = "", gguf_file: str = "", context_length: int = 128) -> ModelSpec:
+    """A catalog entry for a test model: a Hub transformers source and/or a Hub GGUF source."""
+    sources = []
+    if gguf_file:
+        sources.append(Source(kind="hub_gguf", format="gguf", repo=repo + "-GGUF", file=gguf_file))
+    if repo:
+        sources.append(Source(kind="hub", format="transformers", repo=repo))
+    return ModelSpec(
+        id=model_id, name=model_id, family="decoder", parameters=1_000_000, license="MIT", chat_template=True,
+        context_length=context_length, objective="causal_lm", head="causal_lm", lora_targets=("q_proj",),
+        description="A tiny random model built by the tests.", sources=tuple(sources),
+    )
+
+
+TRAINING_SENTENCES = [
+    "The quick brown fox jumps over the lazy dog.",
+    "A language model predicts the next token from the ones before it.",
+    "Hello world, this is a tiny tokenizer trained inside the test session.",
+    "Small models run fast on two CPU cores.",
+    "Paris is the capital of France and Lisbon is the capital of Portugal.",
+]
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant:{% endif %}"
+)
+
+
+def train_tiny_tokenizer():
+    """A byte-level BPE with a 300-token vocabulary, wrapped as a transformers fast tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300, special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(TRAINING_SENTENCES * 4, trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
+                                   pad_token="<pad>")
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_causal_lm(folder: Path, arch: str, tokenizer, context: int) -> Path:
+    """Save a random ``llama`` or ``gpt2`` causal LM (safetensors) and its tokenizer into ``folder``."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    special = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                   pad_token_id=tokenizer.pad_token_id)
+    if arch == "llama":
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=context,
+                             tie_word_embeddings=True, **special)
+        model = LlamaForCausalLM(config)
+    elif arch == "gpt2":
+        config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=4, n_positions=context,
+                            **special)
+        model = GPT2LMHeadModel(config)
+    else:
+        raise ValueError(arch)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+# Tiny models: catalog id -> (architecture, repo on the "Hub", context window).
+# The local folder is named after the repo's last part, as a user copying a Hub repo would name it.
+TINY_MODELS = {
+    "tiny-llama": ("llama", "test-org/Tiny-Llama-Random", 128),
+    "tiny-gpt2": ("gpt2", "test-org/Tiny-GPT2-Random", 96),
+}

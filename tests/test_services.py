@@ -1,0 +1,70 @@
+"""Services and the registry of generations in flight; gradio stays out of the core."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from playground.services import ActiveGenerations, Services
+from tests.helpers import fake_hardware, offline_settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class _FakeGeneration:
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+def test_cancel_reaches_only_the_sessions_own_generations():
+    registry = ActiveGenerations()
+    mine_chat, mine_compare, theirs = _FakeGeneration(), _FakeGeneration(), _FakeGeneration()
+    registry.start("alice", "chat", mine_chat)
+    registry.start("alice", "compare", mine_compare)
+    registry.start("bob", "chat", theirs)
+    assert registry.cancel("alice", "chat") == 1
+    assert mine_chat.cancelled and not mine_compare.cancelled and not theirs.cancelled
+    assert registry.cancel("alice") == 2
+    assert mine_compare.cancelled and not theirs.cancelled
+    assert registry.cancel("carol") == 0
+
+
+def test_finish_removes_only_the_same_generation():
+    registry = ActiveGenerations()
+    old, new = _FakeGeneration(), _FakeGeneration()
+    registry.start("alice", "chat", old)
+    registry.start("alice", "chat", new)  # a newer request replaced the old one
+    registry.finish("alice", "chat", old)  # the old one finishing must not forget the new one
+    assert registry.cancel("alice", "chat") == 1 and new.cancelled
+    registry.finish("alice", "chat", new)
+    assert registry.cancel("alice", "chat") == 0
+
+
+def test_services_create_and_close(tmp_path, catalog):
+    services = Services.create(offline_settings(tmp_path), fake_hardware(), catalog)
+    assert services.engines.catalog is catalog
+    assert services.engines.cache.budget_bytes == int(services.settings.memory_budget_gb * 2**30)
+    services.close()
+    assert services.engines.cache.keys() == []
+
+
+def test_core_packages_do_not_import_gradio():
+    code = (
+        "import sys\n"
+        "import playground.config, playground.errors, playground.hardware, playground.services\n"
+        "import playground.backends, playground.backends.base, playground.backends.chat, playground.backends.compare\n"
+        "import playground.backends.provider, playground.backends.selection\n"
+        "import playground.backends.llama_cpp_engine, playground.backends.transformers_engine\n"
+        "import playground.models.catalog, playground.models.sources, playground.models.cache\n"
+        "import playground.models.gguf_info\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('gradio', 'torch', 'llama_cpp'))\n"
+        "print(','.join(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    # gradio never; torch and llama_cpp only lazily, when an engine loads.
+    assert out.stdout.strip() == ""

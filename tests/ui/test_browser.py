@@ -1,0 +1,86 @@
+"""The app in a real browser (Playwright driving Debian's Chromium): tabs, chat, streaming."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = os.environ.get("PLAYGROUND_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (see README, 'Run the tests').")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    page = context.new_page()
+    page.goto(app_url)
+    page.wait_for_selector("#quant-input textarea", timeout=60_000)
+    yield page
+    context.close()
+
+
+TAB_CONTENT = {
+    "Architectures": "#architectures-pending",
+    "Prompt Lab": "#prompt-lab-pending",
+    "Fine-tune": "#finetune-pending",
+    "Quantized CPU (llama.cpp)": "#quant-chatbot",
+    "About": "#about-models",
+}
+
+
+def test_every_tab_opens(page):
+    for name, selector in TAB_CONTENT.items():
+        page.get_by_role("tab", name=name).click()
+        page.wait_for_selector(selector, state="visible", timeout=10_000)
+        assert page.locator(selector).inner_text().strip(), f"{name} tab shows nothing"
+    assert "Apache-2.0" in page.locator("#about-models").inner_text()
+
+
+def test_chat_streams_an_answer(page):
+    page.get_by_role("tab", name="Quantized CPU (llama.cpp)").click()
+    page.fill("#quant-input textarea", "Tell me a short story about a cat who learns to sail.")
+    page.click("#quant-send")
+    bot = page.locator("#quant-chatbot .message.bot, #quant-chatbot [data-testid='bot']").last
+    lengths: list[int] = []
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if bot.count():
+            lengths.append(len(bot.inner_text().strip()))
+        if "tokens/s" in page.locator("#quant-stats").inner_text():
+            break
+        time.sleep(0.05)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "quantized-chat.png"), full_page=True)
+    assert "tokens/s" in page.locator("#quant-stats").inner_text(), "the answer never finished"
+    growing = sorted(set(n for n in lengths if n > 0))
+    assert len(growing) >= 3, f"text did not arrive in pieces: {lengths[-10:]}"
+    assert page.locator("#quant-input textarea").input_value() == ""
+
+
+def test_portuguese_browser_sees_portuguese_labels(browser, app_url):
+    context = browser.new_context(locale="pt-BR")
+    page = context.new_page()
+    page.goto(app_url)
+    page.wait_for_selector("#quant-input textarea", timeout=60_000)
+    page.wait_for_function("document.body.innerText.includes('Sobre')", timeout=10_000)
+    assert page.get_by_role("tab", name="Sobre").count() == 1
+    context.close()
