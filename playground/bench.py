@@ -43,6 +43,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
+# One timed stream stops after this long (the speed counts the tokens made so far), so a machine
+# whose cores are busy with other programs cannot stretch the run to many minutes.
+RUN_CAP_S = 10.0  # llama.cpp makes 128 tokens in about 2 s on two quiet cores
+TRANSFORMERS_RUN_CAP_S = 30.0  # fp32 transformers on two cores: about 10 s
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # A plain-text prompt the model continues at length (greedy decoding rarely ends it before N tokens).
@@ -143,6 +147,52 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+class _CpuWatch:
+    """How much of the machine's CPU other programs used while a block ran (Linux ``/proc/stat``).
+
+    Speed figures measured while other programs compete for the cores (llama.cpp's threads wait
+    for each other at every token) say little about the code; the details quote this share.
+    """
+
+    def __init__(self) -> None:
+        self._start = self._sample()
+        self._start_own = self._own()
+
+    @staticmethod
+    def _sample() -> tuple[float, float] | None:
+        try:
+            fields = Path("/proc/stat").read_text(encoding="ascii").splitlines()[0].split()[1:]
+            ticks = [float(x) for x in fields[:8]]
+            hz = float(os.sysconf("SC_CLK_TCK"))
+        except (OSError, ValueError, IndexError, AttributeError):
+            return None
+        user, nice, system, idle, iowait, irq, softirq, steal = ticks
+        busy = user + nice + system + irq + softirq + steal
+        return busy / hz, (busy + idle + iowait) / hz
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()  # children count once reaped (the app.py started for the start-up figure)
+        return t.user + t.system + t.children_user + t.children_system
+
+    def others_share(self) -> float | None:
+        end = self._sample()
+        if self._start is None or end is None:
+            return None
+        busy, total = end[0] - self._start[0], end[1] - self._start[1]
+        if total <= 0:
+            return None
+        own = self._own() - self._start_own
+        return min(1.0, max(0.0, (busy - own) / total))
+
+    def note(self) -> str:
+        share = self.others_share()
+        if share is None:
+            return ""
+        return f"; other programs used {share:.0%} of the CPU meanwhile" + (
+            " (figures unreliable)" if share >= 0.15 else "")
+
+
 @dataclass(frozen=True)
 class _Run:
     """One timed stream: counted and timed exactly like ``GenerationResult``."""
@@ -158,28 +208,39 @@ class _Run:
         return (self.tokens - 1) / decode if self.tokens >= 2 and decode > 0 else 0.0
 
 
-def _app_run(engine, prompt: str, params) -> _Run:
+def _app_run(engine, prompt: str, params, cap_s: float = RUN_CAP_S) -> _Run:
     generation = engine.stream(prompt, params)
-    text = "".join(generation)
+    started = time.perf_counter()
+    pieces = []
+    for piece in generation:
+        pieces.append(piece)
+        if time.perf_counter() - started > cap_s:
+            generation.cancel()  # the speed still counts the tokens made so far
     result = generation.result
-    return _Run(result.completion_tokens, result.time_to_first_token_s, result.total_s, text)
+    return _Run(result.completion_tokens, result.time_to_first_token_s, result.total_s, "".join(pieces))
 
 
-def _direct_run(llm, prompt_ids: list[int], new_tokens: int) -> _Run:
+def _direct_run(llm, prompt_ids: list[int], new_tokens: int, cap_s: float = RUN_CAP_S) -> _Run:
     """Plain llama-cpp-python streaming; one chunk per token (the closing chunk carries no token)."""
     started = time.perf_counter()
     first: float | None = None
     tokens = 0
     pieces: list[str] = []
-    for chunk in llm.create_completion(prompt_ids, max_tokens=new_tokens, temperature=0.0, stream=True,
-                                       repeat_penalty=1.0):
-        choice = chunk["choices"][0]
-        if choice.get("finish_reason") is not None and not choice.get("text"):
-            continue
-        tokens += 1
-        if first is None:
-            first = time.perf_counter()
-        pieces.append(choice.get("text") or "")
+    stream = llm.create_completion(prompt_ids, max_tokens=new_tokens, temperature=0.0, stream=True,
+                                   repeat_penalty=1.0)
+    try:
+        for chunk in stream:
+            choice = chunk["choices"][0]
+            if choice.get("finish_reason") is not None and not choice.get("text"):
+                continue
+            tokens += 1
+            if first is None:
+                first = time.perf_counter()
+            pieces.append(choice.get("text") or "")
+            if time.perf_counter() - started > cap_s:
+                break
+    finally:
+        stream.close()
     end = time.perf_counter()
     return _Run(tokens, (first or end) - started, end - started, "".join(pieces))
 
@@ -220,16 +281,19 @@ def machine_summary(hardware, threads: int, options: BenchOptions) -> dict[str, 
         "packages": versions,
         "model": options.model,
         "quick": options.quick,
-        "load_average_at_start": _load_average(),
+        "others_cpu_share_at_start": _others_cpu_share(),
     }
 
 
-def _load_average() -> float | None:
-    """The 1-minute load average: above a fraction of the cores, other programs compete for the CPU."""
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
+def _others_cpu_share(seconds: float = 1.0) -> float | None:
+    """The share of the CPU other programs use right now, sampled over ``seconds``.
+
+    (The load average is no guide here: on some virtual machines it stays high while the cores idle.)
+    """
+    watch = _CpuWatch()
+    time.sleep(seconds)
+    share = watch.others_share()
+    return None if share is None else round(share, 3)
 
 
 # --------------------------------------------------------------------------- figures
@@ -249,6 +313,7 @@ def bench_startup(scratch: Path, timeout_s: float = 60.0) -> Figure:
     env = {**os.environ, "PLAYGROUND_OFFLINE": "1"}
     url = f"http://127.0.0.1:{port}/"
     _log(f"starting app.py on port {port} (up to {timeout_s:.0f} s)")
+    watch = _CpuWatch()
     with open(log_path, "wb") as log:
         started = time.perf_counter()
         proc = subprocess.Popen([sys.executable, str(app), "--port", str(port), "--data-dir", str(data_dir)],
@@ -284,7 +349,7 @@ def bench_startup(scratch: Path, timeout_s: float = 60.0) -> Figure:
         return Figure(name, None, unit, target, False,
                       f"not measured: {problem}" + (f"; log: {' | '.join(tail)}" if tail else ""))
     return _measured(name, unit, target, lambda v: _below(v, 10.0), ready,
-                     f"python app.py with PLAYGROUND_OFFLINE=1 until GET / answered 200")
+                     f"python app.py with PLAYGROUND_OFFLINE=1 until GET / answered 200{watch.note()}")
 
 
 def bench_llama_cpp(provider, options: BenchOptions) -> tuple[list[Figure], float | None]:
@@ -317,12 +382,19 @@ def bench_llama_cpp(provider, options: BenchOptions) -> tuple[list[Figure], floa
             _direct_run(direct, ids, 8)
             app_runs: list[_Run] = []
             direct_runs: list[_Run] = []
-            for _ in range(options.rounds):
-                app_runs.append(_app_run(engine, THROUGHPUT_PROMPT, params))
-                direct_runs.append(_direct_run(direct, ids, n))
+            watch = _CpuWatch()
+            for round_ in range(options.rounds):  # ABBA order, so neither side always goes first
+                if round_ % 2 == 0:
+                    app_runs.append(_app_run(engine, THROUGHPUT_PROMPT, params))
+                    direct_runs.append(_direct_run(direct, ids, n))
+                else:
+                    direct_runs.append(_direct_run(direct, ids, n))
+                    app_runs.append(_app_run(engine, THROUGHPUT_PROMPT, params))
             app_speed = _median_speed(app_runs)
             direct_speed = _median_speed(direct_runs)
-            same = all(a.text == d.text for a, d in zip(app_runs, direct_runs))
+            same = all(a.text.startswith(d.text) or d.text.startswith(a.text)  # a run cut short is a prefix
+                       for a, d in zip(app_runs, direct_runs))
+            cut = sum(r.total_s > RUN_CAP_S for r in app_runs + direct_runs)
             setup = (f"{len(ids)} prompt tokens, {n} new, greedy, n_ctx={n_ctx}, {threads} threads, "
                      f"{options.rounds} rounds")
             figures.append(Figure("llama.cpp decode, app engine", app_speed, "tok/s", "", None,
@@ -336,7 +408,8 @@ def bench_llama_cpp(provider, options: BenchOptions) -> tuple[list[Figure], floa
             figures.append(_measured("llama.cpp app / direct speed", "x", ">= 0.9",
                                      lambda v: _at_least(v, 0.9), ratio,
                                      f"ratio of the medians; per round {', '.join(f'{r:.2f}' for r in paired)}; "
-                                     f"{setup}; same text: {'yes' if same else 'NO'}"))
+                                     f"{setup}; same text: {'yes' if same else 'NO'}"
+                                     f"{f'; {cut} run(s) cut at {RUN_CAP_S:.0f} s' if cut else ''}{watch.note()}"))
         except Exception as exc:
             figures.append(_failed("llama.cpp app / direct speed", "x", ">= 0.9", exc))
         finally:
@@ -348,9 +421,10 @@ def bench_llama_cpp(provider, options: BenchOptions) -> tuple[list[Figure], floa
         try:
             runs = options.ttft_runs
             _log(f"time to first token: one warm-up, then {runs} chat prompts")
-            params = GenerationParams(max_new_tokens=4, seed=0)
+            params = GenerationParams(max_new_tokens=4, seed=0)  # the app's default sampling
             times: list[float] = []
             prompt_tokens: list[int] = []
+            watch = _CpuWatch()
             for i in range(runs + 1):
                 question = CHAT_QUESTIONS[i % len(CHAT_QUESTIONS)]
                 prompt = engine.format_chat([{"role": "user", "content": question}])
@@ -363,7 +437,7 @@ def bench_llama_cpp(provider, options: BenchOptions) -> tuple[list[Figure], floa
             figures.append(_measured(
                 f"warm time to first token ({options.model})", "s", "< 0.5 s", lambda v: _below(v, 0.5), ttft,
                 f"median of {', '.join(f'{t:.3f}' for t in times)} s; chat prompts of "
-                f"{min(prompt_tokens)}-{max(prompt_tokens)} tokens, a different question each time"))
+                f"{min(prompt_tokens)}-{max(prompt_tokens)} tokens, a different question each time{watch.note()}"))
         except Exception as exc:
             figures.append(_failed(f"warm time to first token ({options.model})", "s", "< 0.5 s", exc))
     finally:
@@ -432,12 +506,15 @@ def bench_transformers(settings, hardware, catalog, options: BenchOptions, scrat
             _log(f"transformers decode: one warm-up, then {runs_wanted} run(s) of {n} tokens")
             params = GenerationParams(max_new_tokens=n, temperature=0.0, repetition_penalty=1.0, seed=0)
             _app_run(engine, THROUGHPUT_PROMPT, dataclasses.replace(params, max_new_tokens=8))
-            runs = [_app_run(engine, THROUGHPUT_PROMPT, params) for _ in range(runs_wanted)]
+            watch = _CpuWatch()
+            runs = [_app_run(engine, THROUGHPUT_PROMPT, params, TRANSFORMERS_RUN_CAP_S)
+                    for _ in range(runs_wanted)]
+            cpu_note = watch.note()
             tf_speed = _median_speed(runs)
             figures.append(Figure(f"transformers decode ({engine.device.device}, {engine.device.dtype_name})",
                                   tf_speed, "tok/s", "", None,
                                   f"median of {_speeds(runs)}; tokens: {', '.join(str(r.tokens) for r in runs)}; "
-                                  f"{hardware.cpu_threads} torch threads"))
+                                  f"{hardware.cpu_threads} torch threads{cpu_note}"))
             if llama_speed is None:
                 figures.append(Figure(ratio_name, None, "x", "", None,
                                       "not measured: the llama.cpp speed is missing"))
@@ -504,7 +581,10 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
             figures.append(Figure("llama.cpp app / direct speed", None, "x", ">= 0.9", None,
                                   f"skipped: {options.model} has no GGUF source"))
 
-        figures += bench_transformers(settings, hardware, catalog, options, scratch, llama_speed)
+        try:
+            figures += bench_transformers(settings, hardware, catalog, options, scratch, llama_speed)
+        except Exception as exc:  # e.g. torch or transformers missing
+            figures.append(_failed("transformers second load (cached copy)", "s", "< 5 s", exc))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return figures
@@ -538,11 +618,10 @@ def format_table(figures: list[Figure], machine: dict | None = None) -> str:
         out.append(f"machine: {machine.get('summary', '')}; {machine.get('cpu', '')}")
         packages = machine.get("packages") or {}
         out.append("versions: " + ", ".join(f"{k} {v}" for k, v in packages.items() if v))
-        load = machine.get("load_average_at_start")
-        if load is not None:
-            busy = load >= 0.5 * max(1, machine.get("logical_cpus") or 1)
-            out.append(f"load average at start: {load:.2f}" + (
-                " (other programs are using the CPU: speed figures will be noisy)" if busy else ""))
+        share = machine.get("others_cpu_share_at_start")
+        if share is not None:
+            out.append(f"CPU used by other programs at start: {share:.0%}" + (
+                " (they compete with the benchmark: speed figures will be noisy)" if share >= 0.15 else ""))
         out.append("")
     out.append(line(header))
     out.append(line(["-" * w for w in widths]))
@@ -560,7 +639,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     parser.add_argument("--quick", action="store_true",
-                        help="Fewer rounds and tokens: a rough answer in about half the time.")
+                        help="Fewer rounds and tokens for a rough answer (the one-off GGUF conversion still runs).")
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="Folder in which the scratch folder is made (default: the system temp folder); "
                              "everything written there is removed at the end.")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
+import sys
 from dataclasses import dataclass
 
 
@@ -36,6 +38,16 @@ def physical_cores() -> int:
     return psutil.cpu_count(logical=False) or os.cpu_count() or 1
 
 
+def _may_have_cuda() -> bool:
+    """False only when no NVIDIA driver is visible, which spares importing torch (seconds) at start-up."""
+    if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1"):
+        return False
+    if not os.path.exists("/proc/driver/nvidia") and not shutil.which("nvidia-smi") \
+            and not os.path.exists("/dev/nvidiactl"):
+        return sys.platform != "linux"  # elsewhere (Windows, WSL quirks) ask torch
+    return True
+
+
 def detect(threads_setting: int = 0) -> Hardware:
     """Read the machine's facts; torch is imported only to ask about CUDA."""
     import psutil
@@ -44,7 +56,7 @@ def detect(threads_setting: int = 0) -> Hardware:
     name = ""
     memory = 0.0
     bf16 = False
-    if importlib.util.find_spec("torch") is not None:
+    if _may_have_cuda() and importlib.util.find_spec("torch") is not None:
         import torch
 
         if torch.cuda.is_available():

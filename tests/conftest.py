@@ -56,7 +56,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("playground-data")
+    # A fixed name under the session's base temp dir: the UI tests' app uses the same one,
+    # so the SmolLM2 GGUF is dequantised once per test session.
+    path = tmp_path_factory.getbasetemp() / "playground-data"
+    path.mkdir(exist_ok=True)
+    return path
 
 
 @pytest.fixture(scope="session")

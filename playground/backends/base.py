@@ -9,6 +9,7 @@ per generated token, and give next-token probabilities.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -21,6 +22,9 @@ Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
 
 def _param(default, help: str, low=None, high=None, **extra):
     return field(default=default, metadata={"help": help, "low": low, "high": high, **extra})
+
+
+_INT_TYPES = ("int", "int | None")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,14 @@ class GenerationParams:
                               0, 2**31 - 1)
     stop: tuple[str, ...] = _param((), "Generation ends before any of these strings appears.")
 
+    def __post_init__(self) -> None:
+        # Number widgets hand over 42.0 for 42; the engines need real ints (llama.cpp's C calls refuse
+        # floats), so whole numbers become ints here and anything else is left for validated() to refuse.
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type in _INT_TYPES and isinstance(value, float) and value.is_integer():
+                object.__setattr__(self, f.name, int(value))
+
     def validated(self, token_limit: int | None = None) -> "GenerationParams":
         """Self, after checking every range; raises InvalidParameterError naming the parameter."""
         for f in fields(self):
@@ -50,7 +62,9 @@ class GenerationParams:
                 high = token_limit
             if isinstance(value, bool) or not isinstance(value, (int, float)):
                 raise InvalidParameterError(f"{f.name} must be a number, not {value!r}.")
-            if f.type == "int" and int(value) != value:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise InvalidParameterError(f"{f.name} must be a finite number, not {value!r}.")
+            if f.type in _INT_TYPES and int(value) != value:
                 raise InvalidParameterError(f"{f.name} must be a whole number, not {value!r}.")
             if (low is not None and value < low) or (high is not None and value > high):
                 bounds = f"between {low} and {high}" if high is not None else f"at least {low}"

@@ -47,9 +47,12 @@ class PrecisionComparison:
         return 0.0
 
 
-def compare_precisions(provider, model_id: str, messages: list[Message], params: GenerationParams
-                       ) -> Iterator[PrecisionComparison]:
-    """Yields the comparison as it fills: after each load and each generated piece."""
+def compare_precisions(provider, model_id: str, messages: list[Message], params: GenerationParams,
+                       progress=None) -> Iterator[PrecisionComparison]:
+    """Yields the comparison as it fills: after each load and each generated piece.
+
+    ``progress(fraction, message)`` hears about slow loads (the first GGUF conversion).
+    """
     facts = provider.gguf_facts(model_id)
     full = PrecisionRun(TRANSFORMERS, "fp32 (dequantised from GGUF)" if not provider.hardware.cuda else "bf16")
     quant = PrecisionRun(LLAMA_CPP, facts.file_type)
@@ -59,7 +62,7 @@ def compare_precisions(provider, model_id: str, messages: list[Message], params:
 
     full = replace(full, status="loading")
     yield PrecisionComparison(full, quant)
-    engine = provider.get(model_id, TRANSFORMERS)
+    engine = provider.get(model_id, TRANSFORMERS, progress=progress)
     full = replace(full, status="generating", weights_bytes=engine.memory_bytes())
     yield PrecisionComparison(full, quant)
     for run in _stream(engine, messages, params, full):
@@ -68,7 +71,7 @@ def compare_precisions(provider, model_id: str, messages: list[Message], params:
 
     quant = replace(quant, status="loading")
     yield PrecisionComparison(full, quant)
-    engine = provider.get(model_id, LLAMA_CPP)
+    engine = provider.get(model_id, LLAMA_CPP, progress=progress)
     quant = replace(quant, status="generating", weights_bytes=engine.weights_bytes)
     yield PrecisionComparison(full, quant)
     for run in _stream(engine, messages, params, quant):

@@ -43,8 +43,9 @@ class LlamaCppEngine(EngineBase):
 
     @classmethod
     def load(cls, model_id: str, weights: ResolvedWeights, threads: int, token_limit: int | None = None,
-             n_ctx: int | None = None) -> "LlamaCppEngine":
-        facts = read_gguf_facts(weights.path)  # a damaged file is refused here, with a clear message
+             n_ctx: int | None = None, facts: GGUFFacts | None = None) -> "LlamaCppEngine":
+        # Reading the facts also refuses a damaged file with a clear message, before llama.cpp sees it.
+        facts = facts or read_gguf_facts(weights.path)
         from llama_cpp import Llama
 
         context = n_ctx or min(facts.context_length or 2048, MAX_CONTEXT)

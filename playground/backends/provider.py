@@ -17,14 +17,33 @@ from playground.errors import EngineUnavailableError
 from playground.hardware import Hardware
 from playground.models.cache import ModelCache
 from playground.models.catalog import Catalog, ModelSpec
-from playground.models.gguf_info import GGUFFacts, read_gguf_facts
+from playground.models.gguf_info import GGUFFacts, cached_gguf_facts
 from playground.models.sources import ResolvedWeights, SourceResolver
 
 
-def _close_engine(_key, engine) -> None:
+def _close_engine(key, engine) -> None:
+    """Close an evicted engine once no request is using it.
+
+    A generation in flight holds the engine's lock; closing under it would free
+    the weights beneath a running llama.cpp loop (a segfault of the whole app).
+    """
     close = getattr(engine, "close", None)
-    if close:
-        close()
+    if not close:
+        return
+    lock = getattr(engine, "lock", None)
+    if lock is None or lock.acquire(blocking=False):
+        try:
+            close()
+        finally:
+            if lock is not None:
+                lock.release()
+        return
+
+    def close_when_idle() -> None:
+        with lock:
+            close()
+
+    threading.Thread(target=close_when_idle, name=f"close-{key}", daemon=True).start()
 
 
 class EngineProvider:
@@ -52,7 +71,7 @@ class EngineProvider:
         with self._facts_lock:
             facts = self._facts.get(weights.path)
         if facts is None:
-            facts = read_gguf_facts(weights.path)
+            facts = cached_gguf_facts(weights.path, self.settings.data_dir / "gguf-facts")
             with self._facts_lock:
                 self._facts[weights.path] = facts
         return facts
@@ -77,8 +96,9 @@ class EngineProvider:
             from playground.backends.llama_cpp_engine import LlamaCppEngine
 
             weights = self.resolver.resolve(spec, "gguf", progress)
+            facts = cached_gguf_facts(weights.path, self.settings.data_dir / "gguf-facts")
             engine = LlamaCppEngine.load(spec.id, weights, threads=self.hardware.cpu_threads,
-                                         token_limit=token_limit)
+                                         token_limit=token_limit, facts=facts)
         else:
             import torch
 

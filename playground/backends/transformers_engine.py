@@ -47,7 +47,7 @@ def converted_dir(data_dir: Path, weights: ResolvedWeights) -> Path:
 
 def load_gguf_as_transformers(weights: ResolvedWeights, data_dir: Path, progress=None):
     """(model, tokenizer, from_cache) for a GGUF file, converting once and caching safetensors."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = converted_dir(data_dir, weights)
     if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
@@ -69,10 +69,16 @@ def load_gguf_as_transformers(weights: ResolvedWeights, data_dir: Path, progress
         ) from None
     if progress:
         progress(0.8, "Saving a safetensors copy for fast loads next time")
-    # A GGUF-loaded model refuses save_pretrained, so rebuild it from its config first.
-    config = AutoConfig.from_pretrained(folder, gguf_file=name)
-    model = AutoModelForCausalLM.from_config(config, dtype="float32")
-    model.load_state_dict(gguf_model.state_dict())
+    # A GGUF-loaded model refuses save_pretrained, so rebuild it from its config first; building on
+    # the meta device and assigning the loaded tensors skips a pointless random initialisation.
+    import torch
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict(), assign=True)
+    for name, buffer in gguf_model.named_buffers():  # non-persistent buffers (rotary tables) are not in the state dict
+        owner, _, attribute = name.rpartition(".")
+        model.get_submodule(owner)._buffers[attribute] = buffer
     model.tie_weights()
     del gguf_model
     target.parent.mkdir(parents=True, exist_ok=True)

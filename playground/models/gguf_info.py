@@ -7,8 +7,11 @@ with a clear message before llama.cpp or transformers try to load it.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from playground.errors import InvalidGGUFError
@@ -132,3 +135,37 @@ def read_gguf_facts(path: str | Path) -> GGUFFacts:
         tokenizer_model=_value(reader, "tokenizer.ggml.model", "") or "",
         chat_template=_value(reader, "tokenizer.chat_template", "") or "",
     )
+
+
+def _cache_file(cache_dir: Path, path: Path) -> Path:
+    stat = path.stat()
+    key = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    return cache_dir / f"{key}.json"
+
+
+def cached_gguf_facts(path: str | Path, cache_dir: Path | None) -> GGUFFacts:
+    """``read_gguf_facts`` remembered on disk: parsing a large vocabulary takes seconds, a JSON file does not.
+
+    The cache key includes the file's size and modification time, so a replaced file is read again.
+    """
+    path = Path(path)
+    if cache_dir is None or not path.is_file():
+        return read_gguf_facts(path)
+    cache_file = _cache_file(Path(cache_dir), path)
+    try:
+        data = json.loads(cache_file.read_text(encoding="utf-8"))
+        data["path"] = Path(data["path"])
+        return GGUFFacts(**data)
+    except (OSError, ValueError, TypeError):
+        pass
+    facts = read_gguf_facts(path)
+    try:
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        data = asdict(facts)
+        data["path"] = str(facts.path)
+        partial = cache_file.with_name(f"{cache_file.name}.partial-{os.getpid()}")
+        partial.write_text(json.dumps(data), encoding="utf-8")
+        partial.replace(cache_file)
+    except OSError:
+        pass  # a read-only data dir only costs speed
+    return facts

@@ -7,7 +7,7 @@ from typing import Iterator
 
 import pytest
 
-from playground.backends.base import EngineBase, Generation, GenerationParams, GenerationResult
+from playground.backends.base import EngineBase, GenerationParams, GenerationResult
 from playground.errors import ContextOverflowError, InvalidParameterError, InvalidPromptError
 
 
@@ -241,6 +241,26 @@ def test_engine_token_limit_applies():
     ({"top_k": True}, "top_k"),
 ])
 def test_out_of_range_parameters_name_the_parameter(kwargs, name):
+    with pytest.raises(InvalidParameterError) as info:
+        GenerationParams(**kwargs).validated()
+    assert name in str(info.value)
+
+
+def test_whole_number_floats_from_widgets_become_ints():
+    p = GenerationParams(max_new_tokens=8.0, top_k=10.0, seed=42.0).validated()
+    assert (p.max_new_tokens, p.top_k, p.seed) == (8, 10, 42)
+    assert all(type(v) is int for v in (p.max_new_tokens, p.top_k, p.seed))
+    assert type(GenerationParams(temperature=1).temperature) is int  # floats fields are left alone
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    ({"seed": 1.5}, "seed"),
+    ({"top_k": 2.5}, "top_k"),
+    ({"temperature": float("nan")}, "temperature"),
+    ({"max_new_tokens": float("inf")}, "max_new_tokens"),
+    ({"top_p": float("nan")}, "top_p"),
+])
+def test_non_whole_or_non_finite_numbers_are_refused(kwargs, name):
     with pytest.raises(InvalidParameterError) as info:
         GenerationParams(**kwargs).validated()
     assert name in str(info.value)

@@ -73,6 +73,13 @@ def test_same_seed_same_text(llama_engine, prompt):
     assert first and first == second
 
 
+def test_numbers_from_widgets_work(llama_engine, prompt):
+    # Gradio number boxes and sliders give floats such as 7.0; llama.cpp's C calls need ints.
+    as_floats = GenerationParams(max_new_tokens=6.0, temperature=0.8, top_k=20.0, seed=7.0)
+    as_ints = GenerationParams(max_new_tokens=6, temperature=0.8, top_k=20, seed=7)
+    assert llama_engine.generate(prompt, as_floats).text == llama_engine.generate(prompt, as_ints).text
+
+
 def test_stop_sequence_ends_generation(llama_engine, prompt):
     full = llama_engine.generate(prompt, GenerationParams(max_new_tokens=16, temperature=0))
     words = full.text.split()

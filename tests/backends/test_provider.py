@@ -105,10 +105,12 @@ def test_corrupted_local_gguf_fails_cleanly_and_the_app_keeps_working(
     # the app's engine is untouched and still answers
     assert provider.get(SMOLLM2, "llama.cpp") is llama_engine
     prompt = llama_engine.format_chat([{"role": "user", "content": "Hi"}])
-    assert llama_engine.generate(prompt, GenerationParams(max_new_tokens=6, temperature=0)).text.strip()
+    assert llama_engine.generate(prompt, GenerationParams(max_new_tokens=4, temperature=0)).text.strip()
     # and a second try fails the same way instead of hanging on a stale load
-    with pytest.raises(InvalidGGUFError):
-        engines.get(QWEN, engine_name)
+    # (only for the cheap case: reading half a GGUF header takes seconds)
+    if corruption == "random":
+        with pytest.raises(InvalidGGUFError):
+            engines.get(QWEN, engine_name)
 
 
 def test_workshop_mode_limits_tokens_per_request(tmp_path, catalog, llama_engine):
@@ -123,3 +125,42 @@ def test_workshop_mode_limits_tokens_per_request(tmp_path, catalog, llama_engine
             engine.generate("Hello", GenerationParams(max_new_tokens=257))
     finally:
         engines.cache.clear()
+
+
+_EVICT_WHILE_GENERATING = r"""
+import sys, time
+sys.path.insert(0, {root!r})
+from playground.backends.base import GenerationParams
+from playground.backends.provider import EngineProvider
+from playground.hardware import detect
+from playground.models.catalog import Catalog
+from tests.helpers import SMOLLM2, offline_settings
+
+engines = EngineProvider(offline_settings({data!r}), detect(), Catalog.load())
+engine = engines.get(SMOLLM2, "llama.cpp")
+generation = engine.stream("The capital of France is", GenerationParams(max_new_tokens=8, temperature=0))
+pieces = iter(generation)
+first = next(pieces)
+assert engines.cache.evict(("engine", "llama.cpp", SMOLLM2))  # e.g. another user's load needed the memory
+assert engine.llm is not None, "closed under a running generation"
+rest = "".join(pieces)
+assert generation.result.text == first + rest and generation.result.completion_tokens >= 2
+deadline = time.time() + 60
+while engine.llm is not None and time.time() < deadline:
+    time.sleep(0.05)
+assert engine.llm is None, "the evicted engine was never closed"
+print("OK", repr(generation.result.text))
+"""
+
+
+def test_evicting_an_engine_while_it_generates_waits_for_the_generation(tmp_path):
+    # Run in a child process: the failure this guards against is a segfault, which would end pytest itself.
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parents[2])
+    code = _EVICT_WHILE_GENERATING.format(root=root, data=str(tmp_path))
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, f"rc={out.returncode}\n{out.stdout}\n{out.stderr[-3000:]}"
+    assert out.stdout.startswith("OK")

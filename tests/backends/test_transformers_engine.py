@@ -75,6 +75,22 @@ def test_both_engines_render_the_same_prompt_and_tokens(transformers_engine, lla
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("text", ["The sky is", "café ☕ 日本", "Hello <|im_end|> there"])
+def test_both_engines_tokenize_plain_text_alike(transformers_engine, llama_engine, text):
+    assert transformers_engine.tokenize(text) == llama_engine.tokenize(text)
+
+
+@pytest.mark.slow
+def test_both_engines_agree_on_an_easy_next_token(transformers_engine, llama_engine):
+    prompt = "The capital of France is"
+    hf_top = transformers_engine.next_token_probabilities(prompt, k=3)
+    cpp_top = llama_engine.next_token_probabilities(prompt, k=3)
+    assert hf_top[0].token_id == cpp_top[0].token_id
+    assert hf_top[0].token.strip() == "Paris"
+    assert hf_top[0].probability == pytest.approx(cpp_top[0].probability, abs=0.05)
+
+
+@pytest.mark.slow
 def test_smollm2_next_token_probabilities(transformers_engine, llama_engine):
     prompt = transformers_engine.format_chat(MESSAGES)
     top = transformers_engine.next_token_probabilities(prompt, k=8)
@@ -207,21 +223,22 @@ def test_pickle_only_folder_is_refused(tmp_path):
     folder.mkdir()
     from transformers import GPT2Config
 
-    GPT2Config(vocab_size=10, n_embd=8, n_layer=1, n_head=2, n_positions=16).save_pretrained(folder)
+    GPT2Config(vocab_size=10, n_embd=8, n_layer=1, n_head=2, n_positions=16, bos_token_id=0,
+               eos_token_id=0).save_pretrained(folder)
     torch.save({}, folder / "pytorch_model.bin")
     weights = ResolvedWeights("pickled", "transformers", folder, "local", f"local folder {folder}")
     with pytest.raises(PlaygroundError) as info:
         TransformersEngine.load("pickled", weights, tmp_path / "data", device_for(False, False))
-    assert "pickled" in str(info.value)
+    assert "safetensors" in str(info.value)  # weights load from safetensors only, never from pickle
 
 
 @pytest.mark.gpu
 def test_tiny_model_on_cuda(tiny_models_dir, tiny_provider):
     import torch
 
-    _, repo, _ = TINY_MODELS["tiny-llama"]
     weights = tiny_provider.resolve("tiny-llama")
-    engine = TransformersEngine.load("tiny-llama", weights, tiny_models_dir, device_for(True, torch.cuda.is_bf16_supported()))
+    device = device_for(True, torch.cuda.is_bf16_supported())
+    engine = TransformersEngine.load("tiny-llama", weights, tiny_models_dir, device)
     try:
         assert next(engine.model.parameters()).device.type == "cuda"
         result = engine.generate("Hello world", GenerationParams(max_new_tokens=6, temperature=0))

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 import yaml
 
 from playground.errors import PlaygroundError, UnknownModelError
 from playground.models.catalog import CATALOG_FILE, FAMILIES, FORMATS, SOURCE_KINDS, Catalog
+from tests.helpers import decoder_spec
 
 REQUIRED = ["smollm2-135m-instruct", "gemma-3-270m", "all-minilm-l6-v2", "flan-t5-small", "flan-t5-base",
             "bert-base-uncased", "gpt2", "qwen2.5-0.5b-instruct"]
@@ -65,9 +69,6 @@ def test_families_and_heads(catalog):
 
 
 def test_parameters_label_in_billions():
-    from tests.helpers import decoder_spec
-    from dataclasses import replace
-
     assert replace(decoder_spec("x"), parameters=1_500_000_000).parameters_label == "1.5B"
 
 
@@ -80,7 +81,7 @@ def test_unknown_id_lists_the_choices(catalog):
         assert model_id in text
 
 
-def _write(tmp_path, data) -> "Path":
+def _write(tmp_path, data) -> Path:
     path = tmp_path / "catalog.yaml"
     path.write_text(yaml.safe_dump(data), encoding="utf-8")
     return path

@@ -8,7 +8,8 @@ import struct
 import pytest
 
 from playground.errors import InvalidGGUFError
-from playground.models.gguf_info import read_gguf_facts
+from playground.models import gguf_info
+from playground.models.gguf_info import cached_gguf_facts, read_gguf_facts
 from playground.models.sources import SourceResolver
 
 
@@ -106,3 +107,26 @@ def test_empty_or_magic_only_file_is_refused(tmp_path, content):
 def test_missing_file_is_refused(tmp_path):
     with pytest.raises(InvalidGGUFError, match="not found"):
         read_gguf_facts(tmp_path / "nothing.gguf")
+
+
+def test_cached_facts_are_read_once_and_reread_when_the_file_changes(smollm2_gguf, smollm2_facts, tmp_path,
+                                                                      monkeypatch):
+    import shutil
+
+    copy = tmp_path / "model.gguf"
+    shutil.copyfile(smollm2_gguf, copy)
+    cache = tmp_path / "facts"
+    first = cached_gguf_facts(copy, cache)
+    assert first.as_rows() == smollm2_facts.as_rows()
+    assert len(list(cache.glob("*.json"))) == 1
+
+    reads = []
+    monkeypatch.setattr(gguf_info, "read_gguf_facts", lambda path: reads.append(path))
+    assert cached_gguf_facts(copy, cache) == first
+    assert reads == []
+
+    monkeypatch.undo()
+    with copy.open("r+b") as handle:  # same name, different (now truncated) content
+        handle.truncate(copy.stat().st_size // 2)
+    with pytest.raises(InvalidGGUFError):
+        cached_gguf_facts(copy, cache)

@@ -24,6 +24,19 @@ def test_packaged_smollm2_resolves_to_a_gguf_file(offline_resolver, catalog):
     assert offline_resolver.is_available_offline(catalog.get("smollm2-135m-instruct"), "gguf")
 
 
+def test_packaged_call_minilm_resolves_to_a_safetensors_folder(offline_resolver, catalog):
+    weights = offline_resolver.resolve(catalog.get("all-minilm-l6-v2"))
+    assert (weights.format, weights.origin) == ("transformers", "packaged")
+    assert (weights.path / "config.json").is_file()
+    assert list(weights.path.glob("*.safetensors"))
+    # the path a package call returns is remembered, not recomputed per request
+    assert offline_resolver.resolve(catalog.get("all-minilm-l6-v2")).path == weights.path
+
+
+def test_packaged_gemma_gguf_is_available_offline(offline_resolver, catalog):
+    assert offline_resolver.is_available_offline(catalog.get("gemma-3-270m"), "gguf")
+
+
 def test_local_folder_with_config_json(tmp_path, catalog):
     folder = tmp_path / "bert-base-uncased"
     folder.mkdir()

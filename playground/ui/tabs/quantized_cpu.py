@@ -63,6 +63,11 @@ def comparison_summary(comparison: PrecisionComparison, texts: Texts) -> str:
     return ""
 
 
+def _reporter(progress: gr.Progress):
+    """Adapt the logic's progress(fraction, message) callbacks to Gradio's progress bar."""
+    return lambda fraction, message: progress(fraction, desc=message)
+
+
 def _initial_facts(services: Services, model_id: str | None) -> list[list[str]]:
     try:
         return facts_rows(services, model_id) if model_id else []
@@ -95,7 +100,9 @@ def build(services: Services) -> None:
                 system = gr.Textbox(value="", label=t("quant.system"), info=t("quant.system_info"), lines=2,
                                     elem_id="quant-system")
                 params = parameter_widgets(settings, "quant", max_new_tokens=256)
-            facts = gr.Dataframe(value=_initial_facts(services, default_model), headers=["fact", "value"], label=t("quant.facts"), interactive=False,
+            # A callable value is computed when a page opens, so reading the GGUF never delays start-up.
+            facts = gr.Dataframe(value=lambda model_id: _initial_facts(services, model_id), inputs=[model],
+                                 headers=["fact", "value"], label=t("quant.facts"), interactive=False,
                                  wrap=True, elem_id="quant-facts", column_widths=["40%", "60%"])
 
     gr.Markdown(t("quant.compare_title"), elem_classes=["section-title"])
@@ -127,14 +134,14 @@ def build(services: Services) -> None:
             return [["status", line] for line in str(exc).splitlines()]
 
     def chat(text, history, model_id, system_prompt, max_new_tokens, temperature, top_p, top_k,
-             repetition_penalty, seed, stop_text, request: gr.Request):
+             repetition_penalty, seed, stop_text, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         param_values = (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop_text)
         texts = Texts.for_request(request)
         history = list(history or [])
         with user_errors():
             text = check_message(text, settings.max_prompt_chars)
             generation_params = params_from_widgets(*param_values, token_limit=settings.request_token_limit)
-            engine = services.engines.get(model_id, LLAMA_CPP)
+            engine = services.engines.get(model_id, LLAMA_CPP, progress=_reporter(progress))
             prompt = engine.format_chat(build_messages(history, text, system_prompt))
             generation = engine.stream(prompt, generation_params)
         history += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
@@ -158,14 +165,15 @@ def build(services: Services) -> None:
         services.generations.cancel(request.session_hash or "anonymous")
 
     def compare(prompt, model_id, system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty,
-                seed, stop_text, request: gr.Request):
+                seed, stop_text, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         param_values = (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop_text)
         texts = Texts.for_request(request)
         with user_errors():
             text = check_message(prompt or texts("quant.default_prompt"), settings.max_prompt_chars)
             generation_params = params_from_widgets(*param_values, token_limit=settings.request_token_limit)
             messages = build_messages([], text, system_prompt)
-            updates = compare_precisions(services.engines, model_id, messages, generation_params)
+            updates = compare_precisions(services.engines, model_id, messages, generation_params,
+                                         progress=_reporter(progress))
             try:
                 for comparison in updates:
                     yield (comparison.full.text, run_stats(comparison.full, texts), comparison.quantised.text,
