@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 from playground.config import Settings
 from playground.errors import SettingsError
@@ -23,6 +24,9 @@ def serve(argv: list[str]) -> int:
     print(startup_line(services.hardware), flush=True)
     print(f"[playground] mode={settings.mode} data_dir={settings.data_dir} "
           f"offline={settings.offline} http://{settings.host}:{settings.port}", flush=True)
+    # Loading the default model while the server starts makes the first answer as fast as the rest.
+    threading.Thread(target=lambda: print(f"[playground] {services.warm_up()}", flush=True),
+                     name="warm-up", daemon=True).start()
     try:
         launch(services)
     finally:

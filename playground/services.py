@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from playground.backends.base import Generation
 from playground.backends.provider import EngineProvider
 from playground.config import Settings
+from playground.errors import PlaygroundError
 from playground.hardware import Hardware, detect
 from playground.models.catalog import Catalog
 
@@ -57,6 +58,23 @@ class Services:
         hardware = hardware or detect(settings.threads)
         catalog = catalog or Catalog.load()
         return cls(settings, hardware, catalog, EngineProvider(settings, hardware, catalog))
+
+    def warm_up(self) -> str:
+        """Read the default model's GGUF facts and load its engine, so the first answer is fast.
+
+        Meant for a background thread after start-up; returns what happened, never raises.
+        """
+        model_id = self.settings.default_model
+        try:
+            spec = self.catalog.get(model_id)
+            if spec.has_gguf:
+                self.engines.gguf_facts(model_id)
+            if spec.family == "decoder":
+                engine = self.engines.get(model_id)
+                return f"warm: {model_id} loaded on {engine.name}"
+            return f"warm: {model_id} is not a decoder; nothing to load"
+        except PlaygroundError as exc:
+            return f"warm-up skipped: {str(exc).splitlines()[0]}"
 
     def close(self) -> None:
         self.engines.cache.clear()

@@ -68,3 +68,18 @@ def test_core_packages_do_not_import_gradio():
     assert out.returncode == 0, out.stderr
     # gradio never; torch and llama_cpp only lazily, when an engine loads.
     assert out.stdout.strip() == ""
+
+
+def test_warm_up_loads_the_default_model_and_never_raises(tmp_path):
+    from playground.config import Settings
+    from playground.services import Services
+
+    services = Services.create(Settings.load([], {"PLAYGROUND_DATA_DIR": str(tmp_path), "PLAYGROUND_OFFLINE": "1"}))
+    try:
+        assert services.warm_up() == "warm: smollm2-135m-instruct loaded on llama.cpp"
+        assert services.engines.loaded("smollm2-135m-instruct", "llama.cpp") is not None
+    finally:
+        services.close()
+    offline_hub = Services.create(Settings.load([], {"PLAYGROUND_DATA_DIR": str(tmp_path), "PLAYGROUND_OFFLINE": "1",
+                                                     "PLAYGROUND_DEFAULT_MODEL": "gpt2"}))
+    assert offline_hub.warm_up().startswith("warm-up skipped: No weights found for model 'gpt2'")

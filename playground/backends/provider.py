@@ -96,7 +96,7 @@ class EngineProvider:
             from playground.backends.llama_cpp_engine import LlamaCppEngine
 
             weights = self.resolver.resolve(spec, "gguf", progress)
-            facts = cached_gguf_facts(weights.path, self.settings.data_dir / "gguf-facts")
+            facts = self.gguf_facts(spec.id)
             engine = LlamaCppEngine.load(spec.id, weights, threads=self.hardware.cpu_threads,
                                          token_limit=token_limit, facts=facts)
         else:
