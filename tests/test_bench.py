@@ -1,0 +1,45 @@
+"""The bench's reporting and argument handling (its measurements run in `python -m playground bench`)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from playground.bench import Figure, format_table, main
+
+
+def test_table_shows_value_target_and_result():
+    figures = [
+        Figure("llama.cpp app / direct speed", 1.01, "x", ">= 0.9", True, "per round 1.01"),
+        Figure("app start-up to ready", 12.2, "s", "< 10 s", False),
+        Figure("transformers decode", 10.7, "tok/s"),
+        Figure("skipped figure", None, "s"),
+    ]
+    table = format_table(figures, {"summary": "no CUDA", "cpu": "test cpu", "packages": {"torch": "2.13"}})
+    lines = table.splitlines()
+    assert lines[0] == "machine: no CUDA; test cpu"
+    row = next(line for line in lines if line.startswith("llama.cpp app / direct speed"))
+    assert "1.01 x" in row and ">= 0.9" in row and row.endswith("pass")
+    assert next(line for line in lines if line.startswith("app start-up")).endswith("FAIL")
+    assert next(line for line in lines if line.startswith("transformers decode")).endswith("info")
+    assert next(line for line in lines if line.startswith("skipped figure")).endswith("skipped")
+    assert "  llama.cpp app / direct speed: per round 1.01" in lines
+
+
+def test_figures_serialise_to_json():
+    data = Figure("ttft", 0.0661234, "s", "< 0.5 s", True).to_dict()
+    assert json.loads(json.dumps(data)) == {"name": "ttft", "value": 0.0661, "unit": "s", "target": "< 0.5 s",
+                                            "passed": True, "detail": ""}
+
+
+def test_bad_arguments_are_refused(capsys):
+    assert main(["--threads", "-1"]) == 2
+    assert "--threads" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--no-such-flag"])
+
+
+def test_unknown_model_is_refused_before_measuring(capsys):
+    assert main(["--model", "no-such-model", "--skip-startup"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
