@@ -530,6 +530,41 @@ def bench_transformers(settings, hardware, catalog, options: BenchOptions, scrat
 
 
 # --------------------------------------------------------------------------- driver
+ARCHITECTURE_TEXTS = (
+    "The capital of France is Paris, a city famous for its museums.",
+    "My grandmother bakes bread every Sunday morning before church.",
+    "The train to Lisbon was late because of the storm last night.",
+    "Students learn faster when they explain ideas to each other.",
+    "A small robot cleaned the kitchen floor while we were asleep.",
+)
+
+
+def bench_architectures(settings, hardware, catalog, options: BenchOptions) -> Figure:
+    """Warm latency of the whole Architectures tab on the default offline models (one per family found)."""
+    from playground.architectures.lab import ArchitectureLab
+    from playground.backends.provider import EngineProvider
+
+    provider = EngineProvider(settings, hardware, catalog)
+    lab = ArchitectureLab(provider)
+    try:
+        models = lab.default_models()
+        lab.run_all(ARCHITECTURE_TEXTS[0], models)  # loads (and converts) the models once
+        times = []
+        for text in ARCHITECTURE_TEXTS[1: 3 if options.quick else None]:  # new text: attention is extracted again
+            started = time.perf_counter()
+            comparison = lab.run_all(text, models)
+            times.append(time.perf_counter() - started)
+            if comparison.errors:
+                raise RuntimeError(f"the tab failed for {comparison.errors}")
+        value = statistics.median(times)
+        return _measured("Architectures tab, warm", "s", "< 2 s", lambda v: _below(v, 2.0), value,
+                         f"models {', '.join(models)}; median of " + ", ".join(f"{t:.2f}" for t in times)
+                         + " s; a new text each run (facts, tokens, objective, attention, native task)")
+    finally:
+        lab.clear()
+        provider.cache.clear()
+
+
 def _settings_for(options: BenchOptions, data_dir: Path):
     from playground.config import Settings
 
@@ -585,6 +620,11 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
             figures += bench_transformers(settings, hardware, catalog, options, scratch, llama_speed)
         except Exception as exc:  # e.g. torch or transformers missing
             figures.append(_failed("transformers second load (cached copy)", "s", "< 5 s", exc))
+
+        try:
+            figures.append(bench_architectures(settings, hardware, catalog, options))
+        except Exception as exc:
+            figures.append(_failed("Architectures tab, warm", "s", "< 2 s", exc))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return figures

@@ -53,3 +53,31 @@ class InvalidParameterError(PlaygroundError):
 
 class EngineUnavailableError(PlaygroundError):
     """The requested engine cannot run the requested model."""
+
+
+class InvalidInputError(PlaygroundError):
+    """Text or choices a tool cannot work with: empty text, a word that is not there, a bad span."""
+
+
+class NoMaskError(InvalidInputError):
+    """Fill-mask got a text with no mask token and no word that could be masked."""
+
+
+class UnsupportedTaskError(PlaygroundError):
+    """A model asked for a task its architecture or head cannot do (fill-mask on a decoder, ...)."""
+
+
+class TemplateError(PlaygroundError):
+    """A prompt template that does not parse, reaches for Python internals or uses an unknown variable."""
+
+    def __init__(self, message: str, line: int | None = None):
+        self.line = line
+        super().__init__(message)
+
+
+class DataFileError(PlaygroundError):
+    """An uploaded or bundled data file that cannot be used (format, columns, size, rows)."""
+
+    def __init__(self, message: str, line: int | None = None):
+        self.line = line
+        super().__init__(message)

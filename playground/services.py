@@ -1,7 +1,8 @@
 """The shared, heavy things of one running app, made once and passed to every tab.
 
 ``Services`` holds the settings, the hardware facts, the catalog, the engine
-provider (with its process-wide model cache) and the registry of generations
+provider (with its process-wide model cache), the Architectures tab's lab
+(which loads its models through that same cache) and the registry of generations
 in flight, so the Stop button of one browser session can reach its own
 generation and nobody else's. Nothing here imports gradio.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
+from playground.architectures.lab import ArchitectureLab
 from playground.backends.base import Generation
 from playground.backends.provider import EngineProvider
 from playground.config import Settings
@@ -51,6 +53,10 @@ class Services:
     catalog: Catalog
     engines: EngineProvider
     generations: ActiveGenerations = field(default_factory=ActiveGenerations)
+    architectures: ArchitectureLab = field(init=False)  # the Architectures tab's logic, made from ``engines``
+
+    def __post_init__(self) -> None:
+        self.architectures = ArchitectureLab(self.engines)
 
     @classmethod
     def create(cls, settings: Settings, hardware: Hardware | None = None, catalog: Catalog | None = None
@@ -77,4 +83,5 @@ class Services:
             return f"warm-up skipped: {str(exc).splitlines()[0]}"
 
     def close(self) -> None:
+        self.architectures.clear()
         self.engines.cache.clear()

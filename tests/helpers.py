@@ -109,3 +109,81 @@ TINY_MODELS = {
     "tiny-llama": ("llama", "test-org/Tiny-Llama-Random", 128),
     "tiny-gpt2": ("gpt2", "test-org/Tiny-GPT2-Random", 96),
 }
+
+
+# ---------------------------------------------------------------- tiny encoder and encoder-decoder models
+
+TINY_SENTINELS = 8  # <extra_id_0> ... <extra_id_7> in the tiny T5 tokenizer
+
+
+def model_spec(model_id: str, family: str, objective: str, head: str, repo: str, context_length: int,
+               parameters: int = 1_000_000) -> ModelSpec:
+    """A catalog entry for a test model of any family, found in PLAYGROUND_MODELS_DIR under the repo's name."""
+    return ModelSpec(
+        id=model_id, name=model_id, family=family, parameters=parameters, license="MIT", chat_template=False,
+        context_length=context_length, objective=objective, head=head, lora_targets=("query",),
+        description="A tiny random model built by the tests.",
+        sources=(Source(kind="hub", format="transformers", repo=repo),),
+    )
+
+
+def train_tiny_wordpiece_tokenizer():
+    """A lower-casing WordPiece tokenizer (BERT's [CLS] [SEP] [MASK] ...) trained on the test sentences."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from transformers import BertTokenizer
+
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = trainers.WordPieceTrainer(vocab_size=200, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+                                        show_progress=False)
+    tok.train_from_iterator(TRAINING_SENTENCES * 4, trainer)
+    return BertTokenizer(vocab=tok.get_vocab(), do_lower_case=True)
+
+
+def train_tiny_t5_tokenizer():
+    """A SentencePiece-style Unigram tokenizer with T5's layout: <pad>=0, </s>=1, <unk>=2, sentinels last."""
+    import json
+
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    from transformers import T5Tokenizer
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+    trainer = trainers.UnigramTrainer(vocab_size=150, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
+                                      show_progress=False)
+    tok.train_from_iterator(TRAINING_SENTENCES * 4, trainer)
+    vocab = [tuple(pair) for pair in json.loads(tok.to_str())["model"]["vocab"]]
+    vocab += [(f"<extra_id_{i}>", 0.0) for i in reversed(range(TINY_SENTINELS))]
+    return T5Tokenizer(vocab=vocab, extra_ids=TINY_SENTINELS)
+
+
+def build_tiny_bert(folder: Path, context: int = 64) -> Path:
+    """A random BertForMaskedLM (hidden 32, 2 layers, 4 heads, FFN 64) with a WordPiece tokenizer, as safetensors."""
+    import torch
+    from transformers import BertConfig, BertForMaskedLM
+
+    tokenizer = train_tiny_wordpiece_tokenizer()
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=context, type_vocab_size=2,
+                        pad_token_id=tokenizer.pad_token_id)
+    BertForMaskedLM(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def build_tiny_t5(folder: Path) -> Path:
+    """A random T5ForConditionalGeneration (d_model 32, 2+2 layers, 4 heads) with sentinel tokens, as safetensors."""
+    import torch
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    tokenizer = train_tiny_t5_tokenizer()
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2,
+                      num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
+                      pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                      decoder_start_token_id=tokenizer.pad_token_id)
+    T5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    return folder

@@ -10,7 +10,8 @@ from playground.errors import ContextOverflowError, InvalidPromptError, Playgrou
 
 @pytest.mark.parametrize("name", ["SettingsError", "UnknownModelError", "ModelUnavailableError", "InvalidGGUFError",
                                   "InvalidPromptError", "ContextOverflowError", "InvalidParameterError",
-                                  "EngineUnavailableError"])
+                                  "EngineUnavailableError", "InvalidInputError", "NoMaskError",
+                                  "UnsupportedTaskError"])
 def test_every_error_is_a_playground_error(name):
     assert issubclass(getattr(errors, name), PlaygroundError)
 

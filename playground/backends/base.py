@@ -5,14 +5,21 @@ engines lives here: parameter validation, the context-window check, stop
 sequences, timing (time to first token, tokens per second) and cancellation.
 An engine only has to tokenize, apply its chat template, yield one text piece
 per generated token, and give next-token probabilities.
+
+``sample_n`` draws several completions of one prompt (self-consistency). The
+shared version here samples them one after the other with seeds ``seed``,
+``seed + 1``, ...; the engines override it to process the prompt once and
+decode the samples together (llama.cpp: one batch of parallel sequences;
+transformers: ``num_return_sequences``).
 """
 
 from __future__ import annotations
 
 import math
+import random
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Iterator, Protocol, Sequence, runtime_checkable
 
 from playground.errors import ContextOverflowError, InvalidParameterError, InvalidPromptError
@@ -25,6 +32,7 @@ def _param(default, help: str, low=None, high=None, **extra):
 
 
 _INT_TYPES = ("int", "int | None")
+MAX_SAMPLES = 32  # most completions one sample_n call may ask for
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,9 @@ class Engine(Protocol):
 
     def generate(self, prompt: str, params: GenerationParams) -> GenerationResult: ...
 
+    def sample_n(self, prompt: str, params: GenerationParams, n: int,
+                 cancel: threading.Event | None = None) -> list[GenerationResult]: ...
+
     def next_token_probabilities(self, prompt: str, k: int = 10) -> list[TokenProbability]: ...
 
     def memory_bytes(self) -> int: ...
@@ -212,6 +223,22 @@ class Generation:
         return self.result
 
 
+def check_sample_count(n) -> int:
+    """``n`` as an int between 1 and MAX_SAMPLES; raises InvalidParameterError otherwise."""
+    if isinstance(n, float) and n.is_integer():
+        n = int(n)
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_SAMPLES:
+        raise InvalidParameterError(f"The number of samples must be a whole number from 1 to {MAX_SAMPLES}, "
+                                    f"not {n!r}.")
+    return n
+
+
+def sample_seeds(params: GenerationParams, n: int) -> list[int]:
+    """One seed per sample: ``seed, seed + 1, ...`` (a random start when the seed is empty)."""
+    base = params.seed if params.seed is not None else random.randrange(2**31 - MAX_SAMPLES)
+    return [(base + i) % 2**31 for i in range(n)]
+
+
 def _first_stop(text: str, stops: Sequence[str]) -> int | None:
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits) if hits else None
@@ -278,3 +305,31 @@ class EngineBase:
 
     def generate(self, prompt: str, params: GenerationParams) -> GenerationResult:
         return self.stream(prompt, params).run()
+
+    def generate_cancellable(self, prompt: str, params: GenerationParams,
+                             cancel: threading.Event | None = None) -> GenerationResult:
+        """``generate``, stopping early (finish reason "cancelled") once ``cancel`` is set."""
+        generation = self.stream(prompt, params)
+        for _ in generation:
+            if cancel is not None and cancel.is_set():
+                generation.cancel()
+        assert generation.result is not None
+        return generation.result
+
+    def sample_n(self, prompt: str, params: GenerationParams, n: int,
+                 cancel: threading.Event | None = None) -> list[GenerationResult]:
+        """``n`` sampled completions of one prompt, with seeds ``seed, seed + 1, ...``.
+
+        Greedy settings (temperature 0) give one answer, returned ``n`` times. This shared
+        version generates one sample after the other; when ``cancel`` is set it stops and
+        returns the samples made so far (the last one with finish reason "cancelled").
+        """
+        n = check_sample_count(n)
+        if params.temperature == 0:
+            return [self.generate_cancellable(prompt, params, cancel)] * n
+        results: list[GenerationResult] = []
+        for seed in sample_seeds(params, n):
+            if cancel is not None and cancel.is_set():
+                break
+            results.append(self.generate_cancellable(prompt, replace(params, seed=seed), cancel))
+        return results

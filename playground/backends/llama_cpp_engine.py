@@ -3,20 +3,57 @@
 It drives ``Llama.generate`` token by token (the same loop llama-cpp-python's
 own completion API uses) so the app adds almost nothing on top of the C++
 inference, and applies the model's own chat template from the GGUF metadata.
+``Llama.generate`` keeps the KV cache of the previous request and, when a new
+prompt starts with the same tokens, evaluates only the new suffix (a prompt
+sent twice costs one token the second time).
+
+``sample_n`` (self-consistency) runs several sequences at once in a second
+llama.cpp context on the same weights: the prompt is evaluated once in
+sequence 0, its KV cells are shared with sequences 1..n-1 (a unified KV
+cache), and every decode step sends one token per live sequence in a single
+batch, each sequence with its own seeded sampler.
 """
 
 from __future__ import annotations
 
 import codecs
 import random
+import threading
+import time
+from dataclasses import dataclass, field
 from typing import Iterator, Sequence
 
-from playground.backends.base import EngineBase, GenerationParams, Message, TokenProbability
+from playground.backends.base import (
+    EngineBase,
+    GenerationParams,
+    GenerationResult,
+    Message,
+    TokenProbability,
+    _first_stop,
+    check_sample_count,
+    sample_seeds,
+)
 from playground.errors import InvalidGGUFError
 from playground.models.gguf_info import GGUFFacts, read_gguf_facts
 from playground.models.sources import ResolvedWeights
 
 MAX_CONTEXT = 8192  # the KV cache is allocated up front; longer contexts cost memory nobody here needs
+BATCH = 512  # tokens per llama_decode call while evaluating a prompt (llama-cpp-python's default n_batch)
+
+
+@dataclass
+class _SamplingContext:
+    """The second llama.cpp context that ``sample_n`` decodes parallel sequences in."""
+
+    ctx: object  # llama_cpp._internals.LlamaContext
+    batch: object  # llama_cpp._internals.LlamaBatch
+    n_ctx: int
+    n_seq: int
+    prompt: list[int] = field(default_factory=list)  # the tokens whose KV cells sequence 0 holds
+
+    def close(self) -> None:
+        self.batch.close()
+        self.ctx.close()
 
 
 class LlamaCppEngine(EngineBase):
@@ -27,6 +64,8 @@ class LlamaCppEngine(EngineBase):
         self.llm = llm
         self.facts = facts
         self.threads = threads
+        self._sampling: _SamplingContext | None = None
+        self.last_sample_prompt_evaluated = 0  # prompt tokens the last sample_n call had to evaluate
         self._template = None
         template = llm.metadata.get("tokenizer.chat_template")
         if template:
@@ -82,11 +121,15 @@ class LlamaCppEngine(EngineBase):
 
         return int(llama_cpp.llama_model_size(self.llm.model))
 
-    @property
-    def kv_cache_bytes(self) -> int:
+    def _kv_bytes_per_token(self) -> int:
         f = self.facts
         head_dim = f.hidden_size // f.attention_heads if f.attention_heads else 0
-        return f.layers * self.context_window * 2 * (f.kv_heads or f.attention_heads) * head_dim * 2  # f16 K and V
+        return f.layers * 2 * (f.kv_heads or f.attention_heads) * head_dim * 2  # f16 K and V
+
+    @property
+    def kv_cache_bytes(self) -> int:
+        sampling = self._sampling.n_ctx if self._sampling is not None else 0
+        return (self.context_window + sampling) * self._kv_bytes_per_token()
 
     def memory_bytes(self) -> int:
         return self.weights_bytes + self.kv_cache_bytes
@@ -131,7 +174,183 @@ class LlamaCppEngine(EngineBase):
         return [TokenProbability(int(i), llm.detokenize([int(i)]).decode("utf-8", errors="replace"),
                                  float(probs[i])) for i in top]
 
+    # ------------------------------------------------------------------ several samples at once
+    def sample_n(self, prompt: str, params: GenerationParams, n: int,
+                 cancel: threading.Event | None = None) -> list[GenerationResult]:
+        """``n`` sampled completions, decoded together: the prompt is evaluated once for all of them.
+
+        Sample ``i`` uses seed ``seed + i``. Greedy settings give one answer ``n`` times. When
+        ``cancel`` is set, every unfinished sample ends with finish reason "cancelled".
+        """
+        n = check_sample_count(n)
+        if n == 1 or params.temperature == 0:
+            return super().sample_n(prompt, params, n, cancel)
+        started = time.perf_counter()
+        ids = self.check_prompt(prompt, params)
+        cells = len(ids) + n * params.max_new_tokens + 1
+        if cells > max(self.context_window, MAX_CONTEXT):
+            # More KV cells than one context would hold: sample one after the other instead
+            # (Llama.generate still reuses the prompt's cache from one sample to the next).
+            return super().sample_n(prompt, params, n, cancel)
+        seeds = sample_seeds(params, n)
+        with self.lock:
+            return self._sample_parallel(ids, params, seeds, cancel, started, cells)
+
+    def _sampling_context(self, cells: int, n: int) -> _SamplingContext:
+        import llama_cpp
+        from llama_cpp import _internals
+
+        current = self._sampling
+        if current is not None and current.n_ctx >= cells and current.n_seq >= n:
+            return current
+        if current is not None:
+            self._sampling = None
+            current.close()
+        n_ctx = max(1024, -(-cells // 256) * 256)
+        n_seq = max(n, 8)
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx = n_ctx
+        params.n_batch = BATCH
+        params.n_ubatch = BATCH
+        params.n_seq_max = n_seq
+        params.kv_unified = True  # sequences share the prompt's cells, and each may use the whole context
+        params.n_threads = self.threads
+        params.n_threads_batch = self.threads
+        params.no_perf = True
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_DISABLED  # as the main context (Llama's default)
+        ctx = _internals.LlamaContext(model=self.llm._model, params=params, verbose=False)
+        batch = _internals.LlamaBatch(n_tokens=max(BATCH, n_seq), embd=0, n_seq_max=n_seq, verbose=False)
+        self._sampling = _SamplingContext(ctx, batch, n_ctx, n_seq)
+        return self._sampling
+
+    def _sampler(self, params: GenerationParams, seed: int):
+        """A sampler chain built like ``Llama.generate``'s, with its own seed."""
+        from llama_cpp import _internals
+
+        chain = _internals.LlamaSampler()
+        chain.add_penalties(n_vocab=self.llm.n_vocab(), penalty_last_n=self.llm.last_n_tokens_size,
+                            penalty_repeat=params.repetition_penalty, penalty_freq=0.0, penalty_present=0.0)
+        chain.add_top_k(params.top_k)
+        chain.add_typical(1.0, 1)
+        chain.add_top_p(params.top_p, 1)
+        chain.add_min_p(0.0, 1)
+        chain.add_temp(params.temperature)
+        chain.add_dist(seed)
+        return chain
+
+    def _sample_parallel(self, ids: list[int], params: GenerationParams, seeds: list[int],
+                         cancel: threading.Event | None, started: float, cells: int) -> list[GenerationResult]:
+        import llama_cpp
+
+        n = len(seeds)
+        llm = self.llm
+        sampling = self._sampling_context(cells, n)
+        ctx, batch = sampling.ctx, sampling.batch.batch
+        memory = ctx.memory
+
+        # Sequence 0 keeps the longest prefix it shares with the last prompt; the rest is evaluated.
+        keep = 0
+        for a, b in zip(sampling.prompt, ids):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(ids) - 1)  # the last prompt token is evaluated again for fresh logits
+        for seq in range(sampling.n_seq):
+            llama_cpp.llama_memory_seq_rm(memory, seq, keep if seq == 0 else 0, -1)
+        sampling.prompt = []
+        todo = ids[keep:]
+        last_row = 0
+        for start in range(0, len(todo), BATCH):
+            chunk = todo[start:start + BATCH]
+            batch.n_tokens = len(chunk)
+            for i, token in enumerate(chunk):
+                batch.token[i] = token
+                batch.pos[i] = keep + start + i
+                batch.n_seq_id[i] = 1
+                batch.seq_id[i][0] = 0
+                batch.logits[i] = False
+            batch.logits[len(chunk) - 1] = True
+            last_row = len(chunk) - 1
+            ctx.decode(sampling.batch)
+        sampling.prompt = list(ids)
+        self.last_sample_prompt_evaluated = len(todo)
+        for seq in range(1, n):
+            llama_cpp.llama_memory_seq_cp(memory, 0, seq, -1, -1)
+
+        samplers = [self._sampler(params, seed) for seed in seeds]
+        vocab = llm._model.vocab
+        decoders = [codecs.getincrementaldecoder("utf-8")(errors="replace") for _ in range(n)]
+        texts = [""] * n
+        counts = [0] * n
+        finish = ["length"] * n
+        ended = [0.0] * n
+        row = {seq: last_row for seq in range(n)}  # every sequence samples from the prompt's last logits first
+        first_token_at: float | None = None
+        cut_short: set[int] = set()
+        live = list(range(n))
+        position = len(ids)
+        try:
+            while live:
+                if cancel is not None and cancel.is_set():
+                    now = time.perf_counter()
+                    for seq in live:
+                        finish[seq], ended[seq] = "cancelled", now
+                    break
+                going: list[tuple[int, int]] = []
+                for seq in live:
+                    token = samplers[seq].sample(ctx, row[seq])
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    if llama_cpp.llama_vocab_is_eog(vocab, token):
+                        finish[seq], ended[seq] = "stop", time.perf_counter()
+                        continue
+                    counts[seq] += 1
+                    texts[seq] += decoders[seq].decode(llm.detokenize([token]))
+                    cut = _first_stop(texts[seq], params.stop)
+                    if cut is not None:
+                        texts[seq] = texts[seq][:cut]
+                        cut_short.add(seq)
+                        finish[seq], ended[seq] = "stop", time.perf_counter()
+                    elif counts[seq] >= params.max_new_tokens:
+                        finish[seq], ended[seq] = "length", time.perf_counter()
+                    else:
+                        going.append((seq, token))
+                if not going:
+                    break
+                batch.n_tokens = len(going)
+                for i, (seq, token) in enumerate(going):
+                    batch.token[i] = token
+                    batch.pos[i] = position
+                    batch.n_seq_id[i] = 1
+                    batch.seq_id[i][0] = seq
+                    batch.logits[i] = True
+                    row[seq] = i
+                ctx.decode(sampling.batch)
+                position += 1
+                live = [seq for seq, _ in going]
+        finally:
+            for chain in samplers:
+                chain.close()
+            # Keep only the prompt, so the next call can reuse it.
+            for seq in range(sampling.n_seq):
+                llama_cpp.llama_memory_seq_rm(memory, seq, len(ids) if seq == 0 else 0, -1)
+        end = time.perf_counter()
+        first = (first_token_at or end) - started
+        results = []
+        for seq in range(n):
+            if seq not in cut_short:
+                texts[seq] += decoders[seq].decode(b"", final=True)  # a dangling half character, if any
+            results.append(GenerationResult(
+                text=texts[seq], prompt_tokens=len(ids), completion_tokens=counts[seq],
+                time_to_first_token_s=first, total_s=(ended[seq] or end) - started, finish_reason=finish[seq],
+                engine=self.name, model_id=self.model_id,
+            ))
+        return results
+
     def close(self) -> None:
+        sampling, self._sampling = self._sampling, None
+        if sampling is not None:
+            sampling.close()
         llm, self.llm = self.llm, None
         if llm is not None:
             llm.close()

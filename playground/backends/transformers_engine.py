@@ -3,6 +3,8 @@
 It loads a model folder of safetensors, or a GGUF file dequantised by
 transformers. Because dequantising takes tens of seconds, the first GGUF load
 writes a safetensors copy into the data dir and later loads read that copy.
+``sample_n`` draws several completions in one ``generate`` call
+(``num_return_sequences``), so the prompt goes through the model once.
 """
 
 from __future__ import annotations
@@ -11,11 +13,20 @@ import os
 import queue
 import shutil
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from playground.backends.base import EngineBase, GenerationParams, Message, TokenProbability
+from playground.backends.base import (
+    EngineBase,
+    GenerationParams,
+    GenerationResult,
+    Message,
+    TokenProbability,
+    _first_stop,
+    check_sample_count,
+)
 from playground.errors import InvalidGGUFError, PlaygroundError
 from playground.models.gguf_info import read_gguf_facts
 from playground.models.sources import ResolvedWeights
@@ -236,6 +247,66 @@ class TransformersEngine(EngineBase):
             worker.join()
         if errors:
             raise PlaygroundError(f"Generation failed: {type(errors[0]).__name__}: {errors[0]}")
+
+    def sample_n(self, prompt: str, params: GenerationParams, n: int,
+                 cancel: threading.Event | None = None) -> list[GenerationResult]:
+        """``n`` sampled completions from one batched ``generate`` call (``num_return_sequences=n``).
+
+        The seed, when given, seeds torch once for the whole batch. Stop sequences cut each text
+        afterwards; ``cancel`` ends every sample at the next step (finish reason "cancelled").
+        """
+        import torch
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        n = check_sample_count(n)
+        if n == 1 or params.temperature == 0:
+            return super().sample_n(prompt, params, n, cancel)
+        started = time.perf_counter()
+        ids = self.check_prompt(prompt, params)
+        first_step: list[float] = []
+
+        class _Watch(StoppingCriteria):  # called after every step: notes the first, and honours cancel
+            def __call__(self, input_ids, scores, **kwargs):
+                if not first_step:
+                    first_step.append(time.perf_counter())
+                stop = cancel is not None and cancel.is_set()
+                return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
+
+        input_ids = torch.tensor([ids], device=self.device.device)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        with self.lock, torch.inference_mode():
+            if params.seed is not None:
+                torch.manual_seed(params.seed)
+            output = self.model.generate(
+                input_ids=input_ids, attention_mask=torch.ones_like(input_ids), max_new_tokens=params.max_new_tokens,
+                do_sample=True, num_return_sequences=n, temperature=params.temperature, top_p=params.top_p,
+                top_k=params.top_k or None, repetition_penalty=params.repetition_penalty, pad_token_id=pad,
+                stopping_criteria=StoppingCriteriaList([_Watch()]),
+            )
+        end = time.perf_counter()
+        cancelled = cancel is not None and cancel.is_set()
+        eos = set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
+        results = []
+        for row in output[:, len(ids):].tolist():
+            tokens: list[int] = []
+            finish = "length"
+            for token_id in row:
+                if token_id in eos:
+                    finish = "stop"
+                    break
+                tokens.append(token_id)
+            if finish == "length" and cancelled and len(tokens) < params.max_new_tokens:
+                finish = "cancelled"
+            text = self.tokenizer.decode(tokens, skip_special_tokens=True)
+            cut = _first_stop(text, params.stop)
+            if cut is not None:
+                text, finish = text[:cut], "stop"
+            results.append(GenerationResult(
+                text=text, prompt_tokens=len(ids), completion_tokens=len(tokens),
+                time_to_first_token_s=(first_step[0] if first_step else end) - started, total_s=end - started,
+                finish_reason=finish, engine=self.name, model_id=self.model_id,
+            ))
+        return results
 
     def next_token_probabilities(self, prompt: str, k: int = 10) -> list[TokenProbability]:
         import torch

@@ -39,7 +39,7 @@ def page(browser, app_url):
 
 
 TAB_CONTENT = {
-    "Architectures": "#architectures-pending",
+    "Architectures": "#arch-run",
     "Prompt Lab": "#prompt-lab-pending",
     "Fine-tune": "#finetune-pending",
     "Quantized CPU (llama.cpp)": "#quant-chatbot",
@@ -84,3 +84,15 @@ def test_portuguese_browser_sees_portuguese_labels(browser, app_url):
     page.wait_for_function("document.body.innerText.includes('Sobre')", timeout=10_000)
     assert page.get_by_role("tab", name="Sobre").count() == 1
     context.close()
+
+
+def test_architectures_tab_renders_charts_and_heatmaps(page):
+    page.get_by_role("tab", name="Architectures").click()
+    page.click("#arch-run")
+    page.wait_for_selector("#arch-attn-heatmap table", timeout=120_000)
+    assert page.locator("#arch-enc-label").inner_text().strip()
+    assert page.locator("#arch-dec-label").inner_text().strip()
+    assert page.locator("#arch-attn-mask table").count() >= 1
+    assert page.locator("#arch-dec-tokens .tok").count() > 5
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "architectures.png"), full_page=True)

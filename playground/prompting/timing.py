@@ -1,0 +1,112 @@
+"""The Prompt Lab's speed figures, as functions the bench (``python -m playground bench``) can time.
+
+Two promises are measured here, on whatever engine is passed in:
+
+1. ``time_self_consistency``: N sampled reasoning paths cost little more than
+   one, because the prompt is processed once (llama.cpp decodes the paths in one
+   batch of parallel sequences; transformers uses ``num_return_sequences``).
+   One sample and N samples are timed on the same few-shot chain-of-thought
+   prompt, each after a different prompt has flushed the caches, so both
+   evaluate the prompt from scratch. Target: N=5 at most 2.5 x one sample.
+2. ``time_sentiment_evaluation``: a whole evaluation of the bundled sentiment
+   set (60 examples). Target on the default model, two cores: under 2 minutes.
+
+Tests never assert these times; they only check the functions run.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass, replace
+
+from playground.backends.base import Engine, GenerationParams
+from playground.prompting.data import load_bundled
+from playground.prompting.evaluation import EvaluationReport, Progress, evaluate
+from playground.prompting.strategies import PromptSetup, StrategyConfig, build_prompt, suggested_params
+from playground.prompting.tasks import FEW_SHOT, SELF_CONSISTENCY, ZERO_SHOT
+from playground.prompting.templates import TemplateLibrary
+
+FLUSH_PROMPT = "Name one colour of the rainbow."
+
+
+@dataclass(frozen=True)
+class SelfConsistencyTiming:
+    """One sample against N samples of the same prompt, median seconds over the rounds."""
+
+    samples: int
+    prompt_tokens: int
+    max_new_tokens: int
+    single_s: float
+    parallel_s: float
+    single_tokens: int  # completion tokens of the single sample (median)
+    parallel_tokens: int  # completion tokens of all N samples together (median)
+    rounds: int
+
+    @property
+    def ratio(self) -> float:
+        """N samples' time over one sample's time (target: at most 2.5 for N=5)."""
+        return self.parallel_s / self.single_s if self.single_s > 0 else float("inf")
+
+
+def self_consistency_setup(k: int = 4, samples: int = 5, template_id: str = "arithmetic-qa") -> PromptSetup:
+    """The self-consistency setup the bench times: few-shot CoT arithmetic, k fixed demonstrations."""
+    template = TemplateLibrary.load().get(template_id)
+    return PromptSetup.from_template(template, StrategyConfig(strategy=SELF_CONSISTENCY, k=k, samples=samples))
+
+
+def _flush(engine: Engine, params: GenerationParams) -> None:
+    """Send another prompt through both paths, so the next prompt is evaluated from scratch."""
+    flush = engine.format_chat([{"role": "user", "content": FLUSH_PROMPT}])
+    tiny = replace(params, max_new_tokens=2, stop=())
+    engine.generate(flush, tiny)
+    engine.sample_n(flush, tiny, 2)
+
+
+def time_self_consistency(engine: Engine, samples: int = 5, rounds: int = 3, setup: PromptSetup | None = None,
+                          params: GenerationParams | None = None, question_index: int = 0
+                          ) -> SelfConsistencyTiming:
+    """Median time of one sample and of ``samples`` samples of one self-consistency prompt.
+
+    Each round uses seed ``round`` for both, so the single sample and the first of the N
+    paths start from the same seed.
+    """
+    setup = setup or self_consistency_setup(samples=samples)
+    data = load_bundled(setup.task)
+    params = params or suggested_params(setup.task, setup.strategy)
+    built = build_prompt(engine, setup, data.examples[question_index].input, data.demos, params=params)
+    singles, parallels, single_tokens, parallel_tokens = [], [], [], []
+    for round_ in range(rounds):
+        seeded = replace(params, seed=round_)
+        _flush(engine, seeded)
+        started = time.perf_counter()
+        one = engine.generate(built.text, seeded)
+        singles.append(time.perf_counter() - started)
+        single_tokens.append(one.completion_tokens)
+        _flush(engine, seeded)
+        started = time.perf_counter()
+        many = engine.sample_n(built.text, seeded, samples)
+        parallels.append(time.perf_counter() - started)
+        parallel_tokens.append(sum(r.completion_tokens for r in many))
+    return SelfConsistencyTiming(
+        samples=samples, prompt_tokens=built.token_count, max_new_tokens=params.max_new_tokens,
+        single_s=statistics.median(singles), parallel_s=statistics.median(parallels),
+        single_tokens=int(statistics.median(single_tokens)), parallel_tokens=int(statistics.median(parallel_tokens)),
+        rounds=rounds,
+    )
+
+
+def sentiment_setup(strategy: str = ZERO_SHOT, k: int = 3, template_id: str = "sentiment-classify") -> PromptSetup:
+    """The sentiment setup the bench evaluates (zero-shot by default; few-shot with k fixed demos)."""
+    template = TemplateLibrary.load().get(template_id)
+    config = StrategyConfig(strategy=strategy, k=k if strategy == FEW_SHOT else 3)
+    return PromptSetup.from_template(template, config)
+
+
+def time_sentiment_evaluation(engine: Engine, strategy: str = ZERO_SHOT, limit: int | None = None,
+                              progress: Progress | None = None) -> EvaluationReport:
+    """Evaluate one strategy over the bundled sentiment set; ``report.elapsed_s`` is the time taken."""
+    setup = sentiment_setup(strategy)
+    data = load_bundled("sentiment")
+    return evaluate(engine, [setup], data, suggested_params("sentiment", setup.strategy), limit=limit,
+                    progress=progress)

