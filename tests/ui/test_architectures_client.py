@@ -56,3 +56,13 @@ def test_step_adds_the_most_likely_token(client):
 def test_empty_text_is_refused_clearly(client):
     with pytest.raises(AppError, match="(?i)empty"):
         run(client, text="   ")
+
+
+def test_continuation_greedy_and_sampled(client):
+    run(client)
+    label, text = client.predict("smollm2-135m-instruct", "The capital of France is", 6, 0.0, 0,
+                                 api_name="/architectures_continue")[:2]
+    assert "6 tokens, greedy" in text
+    label, text = client.predict("smollm2-135m-instruct", "Once upon a time", 6, 0.9, 3,
+                                 api_name="/architectures_continue")[:2]
+    assert "sampled" in text and label["confidences"]

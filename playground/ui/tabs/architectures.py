@@ -216,7 +216,16 @@ def build(services: Services) -> None:
                 task_label = gr.Label(num_top_classes=8, label=t(f"arch.task.{slug}"), elem_id=f"arch-{slug}-label")
                 task_text = gr.Markdown(elem_id=f"arch-{slug}-task")
                 if family == "decoder":
-                    step = gr.Button(t("arch.step"), elem_id="arch-step", size="sm")
+                    with gr.Row():
+                        step = gr.Button(t("arch.step"), elem_id="arch-step", size="sm")
+                        continue_button = gr.Button(t("arch.continue"), elem_id="arch-continue", size="sm")
+                    with gr.Row():
+                        continue_tokens = gr.Slider(1, 64, value=16, step=1, label=t("arch.continue_tokens"),
+                                                    elem_id="arch-continue-tokens")
+                        continue_temperature = gr.Slider(0.0, 1.5, value=0.0, step=0.05,
+                                                         label=t("param.temperature"),
+                                                         info=t("param.temperature.help"),
+                                                         elem_id="arch-continue-temperature")
                 with gr.Accordion(t("arch.facts"), open=False):
                     facts = gr.Dataframe(headers=["fact", "value"], interactive=False, wrap=True,
                                          elem_id=f"arch-{slug}-facts")
@@ -281,6 +290,16 @@ def build(services: Services) -> None:
         return (_distribution(result.distribution),
                 f"**Text so far:** {result.text}  \n_added {chosen} ({result.chosen.probability:.0%})_", result.text)
 
+    def continue_decoder(dec_id, current, text_value, tokens_value, temperature_value, seed_value):
+        with user_errors():
+            result = services.architectures.continue_text(dec_id, current or text_value, int(tokens_value),
+                                                          temperature=float(temperature_value),
+                                                          seed=int(seed_value or 0))
+        last = result.steps[-1].alternatives if result.steps else ()
+        how = "sampled" if result.sampled else "greedy"
+        return (_distribution(last), f"**Text so far:** {result.text}**{result.continuation}**  \n"
+                f"_{len(result.steps)} tokens, {how}, finish: {result.finish_reason}_", result.full_text)
+
     column_outputs = []
     for column in columns:
         column_outputs += [column.title, column.facts, column.task_label, column.task_text, column.tokens,
@@ -298,3 +317,8 @@ def build(services: Services) -> None:
     step.click(step_decoder, [columns[2].model, decoder_text, text, top_k],
                [columns[2].task_label, columns[2].task_text, decoder_text], api_name="architectures_step",
                concurrency_limit=settings.concurrency, concurrency_id="generation")
+    continue_button.click(continue_decoder, [columns[2].model, decoder_text, text, continue_tokens,
+                                             continue_temperature, seed],
+                          [columns[2].task_label, columns[2].task_text, decoder_text],
+                          api_name="architectures_continue", concurrency_limit=settings.concurrency,
+                          concurrency_id="generation")
