@@ -148,7 +148,8 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, dict]]:
 
 
 def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, dict]]:
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    start = 1  # the line the record being read starts on
     try:
         header = next(reader, None)
         if header is None:
@@ -156,8 +157,10 @@ def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, dict]]:
         header = [h.strip() for h in header]
         if len(set(header)) != len(header) or not all(header):
             raise DataFileError("Line 1: the CSV header needs a distinct, non-empty name for every column.", line=1)
+        start = reader.line_num + 1
         for values in reader:
-            line = reader.line_num
+            line = start
+            start = reader.line_num + 1
             if not any(v.strip() for v in values):
                 continue
             if len(values) != len(header):
@@ -165,8 +168,10 @@ def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, dict]]:
                                     f"columns.", line=line)
             yield line, dict(zip(header, values))
     except csv.Error as exc:
-        line = reader.line_num
-        raise DataFileError(f"Line {line} is not valid CSV: {exc}.", line=line) from None
+        if "end of data" in str(exc):
+            raise DataFileError(f"Line {start} is not valid CSV: a quoted value that starts there is never "
+                                f"closed.", line=start) from None
+        raise DataFileError(f"Line {reader.line_num} is not valid CSV: {exc}.", line=reader.line_num) from None
 
 
 def read_rows(data: bytes, filename: str | None = None,

@@ -25,7 +25,7 @@ import numpy as np
 
 from playground.errors import InvalidParameterError
 from playground.prompting.data import Example
-from playground.prompting.tasks import FIXED, RANDOM, SELECTIONS, SIMILAR
+from playground.prompting.tasks import FIXED, RANDOM, SELECTIONS
 
 EMBEDDER_MODEL_ID = "all-minilm-l6-v2"
 

@@ -53,7 +53,6 @@ from playground.prompting.tasks import (
     SELECTIONS,
     SELF_CONSISTENCY,
     STRATEGIES,
-    STRATEGY_NAMES,
     ZERO_SHOT,
     ZERO_SHOT_COT,
     TaskSpec,
@@ -174,16 +173,19 @@ class PromptSetup:
     system: str = ""  # optional system message
     variables: Mapping[str, str] = field(default_factory=dict)  # extra template variables
     name: str = ""  # the row's name in evaluation reports; "" uses the strategy's description
+    stop: tuple[str, ...] = ()  # the template's stop sequences, added to the user's when generating
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "variables", dict(self.variables or {}))
+        object.__setattr__(self, "stop", tuple(self.stop or ()))
 
     @classmethod
     def from_template(cls, template: PromptTemplate, strategy: StrategyConfig | None = None,
                       **overrides: Any) -> "PromptSetup":
         """A setup from a library template (its text, system message, answer kind and variables)."""
         values = dict(task=template.task, template=template.template, strategy=strategy or StrategyConfig(),
-                      answer_kind=template.answer, system=template.system, variables=dict(template.variables))
+                      answer_kind=template.answer, system=template.system, variables=dict(template.variables),
+                      stop=template.stop)
         values.update(overrides)
         return cls(**values)
 
@@ -268,7 +270,7 @@ def prompt_variables(setup: PromptSetup, input_text: str, demos: Sequence[Exampl
     """The variables a template is rendered with."""
     task = setup.task_spec
     config = setup.strategy
-    clash = sorted(RESERVED_VARIABLES.intersection(setup.variables) | {task.input_field} & set(setup.variables))
+    clash = sorted((RESERVED_VARIABLES | {task.input_field}).intersection(setup.variables))
     if clash:
         raise TemplateError(f"Extra variables may not reuse the names {', '.join(clash)}; rename them.")
     trigger = config.cot_trigger.strip() if config.uses_cot and config.trigger_position == "user" else ""
@@ -308,7 +310,7 @@ def build_prompt(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequ
     (ContextOverflowError). Template problems raise TemplateError.
     """
     config = setup.strategy.validated()
-    setup.kind  # noqa: B018 - checks the answer kind early
+    _ = setup.kind  # refuse an unknown answer kind before rendering anything
     if not isinstance(input_text, str) or not input_text.strip():
         raise InvalidParameterError("The input is empty: type a sentence, question or dialogue.")
     used = template_variables(setup.template)
@@ -342,6 +344,15 @@ def build_prompt(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequ
 # --------------------------------------------------------------------------- running
 
 
+def effective_params(setup: PromptSetup, params: GenerationParams) -> GenerationParams:
+    """``params`` with the template's stop sequences added after the user's (at most 8 in all).
+
+    These are the settings a run really uses; pass them to ``code_snippet`` too.
+    """
+    stops = tuple(dict.fromkeys(params.stop + setup.stop))[:8]
+    return params if stops == params.stop else replace(params, stop=stops)
+
+
 def _generate_one(engine: Engine, prompt: str, params: GenerationParams, cancel: threading.Event | None,
                   on_text: OnText | None) -> GenerationResult:
     generation = engine.stream(prompt, params)
@@ -360,12 +371,13 @@ def run_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: G
                cancel: threading.Event | None = None, on_text: OnText | None = None) -> StrategyRun:
     """Generate for a built prompt and read the answer (self-consistency: N paths and a vote).
 
-    ``on_text`` hears the growing output of single-path strategies; ``cancel`` stops the
+    The template's stop sequences are added to ``params`` (``effective_params``). ``on_text`` hears the growing output of single-path strategies; ``cancel`` stops the
     generation early (the run is then marked cancelled).
     """
     config = setup.strategy.validated()
     kind = setup.kind
     labels = setup.task_spec.labels
+    params = effective_params(setup, params)
     built.check_fits(params.max_new_tokens)
     started = time.perf_counter()
     if config.strategy == SELF_CONSISTENCY:

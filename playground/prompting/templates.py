@@ -3,9 +3,11 @@
 A template is Jinja text that the Prompt Lab fills with named variables: the
 input (as ``input`` and under the task's field name, e.g. ``text``), the chosen
 demonstrations (``demos``, each with ``input``, ``target``, the task's field
-names and ``rationale``), the chain-of-thought trigger (``cot_trigger``), the
-task's ``labels`` and any extra variables the template declares (for example
-``target_language``).
+names such as ``text`` and ``label``, and ``rationale``, which is filled only
+for chain-of-thought strategies), the chain-of-thought trigger
+(``cot_trigger``, empty unless the strategy reasons), ``cot`` (whether it
+does), ``task`` (its id), the task's ``labels`` and any extra variables the
+template declares (for example ``target_language``).
 
 Templates come from users (the Prompt Lab lets them edit one live), so they
 render in ``jinja2.sandbox.ImmutableSandboxedEnvironment`` with
@@ -42,6 +44,7 @@ MAX_RANGE = 1_000  # range() inside a template
 MAX_REPEAT = 10_000  # 'ab' * n and [x] * n may make at most this many items or characters
 MAX_EXPONENT = 64  # x ** y with |x| > 1 may use an exponent up to this
 MAX_LOOP_DEPTH = 2  # nested for-loops
+MAX_TEMPLATE_STOPS = 4  # stop sequences a library template may bring
 
 
 class _PromptSandbox(ImmutableSandboxedEnvironment):
@@ -184,6 +187,7 @@ class PromptTemplate:
     system: str = ""  # optional system message
     description: str = ""
     variables: Mapping[str, str] = field(default_factory=dict)  # extra variables and their defaults
+    stop: tuple[str, ...] = ()  # stop sequences that suit the layout (e.g. "\nQ:": the model starts a new question)
     source: str = ""  # the YAML file it came from
 
     def suits(self, strategy: str) -> bool:
@@ -214,6 +218,11 @@ def _template_from_dict(entry: Any, where: str) -> PromptTemplate:
     variables = entry.get("variables") or {}
     if not isinstance(variables, dict) or not all(isinstance(v, str) for v in variables.values()):
         raise TemplateError(f"{where}: variables must map names to default text.")
+    stop = entry.get("stop") or []
+    if not isinstance(stop, list) or len(stop) > MAX_TEMPLATE_STOPS or \
+            not all(isinstance(x, str) and 0 < len(x) <= 100 for x in stop):
+        raise TemplateError(f"{where}: stop must be a list of at most {MAX_TEMPLATE_STOPS} strings of 1 to 100 "
+                            f"characters.")
     try:
         parse_template(entry["template"])
     except TemplateError as exc:
@@ -221,7 +230,7 @@ def _template_from_dict(entry: Any, where: str) -> PromptTemplate:
     return PromptTemplate(
         id=str(entry["id"]), task=entry["task"], name=str(entry["name"]), strategies=strategies,
         answer=entry["answer"], template=entry["template"], system=str(entry.get("system") or ""),
-        description=str(entry.get("description") or ""), variables=dict(variables), source=where,
+        description=str(entry.get("description") or ""), variables=dict(variables), stop=tuple(stop), source=where,
     )
 
 

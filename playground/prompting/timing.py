@@ -5,9 +5,12 @@ Two promises are measured here, on whatever engine is passed in:
 1. ``time_self_consistency``: N sampled reasoning paths cost little more than
    one, because the prompt is processed once (llama.cpp decodes the paths in one
    batch of parallel sequences; transformers uses ``num_return_sequences``).
-   One sample and N samples are timed on the same few-shot chain-of-thought
-   prompt, each after a different prompt has flushed the caches, so both
-   evaluate the prompt from scratch. Target: N=5 at most 2.5 x one sample.
+   On the same few-shot chain-of-thought prompt, "one sample" is timed once per
+   seed of the N paths (sampled answers differ in length, so one seed alone
+   would be a lucky or unlucky yardstick) and averaged; then the N samples are
+   timed together. Before every timed call a different prompt flushes the
+   caches, so each evaluates the prompt from scratch. Target: N=5 at most
+   2.5 x one sample.
 2. ``time_sentiment_evaluation``: a whole evaluation of the bundled sentiment
    set (60 examples). Target on the default model, two cores: under 2 minutes.
 
@@ -23,7 +26,13 @@ from dataclasses import dataclass, replace
 from playground.backends.base import Engine, GenerationParams
 from playground.prompting.data import load_bundled
 from playground.prompting.evaluation import EvaluationReport, Progress, evaluate
-from playground.prompting.strategies import PromptSetup, StrategyConfig, build_prompt, suggested_params
+from playground.prompting.strategies import (
+    PromptSetup,
+    StrategyConfig,
+    build_prompt,
+    effective_params,
+    suggested_params,
+)
 from playground.prompting.tasks import FEW_SHOT, SELF_CONSISTENCY, ZERO_SHOT
 from playground.prompting.templates import TemplateLibrary
 
@@ -32,15 +41,15 @@ FLUSH_PROMPT = "Name one colour of the rainbow."
 
 @dataclass(frozen=True)
 class SelfConsistencyTiming:
-    """One sample against N samples of the same prompt, median seconds over the rounds."""
+    """One sample against N samples of the same prompt (seconds: medians over the rounds)."""
 
     samples: int
     prompt_tokens: int
     max_new_tokens: int
-    single_s: float
-    parallel_s: float
-    single_tokens: int  # completion tokens of the single sample (median)
-    parallel_tokens: int  # completion tokens of all N samples together (median)
+    single_s: float  # one sample: the mean over the N paths' seeds, each generated alone
+    parallel_s: float  # the N samples in one sample_n call
+    single_tokens: float  # completion tokens of one sample (mean over the seeds, median over rounds)
+    parallel_tokens: int  # completion tokens of all N samples together (median over rounds)
     rounds: int
 
     @property
@@ -66,23 +75,31 @@ def _flush(engine: Engine, params: GenerationParams) -> None:
 def time_self_consistency(engine: Engine, samples: int = 5, rounds: int = 3, setup: PromptSetup | None = None,
                           params: GenerationParams | None = None, question_index: int = 0
                           ) -> SelfConsistencyTiming:
-    """Median time of one sample and of ``samples`` samples of one self-consistency prompt.
+    """Time of one sample (mean over the N paths' seeds) and of ``samples`` samples together.
 
-    Each round uses seed ``round`` for both, so the single sample and the first of the N
-    paths start from the same seed.
+    Round ``r`` uses seeds ``r * samples`` to ``r * samples + samples - 1`` for both, so the
+    single samples are exactly the N paths, each generated alone. The template's stop
+    sequences apply, as in a real run.
     """
     setup = setup or self_consistency_setup(samples=samples)
     data = load_bundled(setup.task)
     params = params or suggested_params(setup.task, setup.strategy)
     built = build_prompt(engine, setup, data.examples[question_index].input, data.demos, params=params)
+    params = effective_params(setup, params)
     singles, parallels, single_tokens, parallel_tokens = [], [], [], []
     for round_ in range(rounds):
-        seeded = replace(params, seed=round_)
-        _flush(engine, seeded)
-        started = time.perf_counter()
-        one = engine.generate(built.text, seeded)
-        singles.append(time.perf_counter() - started)
-        single_tokens.append(one.completion_tokens)
+        base = round_ * samples
+        times, tokens = [], []
+        for i in range(samples):  # path i of sample_n uses seed base + i
+            seeded = replace(params, seed=base + i)
+            _flush(engine, seeded)
+            started = time.perf_counter()
+            one = engine.generate(built.text, seeded)
+            times.append(time.perf_counter() - started)
+            tokens.append(one.completion_tokens)
+        singles.append(statistics.mean(times))
+        single_tokens.append(statistics.mean(tokens))
+        seeded = replace(params, seed=base)
         _flush(engine, seeded)
         started = time.perf_counter()
         many = engine.sample_n(built.text, seeded, samples)
@@ -91,12 +108,12 @@ def time_self_consistency(engine: Engine, samples: int = 5, rounds: int = 3, set
     return SelfConsistencyTiming(
         samples=samples, prompt_tokens=built.token_count, max_new_tokens=params.max_new_tokens,
         single_s=statistics.median(singles), parallel_s=statistics.median(parallels),
-        single_tokens=int(statistics.median(single_tokens)), parallel_tokens=int(statistics.median(parallel_tokens)),
+        single_tokens=statistics.median(single_tokens), parallel_tokens=int(statistics.median(parallel_tokens)),
         rounds=rounds,
     )
 
 
-def sentiment_setup(strategy: str = ZERO_SHOT, k: int = 3, template_id: str = "sentiment-classify") -> PromptSetup:
+def sentiment_setup(strategy: str = ZERO_SHOT, k: int = 3, template_id: str = "sentiment-question") -> PromptSetup:
     """The sentiment setup the bench evaluates (zero-shot by default; few-shot with k fixed demos)."""
     template = TemplateLibrary.load().get(template_id)
     config = StrategyConfig(strategy=strategy, k=k if strategy == FEW_SHOT else 3)

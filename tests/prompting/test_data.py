@@ -202,3 +202,14 @@ def test_upload_as_a_labelled_set():
 def test_a_rationale_column_nobody_has_is_refused():
     with pytest.raises(DataFileError, match="No row has the rationale column 'why'"):
         parse_labelled_file(b'{"review": "a", "stars_label": "neutral"}', MAPPING, "sentiment", "x.jsonl")
+
+
+def test_broken_csv_names_the_line():
+    with pytest.raises(DataFileError, match="Line 3 is not valid CSV: a quoted value that starts there is never"):
+        parse_labelled_file(b'review,stars_label\nfine,neutral\n"unclosed,positive\nnext,neutral\n', PLAIN,
+                            "sentiment", "x.csv")
+    with pytest.raises(DataFileError, match="Line 2 is not valid CSV: ',' expected after '\"'"):
+        parse_labelled_file(b'review,stars_label\n"a"b,positive\n', PLAIN, "sentiment", "x.csv")
+    multi = parse_labelled_file(b'review,stars_label\n"two\nlines",positive\nnext,neutral\n', PLAIN, "sentiment",
+                                "x.csv")
+    assert [(e.input, e.line) for e in multi] == [("two\nlines", 2), ("next", 4)]

@@ -13,7 +13,7 @@ from playground.prompting.strategies import (
     PromptSetup,
     StrategyConfig,
     build_prompt,
-    run_prompt,
+    effective_params,
     run_strategy,
     suggested_params,
 )
@@ -199,3 +199,18 @@ def test_setup_from_a_library_template(library):
     data = load_bundled("translation")
     few = PromptSetup.from_template(template, StrategyConfig(strategy="few_shot", k=2))
     assert data.demos[1].target in build_prompt(ScriptedEngine(), few, "Hi.", data.demos).rendered
+
+
+def test_template_stop_sequences_join_the_users(library):
+    template = library.get("arithmetic-qa")
+    assert template.stop == ("\nQ:",)
+    setup = PromptSetup.from_template(template)
+    assert setup.stop == ("\nQ:",)
+    merged = effective_params(setup, GenerationParams(stop=("###",)))
+    assert merged.stop == ("###", "\nQ:")
+    assert effective_params(setup, GenerationParams(stop=("\nQ:",))).stop == ("\nQ:",)
+    full = GenerationParams(stop=tuple(f"s{i}" for i in range(8)))
+    assert effective_params(setup, full) is full  # at most 8: the user's come first
+    engine = ScriptedEngine("3 x 4 = 12. The answer is 12.\nQ: A new question with 99 apples?")
+    run = run_strategy(engine, setup, "How many?", (), GenerationParams(max_new_tokens=80, temperature=0))
+    assert run.output == "3 x 4 = 12. The answer is 12." and run.answer == "12"

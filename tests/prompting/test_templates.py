@@ -146,6 +146,11 @@ def test_library_file_errors_are_clear(tmp_path):
     (tmp_path / "bad.yaml").write_text("templates:\n  - id: x\n    task: sentiment\n    colour: red\n", encoding="utf-8")
     with pytest.raises(TemplateError, match="unknown keys"):
         TemplateLibrary.load(tmp_path)
+    (tmp_path / "bad.yaml").write_text("templates:\n  - id: x\n    task: sentiment\n    name: X\n"
+                                       "    strategies: [zero_shot]\n    answer: label\n    stop: [1, 2]\n"
+                                       "    template: \"{{ text }}\"\n", encoding="utf-8")
+    with pytest.raises(TemplateError, match="stop must be a list"):
+        TemplateLibrary.load(tmp_path)
     (tmp_path / "bad.yaml").write_text("templates: [\n", encoding="utf-8")
     with pytest.raises(TemplateError, match="not valid YAML"):
         TemplateLibrary.load(tmp_path)
