@@ -32,7 +32,7 @@ from playground.architectures import masks as _masks
 from playground.architectures import objectives as _objectives
 from playground.architectures import tasks as _tasks
 from playground.architectures import tokens as _tokens
-from playground.architectures.loading import LoadedModel, load_model
+from playground.architectures.loading import CACHE_PREFIX, LoadedModel, load_shared
 from playground.architectures.text import check_text
 from playground.errors import InvalidInputError, ModelUnavailableError, PlaygroundError
 from playground.models.cache import ModelCache
@@ -43,7 +43,6 @@ if TYPE_CHECKING:
     from playground.backends.provider import EngineProvider
 
 T = TypeVar("T")
-CACHE_PREFIX = "architecture"
 ATTENTION_BUDGET_BYTES = 64 * 2**20
 MAX_MODELS = 3
 
@@ -167,15 +166,7 @@ class ArchitectureLab:
 
     def load(self, model_id: str, progress=None) -> LoadedModel:
         """The model, loaded once for the whole app through the shared model cache."""
-        spec = self.spec(model_id)
-        hardware = self.engines.hardware
-
-        def loader():
-            loaded = load_model(spec, self.engines.resolver, self.settings.data_dir, cuda=hardware.cuda,
-                                bf16=hardware.bf16, threads=hardware.cpu_threads, progress=progress)
-            return loaded, loaded.memory_bytes()
-
-        return self.engines.cache.get_or_load((CACHE_PREFIX, model_id), loader)
+        return load_shared(self.engines, model_id, progress)
 
     def loaded(self, model_id: str) -> LoadedModel | None:
         """The model if it is already loaded (never loads)."""

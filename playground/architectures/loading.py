@@ -145,3 +145,23 @@ def load_model(spec: ModelSpec, resolver: SourceResolver, data_dir: Path, cuda: 
     if spec.head == "embedding" and weights.path.is_dir():
         max_length = min(context, _sentence_max_length(weights.path) or context)
     return LoadedModel(spec, model, tokenizer, weights, device.device, context, max_length)
+
+
+CACHE_PREFIX = "architecture"
+
+
+def load_shared(engines, model_id: str, progress=None) -> LoadedModel:
+    """``model_id`` loaded once for the whole app, through the engine provider's shared model cache.
+
+    Everything that needs a family-native transformers model (the Architectures tab, the Prompt
+    Lab's sentence embedder) calls this, so each model is in memory once and counts against the budget.
+    """
+    spec = engines.catalog.get(model_id)
+    hardware = engines.hardware
+
+    def loader():
+        loaded = load_model(spec, engines.resolver, engines.settings.data_dir, cuda=hardware.cuda, bf16=hardware.bf16,
+                            threads=hardware.cpu_threads, progress=progress)
+        return loaded, loaded.memory_bytes()
+
+    return engines.cache.get_or_load((CACHE_PREFIX, model_id), loader)

@@ -91,74 +91,48 @@ def select_demos(pool: Sequence[Example], k: int, method: str = FIXED, *, seed: 
 
 
 class MiniLMEmbedder:
-    """Sentence embeddings from the packaged all-MiniLM-L6-v2 (mean pooling, then L2 norm).
+    """Sentence embeddings from the packaged all-MiniLM-L6-v2, with a per-text cache.
 
-    The model loads on first use; embeddings are cached per text, so the demonstration
-    set is encoded once however many inputs are compared with it. Thread-safe.
+    The model is the app's shared copy (``playground.architectures.loading.load_shared``) and the
+    pooling is the Architectures tab's (``playground.architectures.tasks.embed``), so both tabs get
+    the same vectors from one model in memory. Embeddings are cached per text, so the
+    demonstration set is encoded once however many inputs are compared with it. Thread-safe.
     """
 
-    def __init__(self, model_path, max_length: int = 256, batch_size: int = 32, cache_size: int = 20_000):
-        self.model_path = model_path
-        self.max_length = max_length
+    def __init__(self, engines, model_id: str = EMBEDDER_MODEL_ID, batch_size: int = 32,
+                 cache_size: int = 20_000):
+        self.engines = engines
+        self.model_id = model_id
         self.batch_size = batch_size
         self.cache_size = cache_size
         self._lock = threading.Lock()
-        self._model = None
-        self._tokenizer = None
         self._cache: dict[str, np.ndarray] = {}
 
     @classmethod
-    def from_resolver(cls, resolver, catalog, model_id: str = EMBEDDER_MODEL_ID, **kwargs) -> "MiniLMEmbedder":
-        """Resolve the encoder's weights offline-first (packaged, then local folder, then Hub)."""
-        weights = resolver.resolve(catalog.get(model_id), "transformers")
-        return cls(weights.path, **kwargs)
-
-    @classmethod
     def from_provider(cls, provider, model_id: str = EMBEDDER_MODEL_ID) -> "MiniLMEmbedder":
-        """The app's shared embedder, loaded once into the provider's model cache."""
-        def load():
-            embedder = cls.from_resolver(provider.resolver, provider.catalog, model_id)
-            embedder.load()
-            return embedder, embedder.memory_bytes()
+        """An embedder over the provider's shared model; the model loads here, once for the app."""
+        embedder = cls(provider, model_id)
+        embedder.load()
+        return embedder
 
-        return provider.cache.get_or_load(("embedder", model_id), load)
+    def load(self):
+        from playground.architectures.loading import load_shared
 
-    def load(self) -> None:
-        with self._lock:
-            self._load_locked()
-
-    def _load_locked(self) -> None:
-        if self._model is not None:
-            return
-        from transformers import AutoModel, AutoTokenizer
-
-        self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
-        self._model = AutoModel.from_pretrained(self.model_path, use_safetensors=True).eval()
-
-    def memory_bytes(self) -> int:
-        if self._model is None:
-            return 0
-        return sum(p.numel() * p.element_size() for p in self._model.parameters())
+        return load_shared(self.engines, self.model_id)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised row per text (float32)."""
-        import torch
+        from playground.architectures.tasks import embed
 
         texts = [str(t) for t in texts]
         with self._lock:
-            self._load_locked()
             missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
             fresh: dict[str, np.ndarray] = {}
-            for start in range(0, len(missing), self.batch_size):
-                chunk = missing[start:start + self.batch_size]
-                encoded = self._tokenizer(chunk, padding=True, truncation=True, max_length=self.max_length,
-                                          return_tensors="pt")
-                with torch.inference_mode():
-                    tokens = self._model(**encoded).last_hidden_state
-                mask = encoded["attention_mask"].unsqueeze(-1).to(tokens.dtype)
-                pooled = (tokens * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-                pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-                fresh.update(zip(chunk, pooled.numpy().astype(np.float32)))
+            if missing:
+                loaded = self.load()  # a cache hit after the first call; reloaded if the budget evicted it
+                for start in range(0, len(missing), self.batch_size):
+                    chunk = missing[start:start + self.batch_size]
+                    fresh.update(zip(chunk, embed(loaded, chunk).numpy().astype(np.float32)))
             rows = [fresh[t] if t in fresh else self._cache[t] for t in texts]
             if len(self._cache) + len(fresh) > self.cache_size:
                 self._cache.clear()
@@ -169,6 +143,4 @@ class MiniLMEmbedder:
 
     def close(self) -> None:
         with self._lock:
-            self._model = None
-            self._tokenizer = None
             self._cache.clear()
