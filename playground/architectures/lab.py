@@ -146,8 +146,8 @@ class ArchitectureLab:
 
     def models(self, family: str | None = None) -> list[ModelSpec]:
         """Catalog models this tab can show (all of them), optionally of one family."""
-        specs = self.engines.catalog.models
-        return [s for s in specs if family is None or s.family == family]
+        catalog = self.engines.catalog
+        return list(catalog.models) if family is None else catalog.by_family(family)
 
     def available_offline(self, model_id: str) -> bool:
         """True when the weights are packaged or in the local models folder (no download needed)."""

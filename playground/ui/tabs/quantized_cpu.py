@@ -68,11 +68,14 @@ def _reporter(progress: gr.Progress):
     return lambda fraction, message: progress(fraction, desc=message)
 
 
-def _initial_facts(services: Services, model_id: str | None) -> list[list[str]]:
+def facts_or_status(services: Services, model_id: str | None) -> list[list[str]]:
+    """The GGUF facts of ``model_id``, or the reason they are missing as table rows."""
+    if not model_id:
+        return []
     try:
-        return facts_rows(services, model_id) if model_id else []
+        return facts_rows(services, model_id)
     except PlaygroundError as exc:
-        return [["status", str(exc).splitlines()[0]]]
+        return [["status", line] for line in str(exc).splitlines()]
 
 
 def build(services: Services) -> None:
@@ -101,7 +104,7 @@ def build(services: Services) -> None:
                                     elem_id="quant-system")
                 params = parameter_widgets(settings, "quant", max_new_tokens=256)
             # A callable value is computed when a page opens, so reading the GGUF never delays start-up.
-            facts = gr.Dataframe(value=lambda model_id: _initial_facts(services, model_id), inputs=[model],
+            facts = gr.Dataframe(value=lambda model_id: facts_or_status(services, model_id), inputs=[model],
                                  headers=["fact", "value"], label=t("quant.facts"), interactive=False,
                                  wrap=True, elem_id="quant-facts", column_widths=["40%", "60%"])
 
@@ -125,13 +128,10 @@ def build(services: Services) -> None:
 
     # --- handlers: widget values in, logic called, widget values out ---------
     def show_facts(model_id: str):
-        if not model_id:
-            return []
-        try:
-            return facts_rows(services, model_id)
-        except PlaygroundError as exc:
-            gr.Warning(str(exc).splitlines()[0])
-            return [["status", line] for line in str(exc).splitlines()]
+        rows = facts_or_status(services, model_id)
+        if rows and rows[0][0] == "status":
+            gr.Warning(rows[0][1])
+        return rows
 
     def chat(text, history, model_id, system_prompt, max_new_tokens, temperature, top_p, top_k,
              repetition_penalty, seed, stop_text, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
