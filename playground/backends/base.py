@@ -190,7 +190,7 @@ class Generation:
                     finish = "cancelled"
                     break
                 buffer += piece
-                cut = _first_stop(buffer, stops)
+                cut = first_stop_index(buffer, stops)
                 if cut is not None:
                     buffer = buffer[:cut]
                     finish = "stop"
@@ -239,7 +239,7 @@ def sample_seeds(params: GenerationParams, n: int) -> list[int]:
     return [(base + i) % 2**31 for i in range(n)]
 
 
-def _first_stop(text: str, stops: Sequence[str]) -> int | None:
+def first_stop_index(text: str, stops: Sequence[str]) -> int | None:
     hits = [i for i in (text.find(s) for s in stops) if i >= 0]
     return min(hits) if hits else None
 

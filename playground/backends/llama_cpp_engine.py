@@ -29,7 +29,7 @@ from playground.backends.base import (
     GenerationResult,
     Message,
     TokenProbability,
-    _first_stop,
+    first_stop_index,
     check_sample_count,
     sample_seeds,
 )
@@ -306,7 +306,7 @@ class LlamaCppEngine(EngineBase):
                         continue
                     counts[seq] += 1
                     texts[seq] += decoders[seq].decode(llm.detokenize([token]))
-                    cut = _first_stop(texts[seq], params.stop)
+                    cut = first_stop_index(texts[seq], params.stop)
                     if cut is not None:
                         texts[seq] = texts[seq][:cut]
                         cut_short.add(seq)

@@ -24,7 +24,7 @@ from playground.backends.base import (
     GenerationResult,
     Message,
     TokenProbability,
-    _first_stop,
+    first_stop_index,
     check_sample_count,
 )
 from playground.errors import InvalidGGUFError, PlaygroundError
@@ -298,7 +298,7 @@ class TransformersEngine(EngineBase):
             if finish == "length" and cancelled and len(tokens) < params.max_new_tokens:
                 finish = "cancelled"
             text = self.tokenizer.decode(tokens, skip_special_tokens=True)
-            cut = _first_stop(text, params.stop)
+            cut = first_stop_index(text, params.stop)
             if cut is not None:
                 text, finish = text[:cut], "stop"
             results.append(GenerationResult(
