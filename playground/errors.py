@@ -81,3 +81,23 @@ class DataFileError(PlaygroundError):
     def __init__(self, message: str, line: int | None = None):
         self.line = line
         super().__init__(message)
+
+
+class FinetuneConfigError(InvalidParameterError):
+    """A fine-tuning config with an unknown key, a value out of range or a method the model cannot use."""
+
+
+class TrainingError(PlaygroundError):
+    """Fine-tuning could not start or finish: a model that cannot be trained this way, a failed step."""
+
+
+class InsufficientMemoryError(TrainingError):
+    """The memory estimate of a fine-tuning run does not fit the memory this machine has."""
+
+
+class QuantizationUnavailableError(TrainingError):
+    """4-bit (QLoRA) loading is not possible here: bitsandbytes missing or without support for this device."""
+
+
+class SaveError(PlaygroundError):
+    """A result (adapter, model, metrics, archive) could not be written: disk full, no permission, ..."""
