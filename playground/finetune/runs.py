@@ -1,0 +1,482 @@
+"""The run store: one directory per fine-tuning run, readable by the app, the worker and the CLI.
+
+A run directory ``<root>/<run id>/`` holds:
+
+- ``config.yaml``     the resolved config the run was submitted with (never rewritten);
+- ``job.json``        entry ("module:function"), owner, created time (never rewritten);
+- ``status.json``     queued | running | succeeded | failed | cancelled, message, pid, times;
+- ``progress.jsonl``  one JSON event per line, appended and flushed by the trainer;
+- ``worker.log``      stdout and stderr of the worker process;
+- ``cancel``          present once a cancel was requested;
+- whatever the trainer writes (``adapter/``, ``samples.jsonl``, ``metrics.json``).
+
+Every file is written whole (temp file + ``os.replace``), and a new run is
+assembled in a hidden directory and renamed into place, so a reader never sees
+half a file or half a run. ``progress.jsonl`` is append-only; its reader skips a
+last line that is still being written. Runs belong to an owner (an opaque
+session or user key): one owner never sees, reads or cancels another's runs.
+Run ids sort by creation time.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, NamedTuple
+
+import yaml
+
+from playground.errors import InvalidParameterError, PlaygroundError
+
+try:  # POSIX; elsewhere liveness falls back to the pid
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "queued", "running", "succeeded", "failed", "cancelled"
+STATUSES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
+
+CONFIG_FILE = "config.yaml"
+JOB_FILE = "job.json"
+STATUS_FILE = "status.json"
+PROGRESS_FILE = "progress.jsonl"
+LOG_FILE = "worker.log"
+CANCEL_FILE = "cancel"
+
+_RUN_ID = re.compile(r"^\d{8}-\d{6}-\d{6}-[0-9a-f]{6}$")
+_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+# Config keys shown first in a run's one-line summary, in this order.
+_SUMMARY_KEYS = ("model", "model_id", "method", "task", "dataset", "data", "max_steps", "steps", "epochs",
+                 "num_train_epochs", "learning_rate", "lr")
+
+
+class RunNotFoundError(PlaygroundError):
+    """A run id that does not exist, or that belongs to someone else (the two look the same)."""
+
+
+# ---------------------------------------------------------------- atomic files
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a mix."""
+    partial = path.with_name(f"{path.name}.partial-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, default=jsonable) + "\n")
+
+
+def jsonable(value: Any) -> Any:
+    """``json.dumps`` fallback: numpy/torch scalars become numbers, paths and the rest become text."""
+    if hasattr(value, "item"):
+        try:
+            return value.item()
+        except (TypeError, ValueError):
+            pass
+    if isinstance(value, (set, frozenset, tuple)):
+        return list(value)
+    return str(value)
+
+
+def check_entry(entry: str) -> str:
+    if not isinstance(entry, str) or not _ENTRY.match(entry):
+        raise InvalidParameterError(f"Job entry {entry!r} must look like 'package.module:function'.")
+    return entry
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class RunStatus:
+    """What ``status.json`` holds."""
+
+    status: str
+    message: str = ""
+    pid: int | None = None  # the worker's pid once it runs (its process group has the same id)
+    gpu: str | None = None  # CUDA_VISIBLE_DEVICES given to the worker, when the manager pins one GPU per job
+    started: float | None = None
+    finished: float | None = None
+    updated: float | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "RunStatus":
+        names = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+class Events(NamedTuple):
+    """A batch of progress events and the line to ask from next time."""
+
+    events: list[dict]
+    next_line: int
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One run as the UI lists it: status, config summary and the latest progress."""
+
+    id: str
+    owner: str
+    path: Path
+    entry: str
+    status: str
+    message: str
+    created: float
+    started: float | None
+    finished: float | None
+    pid: int | None
+    config: dict = field(compare=False, repr=False)
+    config_summary: str = ""
+    stage: str = ""  # latest "stage" event: its stage and message
+    stage_message: str = ""
+    step: int | None = None
+    total_steps: int | None = None
+    loss: float | None = None
+    eval_loss: float | None = None
+    eta_s: float | None = None  # seconds left, counted from now (only while running)
+    metrics: dict | None = field(default=None, compare=False)
+    events: int = 0  # complete lines in progress.jsonl; pass to read_events to get only newer ones
+    queue_position: int | None = None  # filled by JobManager: 0 running, 1.. waiting, None otherwise
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def progress(self) -> float | None:
+        """Fraction of steps done, 0..1, when the total is known."""
+        if self.step is None or not self.total_steps:
+            return None
+        return max(0.0, min(1.0, self.step / self.total_steps))
+
+    @property
+    def elapsed_s(self) -> float | None:
+        if self.started is None:
+            return None
+        return max(0.0, (self.finished or time.time()) - self.started)
+
+
+@dataclass
+class _Meta:
+    """The parts of a run that never change once it exists."""
+
+    owner: str
+    entry: str
+    created: float
+    config: dict
+    summary: str
+
+
+@dataclass
+class _Progress:
+    """What has been read of one progress.jsonl: line offsets and the latest values."""
+
+    end: int = 0  # bytes consumed (complete lines only)
+    offsets: list[int] = field(default_factory=list)  # start of each complete line
+    values: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- the store
+
+
+class RunStore:
+    """Run directories under ``root``; safe to share between threads and with worker processes."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._last_stamp = 0
+        self._meta: dict[str, _Meta] = {}
+        self._progress: dict[str, _Progress] = {}
+
+    # --- creating -------------------------------------------------------
+    def create(self, owner: str, config: Mapping[str, Any], entry: str) -> str:
+        """A new queued run for ``owner``; returns its id. The directory appears complete or not at all."""
+        if not isinstance(owner, str) or not owner:
+            raise InvalidParameterError("A run needs an owner (a non-empty session or user key).")
+        check_entry(entry)
+        plain = json.loads(json.dumps(dict(config), default=jsonable))
+        created = time.time()
+        run_id = self._new_id(created)
+        staging = self.root / f".partial-{run_id}"
+        staging.mkdir()
+        try:
+            atomic_write_text(staging / CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
+            atomic_write_json(staging / JOB_FILE, {"entry": entry, "owner": owner, "created": created})
+            atomic_write_json(staging / STATUS_FILE, {"status": QUEUED, "message": "", "updated": created})
+            os.rename(staging, self.root / run_id)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return run_id
+
+    def _new_id(self, now: float) -> str:
+        # Microseconds, strictly increasing within this process; the random tail keeps processes apart.
+        with self._lock:
+            stamp = max(int(now * 1_000_000), self._last_stamp + 1)
+            self._last_stamp = stamp
+        seconds, micros = divmod(stamp, 1_000_000)
+        return time.strftime("%Y%m%d-%H%M%S", time.gmtime(seconds)) + f"-{micros:06d}-{secrets.token_hex(3)}"
+
+    # --- finding --------------------------------------------------------
+    def path(self, run_id: str) -> Path:
+        """The run's directory; RunNotFoundError for a malformed or unknown id."""
+        if not isinstance(run_id, str) or not _RUN_ID.match(run_id) or not (self.root / run_id).is_dir():
+            raise RunNotFoundError(f"There is no run {run_id!r}.")
+        return self.root / run_id
+
+    def run_ids(self) -> list[str]:
+        """Every run's id, oldest first."""
+        try:
+            names = [entry.name for entry in os.scandir(self.root) if entry.is_dir() and _RUN_ID.match(entry.name)]
+        except FileNotFoundError:
+            return []
+        return sorted(names)
+
+    def owner_of(self, run_id: str) -> str:
+        return self._meta_of(run_id).owner
+
+    def entry_of(self, run_id: str) -> str:
+        return self._meta_of(run_id).entry
+
+    def check_owner(self, run_id: str, owner: str) -> None:
+        """RunNotFoundError unless ``owner`` owns the run (someone else's run looks like no run at all)."""
+        if self.owner_of(run_id) != owner:
+            raise RunNotFoundError(f"There is no run {run_id!r}.")
+
+    def list_runs(self, owner: str) -> list[RunRecord]:
+        """The owner's runs, newest first."""
+        records = []
+        for run_id in reversed(self.run_ids()):
+            try:
+                if self.owner_of(run_id) == owner:
+                    records.append(self._record(run_id))
+            except RunNotFoundError:  # deleted meanwhile, or not a run after all
+                continue
+        return records
+
+    def get(self, run_id: str, owner: str) -> RunRecord:
+        self.check_owner(run_id, owner)
+        return self._record(run_id)
+
+    def record(self, run_id: str) -> RunRecord:
+        """The record without an owner check, for the job manager, the worker and the CLI."""
+        return self._record(run_id)
+
+    def config(self, run_id: str) -> dict:
+        return dict(self._meta_of(run_id).config)
+
+    def _meta_of(self, run_id: str) -> _Meta:
+        with self._lock:
+            meta = self._meta.get(run_id)
+        if meta is not None:
+            return meta
+        path = self.path(run_id)
+        try:
+            job = json.loads((path / JOB_FILE).read_text(encoding="utf-8"))
+            config = yaml.safe_load((path / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+        except (OSError, ValueError, yaml.YAMLError) as exc:
+            raise RunNotFoundError(f"Run {run_id!r} is incomplete or damaged: {exc}") from None
+        meta = _Meta(owner=str(job.get("owner", "")), entry=str(job.get("entry", "")),
+                     created=float(job.get("created", 0.0)), config=config, summary=summarize_config(config))
+        with self._lock:
+            self._meta[run_id] = meta
+        return meta
+
+    # --- status ---------------------------------------------------------
+    def status(self, run_id: str) -> RunStatus:
+        try:
+            data = json.loads((self.path(run_id) / STATUS_FILE).read_text(encoding="utf-8"))
+            return RunStatus.from_json(data)
+        except (OSError, ValueError, TypeError):
+            return RunStatus(FAILED, "The run's status file is missing or unreadable.")
+
+    def set_status(self, run_id: str, status: str, *, force: bool = False, **fields: Any) -> bool:
+        """Record a new status (merging ``fields`` into status.json); False if the run had already ended.
+
+        A terminal status is final: it is only replaced when ``force`` is true.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        path = self.path(run_id) / STATUS_FILE
+        try:
+            current = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            current = {}
+        if current.get("status") in TERMINAL and not force:
+            return False
+        now = time.time()
+        current.update(fields, status=status, updated=now)
+        if status in TERMINAL and current.get("finished") is None:
+            current["finished"] = now
+        atomic_write_json(path, current)
+        return True
+
+    def request_cancel(self, run_id: str) -> None:
+        atomic_write_json(self.path(run_id) / CANCEL_FILE, {"time": time.time()})
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return (self.root / run_id / CANCEL_FILE).exists()
+
+    def worker_alive(self, run_id: str, pid: int | None = None) -> bool:
+        """Whether a worker process is working on the run: it holds a lock on job.json while it lives.
+
+        The lock vanishes with the process, however it ends, so a reused pid cannot fool this test.
+        """
+        if fcntl is None:  # pragma: no cover - Windows
+            import psutil
+
+            return pid is not None and psutil.pid_exists(pid)
+        try:
+            fd = os.open(self.root / run_id / JOB_FILE, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing also drops a lock we got
+        return False
+
+    # --- progress -------------------------------------------------------
+    def read_events(self, run_id: str, since_line: int = 0, owner: str | None = None) -> Events:
+        """The events of progress.jsonl from line ``since_line`` on, and the line to start from next time.
+
+        A last line still being written is left for the next call; a line that is not a JSON
+        object is skipped (it still counts as a line). Pass ``owner`` from the UI so one person
+        cannot read another's run.
+        """
+        if owner is not None:
+            self.check_owner(run_id, owner)
+        path = self.path(run_id) / PROGRESS_FILE
+        with self._lock:
+            progress = self._refresh(run_id, path)
+            start = max(0, int(since_line))
+            if start >= len(progress.offsets):
+                return Events([], len(progress.offsets))
+            begin, end, count = progress.offsets[start], progress.end, len(progress.offsets)
+        with open(path, "rb") as handle:
+            handle.seek(begin)
+            chunk = handle.read(end - begin)
+        return Events([e for e in map(_parse_event, chunk.split(b"\n")) if e is not None], count)
+
+    def _refresh(self, run_id: str, path: Path) -> _Progress:
+        """Read the lines appended since last time (caller holds the lock)."""
+        progress = self._progress.setdefault(run_id, _Progress())
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            size = 0
+        if size < progress.end:  # replaced or truncated: start over
+            progress = self._progress[run_id] = _Progress()
+        if size == progress.end:
+            return progress
+        with open(path, "rb") as handle:
+            handle.seek(progress.end)
+            chunk = handle.read(size - progress.end)
+        complete = chunk.rfind(b"\n") + 1
+        position = progress.end
+        for line in chunk[:complete].split(b"\n")[:-1]:
+            progress.offsets.append(position)
+            position += len(line) + 1
+            event = _parse_event(line)
+            if event is not None:
+                _fold(progress.values, event)
+        progress.end = position
+        return progress
+
+    def _record(self, run_id: str) -> RunRecord:
+        meta = self._meta_of(run_id)
+        status = self.status(run_id)
+        with self._lock:
+            progress = self._refresh(run_id, self.path(run_id) / PROGRESS_FILE)
+            values = dict(progress.values)
+            count = len(progress.offsets)
+        eta = values.get("eta_s")
+        if status.status == RUNNING and isinstance(eta, (int, float)) and math.isfinite(eta):
+            eta = max(0.0, eta - max(0.0, time.time() - values.get("eta_time", time.time())))
+        else:
+            eta = None
+        return RunRecord(
+            id=run_id, owner=meta.owner, path=self.root / run_id, entry=meta.entry, status=status.status,
+            message=status.message, created=meta.created, started=status.started, finished=status.finished,
+            pid=status.pid, config=meta.config, config_summary=meta.summary, stage=values.get("stage", ""),
+            stage_message=values.get("stage_message", ""), step=values.get("step"),
+            total_steps=values.get("total_steps"), loss=values.get("loss"), eval_loss=values.get("eval_loss"),
+            eta_s=eta, metrics=values.get("metrics"), events=count,
+        )
+
+
+def _parse_event(line: bytes) -> dict | None:
+    if not line.strip():
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def _fold(values: dict[str, Any], event: dict) -> None:
+    """Keep the latest step, loss, eta, stage and metrics from one event."""
+    kind = event.get("event")
+    if kind == "stage":
+        values["stage"] = str(event.get("stage", ""))
+        values["stage_message"] = str(event.get("message", ""))
+    elif kind == "start":
+        values["total_steps"] = event.get("total_steps", values.get("total_steps"))
+        values.setdefault("step", 0)
+    elif kind == "step":
+        for key in ("step", "total_steps", "loss", "eta_s"):
+            if key in event:
+                values[key] = event[key]
+        values["eta_time"] = event.get("time", time.time())
+    elif kind == "eval":
+        values["eval_loss"] = event.get("eval_loss")
+    elif kind == "done":
+        values["metrics"] = event.get("metrics")
+        values.pop("eta_s", None)
+    elif kind == "cancelled" and "step" in event:
+        values["step"] = event["step"]
+
+
+def summarize_config(config: Mapping[str, Any], limit: int = 5) -> str:
+    """A one-line summary of a config: the best-known keys first, nested keys by their last part."""
+    flat: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, Mapping):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        elif isinstance(value, (str, int, float, bool)) and value != "":
+            flat[prefix] = value
+
+    walk("", config)
+    ranked = sorted(flat, key=lambda k: (_SUMMARY_KEYS.index(k.split(".")[-1])
+                                         if k.split(".")[-1] in _SUMMARY_KEYS else len(_SUMMARY_KEYS)))
+    return " · ".join(f"{key.split('.')[-1]}={flat[key]}" for key in ranked[:limit])
