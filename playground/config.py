@@ -93,6 +93,10 @@ class Settings:
     concurrency: int = _setting(
         2, help="How many generations may run at once per event; further requests wait in the queue.", minimum=1
     )
+    job_slots: int = _setting(
+        0, help="How many fine-tuning runs may train at once, each in its own process; further runs wait in a "
+        "queue (0: one per visible CUDA GPU, one on CPU).", minimum=0,
+    )
     default_model: str = _setting("smollm2-135m-instruct", help="Catalog id selected when a tab opens.")
 
     # --- derived values -------------------------------------------------
