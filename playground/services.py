@@ -4,7 +4,8 @@
 provider (with its process-wide model cache), the Architectures tab's lab
 (which loads its models through that same cache) and the registry of generations
 in flight, so the Stop button of one browser session can reach its own
-generation and nobody else's. Nothing here imports gradio.
+generation and nobody else's. It also holds the fine-tuning run store and the
+job manager that trains each run in its own child process. Nothing here imports gradio.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from playground.backends.base import Generation
 from playground.backends.provider import EngineProvider
 from playground.config import Settings
 from playground.errors import PlaygroundError
+from playground.finetune.jobs import JobManager, automatic_slots, visible_gpus
+from playground.finetune.runs import RunStore
 from playground.hardware import Hardware, detect
 from playground.models.catalog import Catalog
 
@@ -54,9 +57,14 @@ class Services:
     engines: EngineProvider
     generations: ActiveGenerations = field(default_factory=ActiveGenerations)
     architectures: ArchitectureLab = field(init=False)  # the Architectures tab's logic, made from ``engines``
+    runs: RunStore = field(init=False)  # fine-tuning runs under ``data_dir/runs``
+    jobs: JobManager = field(init=False)  # queues runs and trains each in its own child process
 
     def __post_init__(self) -> None:
         self.architectures = ArchitectureLab(self.engines)
+        self.runs = RunStore(self.settings.data_dir / "runs")
+        gpus = visible_gpus(self.hardware)
+        self.jobs = JobManager(self.runs, automatic_slots(self.settings.job_slots, gpus), gpus=gpus)
 
     @classmethod
     def create(cls, settings: Settings, hardware: Hardware | None = None, catalog: Catalog | None = None
@@ -83,5 +91,6 @@ class Services:
             return f"warm-up skipped: {str(exc).splitlines()[0]}"
 
     def close(self) -> None:
+        self.jobs.shutdown()  # running workers go on; the next start adopts them
         self.architectures.clear()
         self.engines.cache.clear()

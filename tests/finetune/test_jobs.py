@@ -250,3 +250,18 @@ def test_gpus_are_pinned_one_per_job(make_manager):
     assert sorted(manager.store.status(r).gpu for r in runs) == ["5", "7"]
     assert make_manager(slots=2, gpus=["0"], root=Path(str(manager.store.root) + "-b")).gpus == []  # too few: share
 
+
+def test_services_own_the_store_and_the_manager(tmp_path):
+    from playground.services import Services
+
+    settings = offline_settings(tmp_path, PLAYGROUND_JOB_SLOTS="3")
+    services = Services.create(settings, fake_hardware())
+    try:
+        assert services.runs.root == tmp_path / "runs" and services.jobs.store is services.runs
+        assert services.jobs.slots == 3 and services.jobs.leading
+    finally:
+        services.close()
+    assert not services.jobs.leading
+    automatic = Services.create(offline_settings(tmp_path), fake_hardware())
+    assert automatic.jobs.slots == 1
+    automatic.close()
