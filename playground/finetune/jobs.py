@@ -11,7 +11,9 @@ signal, and the next queued run starts.
 
 Cancel: a queued run is marked cancelled at once; a running one gets a
 ``cancel`` file and SIGTERM, which the trainer honours between steps, and its
-process group is killed if it is still alive ``grace_s`` seconds later.
+process group is killed if it is still alive ``grace_s`` seconds later (30 by
+default: one training step of a small model on two CPU cores takes several seconds,
+and a trainer that stops cleanly saves what it has).
 
 Restarts. Workers outlive the app (``shutdown`` leaves them running unless
 asked), so a page reload or an app restart loses nothing. A new manager over
@@ -54,13 +56,9 @@ from playground.finetune.runs import (
     RunRecord,
     RunStore,
     check_entry,
+    try_lock,
 )
 from playground.finetune.worker import EXIT_CLAIMED
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +111,7 @@ class JobManager:
     """Queue and run fine-tuning jobs in child processes; thread-safe, one per app."""
 
     def __init__(self, store: RunStore, slots: int, python: str = sys.executable, *,
-                 gpus: Sequence[str] | None = None, grace_s: float = 10.0, poll_s: float = 0.2,
+                 gpus: Sequence[str] | None = None, grace_s: float = 30.0, poll_s: float = 0.2,
                  env: Mapping[str, str] | None = None):
         if slots < 1:
             raise InvalidParameterError(f"A job manager needs at least one slot, not {slots}.")
@@ -258,16 +256,8 @@ class JobManager:
 
     def _try_lead(self) -> bool:
         """Take the run directory's scheduler lock if nobody holds it."""
-        path = self.store.root / "scheduler.lock"
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        if fcntl is not None:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return False
-        self._lock_fd = fd
-        return True
+        self._lock_fd = try_lock(self.store.root / "scheduler.lock")
+        return self._lock_fd is not None
 
     def _recover(self) -> None:
         """Adopt live workers, fail runs whose worker is gone, re-queue queued runs (oldest first)."""

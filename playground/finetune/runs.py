@@ -4,6 +4,8 @@ A run directory ``<root>/<run id>/`` holds:
 
 - ``config.yaml``     the resolved config the run was submitted with (never rewritten);
 - ``job.json``        entry ("module:function"), owner, created time (never rewritten);
+                      a live worker holds a lock on it, which is how a restarted app tells
+                      a run still training from one whose worker is gone;
 - ``status.json``     queued | running | succeeded | failed | cancelled, message, pid, times;
 - ``progress.jsonl``  one JSON event per line, appended and flushed by the trainer;
 - ``worker.log``      stdout and stderr of the worker process;
@@ -94,6 +96,21 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
     return str(value)
+
+
+def try_lock(path: Path, shared: bool = False) -> int | None:
+    """An open descriptor holding a non-blocking ``flock`` on ``path`` (created if missing), or None if
+    another process holds a conflicting lock. The lock lasts until the descriptor is closed or the
+    process ends, however it ends."""
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    if fcntl is None:  # pragma: no cover - Windows: no locks, every claim succeeds
+        return fd
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
 
 
 def check_entry(entry: str) -> str:
@@ -342,25 +359,23 @@ class RunStore:
     def cancel_requested(self, run_id: str) -> bool:
         return (self.root / run_id / CANCEL_FILE).exists()
 
-    def worker_alive(self, run_id: str, pid: int | None = None) -> bool:
-        """Whether a worker process is working on the run: it holds a lock on job.json while it lives.
+    def claim(self, run_id: str) -> int | None:
+        """For the worker: hold the run (a lock on job.json) for the life of the process; None if taken."""
+        return try_lock(self.path(run_id) / JOB_FILE)
 
-        The lock vanishes with the process, however it ends, so a reused pid cannot fool this test.
-        """
+    def worker_alive(self, run_id: str, pid: int | None = None) -> bool:
+        """Whether a worker process holds the run (see ``claim``). The lock vanishes with the process,
+        however it ends, so a reused pid cannot fool this test."""
         if fcntl is None:  # pragma: no cover - Windows
             import psutil
 
             return pid is not None and psutil.pid_exists(pid)
-        try:
-            fd = os.open(self.root / run_id / JOB_FILE, os.O_RDONLY)
-        except OSError:
+        if not (self.root / run_id / JOB_FILE).exists():
             return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
+        fd = try_lock(self.root / run_id / JOB_FILE, shared=True)
+        if fd is None:
             return True
-        finally:
-            os.close(fd)  # closing also drops a lock we got
+        os.close(fd)
         return False
 
     # --- progress -------------------------------------------------------

@@ -34,7 +34,6 @@ from playground.finetune.runs import (
     CANCEL_FILE,
     CANCELLED,
     FAILED,
-    JOB_FILE,
     PROGRESS_FILE,
     RUNNING,
     SUCCEEDED,
@@ -43,11 +42,6 @@ from playground.finetune.runs import (
     check_entry,
     jsonable,
 )
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
 
 EXIT_CLAIMED = 75  # another worker already holds the run
 
@@ -128,19 +122,6 @@ def outcome(control: JobControl, error: str | None) -> tuple[str, str]:
     return SUCCEEDED, "Finished."
 
 
-def _claim(run_dir: Path) -> int | None:
-    """Hold an exclusive lock on job.json for the worker's life; None if another worker holds it."""
-    fd = os.open(run_dir / JOB_FILE, os.O_RDONLY)
-    if fcntl is None:  # pragma: no cover - Windows
-        return fd
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        return None
-    return fd
-
-
 def run(run_dir: Path) -> int:
     """Run the job of ``run_dir`` in this process; returns the exit code."""
     run_dir = Path(run_dir).resolve()
@@ -151,7 +132,7 @@ def run(run_dir: Path) -> int:
     except RunNotFoundError as exc:
         print(f"[worker] {exc}", file=sys.stderr)
         return 2
-    if _claim(run_dir) is None:
+    if store.claim(run_id) is None:  # held until this process ends
         print(f"[worker] another worker is already running {run_id}; leaving it alone", flush=True)
         return EXIT_CLAIMED
     status = store.status(run_id)
