@@ -565,6 +565,35 @@ def bench_architectures(settings, hardware, catalog, options: BenchOptions) -> F
         provider.cache.clear()
 
 
+def bench_prompt_lab(provider, options: BenchOptions) -> list[Figure]:
+    """Self-consistency's cost over one sample, and a sentiment evaluation of the bundled set, on llama.cpp."""
+    from playground.prompting.timing import time_self_consistency, time_sentiment_evaluation
+
+    engine = provider.get(options.model, "llama.cpp")
+    figures = []
+    try:
+        timing = time_self_consistency(engine, samples=5, rounds=2 if options.quick else 3)
+        figures.append(_measured(
+            "Prompt Lab: self-consistency N=5 / one sample", "x", "<= 2.5", lambda v: v <= 2.5, timing.ratio,
+            f"{timing.parallel_s:.2f} s for 5 paths ({timing.parallel_tokens} tokens) vs {timing.single_s:.2f} s "
+            f"for one ({timing.single_tokens:.0f} tokens); prompt of {timing.prompt_tokens} tokens read once; "
+            f"median of {timing.rounds} rounds"))
+    except Exception as exc:
+        figures.append(_failed("Prompt Lab: self-consistency N=5 / one sample", "x", "<= 2.5", exc))
+    try:
+        limit = 20 if options.quick else None
+        report = time_sentiment_evaluation(engine, limit=limit)
+        score = report.scores[0]
+        examples = score.examples
+        name = f"Prompt Lab: evaluate {examples} sentiment examples"
+        figures.append(_measured(
+            name, "s", "< 120 s", (lambda v: _below(v, 120.0)) if examples >= 60 else None, report.elapsed_s,
+            f"zero-shot, accuracy {score.metrics['accuracy']:.2f}, {score.completion_tokens} new tokens"))
+    except Exception as exc:
+        figures.append(_failed("Prompt Lab: evaluate 60 sentiment examples", "s", "< 120 s", exc))
+    return figures
+
+
 def _settings_for(options: BenchOptions, data_dir: Path):
     from playground.config import Settings
 
@@ -610,6 +639,10 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
                 figures += llama_figures
             except Exception as exc:
                 figures.append(_failed("llama.cpp app / direct speed", "x", ">= 0.9", exc))
+            try:
+                figures += bench_prompt_lab(provider, options)
+            except Exception as exc:
+                figures.append(_failed("Prompt Lab: self-consistency N=5 / one sample", "x", "<= 2.5", exc))
             finally:
                 provider.cache.clear()
         else:

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from playground.architectures.lab import ArchitectureLab
-from playground.backends.base import Generation
 from playground.backends.provider import EngineProvider
 from playground.config import Settings
 from playground.errors import PlaygroundError
@@ -22,20 +22,25 @@ from playground.finetune.jobs import JobManager, automatic_slots, visible_gpus
 from playground.finetune.runs import RunStore
 from playground.hardware import Hardware, detect
 from playground.models.catalog import Catalog
+from playground.prompting.demos import MiniLMEmbedder
+
+
+class Cancellable(Protocol):
+    def cancel(self) -> None: ...
 
 
 class ActiveGenerations:
-    """Generations in flight, keyed by (session id, slot name), so Stop can cancel them."""
+    """Work in flight (generations, evaluations), keyed by (session id, slot name), so Stop can cancel it."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._running: dict[tuple[str, str], Generation] = {}
+        self._running: dict[tuple[str, str], Cancellable] = {}
 
-    def start(self, session: str, slot: str, generation: Generation) -> None:
+    def start(self, session: str, slot: str, generation: Cancellable) -> None:
         with self._lock:
             self._running[(session, slot)] = generation
 
-    def finish(self, session: str, slot: str, generation: Generation) -> None:
+    def finish(self, session: str, slot: str, generation: Cancellable) -> None:
         with self._lock:
             if self._running.get((session, slot)) is generation:
                 del self._running[(session, slot)]
@@ -59,12 +64,14 @@ class Services:
     architectures: ArchitectureLab = field(init=False)  # the Architectures tab's logic, made from ``engines``
     runs: RunStore = field(init=False)  # fine-tuning runs under ``data_dir/runs``
     jobs: JobManager = field(init=False)  # queues runs and trains each in its own child process
+    embedder: MiniLMEmbedder = field(init=False)  # the Prompt Lab's "most similar demonstrations"; loads on first use
 
     def __post_init__(self) -> None:
         self.architectures = ArchitectureLab(self.engines)
         self.runs = RunStore(self.settings.data_dir / "runs")
         gpus = visible_gpus(self.hardware)
         self.jobs = JobManager(self.runs, automatic_slots(self.settings.job_slots, gpus), gpus=gpus)
+        self.embedder = MiniLMEmbedder(self.engines)
 
     @classmethod
     def create(cls, settings: Settings, hardware: Hardware | None = None, catalog: Catalog | None = None

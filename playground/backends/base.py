@@ -154,6 +154,17 @@ class Engine(Protocol):
     def close(self) -> None: ...
 
 
+class CancelFlag(threading.Event):
+    """A cancel signal for work that is not one generation (evaluations, side-by-side runs).
+
+    It is a ``threading.Event`` that the logic checks, with the ``cancel()`` method the
+    app's registry of running work calls, like a ``Generation``'s.
+    """
+
+    def cancel(self) -> None:
+        self.set()
+
+
 class Generation:
     """An answer being generated: iterate to get text as it arrives; ``result`` once done.
 

@@ -40,7 +40,7 @@ def page(browser, app_url):
 
 TAB_CONTENT = {
     "Architectures": "#arch-run",
-    "Prompt Lab": "#prompt-lab-pending",
+    "Prompt Lab": "#lab-preview",
     "Fine-tune": "#finetune-pending",
     "Quantized CPU (llama.cpp)": "#quant-chatbot",
     "About": "#about-models",
@@ -96,3 +96,68 @@ def test_architectures_tab_renders_charts_and_heatmaps(page):
     assert page.locator("#arch-dec-tokens .tok").count() > 5
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "architectures.png"), full_page=True)
+
+
+def _wait_for_text(page, selector: str, needle: str, timeout_s: float = 120) -> str:
+    deadline = time.time() + timeout_s
+    text = ""
+    while time.time() < deadline:
+        text = page.locator(selector).inner_text()
+        if needle in text:
+            return text
+        time.sleep(0.1)
+    raise AssertionError(f"{needle!r} never appeared in {selector}: {text[-300:]!r}")
+
+
+def _wait_for_rows(page, selector: str, rows: int) -> None:
+    """Wait until a Gradio dataframe holds ``rows`` data rows (its grid counts the header row too)."""
+    page.wait_for_function(
+        f"Number(document.querySelector('{selector} [role=grid]')?.getAttribute('aria-rowcount') || 0) > {rows}",
+        timeout=30_000)
+
+
+def test_prompt_lab_few_shot_cot_and_self_consistency(page):
+    page.get_by_role("tab", name="Prompt Lab").click()
+    page.wait_for_selector("#lab-preview textarea", timeout=30_000)
+    _wait_for_text(page, "#lab-token-count", "prompt tokens", 60)
+
+    # Few-shot chain-of-thought on an arithmetic problem: the preview shows worked demonstrations.
+    page.locator("#lab-task input").click()
+    page.get_by_role("option", name="Arithmetic word problems").click()
+    _wait_for_text(page, "#lab-token-count", "prompt tokens", 60)
+    page.locator("#lab-strategy").get_by_label("Few-shot chain-of-thought").check()
+    page.wait_for_selector("#lab-k", state="visible")
+    page.fill("#lab-input textarea", "A baker makes 4 trays of 6 rolls and sells 10. How many rolls are left?")
+    tokens = _wait_for_text(page, "#lab-token-count", "3 demonstrations", 60)
+    preview = page.locator("#lab-preview textarea").input_value()
+    assert "A baker makes 4 trays" in preview and "<|im_start|>assistant" in preview
+    assert "step by step" in preview.lower(), "the chain-of-thought trigger is not in the prompt"
+    assert "context window" in tokens
+    page.click("#lab-run")
+    result = _wait_for_text(page, "#lab-result", "tokens/s")
+    assert "Answer" in result
+    assert page.locator("#lab-output textarea").input_value().strip()
+
+    # Self-consistency: five sampled paths, a vote histogram and the paths table.
+    page.locator("#lab-strategy").get_by_label("Self-consistency (majority vote over sampled reasoning paths)").check()
+    page.wait_for_selector("#lab-samples", state="visible")
+    page.wait_for_selector("#lab-votes", state="visible")
+    page.click("#lab-run")
+    result = _wait_for_text(page, "#lab-result", "of 5 paths")
+    assert "Majority vote" in result
+    _wait_for_rows(page, "#lab-paths", 5)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "prompt-lab.png"), full_page=True)
+
+
+def test_prompt_lab_evaluates_with_a_chart_and_a_table(page):
+    page.get_by_role("tab", name="Prompt Lab").click()
+    page.wait_for_selector("#lab-eval-run", timeout=30_000)
+    page.locator("#lab-eval-limit input[type='number']").fill("4")
+    page.locator("#lab-eval-limit input[type='number']").press("Enter")
+    page.click("#lab-eval-run")
+    _wait_for_text(page, "#lab-eval-status", "8 of 8", 180)
+    _wait_for_rows(page, "#lab-eval-rows", 8)
+    assert page.locator("#lab-eval-chart canvas, #lab-eval-chart svg").count() >= 1
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "prompt-lab-evaluate.png"), full_page=True)

@@ -1,0 +1,144 @@
+"""Side-by-side runs: up to four (strategy, model) columns on the same input, streamed one after another.
+
+The Prompt Lab's comparison shows how strategies and models differ on one
+input. Columns run in turn (on a small machine two models generating at once
+would only slow each other down); while a single-path column generates, its
+growing text is reported, so the page streams. Each column keeps its own
+outcome: a template problem or a model that cannot load marks that column and
+the others still run.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Callable, Iterator, Sequence
+
+from playground.backends.base import Engine, GenerationParams
+from playground.errors import InvalidParameterError, PlaygroundError
+from playground.prompting.data import Example
+from playground.prompting.demos import Embedder
+from playground.prompting.strategies import PromptSetup, StrategyRun, run_strategy
+from playground.prompting.templates import PromptTemplate, TemplateLibrary
+
+MAX_COLUMNS = 4
+STREAM_INTERVAL_S = 0.08  # at most ~12 screen updates a second per column
+
+WAITING, LOADING, RUNNING, DONE, FAILED, CANCELLED = "waiting", "loading", "running", "done", "failed", "cancelled"
+
+
+def choose_template(library: TemplateLibrary, task: str, strategy: str, preferred: PromptTemplate | None
+                    ) -> PromptTemplate:
+    """``preferred`` if it suits ``strategy`` and ``task``, else the task's first library template that does.
+
+    Raises InvalidParameterError when the task has no template for the strategy (e.g.
+    chain-of-thought for summaries, which have no answer to vote on).
+    """
+    if preferred is not None and preferred.task == task and preferred.suits(strategy):
+        return preferred
+    for template in library.for_task(task, strategy):
+        return template
+    raise InvalidParameterError(f"No template of the task {task!r} suits the strategy {strategy!r}; choose "
+                                f"another strategy for this task.")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column to run: a prompt setup on a model."""
+
+    setup: PromptSetup
+    model_id: str
+    params: GenerationParams
+    template_name: str = ""  # shown above the column: which phrasing it used
+
+
+@dataclass(frozen=True)
+class ColumnState:
+    """What one column shows at a moment."""
+
+    column: Column
+    status: str = WAITING
+    text: str = ""  # the output so far (self-consistency: a path agreeing with the vote)
+    run: StrategyRun | None = None
+    error: str = ""
+
+
+EngineGetter = Callable[[str], Engine]
+
+
+def _run_streaming(engine: Engine, column: Column, input_text: str, pool: Sequence[Example],
+                   embedder: Embedder | None, cancel: threading.Event | None
+                   ) -> Iterator[tuple[str, StrategyRun | None, BaseException | None]]:
+    """Run one column in a worker thread; yield (text so far, run or None, error or None)."""
+    updates: queue.Queue = queue.Queue()
+
+    def work() -> None:
+        try:
+            run = run_strategy(engine, column.setup, input_text, pool, column.params, embedder=embedder,
+                               cancel=cancel, on_text=lambda text: updates.put(("text", text)))
+            updates.put(("run", run))
+        except BaseException as exc:  # handed to the caller's thread, raised or shown there
+            updates.put(("error", exc))
+
+    worker = threading.Thread(target=work, name=f"column-{column.model_id}", daemon=True)
+    worker.start()
+    text, last_yield = "", 0.0
+    while True:
+        kind, value = updates.get()
+        if kind == "text":
+            text = value
+            now = time.perf_counter()
+            if now - last_yield >= STREAM_INTERVAL_S:
+                last_yield = now
+                yield text, None, None
+        elif kind == "run":
+            yield value.output, value, None
+            break
+        else:
+            yield text, None, value
+            break
+    worker.join()
+
+
+def run_columns(columns: Sequence[Column], input_text: str, pool: Sequence[Example], get_engine: EngineGetter, *,
+                embedder: Embedder | None = None, cancel: threading.Event | None = None
+                ) -> Iterator[list[ColumnState]]:
+    """Run the columns in turn; yield every column's state after each change.
+
+    ``get_engine(model_id)`` loads (or finds) a model's engine. A column's
+    PlaygroundError becomes its ``error``; any other exception is raised.
+    Once ``cancel`` is set, the running column stops and the rest are marked cancelled.
+    """
+    if not columns:
+        raise InvalidParameterError("Add at least one column to compare.")
+    if len(columns) > MAX_COLUMNS:
+        raise InvalidParameterError(f"{len(columns)} columns; compare at most {MAX_COLUMNS} side by side.")
+    states = [ColumnState(c) for c in columns]
+    yield list(states)
+    for i, column in enumerate(columns):
+        if cancel is not None and cancel.is_set():
+            states[i:] = [replace(s, status=CANCELLED) for s in states[i:]]
+            yield list(states)
+            break
+        states[i] = replace(states[i], status=LOADING)
+        yield list(states)
+        try:
+            engine = get_engine(column.model_id)
+        except PlaygroundError as exc:
+            states[i] = replace(states[i], status=FAILED, error=str(exc))
+            yield list(states)
+            continue
+        states[i] = replace(states[i], status=RUNNING)
+        yield list(states)
+        for text, run, error in _run_streaming(engine, column, input_text, pool, embedder, cancel):
+            if error is not None:
+                if not isinstance(error, PlaygroundError):
+                    raise error
+                states[i] = replace(states[i], status=FAILED, text=text, error=str(error))
+            elif run is not None:
+                states[i] = replace(states[i], status=CANCELLED if run.cancelled else DONE, text=text, run=run)
+            else:
+                states[i] = replace(states[i], text=text)
+            yield list(states)
