@@ -158,6 +158,6 @@ def test_prompt_lab_evaluates_with_a_chart_and_a_table(page):
     page.click("#lab-eval-run")
     _wait_for_text(page, "#lab-eval-status", "8 of 8", 180)
     _wait_for_rows(page, "#lab-eval-rows", 8)
-    assert page.locator("#lab-eval-chart canvas, #lab-eval-chart svg").count() >= 1
+    page.wait_for_selector("#lab-eval-chart canvas, #lab-eval-chart svg", timeout=30_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "prompt-lab-evaluate.png"), full_page=True)

@@ -189,7 +189,7 @@ def report_chart(report: EvaluationReport) -> pd.DataFrame:
     for score in report.scores:
         metric = "rougeL" if "rougeL" in score.metrics else next(iter(score.metrics))
         rows.append({"strategy": score.strategy, "score": round(100 * score.metrics[metric], 1), "metric": metric})
-    return pd.DataFrame(rows, columns=["strategy", "score", "metric"])
+    return pd.DataFrame(rows, columns=["strategy", "score", "metric"]).astype({"score": "float64"})
 
 
 def report_tables(report: EvaluationReport) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -342,8 +342,8 @@ def build(services: Services) -> None:
         cancel_button = gr.Button(t("lab.eval_cancel"), variant="stop", elem_id="lab-eval-cancel")
     eval_status = gr.Markdown(elem_id="lab-eval-status")
     with gr.Row(equal_height=False):
-        chart = gr.BarPlot(pd.DataFrame(columns=["strategy", "score", "metric"]), x="strategy", y="score",
-                           color="metric", y_lim=[0, 100], y_title="%", label=t("lab.eval_chart"), height=320,
+        chart = gr.BarPlot(None, x="strategy", y="score", y_lim=[0, 100], y_title="%", sort=None,
+                           label=t("lab.eval_chart"), height=320,
                            elem_id="lab-eval-chart", scale=2)
         summary = gr.Dataframe(headers=list(SUMMARY_HEADERS), label=t("lab.eval_summary"), interactive=False,
                                wrap=True, elem_id="lab-eval-summary", scale=3)
