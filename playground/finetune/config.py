@@ -1,0 +1,349 @@
+"""The settings of one fine-tuning run: ``FinetuneConfig``, read from YAML presets or widgets.
+
+Every field carries a help text (the Fine-tune tab shows it as the widget's
+``info``) and its bounds, so a bad learning rate, a zero rank or an unknown
+key is refused with a clear message before any model is loaded. Presets live
+in ``examples/finetune/*.yaml``; each run saves its resolved config beside its
+outputs (``to_yaml``), and ``from_yaml`` reads it back unchanged.
+
+Two levels of checking:
+
+- constructing the dataclass checks types, ranges and choices (pure values);
+- :meth:`FinetuneConfig.check` (called by ``from_dict``/``from_yaml`` and by the
+  trainer) also checks that the model exists (catalog id or local folder), that
+  the method suits its family, and that the data source and template exist.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from playground.errors import FinetuneConfigError
+
+LORA, QLORA, FULL, CLASSIFIER = "lora", "qlora", "full", "classifier"
+METHODS = (LORA, QLORA, FULL, CLASSIFIER)
+ADAPTER_METHODS = (LORA, QLORA, CLASSIFIER)  # methods whose result is a peft adapter
+HUB_PREFIX = "hub:"
+AUTO_TEMPLATE = "auto"
+DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
+
+
+def _field(default: Any, help: str, **bounds: Any):
+    """A dataclass field with its help text and bounds (minimum, maximum, above, below, choices)."""
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata={"help": help, **bounds})
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """One fine-tuning run. Defaults are safe and fast on a 2-core CPU (LoRA on SmolLM2, 30 steps)."""
+
+    # --- what to train -------------------------------------------------------------------
+    model: str = _field("smollm2-135m-instruct",
+                        "Catalog id (smollm2-135m-instruct, flan-t5-base, all-minilm-l6-v2, ...) or a local folder "
+                        "with config.json and safetensors weights.")
+    method: str = _field(LORA,
+                         "lora: small adapter matrices on a frozen model; qlora: the same on a 4-bit (NF4) model; "
+                         "full: every weight (needs about 4x the model's size for gradients and optimizer); "
+                         "classifier: a label head on an encoder.", choices=METHODS)
+    # --- data ----------------------------------------------------------------------------
+    data: str = _field("dialogues",
+                       "Bundled data set (dialogues, sentiment), a path to a JSONL or CSV file, or hub:owner/name "
+                       "for a Hugging Face dataset.")
+    input_column: str = _field("", "Column holding the input text (empty: the bundled data set's own column).")
+    target_column: str = _field("", "Column holding the expected output or label (empty: the bundled data "
+                                    "set's own column).")
+    template: str = _field(AUTO_TEMPLATE,
+                           "Prompt template that turns a row into prompt and completion (examples/finetune/"
+                           "templates.yaml); auto: the data set's own template.")
+    max_length: int = _field(384, "Longest tokenised example; longer ones are cut and counted as truncated.",
+                             minimum=16, maximum=8192)
+    validation_fraction: float = _field(0.1, "Share of the training rows held out for the validation loss "
+                                             "(0: none).", minimum=0.0, maximum=0.5)
+    test_fraction: float = _field(0.1, "Share of the rows kept for testing when the data has no 'split' column.",
+                                  above=0.0, maximum=0.5)
+    test_limit: int = _field(50, "At most this many test examples are scored before and after (0: all).",
+                             minimum=0, maximum=100_000)
+    # --- LoRA ----------------------------------------------------------------------------
+    lora_r: int = _field(8, "LoRA rank: the inner size of each adapter (more = more capacity, more weights).",
+                         minimum=1, maximum=1024)
+    lora_alpha: float = _field(16.0, "LoRA alpha: the adapter's output is scaled by alpha / r.",
+                               above=0.0, maximum=4096.0)
+    lora_dropout: float = _field(0.05, "Dropout on the adapter's input during training (0 to below 1).",
+                                 minimum=0.0, below=1.0)
+    target_modules: tuple[str, ...] = _field((), "Layers that get adapters, e.g. q_proj, v_proj (empty: the "
+                                                 "catalog's choice for the model's architecture).")
+    # --- optimisation --------------------------------------------------------------------
+    learning_rate: float = _field(2e-4, "Peak learning rate of AdamW (LoRA likes 1e-4 to 1e-3; full fine-tuning "
+                                        "1e-5 to 5e-5).", above=0.0, maximum=1.0)
+    max_steps: int = _field(30, "Optimizer steps to train (0: train for 'epochs' instead).",
+                            minimum=0, maximum=100_000)
+    epochs: float = _field(1.0, "Passes over the training data; used when max_steps is 0.",
+                           above=0.0, maximum=100.0)
+    batch_size: int = _field(2, "Examples per forward pass.", minimum=1, maximum=1024)
+    grad_accum: int = _field(1, "Forward passes summed into one optimizer step (effective batch = batch_size x "
+                                "grad_accum).", minimum=1, maximum=1024)
+    eval_every: int = _field(0, "Steps between validation-loss measurements (0: none during training).",
+                             minimum=0, maximum=100_000)
+    gradient_checkpointing: bool = _field(False, "Recompute activations in the backward pass: less memory, "
+                                                 "about a third slower.")
+    seed: int = _field(42, "Random seed for the data split, adapter initialisation and shuffling.",
+                       minimum=0, maximum=2**32 - 1)
+    # --- before / after comparison -------------------------------------------------------
+    sample_count: int = _field(4, "Test examples generated with the base model and again with the fine-tuned "
+                                  "one (0: none).", minimum=0, maximum=1000)
+    max_new_tokens: int = _field(64, "Longest generated answer in the before/after comparison.",
+                                 minimum=1, maximum=2048)
+
+    # ------------------------------------------------------------------ checks on values
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):
+            object.__setattr__(self, f.name, _convert(f, getattr(self, f.name)))
+        if not self.model.strip():
+            raise FinetuneConfigError("model is empty: give a catalog id or a local model folder.")
+        if not self.data.strip():
+            raise FinetuneConfigError("data is empty: give a bundled data set name, a file path or hub:owner/name.")
+        if self.data.startswith(HUB_PREFIX) and not self.data[len(HUB_PREFIX):].strip():
+            raise FinetuneConfigError("data 'hub:' needs a dataset id after it, e.g. hub:knkarthick/dialogsum.")
+
+    # ------------------------------------------------------------------ help for widgets and docs
+    @classmethod
+    def help(cls, name: str) -> str:
+        """The help text of a field (the widget's ``info``)."""
+        return _fields_by_name()[name].metadata["help"]
+
+    @classmethod
+    def bounds(cls, name: str) -> dict[str, Any]:
+        """The bounds of a field: any of minimum, maximum, above, below, choices."""
+        return {k: v for k, v in _fields_by_name()[name].metadata.items() if k != "help"}
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any], catalog=None, check: bool = True) -> "FinetuneConfig":
+        """A config from a mapping; unknown keys are errors. ``check`` also verifies model, data and template."""
+        if not isinstance(values, Mapping):
+            raise FinetuneConfigError(f"A fine-tuning config must be a mapping of keys to values, not "
+                                      f"{type(values).__name__}.")
+        known = cls.field_names()
+        unknown = [k for k in values if k not in known]
+        if unknown:
+            hints = []
+            for key in unknown:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise FinetuneConfigError(f"Unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(hints)}. "
+                                      f"Allowed keys: {', '.join(known)}.")
+        config = cls(**dict(values))
+        if check:
+            config.check(catalog)
+        return config
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, catalog=None, check: bool = True) -> "FinetuneConfig":
+        """A config from a YAML file (a preset or a run's saved config.yaml)."""
+        path = Path(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise FinetuneConfigError(f"Cannot read the config {path}: {exc.strerror or exc}.") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise FinetuneConfigError(f"{path.name} is not valid YAML{where}: "
+                                      f"{getattr(exc, 'problem', None) or exc}.") from None
+        if data is None:
+            data = {}
+        try:
+            return cls.from_dict(data, catalog=catalog, check=check)
+        except FinetuneConfigError as exc:
+            raise FinetuneConfigError(f"{path.name}: {exc}") from None
+
+    def replace(self, **changes: Any) -> "FinetuneConfig":
+        """A copy with some fields changed (checked again, as values)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (lists for tuples), in field order; ``from_dict(to_dict())`` gives the same config."""
+        return {f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+                for f in dataclasses.fields(self)}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+    # ------------------------------------------------------------------ checks that look at the world
+    def check(self, catalog=None) -> "FinetuneConfig":
+        """Verify the model (and that the method suits its family), the data source and the template.
+
+        Raises FinetuneConfigError naming what is wrong and what would work; returns self.
+        """
+        family = model_family(self.model, catalog)
+        if self.method == CLASSIFIER and family != "encoder":
+            raise FinetuneConfigError(
+                f"method 'classifier' puts a label head on an encoder, but {self.model} is a {family} model. "
+                f"Choose an encoder (e.g. all-minilm-l6-v2) or method lora.")
+        if self.method != CLASSIFIER and family == "encoder":
+            raise FinetuneConfigError(
+                f"{self.model} is an encoder: it has no generative head to train with method {self.method!r}. "
+                f"Use method 'classifier' for encoders.")
+        from playground.finetune.data import BUNDLED_DATA
+
+        if self.data in BUNDLED_DATA:
+            bundled = BUNDLED_DATA[self.data]
+            if self.method == CLASSIFIER and not bundled.labels:
+                raise FinetuneConfigError(f"The bundled data set {self.data!r} has no labels to classify; use "
+                                          f"'sentiment' or a file with a label column.")
+        elif self.data.startswith(HUB_PREFIX):
+            self._require_columns()
+        else:
+            path = Path(self.data).expanduser()
+            if not path.is_file():
+                raise FinetuneConfigError(
+                    f"data {self.data!r} is neither a bundled data set ({', '.join(BUNDLED_DATA)}) nor an "
+                    f"existing file. Give a path to a JSONL or CSV file, or hub:owner/name.")
+            if path.suffix.lower() not in DATA_SUFFIXES:
+                raise FinetuneConfigError(f"data file {path.name} must be JSONL or CSV "
+                                          f"({', '.join(DATA_SUFFIXES)}).")
+            self._require_columns()
+        if self.template != AUTO_TEMPLATE:
+            from playground.finetune.templates import load_templates
+
+            load_templates().get(self.template)  # raises TemplateError naming the choices
+        return self
+
+    def _require_columns(self) -> None:
+        missing = [name for name in ("input_column", "target_column") if not getattr(self, name).strip()]
+        if missing:
+            raise FinetuneConfigError(f"data {self.data!r} is not a bundled data set, so name its columns: set "
+                                      f"{' and '.join(missing)}.")
+
+
+def model_family(model: str, catalog=None) -> str:
+    """"decoder", "encoder-decoder" or "encoder" for a catalog id or a local model folder."""
+    looks_local = "/" in model or "\\" in model or model.startswith(".")
+    if not looks_local:
+        from playground.errors import UnknownModelError
+        from playground.models.catalog import Catalog
+
+        catalog = catalog or Catalog.load()
+        try:
+            return catalog.get(model).family
+        except UnknownModelError as exc:
+            if not Path(model).is_dir():
+                raise FinetuneConfigError(f"{exc} Or give a local model folder.") from None
+    folder = Path(model).expanduser()
+    if not (folder / "config.json").is_file():
+        raise FinetuneConfigError(f"model {model!r} is not a catalog id and not a folder with config.json. "
+                                  f"Give a catalog id or a folder of a transformers model (safetensors).")
+    return family_from_config(folder / "config.json")
+
+
+def family_from_config(path: Path) -> str:
+    """The family a transformers config.json describes (encoder-decoder, decoder or encoder)."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FinetuneConfigError(f"Cannot read {path}: {exc}.") from None
+    if config.get("is_encoder_decoder"):
+        return "encoder-decoder"
+    architectures = " ".join(config.get("architectures") or [])
+    if "CausalLM" in architectures or "LMHead" in architectures or config.get("model_type") in (
+            "gpt2", "llama", "mistral", "qwen2", "gemma", "gemma3_text", "phi", "phi3", "smollm3", "gpt_neox"):
+        return "decoder"
+    return "encoder"
+
+
+# ---------------------------------------------------------------------- conversion of one value
+
+
+def _fields_by_name() -> dict[str, dataclasses.Field]:
+    return {f.name: f for f in dataclasses.fields(FinetuneConfig)}
+
+
+def _describe_bounds(meta: Mapping[str, Any]) -> str:
+    parts = []
+    if "minimum" in meta:
+        parts.append(f">= {meta['minimum']}")
+    if "above" in meta:
+        parts.append(f"> {meta['above']}")
+    if "maximum" in meta:
+        parts.append(f"<= {meta['maximum']}")
+    if "below" in meta:
+        parts.append(f"< {meta['below']}")
+    return " and ".join(parts)
+
+
+def _convert(f: dataclasses.Field, value: Any) -> Any:
+    """``value`` as the field's type, checked against its bounds; raises FinetuneConfigError."""
+    kind = str(f.type)
+    name = f.name
+    meta = f.metadata
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise FinetuneConfigError(f"{name}={value!r} must be true or false.")
+    if kind == "tuple[str, ...]":
+        if value is None or value == "":
+            return ()
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise FinetuneConfigError(f"{name} must be a list of module names, e.g. [q_proj, v_proj].")
+        return tuple(i.strip() for i in items if i.strip())
+    if kind == "str":
+        if value is None:
+            value = ""
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise FinetuneConfigError(f"{name} must be text, not {type(value).__name__}.")
+        text = str(value).strip()
+        if "choices" in meta and text not in meta["choices"]:
+            raise FinetuneConfigError(f"{name}={text!r} is not one of: {', '.join(meta['choices'])}.")
+        return text
+    # numbers: ints stay ints; YAML reads 1e-3 as text, so numeric text is accepted too
+    if isinstance(value, bool):
+        raise FinetuneConfigError(f"{name}={value!r} must be a number.")
+    try:
+        number = float(value) if kind == "float" else _as_int(value)
+    except (TypeError, ValueError):
+        raise FinetuneConfigError(f"{name}={value!r} is not a valid {'number' if kind == 'float' else 'whole number'}.") \
+            from None
+    if kind == "float" and not math.isfinite(number):
+        raise FinetuneConfigError(f"{name}={value!r} must be a finite number.")
+    bad = ("minimum" in meta and number < meta["minimum"]) or ("maximum" in meta and number > meta["maximum"]) or \
+          ("above" in meta and number <= meta["above"]) or ("below" in meta and number >= meta["below"])
+    if bad:
+        raise FinetuneConfigError(f"{name}={value!r} is out of range: it must be {_describe_bounds(meta)}. "
+                                  f"({meta['help']})")
+    return number
+
+
+def _as_int(value: Any) -> int:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float):
+        if not value.is_integer():
+            raise ValueError("not whole")
+        return int(value)
+    text = str(value).strip()
+    number = float(text)
+    if not number.is_integer():
+        raise ValueError("not whole")
+    return int(number)
