@@ -108,6 +108,16 @@ class Settings:
     def catalog_only(self) -> bool:
         return self.mode == "workshop"
 
+    def as_environment(self) -> dict[str, str]:
+        """These settings as PLAYGROUND_* variables, so a child process (a training job) sees the same ones."""
+        environment = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None:
+                continue
+            environment[self.env_var(f.name)] = ("1" if value else "0") if isinstance(value, bool) else str(value)
+        return environment
+
     # --- construction ---------------------------------------------------
     @staticmethod
     def env_var(name: str) -> str:

@@ -70,7 +70,9 @@ class Services:
         self.architectures = ArchitectureLab(self.engines)
         self.runs = RunStore(self.settings.data_dir / "runs")
         gpus = visible_gpus(self.hardware)
-        self.jobs = JobManager(self.runs, automatic_slots(self.settings.job_slots, gpus), gpus=gpus)
+        # Workers read their settings from the environment: pass the app's, flags included.
+        self.jobs = JobManager(self.runs, automatic_slots(self.settings.job_slots, gpus), gpus=gpus,
+                               env=self.settings.as_environment())
         self.embedder = MiniLMEmbedder(self.engines)
 
     @classmethod

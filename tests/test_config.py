@@ -151,3 +151,9 @@ def test_describe_lists_every_field():
 
 def test_data_dir_expands_user():
     assert load(data_dir="~/pg-data").data_dir == Path("~/pg-data").expanduser()
+
+
+def test_settings_pass_to_a_child_process_through_the_environment(tmp_path):
+    settings = Settings.load(["--data-dir", str(tmp_path), "--offline", "--threads", "3"], {})
+    again = Settings.load([], settings.as_environment())
+    assert again == settings

@@ -41,7 +41,7 @@ def page(browser, app_url):
 TAB_CONTENT = {
     "Architectures": "#arch-run",
     "Prompt Lab": "#lab-preview",
-    "Fine-tune": "#finetune-pending",
+    "Fine-tune": "#ft-start",
     "Quantized CPU (llama.cpp)": "#quant-chatbot",
     "About": "#about-models",
 }
@@ -161,3 +161,25 @@ def test_prompt_lab_evaluates_with_a_chart_and_a_table(page):
     page.wait_for_selector("#lab-eval-chart canvas, #lab-eval-chart svg", timeout=30_000)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "prompt-lab-evaluate.png"), full_page=True)
+
+
+def test_finetune_runs_a_tiny_job_and_shows_loss_and_before_after(page):
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.wait_for_selector("#ft-start", timeout=30_000)
+    page.locator("#ft-data input").click()
+    page.get_by_role("option", name="dialogues-small", exact=False).first.click()
+    page.get_by_text("Hyperparameters").click()
+    for name, value in (("max-steps", "4"), ("batch-size", "1"), ("max-length", "160"), ("sample-count", "1"),
+                        ("max-new-tokens", "8"), ("test-limit", "2"), ("eval-every", "2"),
+                        ("learning-rate", "0.001")):
+        field = page.locator(f"#ft-{name} input")
+        field.fill(value)
+        field.press("Tab")
+    page.click("#ft-start")
+    status = _wait_for_text(page, "#ft-status", "succeeded", 600)
+    assert "step 4 of 4" in status or "succeeded" in status
+    page.wait_for_selector("#ft-loss canvas, #ft-loss svg", timeout=30_000)
+    _wait_for_rows(page, "#ft-comparison", 1)
+    assert "ROUGE-L went from" in page.locator("#ft-gain").inner_text()
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "finetune.png"), full_page=True)

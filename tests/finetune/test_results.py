@@ -1,0 +1,63 @@
+"""Reading a run back for display: loss points, before/after rows, aggregate bars, the length histogram."""
+
+from __future__ import annotations
+
+import json
+
+from playground.finetune.planning import DataReport
+from playground.finetune.results import aggregate_rows, comparison_rows, loss_points, read_metrics, read_samples
+
+
+def test_loss_points_take_train_steps_and_validation_evals_in_order():
+    events = [{"event": "start", "total_steps": 4}, {"event": "step", "step": 1, "loss": 2.5},
+              {"event": "step", "step": 2, "loss": 2.0}, {"event": "eval", "step": 2, "eval_loss": 2.2},
+              {"event": "step", "step": 3, "loss": None}, {"event": "done", "metrics": {}}]
+    points = loss_points(events)
+    assert [(p.step, p.loss, p.kind) for p in points] == [(1, 2.5, "train"), (2, 2.0, "train"),
+                                                          (2, 2.2, "validation")]
+
+
+def test_comparison_rows_put_the_largest_gain_first_with_all_rouge_scores():
+    samples = [{"index": 0, "input": "a", "reference": "r", "base_output": "x", "tuned_output": "y",
+                "base_rouge1": 0.1, "base_rouge2": 0.0, "base_rougeL": 0.1, "tuned_rouge1": 0.2, "tuned_rouge2": 0.1,
+                "tuned_rougeL": 0.2, "improvement": 0.1},
+               {"index": 1, "input": "b", "reference": "r", "base_output": "x", "tuned_output": "y",
+                "base_rouge1": 0.1, "base_rouge2": 0.0, "base_rougeL": 0.1, "tuned_rouge1": 0.6, "tuned_rouge2": 0.3,
+                "tuned_rougeL": 0.5, "improvement": 0.4}]
+    rows = comparison_rows(samples)
+    assert [r["#"] for r in rows] == [2, 1]
+    assert rows[0]["tuned rougeL"] == 0.5 and rows[0]["base rouge2"] == 0.0
+    assert list(rows[0])[:4] == ["#", "reference", "base", "fine-tuned"]
+
+
+def test_classifier_rows_show_correctness():
+    rows = comparison_rows([{"index": 0, "reference": "positive", "base_output": "negative",
+                             "tuned_output": "positive", "base_correct": False, "tuned_correct": True,
+                             "improvement": 1}])
+    assert rows[0]["base correct"] is False and rows[0]["tuned correct"] is True
+
+
+def test_aggregate_rows_give_one_bar_per_metric_and_model():
+    rows = aggregate_rows({"rouge_before": {"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15},
+                           "rouge_after": {"rouge1": 0.4, "rouge2": 0.2, "rougeL": 0.35}})
+    assert len(rows) == 6 and len({r["bar"] for r in rows}) == 6
+    assert {"bar": "rougeL tuned", "metric": "rougeL", "model": "fine-tuned", "score": 35.0} in rows
+    assert aggregate_rows({"accuracy_before": 0.5, "accuracy_after": 0.75})[1]["score"] == 75.0
+    assert aggregate_rows({}) == []
+
+
+def test_missing_or_partial_files_read_as_empty(tmp_path):
+    assert read_metrics(tmp_path) == {} and read_samples(tmp_path) == []
+    (tmp_path / "metrics.json").write_text("{not json")
+    (tmp_path / "samples.jsonl").write_text(json.dumps({"index": 0}) + "\n{half a line")
+    assert read_metrics(tmp_path) == {}
+    assert read_samples(tmp_path) == [{"index": 0}]
+
+
+def test_histogram_counts_every_example_and_marks_the_cut():
+    report = DataReport(counts={"train": 6, "validation": 0, "test": 1}, source="x", template="plain", examples=(),
+                        lengths=(10, 12, 30, 31, 90, 200), truncated=1, max_length=128)
+    bins = report.histogram(bins=4)
+    assert sum(b["examples"] for b in bins) == 6
+    assert bins[-1]["cut"] == "over max_length" and bins[0]["cut"] == "fits"
+    assert DataReport({}, "x", "plain", (), (), 0, 128).histogram() == []

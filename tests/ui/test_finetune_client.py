@@ -1,0 +1,91 @@
+"""The Fine-tune tab through its API: inspect, estimate, a real tiny LoRA run in a child process, results."""
+
+from __future__ import annotations
+
+import time
+import uuid
+import zipfile
+
+import pytest
+from gradio_client.exceptions import AppError
+
+from playground.finetune.config import FinetuneConfig
+from playground.ui.tabs.finetune import NUMBER_FIELDS
+
+QUICK = dict(max_steps=3, batch_size=1, max_length=160, sample_count=1, max_new_tokens=8, test_limit=2,
+             validation_fraction=0.2, eval_every=2, learning_rate=1e-3)
+
+
+def config_args(model="smollm2-135m-instruct", method="lora", data="dialogues-small", **numbers):
+    defaults = FinetuneConfig()
+    values = {name: numbers.get(name, QUICK.get(name, getattr(defaults, name))) for name in NUMBER_FIELDS}
+    return [model, method, data, None, "", "", "auto", "", *values.values()]
+
+
+def wait_for(client, owner, run_id, statuses, timeout_s=600):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        result = client.predict(owner, run_id, api_name="/finetune_poll")
+        if any(f"· {status}" in result[2] for status in statuses):
+            return result
+        time.sleep(2)
+    raise AssertionError(f"run {run_id} never reached {statuses}: {result[2]}")
+
+
+def test_inspect_shows_splits_examples_and_token_lengths(client):
+    summary, examples, lengths = client.predict(*config_args(), api_name="/finetune_inspect")
+    assert "train" in summary and "validation" in summary and "test" in summary
+    assert examples["data"] and "Summarize" in examples["data"][0][1]
+    assert lengths is not None
+
+
+def test_preflight_reports_trainable_share_memory_and_duration(client):
+    text = client.predict(*config_args(), api_name="/finetune_preflight")
+    assert "Trainable parameters" in text and "%" in text
+    assert "full fine-tuning" in text and "GiB" in text
+    assert "training step took" in text
+
+
+@pytest.mark.parametrize("numbers, expected", [
+    (dict(learning_rate=0.0), "learning_rate"),
+    (dict(lora_r=0), "lora_r"),
+    (dict(max_steps=-1), "max_steps"),
+])
+def test_bad_hyperparameters_are_refused_before_any_work(client, numbers, expected):
+    with pytest.raises(AppError, match=expected):
+        client.predict(uuid.uuid4().hex, *config_args(**numbers), api_name="/finetune_start")
+
+
+def test_a_tiny_run_trains_in_the_background_and_fills_the_results(client, tmp_path):
+    owner = uuid.uuid4().hex
+    owner_back, picker = client.predict(owner, *config_args(), api_name="/finetune_start")
+    assert owner_back == owner
+    run_id = picker["value"] if isinstance(picker, dict) else picker
+    assert run_id
+
+    status, loss, scores, gain, comparison = wait_for(client, owner, run_id, ["succeeded", "failed"])[2:]
+    assert "succeeded" in status, status
+    assert loss is not None and scores is not None
+    assert "ROUGE-L went from" in gain
+    assert comparison["data"] and {"reference", "base", "fine-tuned"} <= set(comparison["headers"])
+
+    archive = client.predict(owner, run_id, api_name="/finetune_download")
+    with zipfile.ZipFile(archive) as zipped:
+        names = zipped.namelist()
+    files = {name.rsplit("/", 1)[-1] for name in names}
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= files
+
+    # Another owner cannot see or download this run.
+    stranger = uuid.uuid4().hex
+    assert "⚠" in client.predict(stranger, run_id, api_name="/finetune_poll")[2]
+    with pytest.raises(AppError):
+        client.predict(stranger, run_id, api_name="/finetune_download")
+
+
+def test_cancel_stops_a_run(client):
+    owner = uuid.uuid4().hex
+    _, picker = client.predict(owner, *config_args(max_steps=200), api_name="/finetune_start")
+    run_id = picker["value"] if isinstance(picker, dict) else picker
+    client.predict(owner, run_id, api_name="/finetune_cancel")
+    status = wait_for(client, owner, run_id, ["cancelled", "failed", "succeeded"], timeout_s=300)[2]
+    assert "cancelled" in status, status
