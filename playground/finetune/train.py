@@ -1,0 +1,637 @@
+"""The training entry: data, model, baseline, Trainer, comparison and saved results of one run.
+
+Two ways in, one code path:
+
+- :func:`run_job` ``(run_dir, control)`` is what the job worker calls in its
+  child process: it reads ``run_dir/config.yaml`` and the app's settings from
+  the environment (``PLAYGROUND_DATA_DIR``, ``PLAYGROUND_MODELS_DIR``, offline);
+- :func:`train` ``(config, run_dir, control, data_dir)`` is what the CLI calls in
+  its own process (``python -m playground finetune``, also under
+  ``accelerate launch``: the transformers Trainer handles the devices).
+
+``control`` has ``should_stop() -> bool`` (checked between steps, between
+generated examples and between stages) and ``emit(event)``. Events are plain
+JSON-ready dicts, in this order::
+
+    {"event": "stage", "stage": "loading" | "baseline" | "training" | "evaluating" | "saving", "message": str}
+    {"event": "start", "total_steps": int}
+    {"event": "step", "step": int, "total_steps": int, "loss": float, "learning_rate": float,
+     "epoch": float, "tokens_per_s": float, "eta_s": float}
+    {"event": "eval", "step": int, "eval_loss": float}
+    {"event": "done", "metrics": {...}}          # or, on cancel:
+    {"event": "cancelled", "step": int}
+
+Errors raise (PlaygroundError subclasses carry a message for people). A cancelled
+run saves nothing. Results, each written atomically, in this order:
+``adapter/`` (or ``model/`` for full fine-tuning; safetensors + tokenizer +
+``playground.json`` naming the base and, for a classifier, the labels),
+``samples.jsonl`` (base and tuned outputs of ``sample_count`` test examples with
+per-example ROUGE, or correctness for a classifier) and ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Protocol, Sequence
+
+from playground.errors import TrainingError
+from playground.finetune.config import CLASSIFIER, FULL, FinetuneConfig
+from playground.finetune.costs import FP32_BYTES, CostReport, machine_memory_budget, time_training_step
+from playground.finetune.data import DataSplits, PromptPair, format_pairs, load_splits, template_for
+from playground.finetune.encoding import (
+    DECODER,
+    ENCODER,
+    ENCODER_DECODER,
+    EncodedSplit,
+    causal_prompt_ids,
+    encode_pairs,
+)
+from playground.finetune.methods import TrainableModel, build_trainable, check_memory, locate_model
+from playground.finetune.saving import atomic_directory, atomic_write_json, atomic_write_jsonl, atomic_write_text, \
+    save_error
+
+CONFIG_FILE = "config.yaml"
+SAMPLES_FILE = "samples.jsonl"
+METRICS_FILE = "metrics.json"
+ADAPTER_DIR = "adapter"
+MODEL_DIR = "model"
+INFO_FILE = "playground.json"  # beside the weights: base model, method, labels
+STAGES = ("loading", "baseline", "training", "evaluating", "saving")
+
+
+class Control(Protocol):
+    def should_stop(self) -> bool: ...
+
+    def emit(self, event: dict) -> None: ...
+
+
+class NullControl:
+    """A control that never stops and drops every event (scripts, notebooks)."""
+
+    def should_stop(self) -> bool:
+        return False
+
+    def emit(self, event: dict) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """How a run ended: ``done`` with its metrics, or ``cancelled`` at a step."""
+
+    status: str  # "done" | "cancelled"
+    step: int
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def cancelled(self) -> bool:
+        return self.status == "cancelled"
+
+
+class _Cancelled(Exception):
+    """Raised inside a run when control.should_stop() turns true outside the Trainer's loop."""
+
+
+# ------------------------------------------------------------------------------ entries
+
+
+def run_job(run_dir: Path, control: Control) -> TrainOutcome:
+    """The job worker's entry: train the config saved in ``run_dir/config.yaml``."""
+    from playground.config import Settings
+    from playground.models.sources import SourceResolver
+
+    run_dir = Path(run_dir)
+    settings = Settings.load()
+    config = FinetuneConfig.from_yaml(run_dir / CONFIG_FILE)
+    resolver = SourceResolver(settings.models_dir, settings.offline)
+    return train(config, run_dir, control, settings.data_dir, resolver=resolver)
+
+
+def train(config: FinetuneConfig, run_dir: Path, control: Control | None, data_dir: Path, *, resolver=None,
+          catalog=None, memory_budget_bytes: int | None = None) -> TrainOutcome:
+    """Fine-tune as ``config`` says, writing results into ``run_dir``; see the module's docstring.
+
+    ``resolver`` and ``catalog`` default to the app's (settings from the environment);
+    ``memory_budget_bytes`` overrides the memory the run may use (default: GPU memory, else free RAM).
+    """
+    run = _Run(config, Path(run_dir), control or NullControl(), Path(data_dir), resolver, catalog,
+               memory_budget_bytes)
+    return run.execute()
+
+
+# ------------------------------------------------------------------------------ one run
+
+
+class _Run:
+    """The state of one run while it executes (not shared; one per call of :func:`train`)."""
+
+    def __init__(self, config: FinetuneConfig, run_dir: Path, control: Control, data_dir: Path, resolver, catalog,
+                 memory_budget_bytes: int | None):
+        self.config = config
+        self.run_dir = run_dir
+        self.control = control
+        self.data_dir = data_dir
+        self.resolver = resolver
+        self.catalog = catalog
+        self.memory_budget_bytes = memory_budget_bytes
+        self.started = time.perf_counter()
+        self.main_process = True
+        self.step = 0
+
+    # -- events ----------------------------------------------------------------
+    def emit(self, event: dict) -> None:
+        if self.main_process:
+            self.control.emit(event)
+
+    def stage(self, stage: str, message: str) -> None:
+        self.emit({"event": "stage", "stage": stage, "message": message})
+
+    def check_stop(self) -> None:
+        if self.control.should_stop():
+            raise _Cancelled()
+
+    # -- the run ---------------------------------------------------------------
+    def execute(self) -> TrainOutcome:
+        try:
+            return self._execute()
+        except _Cancelled:
+            self.emit({"event": "cancelled", "step": self.step})
+            return TrainOutcome("cancelled", self.step)
+
+    def _execute(self) -> TrainOutcome:
+        import torch
+        from accelerate import PartialState
+
+        config = self.config
+        state = PartialState()
+        self.main_process = state.is_main_process
+        device = state.device
+        cuda = device.type == "cuda"
+        bf16 = cuda and torch.cuda.is_bf16_supported()
+        dtype_name = "bfloat16" if bf16 else "float32"
+
+        self.stage("loading", f"Checking the config and reading the data ({config.data}).")
+        config.check(self.catalog)
+        self._prepare_run_dir()
+        splits = load_splits(config)
+        self.check_stop()
+        resolver = self.resolver or _default_resolver()
+        self.stage("loading", f"Loading {config.model} for {config.method} "
+                              f"({'CUDA ' + dtype_name if cuda else 'CPU fp32'}).")
+        source = locate_model(config, resolver, self.data_dir, self.catalog)
+        budget, where = self._memory_budget(cuda)
+        estimate, full_estimate = check_memory(config, source, budget, where, 2 if bf16 else FP32_BYTES,
+                                               len(splits.labels))
+        self.check_stop()
+        trainable = build_trainable(config, source, "cuda" if cuda else "cpu", dtype_name, splits.labels)
+        encoded = _encode_splits(config, splits, trainable)
+        self.stage("loading", f"{trainable.describe()}. Data: {len(encoded['train'].features)} train, "
+                              f"{len(encoded['validation'].features)} validation, {len(splits.test)} test examples; "
+                              f"{encoded['train'].stats.truncated} training examples cut at {config.max_length} "
+                              f"tokens.")
+        callback = _progress_callback(self)
+        trainer = _make_trainer(config, trainable, encoded, callback, cuda, bf16)
+        self.check_stop()
+
+        self.stage("baseline", f"Scoring the base model on {len(splits.test)} test examples.")
+        test_pairs = list(encoded["test"].pairs)
+        before = _evaluate_test(trainer, encoded["test"])
+        base_outputs = self._outputs(trainer, trainable, test_pairs)
+
+        self.stage("training", f"Training for {_planned_steps(config, len(encoded['train'].features))} steps.")
+        train_output = trainer.train()
+        self.step = trainer.state.global_step
+        if callback.cancelled:
+            raise _Cancelled()
+
+        self.stage("evaluating", "Scoring the fine-tuned model.")
+        if encoded["validation"].features:
+            if callback.last_eval[0] == self.step:  # the Trainer has just measured it at this step
+                last_eval_loss = callback.last_eval[1]
+            else:
+                last_eval_loss = trainer.evaluate().get("eval_loss")  # the callback emits the eval event
+        else:
+            last_eval_loss = None
+        after = _evaluate_test(trainer, encoded["test"])
+        tuned_outputs = self._outputs(trainer, trainable, test_pairs)
+
+        self.stage("saving", f"Writing the {'model' if config.method == FULL else 'adapter'}, samples and metrics.")
+        samples = _sample_rows(trainable, test_pairs, base_outputs, tuned_outputs)
+        costs = CostReport(
+            model=config.model, method=config.method, total_parameters=trainable.total_parameters,
+            trainable_parameters=trainable.trainable_parameters,
+            adapter_bytes=0 if config.method == FULL else trainable.trainable_parameters * FP32_BYTES,
+            memory=estimate, full_memory=full_estimate, budget_bytes=budget, budget_where=where,
+            total_steps=trainer.state.max_steps,
+            step_seconds=callback.mean_step_seconds)
+        metrics_out = self._metrics(trainable, splits, encoded, callback, train_output, before, after, samples,
+                                    last_eval_loss, costs)
+        self.check_stop()
+        if self.main_process:
+            self._save(trainable, samples, metrics_out)
+        self.emit({"event": "done", "metrics": metrics_out})
+        return TrainOutcome("done", self.step, metrics_out)
+
+    # -- helpers -----------------------------------------------------------------
+    def _prepare_run_dir(self) -> None:
+        if not self.main_process:
+            return
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise save_error("the run directory", self.run_dir, exc) from None
+        config_file = self.run_dir / CONFIG_FILE
+        if not config_file.exists():  # the job manager writes it first; the CLI leaves it to us
+            atomic_write_text(config_file, self.config.to_yaml(), "the resolved config")
+
+    def _memory_budget(self, cuda: bool) -> tuple[int, str]:
+        if self.memory_budget_bytes is not None:
+            return int(self.memory_budget_bytes), "the memory budget given to this run"
+        from playground.hardware import detect
+
+        return machine_memory_budget(detect())
+
+    def _outputs(self, trainer, trainable: TrainableModel, pairs: Sequence[PromptPair]) -> list[str]:
+        count = min(self.config.sample_count, len(pairs))
+        if not count:
+            return []
+        chosen = list(pairs[:count])
+        if trainable.family == ENCODER:
+            return _predict_labels(trainer, trainable, chosen)
+        outputs: list[str] = []
+        for start in range(0, count, self.config.batch_size):
+            self.check_stop()
+            batch = chosen[start:start + self.config.batch_size]
+            outputs += generate(trainable.model, trainable.tokenizer, trainable.family, [p.prompt for p in batch],
+                                self.config.max_new_tokens, self.config.max_length)
+        return outputs
+
+    def _metrics(self, trainable, splits: DataSplits, encoded, callback, train_output, before, after, samples,
+                 last_eval_loss, costs: CostReport) -> dict[str, Any]:
+        config = self.config
+        train_stats = encoded["train"].stats
+        runtime = float(train_output.metrics.get("train_runtime") or 0.0)
+        metrics: dict[str, Any] = {
+            "model": config.model, "method": config.method, "family": trainable.family,
+            "trainable_parameters": trainable.trainable_parameters, "total_parameters": trainable.total_parameters,
+            "trainable_share": round(trainable.trainable_share, 6),
+            "steps": self.step, "epochs": round(float(_epoch_of(train_output)), 3),
+            "train_loss_first": callback.losses[0] if callback.losses else None,
+            "train_loss_last": callback.losses[-1] if callback.losses else None,
+            "train_losses": callback.losses,
+            "eval_loss": _round(last_eval_loss),
+            "test_loss_before": _round(before.get("loss")), "test_loss_after": _round(after.get("loss")),
+            "tokens_per_s": round(callback.tokens_seen / runtime, 1) if runtime else None,
+            "tokens_seen": callback.tokens_seen,
+            "padding_share": round(train_stats.padding_share, 4),
+            "truncated": train_stats.truncated,
+            "data": {"source": splits.source, "train": encoded["train"].stats.summary(),
+                     "validation": encoded["validation"].stats.summary(), "test": encoded["test"].stats.summary(),
+                     "train_token_lengths": list(train_stats.lengths)},
+            "train_duration_s": round(runtime, 2),
+            "duration_s": round(time.perf_counter() - self.started, 2),
+            "costs": costs.as_dict(),
+            "output_dir": MODEL_DIR if config.method == FULL else ADAPTER_DIR,
+            "sample_count": len(samples),
+        }
+        if trainable.family == ENCODER:
+            metrics["labels"] = list(trainable.labels)
+            metrics["accuracy_before"] = _round(before.get("accuracy"))
+            metrics["accuracy_after"] = _round(after.get("accuracy"))
+        else:
+            from playground.prompting.evaluation import ROUGE_TYPES
+
+            for side in ("base", "tuned"):
+                key = "rouge_before" if side == "base" else "rouge_after"
+                metrics[key] = {name: round(_mean([s[f"{side}_{name}"] for s in samples]), 4)
+                                for name in ROUGE_TYPES} if samples else None
+            metrics["rougeL_improvement"] = round(metrics["rouge_after"]["rougeL"] - metrics["rouge_before"]["rougeL"],
+                                                  4) if samples else None
+        return metrics
+
+    def _save(self, trainable: TrainableModel, samples: list[dict], metrics: dict) -> None:
+        target = self.run_dir / (MODEL_DIR if self.config.method == FULL else ADAPTER_DIR)
+        save_result(trainable, target, self.config)
+        atomic_write_jsonl(self.run_dir / SAMPLES_FILE, samples, "the before/after samples")
+        atomic_write_json(self.run_dir / METRICS_FILE, metrics, "the metrics")
+
+
+def _epoch_of(train_output) -> float:
+    return train_output.metrics.get("epoch", 0.0) or 0.0
+
+
+def _round(value: Any, digits: int = 4) -> float | None:
+    return None if value is None else round(float(value), digits)
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _default_resolver():
+    from playground.config import Settings
+    from playground.models.sources import SourceResolver
+
+    settings = Settings.load()
+    return SourceResolver(settings.models_dir, settings.offline)
+
+
+def _planned_steps(config: FinetuneConfig, train_examples: int) -> int:
+    if config.max_steps:
+        return config.max_steps
+    per_epoch = math.ceil(train_examples / (config.batch_size * config.grad_accum))
+    return max(1, math.ceil(per_epoch * config.epochs))
+
+
+# ------------------------------------------------------------------------------ data for the trainer
+
+
+def _encode_splits(config: FinetuneConfig, splits: DataSplits, trainable: TrainableModel) -> dict[str, EncodedSplit]:
+    template = template_for(config)
+    label2id = {label: i for i, label in enumerate(trainable.labels)} if trainable.family == ENCODER else None
+    encoded = {}
+    for name, records in (("train", splits.train), ("validation", splits.validation), ("test", splits.test)):
+        encoded[name] = encode_pairs(format_pairs(records, template), trainable.tokenizer, trainable.family,
+                                     config.max_length, config.batch_size, label2id)
+    if not encoded["train"].features:
+        raise TrainingError(f"Every training example lost its whole target at max_length={config.max_length}; "
+                            f"raise max_length (the longest example has {max(encoded['train'].stats.lengths)} "
+                            f"tokens).")
+    return encoded
+
+
+def data_collator(trainable: TrainableModel):
+    """The Trainer's collator for the model's family (dynamic padding, labels padded with -100)."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+
+    if trainable.family == ENCODER:
+        return DataCollatorWithPadding(trainable.tokenizer)
+    # Pads input_ids with the pad token and labels with -100 (decoders and encoder-decoders alike).
+    return DataCollatorForSeq2Seq(trainable.tokenizer, label_pad_token_id=-100, padding=True)
+
+
+_collator = data_collator  # the name planning.py imports
+
+
+def _make_trainer(config: FinetuneConfig, trainable: TrainableModel, encoded: dict[str, EncodedSplit], callback,
+                  cuda: bool, bf16: bool):
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
+    from transformers.trainer_callback import PrinterCallback
+
+    seq2seq = trainable.family == ENCODER_DECODER
+    has_validation = bool(encoded["validation"].features)
+    output_dir = tempfile.mkdtemp(prefix="playground-trainer-")  # checkpoints are off; the Trainer wants a folder
+    common = dict(
+        output_dir=output_dir, per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate, max_steps=config.max_steps or -1, num_train_epochs=config.epochs,
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
+        logging_strategy="steps", logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
+        eval_strategy="steps" if (config.eval_every and has_validation) else "no",
+        eval_steps=config.eval_every if (config.eval_every and has_validation) else None,
+        seed=config.seed, data_seed=config.seed, bf16=bf16, use_cpu=not cuda, dataloader_pin_memory=cuda,
+        include_num_input_tokens_seen="non_padding", remove_unused_columns=False, label_names=["labels"],
+    )
+    args = Seq2SeqTrainingArguments(**common, predict_with_generate=False) if seq2seq else TrainingArguments(**common)
+    trainer_class = Seq2SeqTrainer if seq2seq else Trainer
+    compute_metrics = _accuracy if trainable.family == ENCODER else None
+    trainer = trainer_class(
+        model=trainable.model, args=args, data_collator=data_collator(trainable),
+        train_dataset=encoded["train"].dataset(),
+        eval_dataset=encoded["validation"].dataset() if has_validation else None,
+        processing_class=trainable.tokenizer, callbacks=[callback], compute_metrics=compute_metrics)
+    trainer.remove_callback(PrinterCallback)  # progress goes out as events, not as printed dicts
+    return trainer
+
+
+def _accuracy(prediction) -> dict[str, float]:
+    import numpy as np
+
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return {"accuracy": float((np.argmax(logits, axis=-1) == prediction.label_ids).mean())}
+
+
+def _evaluate_test(trainer, test: EncodedSplit) -> dict[str, float]:
+    """Loss (and accuracy for a classifier) on the test split; empty when it has no usable example."""
+    if not test.features:
+        return {}
+    metrics = trainer.evaluate(eval_dataset=test.dataset(), metric_key_prefix="test")
+    return {k[len("test_"):]: float(v) for k, v in metrics.items() if k in ("test_loss", "test_accuracy")}
+
+
+# ------------------------------------------------------------------------------ progress events
+
+
+class _ProgressState:
+    """What the progress callback learns during training (read by the run afterwards)."""
+
+    def __init__(self, run: _Run):
+        self.run = run
+        self.cancelled = False
+        self.losses: list[float] = []
+        self.tokens_seen = 0
+        self._started = 0.0
+        self._step_times: list[float] = []
+        self._last = 0.0
+        self.last_eval: tuple[int, float | None] = (-1, None)  # (step, validation loss)
+
+    @property
+    def mean_step_seconds(self) -> float | None:
+        times = self._step_times[1:] or self._step_times  # the first step carries warm-up
+        return sum(times) / len(times) if times else None
+
+    # The TrainerCallback hooks (transformers is imported only when a run starts: see _progress_callback).
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._started = self._last = time.perf_counter()
+        self.run.emit({"event": "start", "total_steps": int(state.max_steps)})
+
+    def on_step_end(self, args, state, control, **kwargs):
+        now = time.perf_counter()
+        self._step_times.append(now - self._last)
+        self._last = now
+        self.run.step = state.global_step
+        if self.run.control.should_stop():
+            self.cancelled = True
+            control.should_training_stop = True
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        if "loss" not in logs:
+            return control
+        step = int(state.global_step)
+        elapsed = max(time.perf_counter() - self._started, 1e-9)
+        self.tokens_seen = int(state.num_input_tokens_seen or 0)
+        loss = float(logs["loss"])
+        self.losses.append(round(loss, 5))
+        remaining = max(int(state.max_steps) - step, 0)
+        self.run.emit({"event": "step", "step": step, "total_steps": int(state.max_steps), "loss": loss,
+                       "learning_rate": float(logs.get("learning_rate", 0.0)), "epoch": float(state.epoch or 0.0),
+                       "tokens_per_s": round(self.tokens_seen / elapsed, 2),
+                       "eta_s": round(elapsed / max(step, 1) * remaining, 2)})
+        return control
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if metrics and "eval_loss" in metrics and not self.cancelled and state.global_step:
+            self.last_eval = (int(state.global_step), float(metrics["eval_loss"]))
+            self.run.emit({"event": "eval", "step": int(state.global_step), "eval_loss": float(metrics["eval_loss"])})
+        return control
+
+
+def _progress_callback(run: _Run):
+    """A TrainerCallback that turns the Trainer's hooks into the run's events and honours a cancel."""
+    from transformers import TrainerCallback
+
+    class ProgressCallback(_ProgressState, TrainerCallback):
+        pass
+
+    return ProgressCallback(run)
+
+
+# ------------------------------------------------------------------------------ generation and samples
+
+
+def generate(model, tokenizer, family: str, prompts: Sequence[str], max_new_tokens: int, max_length: int
+             ) -> list[str]:
+    """Greedy answers to ``prompts`` (a decoder reads them as training did: chat template and all)."""
+    import torch
+
+    device = next(model.parameters()).device
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            if family == DECODER:
+                rows = [causal_prompt_ids(tokenizer, p)[-max_length:] for p in prompts]
+                width = max(len(r) for r in rows)
+                input_ids = torch.tensor([[pad_id] * (width - len(r)) + r for r in rows], device=device)
+                attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
+                output = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
+                                        do_sample=False, pad_token_id=pad_id, temperature=None, top_p=None,
+                                        top_k=None)
+                new_tokens = output[:, width:]
+            else:
+                inputs = tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True,
+                                   max_length=max_length).to(device)
+                new_tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
+                                            pad_token_id=pad_id, temperature=None, top_p=None, top_k=None)
+    finally:
+        model.train(was_training)
+    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
+
+
+def _predict_labels(trainer, trainable: TrainableModel, pairs: Sequence[PromptPair]) -> list[str]:
+    label2id = {label: i for i, label in enumerate(trainable.labels)}
+    split = encode_pairs(pairs, trainable.tokenizer, ENCODER, 10 ** 6, 1, label2id)
+    prediction = trainer.predict(split.dataset(), metric_key_prefix="sample")
+    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+    return [trainable.labels[int(i)] for i in logits.argmax(axis=-1)]
+
+
+def _sample_rows(trainable: TrainableModel, pairs: Sequence[PromptPair], base: list[str], tuned: list[str]
+                 ) -> list[dict[str, Any]]:
+    rows = []
+    for index, (pair, before, after) in enumerate(zip(pairs, base, tuned)):
+        reference = pair.record.target
+        row: dict[str, Any] = {"index": index, "line": pair.record.line, "input": pair.record.input,
+                               "prompt": pair.prompt, "reference": reference, "base_output": before,
+                               "tuned_output": after}
+        if trainable.family == ENCODER:
+            row.update(base_correct=before == reference, tuned_correct=after == reference,
+                       improvement=int(after == reference) - int(before == reference))
+        else:
+            from playground.prompting.evaluation import rouge_scores
+
+            base_scores, tuned_scores = rouge_scores(before, reference), rouge_scores(after, reference)
+            row.update({f"base_{k}": round(v, 4) for k, v in base_scores.items()})
+            row.update({f"tuned_{k}": round(v, 4) for k, v in tuned_scores.items()})
+            row["improvement"] = round(tuned_scores["rougeL"] - base_scores["rougeL"], 4)
+        rows.append(row)
+    return rows
+
+
+# ------------------------------------------------------------------------------ saving
+
+
+def result_info(trainable: TrainableModel, config: FinetuneConfig) -> dict[str, Any]:
+    """What ``playground.json`` records beside the weights: enough to rebuild the base and reload."""
+    return {"base_model": config.model, "base_name": trainable.source.name, "family": trainable.family,
+            "method": config.method, "labels": list(trainable.labels),
+            "label2id": {label: i for i, label in enumerate(trainable.labels)},
+            "target_modules": list(trainable.target_modules), "lora_r": config.lora_r,
+            "lora_alpha": config.lora_alpha, "max_length": config.max_length, "template": config.template,
+            "data": config.data}
+
+
+def save_result(trainable: TrainableModel, target: Path, config: FinetuneConfig) -> Path:
+    """Write the adapter (or the full model) with its tokenizer and ``playground.json``, atomically."""
+    import json
+
+    what = "the fine-tuned model" if config.method == FULL else "the adapter"
+    with atomic_directory(target, what) as partial:
+        try:
+            trainable.model.save_pretrained(partial, safe_serialization=True)
+            trainable.tokenizer.save_pretrained(partial)
+            (partial / INFO_FILE).write_text(json.dumps(result_info(trainable, config), indent=2) + "\n",
+                                             encoding="utf-8")
+        except OSError:
+            raise
+        except Exception as exc:  # a model that refuses to serialise: say so, leave nothing behind
+            raise TrainingError(f"Could not save {what}: {type(exc).__name__}: {str(exc)[:300]}") from None
+    return target
+
+
+# ------------------------------------------------------------------------------ pre-flight
+
+
+def preflight(config: FinetuneConfig, data_dir: Path, *, resolver=None, catalog=None,
+              memory_budget_bytes: int | None = None, measure: bool = True) -> CostReport:
+    """The cost report of a run before it starts.
+
+    Reads the data, resolves the model and estimates memory for the method and for full
+    fine-tuning. When the estimate fits, it also loads the model to count the trainable
+    parameters exactly and (``measure``) times one real training step on a batch.
+    """
+    import torch
+
+    from playground.finetune.costs import approx_lora_parameters
+    from playground.finetune.methods import estimate_memory, model_shape
+
+    config.check(catalog)
+    splits = load_splits(config)
+    source = locate_model(config, resolver or _default_resolver(), Path(data_dir), catalog)
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    if memory_budget_bytes is not None:
+        budget, where = int(memory_budget_bytes), "the memory budget given"
+    else:
+        from playground.hardware import detect
+
+        budget, where = machine_memory_budget(detect())
+    estimate, full = estimate_memory(config, source, 2 if bf16 else FP32_BYTES, len(splits.labels))
+    shape = model_shape(source)
+    total = shape.parameters
+    trainable_count = total if config.method == FULL else approx_lora_parameters(
+        shape, config.lora_r, len(config.target_modules or source.lora_targets) or 2)
+    step_seconds = None
+    if estimate.total <= budget:
+        trainable = build_trainable(config, source, "cuda" if cuda else "cpu",
+                                    "bfloat16" if bf16 else "float32", splits.labels)
+        trainable_count, total = trainable.trainable_parameters, trainable.total_parameters
+        if measure:
+            encoded = _encode_splits(config, splits, trainable)
+            batch = data_collator(trainable)([dict(f) for f in encoded["train"].features[:config.batch_size]])
+            if cuda and not trainable.quantized:
+                trainable.model.to("cuda")
+            time_training_step(trainable.model, batch)  # warm-up: the first step pays one-off costs
+            step_seconds = time_training_step(trainable.model, batch, config.grad_accum)
+    return CostReport(model=config.model, method=config.method, total_parameters=total,
+                      trainable_parameters=trainable_count,
+                      adapter_bytes=0 if config.method == FULL else trainable_count * FP32_BYTES,
+                      memory=estimate, full_memory=full, budget_bytes=budget, budget_where=where,
+                      total_steps=_planned_steps(config, len(splits.train)), step_seconds=step_seconds)

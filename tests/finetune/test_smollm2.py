@@ -1,0 +1,133 @@
+"""Real training on the packaged SmolLM2-135M (GGUF converted once to safetensors): LoRA, QLoRA, merge.
+
+A short dialogue repeated a few times, a tiny batch and a learning rate high enough that a handful of
+steps visibly lower the loss; the same dialogue is the test example, so the test loss falls too.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from playground.finetune.config import FinetuneConfig
+from playground.finetune.train import train
+from tests.finetune.conftest import RecordingControl, assert_event_shapes, write_jsonl
+from tests.helpers import SMOLLM2
+
+pytestmark = pytest.mark.slow
+
+DIALOGUE = "#Person1#: Can we meet at six?\n#Person2#: Yes, at the cafe by the station."
+SUMMARY = "#Person1# and #Person2# will meet at six at the cafe by the station."
+
+
+@pytest.fixture(scope="module")
+def repeated_dialogue(tmp_path_factory):
+    rows = [{"dialogue": DIALOGUE, "summary": SUMMARY, "split": "train"}] * 6
+    rows.append({"dialogue": DIALOGUE, "summary": SUMMARY, "split": "test"})
+    return write_jsonl(tmp_path_factory.mktemp("smol-data") / "one.jsonl", rows)
+
+
+def _config(data, method: str, steps: int) -> FinetuneConfig:
+    return FinetuneConfig.from_dict({
+        "model": SMOLLM2, "method": method, "data": str(data), "input_column": "dialogue",
+        "target_column": "summary", "template": "dialogue-tldr", "max_length": 96, "batch_size": 2,
+        "learning_rate": 2e-3, "max_steps": steps, "validation_fraction": 0, "sample_count": 1,
+        "max_new_tokens": 12, "lora_r": 8, "lora_alpha": 16, "seed": 0})
+
+
+def _run(tmp_path_factory, data_dir, resolver, data, method, steps):
+    run_dir = tmp_path_factory.mktemp(f"smol-{method}") / "run"
+    control = RecordingControl()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        outcome = train(_config(data, method, steps), run_dir, control, data_dir, resolver=resolver)
+    return outcome, control, run_dir, [str(w.message) for w in caught]
+
+
+@pytest.fixture(scope="module")
+def lora_run(tmp_path_factory, data_dir, offline_resolver, repeated_dialogue):
+    return _run(tmp_path_factory, data_dir, offline_resolver, repeated_dialogue, "lora", 6)
+
+
+@pytest.fixture(scope="module")
+def qlora_run(tmp_path_factory, data_dir, offline_resolver, repeated_dialogue):
+    return _run(tmp_path_factory, data_dir, offline_resolver, repeated_dialogue, "qlora", 5)
+
+
+def _assert_learned(outcome, control, run_dir):
+    from safetensors.torch import load_file
+
+    assert outcome.status == "done"
+    assert_event_shapes(control.events)
+    losses = [e["loss"] for e in control.of("step")]
+    assert losses[-1] < losses[0], losses
+    metrics = outcome.metrics
+    assert metrics["test_loss_after"] < metrics["test_loss_before"]
+    tensors = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
+    changed = [k for k, v in tensors.items() if "lora_B" in k and float(v.abs().sum()) > 0]
+    assert len(changed) == len([k for k in tensors if "lora_B" in k]) > 0  # every adapter moved
+    targets = {k.split(".")[-3] for k in tensors}
+    assert targets == {"q_proj", "k_proj", "v_proj", "o_proj"}  # the catalog's lora_targets
+    return metrics
+
+
+def test_lora_on_smollm2_lowers_the_loss(lora_run):
+    outcome, control, run_dir, _ = lora_run
+    metrics = _assert_learned(outcome, control, run_dir)
+    assert metrics["trainable_parameters"] == 921_600  # r=8 on q, k, v, o of 30 layers
+    assert 0.006 < metrics["trainable_share"] < 0.007
+    assert metrics["tokens_per_s"] > 0
+    info = json.loads((run_dir / "adapter" / "playground.json").read_text())
+    assert info["base_model"] == SMOLLM2
+
+
+def test_qlora_on_smollm2_lowers_the_loss_on_cpu(qlora_run, lora_run):
+    outcome, control, run_dir, caught = qlora_run
+    metrics = _assert_learned(outcome, control, run_dir)
+    assert metrics["method"] == "qlora"
+    assert metrics["trainable_parameters"] == lora_run[0].metrics["trainable_parameters"]
+    # bitsandbytes' CPU inference repacking would send gradients through a kernel without autograd
+    assert not [m for m in caught if "autograd kernel was not registered" in m]
+    assert metrics["costs"]["memory"]["weights_gib"] < lora_run[0].metrics["costs"]["memory"]["weights_gib"]
+
+
+def test_merged_smollm2_adapter_matches_the_adapter(lora_run, tmp_path, data_dir, offline_resolver):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from playground.finetune.export import merge_adapter
+    from playground.finetune.methods import load_base_model, locate_model
+
+    _, _, run_dir, _ = lora_run
+    merged_dir = merge_adapter(run_dir / "adapter", tmp_path / "merged", data_dir, resolver=offline_resolver)
+    assert (merged_dir / "model.safetensors").is_file()
+    assert "quantization_config" not in json.loads((merged_dir / "config.json").read_text())
+    merged = AutoModelForCausalLM.from_pretrained(merged_dir, use_safetensors=True).eval()
+    source = locate_model(FinetuneConfig(model=SMOLLM2), offline_resolver, data_dir)
+    adapted = PeftModel.from_pretrained(load_base_model(source, "lora"), run_dir / "adapter").eval()
+    ids = torch.tensor([[1, 504, 2632, 314, 253, 1345, 28]])
+    with torch.no_grad():
+        difference = (merged(input_ids=ids).logits - adapted(input_ids=ids).logits).abs().max()
+    assert float(difference) < 1e-3
+
+
+def test_gguf_loaded_model_is_made_saveable(data_dir, offline_resolver, tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from playground.finetune.export import saveable_model
+    from playground.finetune.methods import locate_model
+
+    source = locate_model(FinetuneConfig(model=SMOLLM2), offline_resolver, data_dir)
+    gguf_marked = AutoModelForCausalLM.from_pretrained(source.folder, use_safetensors=True)  # keeps the GGUF marker
+    with pytest.raises(ValueError, match="not serializable"):
+        gguf_marked.save_pretrained(tmp_path / "refused")
+    plain = saveable_model(gguf_marked)
+    assert getattr(plain, "hf_quantizer", None) is None
+    plain.save_pretrained(tmp_path / "saved")
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", use_safetensors=True)
+    name = "model.layers.0.mlp.up_proj.weight"
+    assert torch.equal(reloaded.state_dict()[name], gguf_marked.state_dict()[name])
