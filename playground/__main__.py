@@ -1,4 +1,4 @@
-"""``python -m playground serve | bench``: the app and its benchmarks from the command line."""
+"""``python -m playground serve | finetune | bench``: the app, training and benchmarks from the command line."""
 
 from __future__ import annotations
 
@@ -7,8 +7,10 @@ import sys
 USAGE = """usage: python -m playground COMMAND [options]
 
 commands:
-  serve   run the web app (same flags as python app.py; see serve --help)
-  bench   measure speed and memory and print the figures (bench --help)
+  serve     run the web app (same flags as python app.py; see serve --help)
+  finetune  train a YAML config in this process (finetune CONFIG.yaml [--max-steps N]
+            [--data-dir DIR] [--output RUN_DIR]; also under accelerate launch -m playground)
+  bench     measure speed and memory and print the figures (bench --help)
 """
 
 
@@ -22,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         from playground.cli import serve
 
         return serve(rest)
+    if command == "finetune":
+        from playground.finetune.cli import main as finetune_main
+
+        return finetune_main(rest)
     if command == "bench":
         from playground.bench import main as bench_main
 
