@@ -261,7 +261,7 @@ class _Run:
             return []
         chosen = list(pairs[:count])
         if trainable.family == ENCODER:
-            return _predict_labels(trainer, trainable, chosen)
+            return _predict_labels(trainer, trainable, chosen, self.config.max_length)
         outputs: list[str] = []
         for start in range(0, count, self.config.batch_size):
             self.check_stop()
@@ -525,9 +525,9 @@ def generate(model, tokenizer, family: str, prompts: Sequence[str], max_new_toke
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
 
-def _predict_labels(trainer, trainable: TrainableModel, pairs: Sequence[PromptPair]) -> list[str]:
+def _predict_labels(trainer, trainable: TrainableModel, pairs: Sequence[PromptPair], max_length: int) -> list[str]:
     label2id = {label: i for i, label in enumerate(trainable.labels)}
-    split = encode_pairs(pairs, trainable.tokenizer, ENCODER, 10 ** 6, 1, label2id)
+    split = encode_pairs(pairs, trainable.tokenizer, ENCODER, max_length, 1, label2id)
     prediction = trainer.predict(split.dataset(), metric_key_prefix="sample")
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
     return [trainable.labels[int(i)] for i in logits.argmax(axis=-1)]

@@ -1,0 +1,70 @@
+"""Building the trainable model: weight sources, method checks, LoRA targets, 4-bit availability."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+
+import pytest
+
+from playground.errors import FinetuneConfigError, QuantizationUnavailableError, TrainingError
+from playground.finetune.config import FinetuneConfig
+from playground.finetune.methods import (
+    bnb_4bit_config,
+    build_trainable,
+    locate_model,
+    model_shape,
+    safetensors_parameter_count,
+)
+
+
+def test_local_folder_is_located_with_its_family(ft_models, offline_resolver, tmp_path):
+    source = locate_model(FinetuneConfig(model=str(ft_models["t5"])), offline_resolver, tmp_path)
+    assert source.family == "encoder-decoder" and source.folder == ft_models["t5"] and not source.from_gguf
+    shape = model_shape(source)
+    assert shape.layers == 4 and shape.hidden_size == 32 and shape.parameters == safetensors_parameter_count(
+        ft_models["t5"])
+
+
+def test_pickled_weights_are_refused(ft_models, offline_resolver, tmp_path):
+    folder = tmp_path / "pickled"
+    folder.mkdir()
+    shutil.copy(ft_models["llama"] / "config.json", folder / "config.json")
+    (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(TrainingError, match="only safetensors are loaded"):
+        locate_model(FinetuneConfig(model=str(folder)), offline_resolver, tmp_path)
+
+
+def test_lora_targets_that_match_nothing_name_the_layers(ft_models, offline_resolver, tmp_path):
+    config = FinetuneConfig(model=str(ft_models["llama"]), target_modules=("attention_magic",))
+    source = locate_model(config, offline_resolver, tmp_path)
+    with pytest.raises(FinetuneConfigError, match="LoRA could not be attached to tiny-llama.*q_proj"):
+        build_trainable(config, source)
+
+
+def test_trainable_share_is_reported(ft_models, offline_resolver, tmp_path):
+    config = FinetuneConfig(model=str(ft_models["llama"]), lora_r=4, target_modules=("q_proj", "v_proj"))
+    trainable = build_trainable(config, locate_model(config, offline_resolver, tmp_path))
+    # 2 layers x (q: 32->32, v: 32->16 with 2 of 4 heads for keys and values), r=4
+    assert trainable.trainable_parameters == 2 * (4 * (32 + 32) + 4 * (32 + 16))
+    assert trainable.describe().startswith(f"lora: {trainable.trainable_parameters:,} of ")
+    full = build_trainable(config.replace(method="full"), locate_model(config, offline_resolver, tmp_path))
+    assert full.trainable_share == 1.0 and not full.is_adapter
+
+
+def test_classifier_needs_labels_and_an_encoder(ft_models, offline_resolver, tmp_path):
+    config = FinetuneConfig(model=str(ft_models["bert"]), method="classifier", data="sentiment")
+    source = locate_model(config, offline_resolver, tmp_path)
+    with pytest.raises(TrainingError, match="at least two labels"):
+        build_trainable(config, source, labels=("only",))
+    trainable = build_trainable(config, source, labels=("neg", "pos"))
+    assert trainable.model.config.id2label == {0: "neg", 1: "pos"}
+    decoder = locate_model(FinetuneConfig(model=str(ft_models["llama"])), offline_resolver, tmp_path)
+    with pytest.raises(FinetuneConfigError, match="needs an encoder"):
+        build_trainable(config, decoder, labels=("neg", "pos"))
+
+
+def test_missing_bitsandbytes_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
+    with pytest.raises(QuantizationUnavailableError, match="QLoRA needs bitsandbytes .*or choose method lora"):
+        bnb_4bit_config("float32")
