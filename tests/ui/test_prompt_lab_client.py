@@ -15,11 +15,11 @@ LIBRARY = TemplateLibrary.load()
 
 
 def form(**overrides) -> list:
-    """The 20 prompt-control values every Prompt Lab endpoint starts with, in widget order."""
+    """The 21 prompt-control values every Prompt Lab endpoint starts with, in widget order."""
     template_id = overrides.get("template_id", "sentiment-question")
     values = dict(task="sentiment", template_id=template_id, template_text=LIBRARY.get(template_id).template,
                   system="", strategy="zero_shot", k=3, selection="fixed", selection_seed=0,
-                  cot_trigger="Let's think step by step.", trigger_position="user", samples=5, model_id=MODEL,
+                  cot_trigger="Let's think step by step.", trigger_position="user", samples=5, model_id=MODEL, engine="auto",
                   text="The new library is bright, quiet and full of good books.", max_new_tokens=8,
                   temperature=0.0, top_p=1.0, top_k=40, repetition_penalty=1.0, seed=0, stop="")
     values.update(overrides)
@@ -142,3 +142,11 @@ def test_a_bad_upload_is_refused_with_the_line_or_column(client, tmp_path, conte
 def test_bad_prompt_input_gives_a_clear_message(client, overrides, expected):
     with pytest.raises(AppError, match=expected):
         client.predict(*form(**overrides), api_name="/prompt_lab_run")
+
+
+def test_the_transformers_engine_runs_the_same_prompt(client):
+    tokens, prompt, _ = client.predict(*form(engine="transformers"), "transformers", api_name="/prompt_lab_preview")
+    _, llama_prompt, _ = client.predict(*form(), "llama.cpp", api_name="/prompt_lab_preview")
+    assert prompt.strip() == llama_prompt.strip()
+    output, result, _, _ = client.predict(*form(engine="transformers"), api_name="/prompt_lab_run")
+    assert "Answer:" in result and output.strip()

@@ -19,6 +19,7 @@ import gradio as gr
 import pandas as pd
 
 from playground.backends.base import CancelFlag, GenerationParams
+from playground.backends.selection import ENGINE_NAMES
 from playground.errors import InvalidParameterError, PlaygroundError
 from playground.prompting.columns import CANCELLED, DONE, FAILED, LOADING, MAX_COLUMNS, RUNNING, Column, \
     ColumnState, choose_template, run_columns
@@ -70,6 +71,7 @@ class PromptForm:
     trigger_position: str
     samples: float
     model_id: str
+    engine: str  # auto, llama.cpp or transformers
     text: str
     max_new_tokens: float
     temperature: float
@@ -87,6 +89,10 @@ class PromptForm:
         return StrategyConfig(strategy=strategy or self.strategy, k=int(self.k or 0), selection=self.selection,
                               selection_seed=int(self.selection_seed or 0), cot_trigger=self.cot_trigger or "",
                               trigger_position=self.trigger_position, samples=int(self.samples or 0)).validated()
+
+    def engine_for(self, services: Services):
+        """A function model id -> loaded engine, with this form's engine choice."""
+        return lambda model_id: services.engines.get(model_id, self.engine or "auto")
 
     def params(self, token_limit: int) -> GenerationParams:
         return params_from_widgets(self.max_new_tokens, self.temperature, self.top_p, self.top_k,
@@ -234,7 +240,9 @@ def build(services: Services) -> None:
                 task = gr.Dropdown([(spec.name, spec.id) for spec in TASKS.values()], value=DEFAULT_TASK,
                                    label=t("lab.task"), info=t("lab.task_info"), elem_id="lab-task")
                 model = gr.Dropdown(models, value=default_model, label=t("lab.model"), info=t("lab.model_info"),
-                                    elem_id="lab-model")
+                                    elem_id="lab-model", scale=2)
+                engine = gr.Radio(["auto", *ENGINE_NAMES], value="auto", label=t("lab.engine"),
+                                  info=t("lab.engine_info"), elem_id="lab-engine", scale=1)
             strategy = gr.Radio(_strategy_choices(DEFAULT_TASK), value=ZERO_SHOT, label=t("lab.strategy"),
                                 info=t("lab.strategy_info"), elem_id="lab-strategy")
             with gr.Row(visible=False) as demo_row:
@@ -352,7 +360,7 @@ def build(services: Services) -> None:
     gr.Markdown(t("lab.notice"), elem_classes=["notice"])
 
     form = [task, template_id, template_text, system, strategy, k, selection, selection_seed, cot_trigger,
-            trigger_position, samples, model, text, *params.as_list()]
+            trigger_position, samples, model, engine, text, *params.as_list()]
     assert len(form) == PromptForm.size()
     param_outputs = [params.max_new_tokens, params.temperature, params.top_p, params.top_k, params.seed]
 
@@ -429,7 +437,7 @@ def build(services: Services) -> None:
         try:
             setup, _ = form_values.setup(library)
             generation = effective_params(setup, form_values.params(token_limit))
-            engine = services.engines.get(form_values.model_id)
+            engine = form_values.engine_for(services)(form_values.model_id)
             built = build_prompt(engine, setup, form_values.text, pool_for(form_values.task),
                                  embedder=services.embedder)
             snippet = code_snippet(built, generation, engine=engine_name,
@@ -451,7 +459,8 @@ def build(services: Services) -> None:
             progress(0.0, desc=texts("lab.loading"))
             try:
                 for states in run_columns([column], form_values.text, pool_for(form_values.task),
-                                          services.engines.get, embedder=services.embedder, cancel=cancel):
+                                          form_values.engine_for(services), embedder=services.embedder,
+                                          cancel=cancel):
                     state = states[0]
                     if state.status == FAILED:
                         raise gr.Error(state.error, print_exception=False)
@@ -490,8 +499,8 @@ def build(services: Services) -> None:
         services.generations.start(session_key, RUN_SLOT, cancel)
         empty = ["", "", ""]
         try:
-            for states in run_columns(columns, form_values.text, pool_for(form_values.task), services.engines.get,
-                                      embedder=services.embedder, cancel=cancel):
+            for states in run_columns(columns, form_values.text, pool_for(form_values.task),
+                                      form_values.engine_for(services), embedder=services.embedder, cancel=cancel):
                 views = [empty] * MAX_COLUMNS
                 for slot, state in zip(slots, states):
                     views[slot] = list(column_view(state, texts))
@@ -536,7 +545,7 @@ def build(services: Services) -> None:
             services.generations.start(session_key, EVAL_SLOT, cancel)
             try:
                 progress(0.0, desc=texts("lab.loading"))
-                engine = services.engines.get(form_values.model_id)
+                engine = form_values.engine_for(services)(form_values.model_id)
                 report = evaluate(engine, setups, data, per_setup, limit=int(limit), embedder=services.embedder,
                                   progress=lambda fraction, message: progress(fraction, desc=message),
                                   cancel=cancel)
