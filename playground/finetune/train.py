@@ -32,6 +32,7 @@ per-example ROUGE, or correctness for a classifier) and ``metrics.json``.
 from __future__ import annotations
 
 import math
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -141,6 +142,7 @@ class _Run:
         self.started = time.perf_counter()
         self.main_process = True
         self.step = 0
+        self.scratch_dir: Path | None = None  # the Trainer's output_dir (it saves nothing there)
 
     # -- events ----------------------------------------------------------------
     def emit(self, event: dict) -> None:
@@ -161,6 +163,9 @@ class _Run:
         except _Cancelled:
             self.emit({"event": "cancelled", "step": self.step})
             return TrainOutcome("cancelled", self.step)
+        finally:
+            if self.scratch_dir is not None:
+                shutil.rmtree(self.scratch_dir, ignore_errors=True)
 
     def _execute(self) -> TrainOutcome:
         import torch
@@ -183,7 +188,7 @@ class _Run:
         self.stage("loading", f"Loading {config.model} for {config.method} "
                               f"({'CUDA ' + dtype_name if cuda else 'CPU fp32'}).")
         source = locate_model(config, resolver, self.data_dir, self.catalog)
-        budget, where = self._memory_budget(cuda)
+        budget, where = self._memory_budget()
         estimate, full_estimate = check_memory(config, source, budget, where, 2 if bf16 else FP32_BYTES,
                                                len(splits.labels))
         self.check_stop()
@@ -194,10 +199,13 @@ class _Run:
                               f"{encoded['train'].stats.truncated} training examples cut at {config.max_length} "
                               f"tokens.")
         callback = _progress_callback(self)
-        trainer = _make_trainer(config, trainable, encoded, callback, cuda, bf16)
+        self.scratch_dir = Path(tempfile.mkdtemp(prefix="playground-trainer-"))
+        trainer = _make_trainer(config, trainable, encoded, callback, cuda, bf16, self.scratch_dir)
         self.check_stop()
 
-        self.stage("baseline", f"Scoring the base model on {len(splits.test)} test examples.")
+        answers = min(config.sample_count, len(encoded["test"].pairs))
+        self.stage("baseline", f"Scoring the base model: test loss on {len(encoded['test'].features)} examples, "
+                               f"answers to {answers}.")
         test_pairs = list(encoded["test"].pairs)
         before = _evaluate_test(trainer, encoded["test"])
         base_outputs = self._outputs(trainer, trainable, test_pairs)
@@ -208,7 +216,8 @@ class _Run:
         if callback.cancelled:
             raise _Cancelled()
 
-        self.stage("evaluating", "Scoring the fine-tuned model.")
+        self.stage("evaluating", f"Scoring the fine-tuned model: test loss on {len(encoded['test'].features)} "
+                                 f"examples, answers to {answers}.")
         if encoded["validation"].features:
             if callback.last_eval[0] == self.step:  # the Trainer has just measured it at this step
                 last_eval_loss = callback.last_eval[1]
@@ -248,7 +257,7 @@ class _Run:
         if not config_file.exists():  # the job manager writes it first; the CLI leaves it to us
             atomic_write_text(config_file, self.config.to_yaml(), "the resolved config")
 
-    def _memory_budget(self, cuda: bool) -> tuple[int, str]:
+    def _memory_budget(self) -> tuple[int, str]:
         if self.memory_budget_bytes is not None:
             return int(self.memory_budget_bytes), "the memory budget given to this run"
         from playground.hardware import detect
@@ -378,15 +387,14 @@ _collator = data_collator  # the name planning.py imports
 
 
 def _make_trainer(config: FinetuneConfig, trainable: TrainableModel, encoded: dict[str, EncodedSplit], callback,
-                  cuda: bool, bf16: bool):
+                  cuda: bool, bf16: bool, output_dir: Path):
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     seq2seq = trainable.family == ENCODER_DECODER
     has_validation = bool(encoded["validation"].features)
-    output_dir = tempfile.mkdtemp(prefix="playground-trainer-")  # checkpoints are off; the Trainer wants a folder
     common = dict(
-        output_dir=output_dir, per_device_train_batch_size=config.batch_size,
+        output_dir=str(output_dir),  # checkpoints are off, but the Trainer wants a folder per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate, max_steps=config.max_steps or -1, num_train_epochs=config.epochs,
         lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
