@@ -21,10 +21,10 @@ from playground.errors import PlaygroundError
 from playground.finetune.config import ADAPTER_METHODS, METHODS, FinetuneConfig
 from playground.finetune.data import BUNDLED_DATA
 from playground.finetune.export import merge_and_zip, zip_directory
-from playground.finetune.planning import data_report, preflight
+from playground.finetune.planning import data_report
 from playground.finetune.results import aggregate_rows, comparison_rows, loss_points, read_metrics, read_samples
 from playground.finetune.templates import load_templates
-from playground.finetune.train import ADAPTER_DIR, MODEL_DIR
+from playground.finetune.train import ADAPTER_DIR, MODEL_DIR, preflight
 from playground.services import Services
 from playground.ui.i18n import Texts, t
 from playground.ui.widgets import user_errors
@@ -216,8 +216,8 @@ def build(services: Services) -> None:
         with user_errors():
             config = read_config(values)
             progress(0.1, desc=texts("ft.measuring"))
-            report = preflight(config, services.engines.resolver, settings.data_dir, services.catalog,
-                               services.hardware)
+            report = preflight(config, settings.data_dir, resolver=services.engines.resolver,
+                               catalog=services.catalog)
         return cost_text(report, texts)
 
     def start_run(request: gr.Request, owner_key, *values):
