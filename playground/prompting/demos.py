@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Protocol, Sequence, runtime_checkable
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol, Sequence, runtime_checkable
 
 from playground.errors import InvalidParameterError
 from playground.prompting.data import Example
 from playground.prompting.tasks import FIXED, RANDOM, SELECTIONS
+
+if TYPE_CHECKING:  # numpy loads with the first embedding, not with the app
+    import numpy as np
 
 EMBEDDER_MODEL_ID = "all-minilm-l6-v2"
 
@@ -54,6 +55,8 @@ def rank_by_similarity(pool: Sequence[Example], query: str, embedder: Embedder) 
     """Every demonstration with its cosine similarity to ``query``, most similar first (ties: set order)."""
     if not pool:
         return []
+    import numpy as np
+
     vectors = np.asarray(embedder.embed([query] + [d.input for d in pool]), dtype=np.float64)
     if vectors.ndim != 2 or vectors.shape[0] != len(pool) + 1:
         raise InvalidParameterError("The embedder must return one vector per text.")
@@ -122,6 +125,8 @@ class MiniLMEmbedder:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """One L2-normalised row per text (float32)."""
+        import numpy as np
+
         from playground.architectures.tasks import embed
 
         texts = [str(t) for t in texts]
