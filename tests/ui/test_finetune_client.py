@@ -89,3 +89,8 @@ def test_cancel_stops_a_run(client):
     client.predict(owner, run_id, api_name="/finetune_cancel")
     status = wait_for(client, owner, run_id, ["cancelled", "failed", "succeeded"], timeout_s=300)[2]
     assert "cancelled" in status, status
+
+
+def test_the_page_cannot_read_files_of_the_server(client):
+    with pytest.raises(AppError, match="not available here"):
+        client.predict(*config_args(data="/etc/hostname"), api_name="/finetune_inspect")

@@ -18,7 +18,7 @@ import gradio as gr
 import pandas as pd
 
 from playground.errors import PlaygroundError
-from playground.finetune.config import ADAPTER_METHODS, METHODS, FinetuneConfig
+from playground.finetune.config import ADAPTER_METHODS, HUB_PREFIX, METHODS, FinetuneConfig
 from playground.finetune.data import BUNDLED_DATA
 from playground.finetune.export import merge_and_zip, zip_directory
 from playground.finetune.planning import data_report
@@ -52,6 +52,10 @@ def config_from_values(model: str, method: str, data: str, upload_path, input_co
     source = str(upload_path) if data == UPLOAD and upload_path else data
     if data == UPLOAD and not upload_path:
         raise PlaygroundError("Upload a JSONL or CSV file first, or choose a bundled data set.")
+    # A path typed into the page would read files of the server: only bundled sets, uploads and Hub ids here.
+    if data != UPLOAD and data not in BUNDLED_DATA and not str(data).startswith(HUB_PREFIX):
+        raise PlaygroundError(f"Data {data!r} is not available here: choose a bundled set "
+                              f"({', '.join(BUNDLED_DATA)}), upload a file, or give hub:owner/name.")
     values = {name: (int(value) if name in INTEGER_FIELDS and value is not None else value)
               for name, value in numbers.items()}
     modules = tuple(m.strip() for m in (target_modules or "").split(",") if m.strip())
