@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
-
 from playground.errors import TemplateError
 from playground.prompting.tasks import EXAMPLES_DIR
-from playground.prompting.templates import parse_template, render_template
+from playground.prompting.templates import (
+    check_entry_keys,
+    check_unique_ids,
+    parse_template,
+    read_template_entries,
+    render_template,
+)
 
 TEMPLATES_FILE = EXAMPLES_DIR / "finetune" / "templates.yaml"
 TEMPLATE_TASKS = ("summarization", "classification", "any")
@@ -73,14 +77,7 @@ class TemplateSet:
 
 
 def _template(entry: Any, where: str) -> FinetuneTemplate:
-    if not isinstance(entry, dict):
-        raise TemplateError(f"{where}: each template must be a mapping, not {type(entry).__name__}.")
-    unknown = set(entry) - _KEYS
-    if unknown:
-        raise TemplateError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_KEYS)}.")
-    missing = _REQUIRED - set(entry)
-    if missing:
-        raise TemplateError(f"{where}: missing keys {sorted(missing)}.")
+    check_entry_keys(entry, where, _KEYS, _REQUIRED)
     task = str(entry.get("task") or "any")
     if task not in TEMPLATE_TASKS:
         raise TemplateError(f"{where}: task must be one of {list(TEMPLATE_TASKS)}, not {task!r}.")
@@ -98,20 +95,6 @@ def _template(entry: Any, where: str) -> FinetuneTemplate:
 def load_templates(path: str | Path = TEMPLATES_FILE) -> TemplateSet:
     """Every template of a YAML file; raises TemplateError for a malformed file or a duplicate id."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise TemplateError(f"Cannot read {path}: {exc.strerror or exc}.") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark is not None else None
-        raise TemplateError(f"{path.name}: not valid YAML" + (f" (line {line})" if line else "")
-                            + f": {getattr(exc, 'problem', exc)}", line=line) from None
-    if not isinstance(data, dict) or set(data) - {"templates"}:
-        raise TemplateError(f"{path.name}: the file must hold one key, 'templates', with a list.")
-    templates = tuple(_template(e, f"{path.name} template {i + 1}") for i, e in enumerate(data.get("templates") or []))
-    ids = [t.id for t in templates]
-    duplicates = sorted({i for i in ids if ids.count(i) > 1})
-    if duplicates:
-        raise TemplateError(f"Duplicate template ids in {path.name}: {', '.join(duplicates)}.")
+    templates = tuple(_template(entry, where) for where, entry in read_template_entries(path))
+    check_unique_ids([t.id for t in templates], path.name)
     return TemplateSet(templates, path.name)

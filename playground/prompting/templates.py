@@ -194,19 +194,51 @@ class PromptTemplate:
         return strategy in self.strategies
 
 
+def check_entry_keys(entry: Any, where: str, allowed: set[str], required: set[str]) -> dict:
+    """``entry`` if it is a mapping with only ``allowed`` keys and every ``required`` one; else TemplateError."""
+    if not isinstance(entry, dict):
+        raise TemplateError(f"{where}: each template must be a mapping of keys, not {type(entry).__name__}.")
+    unknown = set(entry) - allowed
+    if unknown:
+        raise TemplateError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(allowed)}.")
+    missing = required - set(entry)
+    if missing:
+        raise TemplateError(f"{where}: missing keys {sorted(missing)}.")
+    return entry
+
+
+def read_template_entries(path: Path) -> list[tuple[str, Any]]:
+    """(where, entry) for each entry of a template YAML file holding one key, ``templates``.
+
+    A file that cannot be read or parsed, or has another shape, raises TemplateError (with the
+    YAML line where there is one); ``where`` names the file and entry for later messages.
+    """
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise TemplateError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise TemplateError(f"{path.name}: not valid YAML" + (f" (line {line})" if line else "")
+                            + f": {getattr(exc, 'problem', exc)}", line=line) from None
+    if not isinstance(data, dict) or set(data) - {"templates"}:
+        raise TemplateError(f"{path.name}: the file must hold one key, 'templates', with a list.")
+    return [(f"{path.name} template {i + 1}", entry) for i, entry in enumerate(data.get("templates") or [])]
+
+
+def check_unique_ids(ids: list[str], where: str) -> None:
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        raise TemplateError(f"Duplicate template ids in {where}: {', '.join(duplicates)}.")
+
+
 _TEMPLATE_KEYS = {f.name for f in fields(PromptTemplate)} - {"source"}
 _REQUIRED_KEYS = {"id", "task", "name", "strategies", "answer", "template"}
 
 
 def _template_from_dict(entry: Any, where: str) -> PromptTemplate:
-    if not isinstance(entry, dict):
-        raise TemplateError(f"{where}: each template must be a mapping of keys, not {type(entry).__name__}.")
-    unknown = set(entry) - _TEMPLATE_KEYS
-    if unknown:
-        raise TemplateError(f"{where}: unknown keys {sorted(unknown)}; allowed: {sorted(_TEMPLATE_KEYS)}.")
-    missing = _REQUIRED_KEYS - set(entry)
-    if missing:
-        raise TemplateError(f"{where}: missing keys {sorted(missing)}.")
+    check_entry_keys(entry, where, _TEMPLATE_KEYS, _REQUIRED_KEYS)
     if entry["task"] not in TASKS:
         raise TemplateError(f"{where}: task must be one of {sorted(TASKS)}, not {entry['task']!r}.")
     strategies = tuple(entry["strategies"] or ())
@@ -243,23 +275,9 @@ class TemplateLibrary:
     @classmethod
     def load(cls, folder: Path = PROMPTS_DIR) -> "TemplateLibrary":
         """Read every ``*.yaml`` in ``folder``; raises TemplateError for a malformed file or duplicate id."""
-        templates: list[PromptTemplate] = []
-        for path in sorted(Path(folder).glob("*.yaml")):
-            try:
-                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as exc:
-                mark = getattr(exc, "problem_mark", None)
-                line = mark.line + 1 if mark is not None else None
-                raise TemplateError(f"{path.name}: not valid YAML" + (f" (line {line})" if line else "")
-                                    + f": {getattr(exc, 'problem', exc)}", line=line) from None
-            if not isinstance(data, dict) or set(data) - {"templates"}:
-                raise TemplateError(f"{path.name}: the file must hold one key, 'templates', with a list.")
-            for i, entry in enumerate(data.get("templates") or []):
-                templates.append(_template_from_dict(entry, f"{path.name} template {i + 1}"))
-        ids = [t.id for t in templates]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise TemplateError(f"Duplicate template ids in {folder}: {', '.join(duplicates)}.")
+        templates = [_template_from_dict(entry, where) for path in sorted(Path(folder).glob("*.yaml"))
+                     for where, entry in read_template_entries(path)]
+        check_unique_ids([t.id for t in templates], str(folder))
         return cls(tuple(templates))
 
     @property
