@@ -56,6 +56,27 @@ def converted_dir(data_dir: Path, weights: ResolvedWeights) -> Path:
     return Path(data_dir) / "converted" / f"{weights.model_id}-{weights.path.stem}-{stat.st_size}"
 
 
+def plain_copy(model):
+    """The same weights in a model built from a copy of its config, which ``save_pretrained`` accepts.
+
+    A GGUF-loaded model refuses ``save_pretrained``. Building on the meta device and assigning the
+    loaded tensors skips a pointless random initialisation.
+    """
+    import copy
+
+    import torch
+
+    config = copy.deepcopy(model.config)
+    with torch.device("meta"):
+        plain = type(model)(config)
+    plain.load_state_dict(model.state_dict(), assign=True)
+    for name, buffer in model.named_buffers():  # non-persistent buffers (rotary tables) are not in the state dict
+        owner, _, attribute = name.rpartition(".")
+        plain.get_submodule(owner)._buffers[attribute] = buffer
+    plain.tie_weights()
+    return plain
+
+
 def load_gguf_as_transformers(weights: ResolvedWeights, data_dir: Path, progress=None):
     """(model, tokenizer, from_cache) for a GGUF file, converting once and caching safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -80,17 +101,7 @@ def load_gguf_as_transformers(weights: ResolvedWeights, data_dir: Path, progress
         ) from None
     if progress:
         progress(0.8, "Saving a safetensors copy for fast loads next time")
-    # A GGUF-loaded model refuses save_pretrained, so rebuild it from its config first; building on
-    # the meta device and assigning the loaded tensors skips a pointless random initialisation.
-    import torch
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(gguf_model.config, dtype=torch.float32)
-    model.load_state_dict(gguf_model.state_dict(), assign=True)
-    for name, buffer in gguf_model.named_buffers():  # non-persistent buffers (rotary tables) are not in the state dict
-        owner, _, attribute = name.rpartition(".")
-        model.get_submodule(owner)._buffers[attribute] = buffer
-    model.tie_weights()
+    model = plain_copy(gguf_model)
     del gguf_model
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(target.name + f".partial-{os.getpid()}-{threading.get_ident()}")

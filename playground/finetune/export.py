@@ -78,20 +78,11 @@ def saveable_model(model):
         isinstance(config_quant, dict) and str(config_quant.get("quant_method", "")).lower() == "gguf")
     if not gguf:
         return model
-    import copy
+    from playground.backends.transformers_engine import plain_copy
 
-    import torch
-
-    config = copy.deepcopy(model.config)
-    if hasattr(config, "quantization_config"):
-        del config.quantization_config
-    with torch.device("meta"):
-        plain = type(model)(config)
-    plain.load_state_dict(model.state_dict(), assign=True)
-    for name, buffer in model.named_buffers():  # non-persistent buffers (rotary tables) are not in the state dict
-        owner, _, attribute = name.rpartition(".")
-        plain.get_submodule(owner)._buffers[attribute] = buffer
-    plain.tie_weights()
+    plain = plain_copy(model)
+    if hasattr(plain.config, "quantization_config"):  # a merged model must reload as plain weights
+        del plain.config.quantization_config
     return plain
 
 
