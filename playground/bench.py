@@ -569,8 +569,12 @@ def bench_prompt_lab(provider, options: BenchOptions) -> list[Figure]:
     """Self-consistency's cost over one sample, and a sentiment evaluation of the bundled set, on llama.cpp."""
     from playground.prompting.timing import time_self_consistency, time_sentiment_evaluation
 
-    engine = provider.get(options.model, "llama.cpp")
     figures = []
+    try:
+        engine = provider.get(options.model, "llama.cpp")
+    except Exception as exc:
+        return [_failed("Prompt Lab: self-consistency N=5 / one sample", "x", "<= 2.5", exc),
+                _failed("Prompt Lab: evaluate 60 sentiment examples", "s", "< 120 s", exc)]
     try:
         timing = time_self_consistency(engine, samples=5, rounds=2 if options.quick else 3)
         figures.append(_measured(
@@ -639,12 +643,8 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
                 figures += llama_figures
             except Exception as exc:
                 figures.append(_failed("llama.cpp app / direct speed", "x", ">= 0.9", exc))
-            try:
-                figures += bench_prompt_lab(provider, options)
-            except Exception as exc:
-                figures.append(_failed("Prompt Lab: self-consistency N=5 / one sample", "x", "<= 2.5", exc))
-            finally:
-                provider.cache.clear()
+            figures += bench_prompt_lab(provider, options)  # reports its own failures
+            provider.cache.clear()
         else:
             figures.append(Figure("llama.cpp app / direct speed", None, "x", ">= 0.9", None,
                                   f"skipped: {options.model} has no GGUF source"))

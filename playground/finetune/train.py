@@ -37,10 +37,10 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from playground.errors import TrainingError
-from playground.finetune.config import CLASSIFIER, FULL, FinetuneConfig
+from playground.finetune.config import FULL, FinetuneConfig
 from playground.finetune.costs import FP32_BYTES, CostReport, machine_memory_budget, time_training_step
 from playground.finetune.data import DataSplits, PromptPair, format_pairs, load_splits, template_for
 from playground.finetune.encoding import (
@@ -381,9 +381,6 @@ def data_collator(trainable: TrainableModel):
         return DataCollatorWithPadding(trainable.tokenizer)
     # Pads input_ids with the pad token and labels with -100 (decoders and encoder-decoders alike).
     return DataCollatorForSeq2Seq(trainable.tokenizer, label_pad_token_id=-100, padding=True)
-
-
-_collator = data_collator  # the name planning.py imports
 
 
 def _make_trainer(config: FinetuneConfig, trainable: TrainableModel, encoded: dict[str, EncodedSplit], callback,

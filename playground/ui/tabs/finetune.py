@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
+from dataclasses import fields
 from pathlib import Path
 
 import gradio as gr
@@ -36,8 +37,7 @@ UPLOAD = "upload"
 NUMBER_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "learning_rate", "max_steps", "epochs", "batch_size",
                  "grad_accum", "max_length", "eval_every", "validation_fraction", "test_limit", "sample_count",
                  "max_new_tokens", "seed")
-INTEGER_FIELDS = {"lora_r", "max_steps", "batch_size", "grad_accum", "max_length", "eval_every", "test_limit",
-                  "sample_count", "max_new_tokens", "seed"}
+INTEGER_FIELDS = {f.name for f in fields(FinetuneConfig) if f.type in ("int", int)}
 
 
 def _model_choices(services: Services) -> list[tuple[str, str]]:

@@ -147,7 +147,7 @@ def token_summary(built: BuiltPrompt, max_new_tokens: int, texts: Texts) -> str:
     return " · ".join(parts)
 
 
-def run_summary(run: StrategyRun, task_id: str, texts: Texts) -> str:
+def run_summary(run: StrategyRun, texts: Texts) -> str:
     answer = run.answer if run.answer is not None else texts("lab.no_answer")
     lines = [f"{texts('lab.answer')}: **{answer}**"]
     if run.vote is not None:
@@ -183,7 +183,7 @@ def column_view(state: ColumnState, texts: Texts) -> tuple[str, str, str]:
     if state.status == FAILED:
         return header, state.text, f"⚠ {state.error}"
     if state.status in (DONE, CANCELLED) and state.run is not None:
-        return header, state.text, run_summary(state.run, column.setup.task, texts)
+        return header, state.text, run_summary(state.run, texts)
     status = {LOADING: "lab.loading", RUNNING: "status.generating", CANCELLED: "status.cancelled"}.get(
         state.status, "lab.waiting")
     return header, state.text, f"_{texts(status)}_"
@@ -469,7 +469,7 @@ def build(services: Services) -> None:
                             if setup.strategy.strategy == SELF_CONSISTENCY and state.status == RUNNING else ""
                         yield state.text, f"_{status}_" if status else "", None, []
                     else:
-                        yield (state.text, run_summary(state.run, form_values.task, texts), vote_label(state.run),
+                        yield (state.text, run_summary(state.run, texts), vote_label(state.run),
                                path_rows(state.run))
             finally:
                 services.generations.finish(session_key, RUN_SLOT, cancel)
