@@ -7,6 +7,11 @@ twice interrupts at once. Under ``accelerate launch -m playground finetune ...``
 the Trainer spreads the work over the devices and only the main process prints
 and writes.
 
+The workshop limits of :mod:`playground.finetune.limits` do not apply, even with
+``PLAYGROUND_MODE=workshop``: they protect the app's shared training slot from
+many attendees, while this command trains in its caller's own process, run by
+someone who already has a shell on the machine.
+
 Exit status: 0 done, 130 cancelled, 2 a bad config or argument, 1 any other
 problem (its message is printed, never a traceback).
 """

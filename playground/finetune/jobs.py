@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from playground.errors import InvalidParameterError, PlaygroundError
 from playground.finetune.runs import (
@@ -139,8 +139,14 @@ class JobManager:
         """Whether this manager schedules the jobs of its run directory (False: another process does)."""
         return self._lock_fd is not None
 
-    def submit(self, owner: str, config: Mapping[str, Any], entry: str = TRAIN_ENTRY) -> str:
-        """Queue a run for ``owner``; returns its id. The run starts when a slot is free."""
+    def submit(self, owner: str, config: Mapping[str, Any], entry: str = TRAIN_ENTRY, *,
+               admit: Callable[[list[RunRecord]], None] | None = None) -> str:
+        """Queue a run for ``owner``; returns its id. The run starts when a slot is free.
+
+        ``admit``, when given, sees the owner's runs (newest first, with queue positions) and may refuse
+        the new one by raising; it is called under the manager's lock, so two submits by one person at the
+        same moment cannot both pass a "one active run" rule.
+        """
         check_entry(entry)
         module = entry.partition(":")[0]
         try:
@@ -156,6 +162,8 @@ class JobManager:
                 raise SchedulerBusyError(
                     f"Another app process already runs the fine-tuning jobs in {self.store.root}. "
                     "Start your run there, or give this app its own PLAYGROUND_DATA_DIR.")
+            if admit is not None:
+                admit(self.list_runs(owner))
             run_id = self.store.create(owner, config, entry)
             self._queue.append(run_id)
             self._cond.notify_all()

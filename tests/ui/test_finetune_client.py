@@ -1,4 +1,5 @@
-"""The Fine-tune tab through its API: inspect, estimate, a real tiny LoRA run in a child process, results."""
+"""The Fine-tune tab through its API: inspect, estimate, a real tiny LoRA run in a child process, results, and
+the workshop limits on runs."""
 
 from __future__ import annotations
 
@@ -94,3 +95,78 @@ def test_cancel_stops_a_run(client):
 def test_the_page_cannot_read_files_of_the_server(client):
     with pytest.raises(AppError, match="not available here"):
         client.predict(*config_args(data="/etc/hostname"), api_name="/finetune_inspect")
+
+
+# --------------------------------------------------------------------------- workshop mode
+
+
+@pytest.fixture(scope="module")
+def workshop_app(tmp_path_factory):
+    """A second app in workshop mode with one training slot, held by another person's never-ending fake run.
+
+    Runs submitted through the page then wait in the queue, so a test can see them accepted and cancel them
+    at once, without training anything.
+    """
+    from gradio_client import Client
+
+    from playground.config import Settings
+    from playground.services import Services
+    from playground.ui.app import build_app, launch_options
+    from tests.ui.conftest import _free_port
+
+    settings = Settings.load([], {
+        "PLAYGROUND_MODE": "workshop", "PLAYGROUND_JOB_SLOTS": "1", "PLAYGROUND_OFFLINE": "1",
+        "PLAYGROUND_DATA_DIR": str(tmp_path_factory.mktemp("workshop-data")),  # its own scheduler and runs
+        "PLAYGROUND_HOST": "127.0.0.1", "PLAYGROUND_PORT": str(_free_port()),
+    })
+    services = Services.create(settings)
+    blocker = services.jobs.submit("someone-else", {}, "tests.finetune.fake_jobs:until_stopped")
+    demo = build_app(services)
+    options = launch_options(services)
+    options.update(prevent_thread_lock=True, quiet=True, share=False)
+    demo.launch(**options)
+    try:
+        yield Client(f"http://127.0.0.1:{settings.port}/", verbose=False), services
+    finally:
+        demo.close()
+        services.jobs.cancel(blocker, "someone-else")
+        services.jobs.wait(blocker, 60)
+        services.close()
+
+
+def _run_id(picker):
+    return picker["value"] if isinstance(picker, dict) else picker
+
+
+def test_workshop_refuses_a_run_over_the_limits_before_any_work(workshop_app):
+    client, services = workshop_app
+    owner = uuid.uuid4().hex
+    with pytest.raises(AppError, match=r"max_steps=500 is above the limit of 200 steps per run in workshop mode"):
+        client.predict(owner, *config_args(max_steps=500), api_name="/finetune_start")
+    with pytest.raises(AppError, match=r"method 'full' is not available in workshop mode"):
+        client.predict(*config_args(method="full"), api_name="/finetune_preflight")
+    assert services.jobs.list_runs(owner) == []
+
+
+def test_workshop_accepts_a_bounded_run_and_one_at_a_time(workshop_app):
+    client, services = workshop_app
+    owner = uuid.uuid4().hex
+    _, picker = client.predict(owner, *config_args(), api_name="/finetune_start")
+    run_id = _run_id(picker)
+    assert [r.id for r in services.jobs.list_runs(owner)] == [run_id]
+    try:
+        with pytest.raises(AppError, match=rf"You already have run {run_id} \(waiting in the queue"):
+            client.predict(owner, *config_args(), api_name="/finetune_start")
+    finally:
+        client.predict(owner, run_id, api_name="/finetune_cancel")
+    assert services.jobs.get(run_id, owner).status == "cancelled"
+    _, picker = client.predict(owner, *config_args(), api_name="/finetune_start")  # the next run may start
+    client.predict(owner, _run_id(picker), api_name="/finetune_cancel")
+
+
+def test_workshop_widgets_show_the_caps(workshop_app):
+    client, _ = workshop_app
+    props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
+    assert props["ft-max-steps"]["label"] == "max_steps ≤ 200"
+    assert props["ft-test-limit"]["label"] == "test_limit ≤ 16"
+    assert props["ft-test-limit"]["value"] == 16  # the default (50) lowered, so the form submits as it is

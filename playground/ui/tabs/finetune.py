@@ -22,6 +22,7 @@ from playground.errors import PlaygroundError
 from playground.finetune.config import ADAPTER_METHODS, HUB_PREFIX, METHODS, FinetuneConfig
 from playground.finetune.data import BUNDLED_DATA
 from playground.finetune.export import merge_and_zip, zip_directory
+from playground.finetune.limits import FinetuneLimits
 from playground.finetune.planning import data_report
 from playground.finetune.results import aggregate_rows, comparison_rows, loss_points, read_metrics, read_samples
 from playground.finetune.templates import load_templates
@@ -121,7 +122,8 @@ def build(services: Services) -> None:
     settings = services.settings
     templates = load_templates()
     models = _model_choices(services)
-    defaults = FinetuneConfig()
+    limits = FinetuneLimits.from_settings(settings)
+    defaults = limits.fit(FinetuneConfig())  # starting values a workshop user can submit unchanged
 
     gr.Markdown(t("ft.intro"), elem_classes=["tab-intro"])
     owner = gr.BrowserState("", storage_key="playground-owner")
@@ -151,9 +153,12 @@ def build(services: Services) -> None:
                 target_modules = gr.Textbox(", ".join(defaults.target_modules), label="target_modules",
                                             info=FinetuneConfig.help("target_modules"), elem_id="ft-target-modules")
                 numbers = {}
-                # No widget bounds: the config refuses a bad value with a message naming the field and its range.
+                # No widget bounds: the config and the limits refuse a bad value with a message naming the field
+                # and its range, where Gradio's own bound check would not name it. A cap shows in the label.
                 for name in NUMBER_FIELDS:
-                    numbers[name] = gr.Number(getattr(defaults, name), label=name, info=FinetuneConfig.help(name),
+                    cap = limits.maximum(name)
+                    label = name if cap is None else f"{name} ≤ {cap}"
+                    numbers[name] = gr.Number(getattr(defaults, name), label=label, info=FinetuneConfig.help(name),
                                               precision=0 if name in INTEGER_FIELDS else None,
                                               elem_id=f"ft-{name.replace('_', '-')}")
     with gr.Row():
@@ -218,7 +223,7 @@ def build(services: Services) -> None:
     def estimate(request: gr.Request, *values, progress=gr.Progress()):
         texts = Texts.for_request(request)
         with user_errors():
-            config = read_config(values)
+            config = limits.check(read_config(values), services.catalog)  # before the model loads
             progress(0.1, desc=texts("ft.measuring"))
             report = preflight(config, settings.data_dir, resolver=services.engines.resolver,
                                catalog=services.catalog)
@@ -228,9 +233,9 @@ def build(services: Services) -> None:
         texts = Texts.for_request(request)
         owner_key = owner_key or uuid.uuid4().hex
         with user_errors():
-            config = read_config(values)
+            config = limits.check(read_config(values), services.catalog)  # first: it touches no file or model
             config.check(services.catalog)
-            run_id = services.jobs.submit(owner_key, config.to_dict(), entry=TRAIN_ENTRY)
+            run_id = services.jobs.submit(owner_key, config.to_dict(), entry=TRAIN_ENTRY, admit=limits.check_active)
         gr.Info(texts("ft.started", run=run_id))
         return owner_key, gr.update(choices=run_choices(owner_key), value=run_id)
 
