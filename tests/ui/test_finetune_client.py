@@ -121,14 +121,16 @@ def workshop_app(tmp_path_factory):
     })
     services = Services.create(settings)
     blocker = services.jobs.submit("someone-else", {}, "tests.finetune.fake_jobs:until_stopped")
-    demo = build_app(services)
-    options = launch_options(services)
-    options.update(prevent_thread_lock=True, quiet=True, share=False)
-    demo.launch(**options)
-    try:
+    demo = None
+    try:  # the blocker's worker outlives the app unless cancelled, so cancel it even if the app fails to start
+        demo = build_app(services)
+        options = launch_options(services)
+        options.update(prevent_thread_lock=True, quiet=True, share=False)
+        demo.launch(**options)
         yield Client(f"http://127.0.0.1:{settings.port}/", verbose=False), services
     finally:
-        demo.close()
+        if demo is not None:
+            demo.close()
         services.jobs.cancel(blocker, "someone-else")
         services.jobs.wait(blocker, 60)
         services.close()
