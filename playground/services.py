@@ -5,7 +5,8 @@ provider (with its process-wide model cache), the Architectures tab's lab
 (which loads its models through that same cache) and the registry of generations
 in flight, so the Stop button of one browser session can reach its own
 generation and nobody else's. It also holds the fine-tuning run store and the
-job manager that trains each run in its own child process. Nothing here imports gradio.
+job manager that trains each run in its own child process, and ``engine`` serves a person's
+finished runs (``run:<id>``) next to the catalog's models. Nothing here imports gradio.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from playground.architectures.lab import ArchitectureLab
+from playground.backends.base import Engine
 from playground.backends.provider import EngineProvider
+from playground.backends.selection import LLAMA_CPP
 from playground.config import Settings
-from playground.errors import PlaygroundError
+from playground.errors import EngineUnavailableError, PlaygroundError
+from playground.finetune.finetuned import finetuned_model, is_finetuned_id, load_for_generation
 from playground.finetune.jobs import JobManager, automatic_slots, visible_gpus
 from playground.finetune.runs import RunStore
 from playground.hardware import Hardware, detect
@@ -81,6 +85,26 @@ class Services:
         hardware = hardware or detect(settings.threads)
         catalog = catalog or Catalog.load()
         return cls(settings, hardware, catalog, EngineProvider(settings, hardware, catalog))
+
+    def engine(self, model_id: str, engine: str = "auto", owner: str = "", progress=None) -> Engine:
+        """A loaded engine for a catalog id, or for ``run:<id>``: the owner's fine-tuned run.
+
+        A fine-tuned run answers through transformers (the base with its adapter merged); another owner's
+        run reads as no run at all.
+        """
+        if not is_finetuned_id(model_id):
+            return self.engines.get(model_id, engine, progress)
+        model = finetuned_model(self.runs, model_id, owner)
+        if engine == LLAMA_CPP:
+            raise EngineUnavailableError(
+                "A fine-tuned run answers through the transformers engine (llama.cpp would need the merged model "
+                "converted to GGUF first); choose auto or transformers.")
+
+        def load(device):
+            return load_for_generation(model, self.settings.data_dir, self.engines.resolver, self.catalog,
+                                       dtype_name=device.dtype_name)
+
+        return self.engines.get_transformers(model_id, load)
 
     def warm_up(self) -> str:
         """Read the default model's GGUF facts and load its engine, so the first answer is fast.

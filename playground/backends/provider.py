@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 from playground.backends.base import Engine
-from playground.backends.selection import LLAMA_CPP, EngineChoice, choose_engine
+from playground.backends.selection import LLAMA_CPP, TRANSFORMERS, EngineChoice, choose_engine
 from playground.config import Settings
 from playground.errors import EngineUnavailableError
 from playground.hardware import Hardware
@@ -19,6 +20,9 @@ from playground.models.cache import ModelCache
 from playground.models.catalog import Catalog, ModelSpec
 from playground.models.gguf_info import GGUFFacts, cached_gguf_facts
 from playground.models.sources import ResolvedWeights, SourceResolver
+
+if TYPE_CHECKING:
+    from playground.backends.transformers_engine import DeviceChoice
 
 
 def _close_engine(key, engine) -> None:
@@ -86,6 +90,25 @@ class EngineProvider:
             )
         key = ("engine", choice.engine, model_id)
         return self.cache.get_or_load(key, lambda: self._load(spec, choice, progress))
+
+    def get_transformers(self, model_id: str, load: Callable[[DeviceChoice], tuple[Any, Any]]) -> Engine:
+        """A transformers engine for weights outside the catalog (a fine-tuned run), cached like the rest.
+
+        ``load(device)`` returns (model, tokenizer) on that device; it runs once per ``model_id``.
+        """
+        def build():
+            import torch
+
+            from playground.backends.transformers_engine import TransformersEngine, device_for
+
+            torch.set_num_threads(self.hardware.cpu_threads)
+            device = device_for(self.hardware.cuda, self.hardware.bf16)
+            model, tokenizer = load(device)
+            engine = TransformersEngine(model_id, model.to(device=device.device, dtype=device.dtype).eval(),
+                                        tokenizer, device, token_limit=self.settings.request_token_limit)
+            return engine, engine.memory_bytes()
+
+        return self.cache.get_or_load(("engine", TRANSFORMERS, model_id), build)
 
     def loaded(self, model_id: str, engine: str) -> Engine | None:
         return self.cache.peek(("engine", engine, model_id))

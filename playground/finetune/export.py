@@ -88,6 +88,7 @@ def saveable_model(model):
 
 def merge_adapter(adapter_dir: Path, output_dir: Path, data_dir: Path, *, resolver=None, catalog=None) -> Path:
     """Merge the adapter into its base and save the merged model (safetensors + tokenizer) in ``output_dir``."""
+    from playground.finetune.finetuned import apply_adapter
     from playground.finetune.methods import load_base_model, load_tokenizer, locate_model
     from playground.finetune.train import _default_resolver
 
@@ -99,14 +100,7 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, data_dir: Path, *, resolv
     base_config = FinetuneConfig(model=info["base_model"], method=method)
     source = locate_model(base_config, resolver or _default_resolver(), Path(data_dir), catalog)
     base = load_base_model(source, method, labels=tuple(info.get("labels") or ()))
-    try:
-        from peft import PeftModel
-
-        merged = PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    except Exception as exc:
-        raise TrainingError(f"Could not apply the adapter in {adapter_dir} to {source.name}: "
-                            f"{type(exc).__name__}: {str(exc)[:300]}") from None
-    merged = saveable_model(merged)
+    merged = saveable_model(apply_adapter(base, adapter_dir, source.name))
     # The run saved the tokenizer beside the adapter; older folders fall back to the base's.
     has_tokenizer = any(adapter_dir.glob("tokenizer*"))
     tokenizer = load_tokenizer(dataclasses.replace(source, folder=adapter_dir) if has_tokenizer else source)

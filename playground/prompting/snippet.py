@@ -101,26 +101,41 @@ def _llama_cpp_code(built: BuiltPrompt, params: GenerationParams, samples: int, 
 
 
 def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: int, spec: ModelSpec | None,
-                       model_ref: str | None) -> str:
+                       model_ref: str | None, adapter: str | None) -> str:
     repo = model_ref or (spec.hub_repo if spec is not None else "") or "path/to/model-folder"
-    lines = ['"""Reproduce the Prompt Lab run with transformers (pip install transformers torch)."""', "",
-             "import torch",
-             "from transformers import AutoModelForCausalLM, AutoTokenizer",
-             "",
-             f"MODEL = {repo!r}",
-             "tokenizer = AutoTokenizer.from_pretrained(MODEL)",
-             "model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()",
-             "",
-             "# The chat messages the template produced; with the model's chat template they become PROMPT:",
-             _messages_literal(built),
-             f"ANSWER_PREFIX = {python_string(built.answer_prefix)}  # text the answer starts with, if any",
-             "# tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) + ANSWER_PREFIX",
-             "# gives the prompt below (exactly, when the model is the one the app used):",
-             f"PROMPT = {python_string(built.text)}",
-             "",
-             f"inputs = tokenizer(PROMPT, return_tensors=\"pt\", add_special_tokens={not built.chat_template_applied})",
-             f"print(inputs.input_ids.shape[1], \"prompt tokens\")  # the Prompt Lab counted {built.token_count}",
-             ""]
+    if adapter:
+        lines = ['"""Reproduce the Prompt Lab run of your fine-tuned adapter with transformers and peft',
+                 '(pip install transformers peft torch)."""', "",
+                 "import torch",
+                 "from peft import PeftModel",
+                 "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                 "",
+                 f"MODEL = {repo!r}  # the base model the run trained",
+                 f"ADAPTER = {adapter!r}  # the unzipped folder of the Fine-tune tab's \"Download adapter\"",
+                 "tokenizer = AutoTokenizer.from_pretrained(ADAPTER)  # saved by the run, chat template included",
+                 "model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)",
+                 "# Merging folds the low-rank update into the weights: generation then costs what the base costs.",
+                 "model = PeftModel.from_pretrained(model, ADAPTER).merge_and_unload().eval()",
+                 ""]
+    else:
+        lines = ['"""Reproduce the Prompt Lab run with transformers (pip install transformers torch)."""', "",
+                 "import torch",
+                 "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                 "",
+                 f"MODEL = {repo!r}",
+                 "tokenizer = AutoTokenizer.from_pretrained(MODEL)",
+                 "model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()",
+                 ""]
+    lines += ["# The chat messages the template produced; with the model's chat template they become PROMPT:",
+              _messages_literal(built),
+              f"ANSWER_PREFIX = {python_string(built.answer_prefix)}  # text the answer starts with, if any",
+              "# tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) + ANSWER_PREFIX",
+              "# gives the prompt below (exactly, when the model is the one the app used):",
+              f"PROMPT = {python_string(built.text)}",
+              "",
+              f"inputs = tokenizer(PROMPT, return_tensors=\"pt\", add_special_tokens={not built.chat_template_applied})",
+              f"print(inputs.input_ids.shape[1], \"prompt tokens\")  # the Prompt Lab counted {built.token_count}",
+              ""]
     sampling = params.temperature > 0
     settings = [f"max_new_tokens={params.max_new_tokens}", f"repetition_penalty={params.repetition_penalty}"]
     if sampling:
@@ -150,15 +165,19 @@ def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: in
 
 def code_snippet(built: BuiltPrompt, params: GenerationParams, *, engine: str = "llama.cpp",
                  spec: ModelSpec | None = None, samples: int = 1, model_ref: str | None = None,
-                 threads: int | None = None) -> str:
+                 threads: int | None = None, adapter: str | None = None) -> str:
     """A Python script that sends ``built``'s prompt with ``params`` through ``engine``.
 
     ``spec`` says where the model comes from (package, Hub); ``model_ref`` overrides it
-    with a path or repo id. ``samples`` > 1 writes the self-consistency loop (llama.cpp)
+    with a path or repo id. ``adapter`` (a peft adapter folder) is applied to that model,
+    with transformers only. ``samples`` > 1 writes the self-consistency loop (llama.cpp)
     or ``num_return_sequences`` (transformers).
     """
     if engine not in SNIPPET_ENGINES:
         raise InvalidParameterError(f"Code can be shown for {' or '.join(SNIPPET_ENGINES)}, not {engine!r}.")
     if engine == "llama.cpp":
+        if adapter:
+            raise InvalidParameterError("A fine-tuned adapter runs through transformers here; show the "
+                                        "transformers code.")
         return _llama_cpp_code(built, params, samples, spec, model_ref, threads)
-    return _transformers_code(built, params, samples, spec, model_ref)
+    return _transformers_code(built, params, samples, spec, model_ref, adapter)

@@ -1,6 +1,7 @@
 """Build the Blocks app from ``Services`` and launch it.
 
-The app is one ``gr.Blocks`` with a tab per module in ``playground.ui.tabs``.
+The app is one ``gr.Blocks`` with a tab per module in ``playground.ui.tabs``; the
+browser's owner key and the Prompt Lab's model pickers are shared between tabs here.
 The queue is on: each generating event has a concurrency limit, so a long
 answer for one user waits for nobody else's page, and the rest wait in line.
 """
@@ -14,29 +15,44 @@ import gradio as gr
 from playground.services import Services
 from playground.ui.i18n import make_i18n, t
 from playground.ui.tabs import about, architectures, finetune, prompt_lab, quantized_cpu
+from playground.ui.tabs.finetune import FinetuneLinks
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-TABS = (
-    ("tab.architectures", "tab-architectures", architectures),
-    ("tab.prompt_lab", "tab-prompt-lab", prompt_lab),
-    ("tab.finetune", "tab-finetune", finetune),
-    ("tab.quantized", "tab-quantized", quantized_cpu),
-    ("tab.about", "tab-about", about),
-)
+OWNER_STORAGE_KEY = "playground-owner"
+TAB_IDS = {"architectures": "tab-architectures", "prompt_lab": "tab-prompt-lab", "finetune": "tab-finetune",
+           "quantized": "tab-quantized", "about": "tab-about"}
 
 
 def build_app(services: Services) -> gr.Blocks:
     mode_class = f"mode-{services.settings.mode}"
     with gr.Blocks(title="LLM Playground", analytics_enabled=False, fill_width=True) as demo:
+        # Who owns fine-tuning runs: a random key in this browser's local storage, made on the first run.
+        # The Fine-tune tab writes it; the Prompt Lab reads it to offer this person's fine-tuned models.
+        owner = gr.BrowserState("", storage_key=OWNER_STORAGE_KEY)
         with gr.Column(elem_classes=["app-root", mode_class]):
             gr.Markdown(t("app.title"), elem_classes=["app-title"], elem_id="app-title")
             gr.Markdown(t("app.subtitle"), elem_classes=["app-subtitle"])
-            with gr.Tabs(elem_id="main-tabs", selected="tab-quantized"):
-                for key, tab_id, module in TABS:
-                    with gr.Tab(t(key), id=tab_id, elem_id=tab_id):
-                        module.build(services)
+            with gr.Tabs(elem_id="main-tabs", selected=TAB_IDS["quantized"]) as tabs:
+                with _tab("tab.architectures", TAB_IDS["architectures"]):
+                    architectures.build(services)
+                with _tab("tab.prompt_lab", TAB_IDS["prompt_lab"]) as lab_tab:
+                    lab_models = prompt_lab.build(services, owner)
+                with _tab("tab.finetune", TAB_IDS["finetune"]):
+                    finetune.build(services, owner, FinetuneLinks(tabs, TAB_IDS["prompt_lab"], lab_models))
+                with _tab("tab.quantized", TAB_IDS["quantized"]):
+                    quantized_cpu.build(services)
+                with _tab("tab.about", TAB_IDS["about"]):
+                    about.build(services)
+        # Runs finish while the page is open: opening the Prompt Lab lists the newly fine-tuned models.
+        for trigger in (demo.load, lab_tab.select):
+            trigger(lab_models.refresh, owner, lab_models.dropdowns, api_name=False, queue=False,
+                    show_progress="hidden")
     demo.queue(default_concurrency_limit=services.settings.concurrency, max_size=256)
     return demo
+
+
+def _tab(key: str, tab_id: str) -> gr.Tab:
+    return gr.Tab(t(key), id=tab_id, elem_id=tab_id)
 
 
 def launch_options(services: Services) -> dict:

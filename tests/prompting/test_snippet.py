@@ -70,3 +70,16 @@ def test_greedy_and_other_sources(catalog):
     compile(code_snippet(built(), greedy), "<snippet>", "exec")
     with pytest.raises(InvalidParameterError, match="llama.cpp or transformers"):
         code_snippet(built(), greedy, engine="vllm")
+
+
+def test_a_fine_tuned_adapter_is_applied_with_peft(catalog):
+    params = GenerationParams(max_new_tokens=16, temperature=0)
+    code = code_snippet(built(), params, engine="transformers", spec=catalog.get("smollm2-135m-instruct"),
+                        adapter="adapter")
+    compile(code, "<adapter snippet>", "exec")
+    assert _literal_values(code, "MODEL") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert _literal_values(code, "ADAPTER") == "adapter"
+    assert "PeftModel.from_pretrained(model, ADAPTER).merge_and_unload()" in code
+    assert "AutoTokenizer.from_pretrained(ADAPTER)" in code  # the run's tokenizer, chat template included
+    with pytest.raises(InvalidParameterError, match="adapter runs through transformers"):
+        code_snippet(built(), params, engine="llama.cpp", adapter="adapter")

@@ -183,3 +183,17 @@ def test_finetune_runs_a_tiny_job_and_shows_loss_and_before_after(page):
     assert "ROUGE-L went from" in page.locator("#ft-gain").inner_text()
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "finetune.png"), full_page=True)
+
+    # The finished run in the Prompt Lab: selected as the model, and beside its base in the columns.
+    page.click("#ft-use-in-lab")
+    page.wait_for_selector("#lab-preview textarea", state="visible", timeout=30_000)
+    assert "★" in page.locator("#lab-model input").input_value()
+    assert "run " in page.locator("#lab-col1-model input").input_value()
+    _wait_for_text(page, "#lab-token-count", "prompt tokens", 120)
+    page.click("#lab-compare")
+    _wait_for_text(page, "#lab-col1-stats", "tokens/s", 300)
+    _wait_for_text(page, "#lab-col0-stats", "tokens/s", 60)
+    assert "★" in page.locator("#lab-col1-header").inner_text()
+    assert page.locator("#lab-col1-text textarea").input_value().strip()
+    page.locator("#lab-compare").scroll_into_view_if_needed()
+    page.screenshot(path=str(ARTIFACTS / "prompt-lab-finetuned.png"), full_page=True)

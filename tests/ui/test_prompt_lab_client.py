@@ -15,13 +15,13 @@ LIBRARY = TemplateLibrary.load()
 
 
 def form(**overrides) -> list:
-    """The 21 prompt-control values every Prompt Lab endpoint starts with, in widget order."""
+    """The 22 prompt-control values every Prompt Lab endpoint starts with, in widget order (the owner key last)."""
     template_id = overrides.get("template_id", "sentiment-question")
     values = dict(task="sentiment", template_id=template_id, template_text=LIBRARY.get(template_id).template,
                   system="", strategy="zero_shot", k=3, selection="fixed", selection_seed=0,
                   cot_trigger="Let's think step by step.", trigger_position="user", samples=5, model_id=MODEL, engine="auto",
                   text="The new library is bright, quiet and full of good books.", max_new_tokens=8,
-                  temperature=0.0, top_p=1.0, top_k=40, repetition_penalty=1.0, seed=0, stop="")
+                  temperature=0.0, top_p=1.0, top_k=40, repetition_penalty=1.0, seed=0, stop="", owner="")
     values.update(overrides)
     return list(values.values())
 

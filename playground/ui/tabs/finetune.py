@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import uuid
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import gradio as gr
@@ -22,6 +22,7 @@ from playground.errors import PlaygroundError
 from playground.finetune.config import ADAPTER_METHODS, HUB_PREFIX, METHODS, FinetuneConfig
 from playground.finetune.data import BUNDLED_DATA
 from playground.finetune.export import merge_and_zip, zip_directory
+from playground.finetune.finetuned import usable_result
 from playground.finetune.limits import FinetuneLimits
 from playground.finetune.planning import data_report
 from playground.finetune.results import aggregate_rows, comparison_rows, loss_points, read_metrics, read_samples
@@ -29,6 +30,7 @@ from playground.finetune.templates import load_templates
 from playground.finetune.train import ADAPTER_DIR, MODEL_DIR, preflight
 from playground.services import Services
 from playground.ui.i18n import Texts, t
+from playground.ui.tabs.prompt_lab import ModelPickers
 from playground.ui.widgets import user_errors
 
 TRAIN_ENTRY = "playground.finetune.train:run_job"
@@ -118,7 +120,17 @@ def _download_path(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix="playground-download-")) / f"{name}.zip"
 
 
-def build(services: Services) -> None:
+@dataclass(frozen=True)
+class FinetuneLinks:
+    """What the Fine-tune tab reaches outside itself: the app's tabs, to open the Prompt Lab on a tuned model."""
+
+    tabs: gr.Tabs
+    prompt_lab_tab_id: str
+    lab_models: ModelPickers
+
+
+def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> None:
+    """The tab; ``owner`` is the browser's owner key (shared with the Prompt Lab), made on the first run."""
     settings = services.settings
     templates = load_templates()
     models = _model_choices(services)
@@ -126,7 +138,6 @@ def build(services: Services) -> None:
     defaults = limits.fit(FinetuneConfig())  # starting values a workshop user can submit unchanged
 
     gr.Markdown(t("ft.intro"), elem_classes=["tab-intro"])
-    owner = gr.BrowserState("", storage_key="playground-owner")
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             with gr.Row():
@@ -194,6 +205,7 @@ def build(services: Services) -> None:
     with gr.Row():
         download_adapter = gr.Button(t("ft.download_adapter"), elem_id="ft-download-adapter")
         merge = gr.Button(t("ft.merge"), elem_id="ft-merge")
+        use_in_lab = gr.Button(t("ft.use_in_lab"), variant="primary", elem_id="ft-use-in-lab")
         download_file = gr.File(label=t("ft.download"), interactive=False, elem_id="ft-download", height=90)
     gr.Markdown(t("ft.notice"), elem_classes=["notice"])
     timer = gr.Timer(POLL_S)
@@ -302,6 +314,15 @@ def build(services: Services) -> None:
                                     resolver=services.engines.resolver, catalog=services.catalog)
         return str(archive)
 
+    def open_in_prompt_lab(request: gr.Request, owner_key, run_id):
+        texts = Texts.for_request(request)
+        record = finished_run(owner_key, run_id, texts)
+        with user_errors():
+            tuned = usable_result(record)
+        gr.Info(texts("ft.in_lab", name=tuned.label))
+        return [gr.Tabs(selected=links.prompt_lab_tab_id),
+                *links.lab_models.comparison(owner_key, tuned, services.catalog.ids)]
+
     # --- wiring -------------------------------------------------------------------
     inspect_button.click(inspect_data, config_inputs, [data_summary, examples, lengths], api_name="finetune_inspect",
                          show_progress_on=[data_summary])
@@ -316,3 +337,5 @@ def build(services: Services) -> None:
     download_adapter.click(download, [owner, run_picker], download_file, api_name="finetune_download")
     merge.click(merge_and_download, [owner, run_picker], download_file, api_name="finetune_merge",
                 concurrency_limit=1, concurrency_id="finetune-merge")
+    use_in_lab.click(open_in_prompt_lab, [owner, run_picker], [links.tabs, *links.lab_models.comparison_outputs],
+                     api_name="finetune_use_in_lab", queue=False)

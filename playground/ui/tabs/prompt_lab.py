@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Callable
 
 import gradio as gr
 import pandas as pd
@@ -21,6 +22,7 @@ import pandas as pd
 from playground.backends.base import CancelFlag, GenerationParams
 from playground.backends.selection import ENGINE_NAMES
 from playground.errors import InvalidParameterError, PlaygroundError
+from playground.finetune.finetuned import FinetunedModel, finetuned_model, finetuned_models, is_finetuned_id
 from playground.prompting.columns import CANCELLED, DONE, FAILED, LOADING, MAX_COLUMNS, RUNNING, Column, \
     ColumnState, choose_template, run_columns
 from playground.prompting.data import ColumnMapping, LabelledSet, file_columns, labelled_set_from_upload, \
@@ -80,6 +82,7 @@ class PromptForm:
     repetition_penalty: float
     seed: float
     stop: str
+    owner: str  # the browser's owner key: which fine-tuned runs (run:<id> models) this person may use
 
     @classmethod
     def size(cls) -> int:
@@ -91,8 +94,8 @@ class PromptForm:
                               trigger_position=self.trigger_position, samples=int(self.samples or 0)).validated()
 
     def engine_for(self, services: Services):
-        """A function model id -> loaded engine, with this form's engine choice."""
-        return lambda model_id: services.engines.get(model_id, self.engine or "auto")
+        """A function model id -> loaded engine, with this form's engine choice (and the owner's runs)."""
+        return lambda model_id: services.engine(model_id, self.engine or "auto", self.owner or "")
 
     def params(self, token_limit: int) -> GenerationParams:
         return params_from_widgets(self.max_new_tokens, self.temperature, self.top_p, self.top_k,
@@ -121,10 +124,51 @@ def _split(values: tuple) -> tuple[PromptForm, tuple]:
 # --------------------------------------------------------------------------- text for the page
 
 
-def _model_choices(services: Services) -> list[tuple[str, str]]:
+def _model_choices(services: Services, owner: str = "") -> list[tuple[str, str]]:
+    """The catalog's decoders, then the owner's finished fine-tuning runs (newest first)."""
     resolver = services.engines.resolver
-    return [(f"{s.name} · {s.parameters_label} · {'offline' if resolver.is_available_offline(s) else 'Hub'}", s.id)
-            for s in services.catalog.by_family("decoder")]
+    catalog = [(f"{s.name} · {s.parameters_label} · {'offline' if resolver.is_available_offline(s) else 'Hub'}", s.id)
+               for s in services.catalog.by_family("decoder")]
+    return catalog + [(model.label, model.model_id) for model in finetuned_models(services.runs, owner)]
+
+
+@dataclass(frozen=True)
+class ModelPickers:
+    """The Prompt Lab's model controls, which other parts of the app refresh or preset.
+
+    The main model and each side-by-side column's model list the owner's finished fine-tuning runs too,
+    so they are refreshed when a run finishes; the Fine-tune tab presets a base-against-tuned comparison.
+    """
+
+    task: gr.Dropdown
+    model: gr.Dropdown
+    column_strategies: tuple
+    column_models: tuple
+    choices: Callable[[str], list[tuple[str, str]]]  # owner key -> (label, model id)
+
+    @property
+    def dropdowns(self) -> list:
+        return [self.model, *self.column_models]
+
+    def refresh(self, owner_key: str) -> list:
+        """Updates for ``dropdowns``: the owner's choices, each dropdown keeping its value."""
+        choices = self.choices(owner_key or "")
+        return [gr.update(choices=choices) for _ in self.dropdowns]  # one dict each: Gradio consumes them
+
+    @property
+    def comparison_outputs(self) -> list:
+        return [self.task, self.model, *self.column_strategies, *self.column_models]
+
+    def comparison(self, owner_key: str, tuned: FinetunedModel, catalog_ids: list[str]) -> list:
+        """Updates for ``comparison_outputs``: the tuned model selected, and columns base | tuned (zero-shot)."""
+        choices = self.choices(owner_key or "")
+        task = gr.update(value="summarization") if tuned.task == "summarization" else gr.update()
+        base = tuned.base_model if tuned.base_model in catalog_ids else None
+        strategies = [gr.update(value=ZERO_SHOT if i < 2 else OFF) for i in range(len(self.column_strategies))]
+        models = [gr.update(choices=choices, value=base) if base else gr.update(choices=choices),
+                  gr.update(choices=choices, value=tuned.model_id)] + \
+            [gr.update(choices=choices) for _ in self.column_models[2:]]
+        return [task, gr.update(choices=choices, value=tuned.model_id), *strategies, *models]
 
 
 def _strategy_choices(task_id: str) -> list[tuple[str, str]]:
@@ -176,10 +220,11 @@ def path_rows(run: StrategyRun | None) -> list[list]:
             for i, p in enumerate(run.paths)]
 
 
-def column_view(state: ColumnState, texts: Texts) -> tuple[str, str, str]:
-    """(header, text, status line) of one side-by-side column."""
+def column_view(state: ColumnState, texts: Texts, model_names: dict[str, str] | None = None) -> tuple[str, str, str]:
+    """(header, text, status line) of one side-by-side column; ``model_names`` names fine-tuned runs."""
     column = state.column
-    header = (f"**{state.column.setup.label}**  \n{column.model_id} · _{column.template_name}_")
+    model_name = (model_names or {}).get(column.model_id, column.model_id)
+    header = (f"**{state.column.setup.label}**  \n{model_name} · _{column.template_name}_")
     if state.status == FAILED:
         return header, state.text, f"⚠ {state.error}"
     if state.status in (DONE, CANCELLED) and state.run is not None:
@@ -220,7 +265,8 @@ def report_status(report: EvaluationReport, texts: Texts) -> str:
 # --------------------------------------------------------------------------- the tab
 
 
-def build(services: Services) -> None:
+def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
+    """The tab; ``owner`` is the app's owner key, shared with the Fine-tune tab, that unlocks one's own runs."""
     settings = services.settings
     library = TemplateLibrary.load()
     bundled: dict[str, LabelledSet] = {task_id: load_bundled(task_id) for task_id in TASKS}
@@ -239,8 +285,9 @@ def build(services: Services) -> None:
             with gr.Row():
                 task = gr.Dropdown([(spec.name, spec.id) for spec in TASKS.values()], value=DEFAULT_TASK,
                                    label=t("lab.task"), info=t("lab.task_info"), elem_id="lab-task")
+                # Custom values: a fine-tuned run (run:<id>) joins the list per browser, after the page loads.
                 model = gr.Dropdown(models, value=default_model, label=t("lab.model"), info=t("lab.model_info"),
-                                    elem_id="lab-model", scale=2)
+                                    allow_custom_value=True, elem_id="lab-model", scale=2)
                 engine = gr.Radio(["auto", *ENGINE_NAMES], value="auto", label=t("lab.engine"),
                                   info=t("lab.engine_info"), elem_id="lab-engine", scale=1)
             strategy = gr.Radio(_strategy_choices(DEFAULT_TASK), value=ZERO_SHOT, label=t("lab.strategy"),
@@ -313,7 +360,7 @@ def build(services: Services) -> None:
                                                    value=DEFAULT_COLUMNS[i], label=t("lab.column_strategy"),
                                                    elem_id=f"lab-col{i}-strategy"))
                 column_model.append(gr.Dropdown(models, value=default_model, label=t("lab.column_model"),
-                                                elem_id=f"lab-col{i}-model"))
+                                                allow_custom_value=True, elem_id=f"lab-col{i}-model"))
                 column_header.append(gr.Markdown(elem_id=f"lab-col{i}-header"))
                 column_text.append(gr.Textbox(lines=6, max_lines=16, show_label=False, interactive=False,
                                               elem_id=f"lab-col{i}-text"))
@@ -360,7 +407,7 @@ def build(services: Services) -> None:
     gr.Markdown(t("lab.notice"), elem_classes=["notice"])
 
     form = [task, template_id, template_text, system, strategy, k, selection, selection_seed, cot_trigger,
-            trigger_position, samples, model, engine, text, *params.as_list()]
+            trigger_position, samples, model, engine, text, *params.as_list(), owner]
     assert len(form) == PromptForm.size()
     param_outputs = [params.max_new_tokens, params.temperature, params.top_p, params.top_k, params.seed]
 
@@ -428,6 +475,17 @@ def build(services: Services) -> None:
         chosen = library.get(template_id_value)
         return saved, chosen.template, chosen.system
 
+    def snippet_source(form_values: PromptForm, engine_name: str) -> dict:
+        """Where the code takes the model from: the catalog's source, or a run's base plus its adapter."""
+        if not is_finetuned_id(form_values.model_id):
+            return dict(engine=engine_name, spec=services.catalog.get(form_values.model_id))
+        tuned = finetuned_model(services.runs, form_values.model_id, form_values.owner or "")
+        base_spec = services.catalog.get(tuned.base_model) if tuned.base_model in services.catalog.ids else None
+        if not tuned.is_adapter:  # a full fine-tune: the downloaded model folder is the model
+            return dict(engine="transformers", model_ref=tuned.result_dir.name)
+        return dict(engine="transformers", spec=base_spec, model_ref=None if base_spec else tuned.base_model,
+                    adapter=tuned.result_dir.name)
+
     def random_example(task_id):
         return random.choice(bundled[task_id].examples).input
 
@@ -440,9 +498,8 @@ def build(services: Services) -> None:
             engine = form_values.engine_for(services)(form_values.model_id)
             built = build_prompt(engine, setup, form_values.text, pool_for(form_values.task),
                                  embedder=services.embedder)
-            snippet = code_snippet(built, generation, engine=engine_name,
-                                   spec=services.catalog.get(form_values.model_id),
-                                   samples=setup.strategy.paths, threads=settings.threads or None)
+            snippet = code_snippet(built, generation, samples=setup.strategy.paths, threads=settings.threads or None,
+                                   **snippet_source(form_values, engine_name))
         except PlaygroundError as exc:
             return f"⚠ {exc}", "", ""
         return token_summary(built, generation.max_new_tokens, texts), built.text, snippet
@@ -495,6 +552,7 @@ def build(services: Services) -> None:
                 slots.append(i)
             if not columns:
                 raise InvalidParameterError(texts("lab.no_columns"))
+        run_names = {tuned.model_id: tuned.label for tuned in finetuned_models(services.runs, form_values.owner or "")}
         cancel = CancelFlag()
         services.generations.start(session_key, RUN_SLOT, cancel)
         empty = ["", "", ""]
@@ -503,7 +561,7 @@ def build(services: Services) -> None:
                                       form_values.engine_for(services), embedder=services.embedder, cancel=cancel):
                 views = [empty] * MAX_COLUMNS
                 for slot, state in zip(slots, states):
-                    views[slot] = list(column_view(state, texts))
+                    views[slot] = list(column_view(state, texts, run_names))
                 yield [view[j] for j in range(3) for view in views]
         finally:
             services.generations.finish(session_key, RUN_SLOT, cancel)
@@ -589,3 +647,5 @@ def build(services: Services) -> None:
                           [eval_status, chart, summary, per_example], api_name="prompt_lab_evaluate",
                           show_progress_on=[eval_status, per_example], **limits)
     cancel_button.click(cancel_evaluation, None, None, api_name="prompt_lab_cancel", queue=False)
+    return ModelPickers(task, model, tuple(column_strategy), tuple(column_model),
+                        lambda owner_key: _model_choices(services, owner_key))

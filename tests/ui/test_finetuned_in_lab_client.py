@@ -1,0 +1,80 @@
+"""A finished fine-tuning run used in the Prompt Lab, through the API: preview, run, compare, and the hand-over."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from gradio_client.exceptions import AppError
+
+from playground.finetune.config import FinetuneConfig
+from playground.finetune.runs import SUCCEEDED
+from playground.finetune.train import train
+from tests.finetune.conftest import RecordingControl
+from tests.ui.test_prompt_lab_client import MODEL, form
+
+ENTRY = "playground.finetune.train:run_job"
+DIALOGUE = "#Person1#: Is the bakery open on Sunday?\n#Person2#: Only in the morning, until noon."
+
+
+@pytest.fixture(scope="module")
+def tuned(app_services) -> tuple[str, str]:
+    """(owner, run id) of a real two-step LoRA run of SmolLM2 on the bundled dialogues, in the app's run store."""
+    owner = uuid.uuid4().hex
+    config = FinetuneConfig(data="dialogues-small", max_steps=2, batch_size=1, max_length=160, sample_count=0,
+                            validation_fraction=0.0, learning_rate=1e-3)
+    run_id = app_services.runs.create(owner, config.to_dict(), ENTRY)
+    train(config, app_services.runs.path(run_id), RecordingControl(), app_services.settings.data_dir,
+          resolver=app_services.engines.resolver, catalog=app_services.catalog)
+    app_services.runs.set_status(run_id, SUCCEEDED, force=True)
+    return owner, run_id
+
+
+def summary_form(owner: str, run_id: str, **overrides) -> list:
+    return form(task="summarization", template_id="dialogue-summary", model_id=f"run:{run_id}", owner=owner,
+                text=DIALOGUE, max_new_tokens=12, **overrides)
+
+
+def test_the_preview_and_code_use_the_adapter(client, tuned):
+    owner, run_id = tuned
+    tokens, prompt, code = client.predict(*summary_form(owner, run_id), "llama.cpp", api_name="/prompt_lab_preview")
+    assert "<|im_start|>user" in prompt and "bakery" in prompt and "chat template applied" in tokens
+    # llama.cpp cannot load a peft adapter: the code is the transformers + peft one, whatever was asked.
+    assert "from peft import PeftModel" in code and "ADAPTER = 'adapter'" in code
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in code and "merge_and_unload" in code
+    compile(code, "snippet.py", "exec")
+
+
+def test_the_tuned_model_answers_and_sits_beside_its_base(client, tuned):
+    owner, run_id = tuned
+    output, result, _, _ = client.predict(*summary_form(owner, run_id), api_name="/prompt_lab_run")
+    assert output.strip() and "prompt tokens" in result
+
+    values = client.predict(*summary_form(owner, run_id), "zero_shot", "zero_shot", "off", "off",
+                            MODEL, f"run:{run_id}", MODEL, MODEL, api_name="/prompt_lab_compare")
+    headers, texts = values[0:4], values[4:8]
+    assert run_id in headers[1] and MODEL in headers[0] and run_id not in headers[0]
+    assert texts[0].strip() and texts[1].strip() and texts[2] == ""
+
+
+def test_the_hand_over_selects_the_run_and_the_comparison(client, tuned):
+    owner, run_id = tuned
+    values = client.predict(owner, run_id, api_name="/finetune_use_in_lab")
+    # The API returns the updates (the tab switch is a page-only output): task, model, 4 strategies, 4 models.
+    assert len(values) == 10, values
+    task, model, strategies, models = values[0], values[1], values[2:6], values[6:10]
+    assert task["value"] == "summarization" and model["value"] == f"run:{run_id}", values
+    assert f"run:{run_id}" in [choice[1] for choice in model["choices"]]
+    assert [s["value"] for s in strategies] == ["zero_shot", "zero_shot", "off", "off"]
+    assert models[0]["value"] == MODEL and models[1]["value"] == f"run:{run_id}"
+
+
+@pytest.mark.parametrize("stranger", ["", "someone-else"])
+def test_nobody_else_can_use_the_run(client, tuned, stranger):
+    _, run_id = tuned
+    with pytest.raises(AppError, match="There is no run"):
+        client.predict(*summary_form(stranger, run_id), api_name="/prompt_lab_run")
+    with pytest.raises(AppError, match="There is no run"):
+        client.predict(stranger, run_id, api_name="/finetune_use_in_lab")
+    with pytest.raises(AppError, match="transformers engine"):
+        client.predict(*summary_form(tuned[0], run_id, engine="llama.cpp"), api_name="/prompt_lab_run")
