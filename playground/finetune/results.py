@@ -60,23 +60,39 @@ def read_samples(run_dir: Path) -> list[dict[str, Any]]:
     return rows
 
 
+ROUGE_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+
+
 def comparison_rows(samples: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per test example: reference, base and fine-tuned outputs with their ROUGE-L, best gain first."""
+    """One row per test example: reference, base and fine-tuned outputs and their scores, best gain first.
+
+    Each ROUGE cell reads "base → tuned" in percent (three narrow columns instead of six, so the texts keep
+    their width); the gain is in ROUGE-L points, a number the table can sort by.
+    """
     rows = []
     for sample in samples:
         row = {"#": int(sample.get("index", 0)) + 1, "reference": sample.get("reference", ""),
                "base": sample.get("base_output", ""), "fine-tuned": sample.get("tuned_output", "")}
         if "base_rougeL" in sample:
-            for name in ROUGE_NAMES:
-                row[f"base {name}"] = sample.get(f"base_{name}")
-                row[f"tuned {name}"] = sample.get(f"tuned_{name}")
+            for name, label in ROUGE_LABELS.items():
+                row[label] = f"{_percent(sample.get(f'base_{name}'))} → {_percent(sample.get(f'tuned_{name}'))}"
+            improvement = sample.get("improvement")
+            row["ROUGE-L gain"] = None if improvement is None else round(100 * improvement, 1)
         else:
             row["base correct"] = sample.get("base_correct")
             row["tuned correct"] = sample.get("tuned_correct")
-        row["improvement"] = sample.get("improvement")
+            row["improvement"] = sample.get("improvement")
         row["input"] = sample.get("input", "")  # last: the longest text, and the reader's context
         rows.append(row)
-    return sorted(rows, key=lambda r: -(r["improvement"] or 0))
+    return sorted(rows, key=lambda r: -(_gain(r) or 0))
+
+
+def _gain(row: Mapping[str, Any]) -> float | None:
+    return row.get("ROUGE-L gain", row.get("improvement"))
+
+
+def _percent(value: Any) -> str:
+    return "–" if value is None else f"{100 * float(value):.1f}"
 
 
 def aggregate_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:

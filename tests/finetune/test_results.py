@@ -26,8 +26,10 @@ def test_comparison_rows_put_the_largest_gain_first_with_all_rouge_scores():
                 "tuned_rougeL": 0.5, "improvement": 0.4}]
     rows = comparison_rows(samples)
     assert [r["#"] for r in rows] == [2, 1]
-    assert rows[0]["tuned rougeL"] == 0.5 and rows[0]["base rouge2"] == 0.0
-    assert list(rows[0])[:4] == ["#", "reference", "base", "fine-tuned"]
+    assert rows[0]["ROUGE-L"] == "10.0 → 50.0" and rows[0]["ROUGE-2"] == "0.0 → 30.0"
+    assert rows[0]["ROUGE-1"] == "10.0 → 60.0" and rows[0]["ROUGE-L gain"] == 40.0
+    assert list(rows[0]) == ["#", "reference", "base", "fine-tuned", "ROUGE-1", "ROUGE-2", "ROUGE-L", "ROUGE-L gain",
+                             "input"]
 
 
 def test_classifier_rows_show_correctness():

@@ -199,7 +199,7 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
         scores = gr.BarPlot(None, x="bar", y="score", color="model", y_lim=[0, 100], sort=None, x_title="",
                             label=t("ft.scores"), height=300, elem_id="ft-scores", scale=2)
     gain = gr.Markdown(elem_id="ft-gain")
-    comparison = gr.Dataframe(headers=["#", "reference", "base", "fine-tuned", "improvement", "input"],
+    comparison = gr.Dataframe(headers=["#", "reference", "base", "fine-tuned", "ROUGE-L gain", "input"],
                               label=t("ft.comparison"), wrap=True, interactive=False, max_height=560,
                               elem_id="ft-comparison")
     with gr.Row():
