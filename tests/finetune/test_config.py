@@ -151,3 +151,13 @@ def test_flan_t5_presets_match_the_lab():
             lora.learning_rate) == ("flan-t5-base", "lora", 32, 32.0, 0.05, ("q", "v"), 1e-3)
     qlora = FinetuneConfig.from_yaml(EXAMPLES_DIR / "finetune" / "flan-t5-base-qlora.yaml")
     assert qlora.method == "qlora" and qlora.replace(method="lora", gradient_checkpointing=False) == lora
+
+
+def test_the_dialogsum_preset_is_the_lab_on_the_labs_data():
+    lora = FinetuneConfig.from_yaml(EXAMPLES_DIR / "finetune" / "flan-t5-base-lora.yaml")
+    dialogsum = FinetuneConfig.from_yaml(EXAMPLES_DIR / "finetune" / "flan-t5-base-lora-dialogsum.yaml")
+    assert (dialogsum.data, dialogsum.input_column, dialogsum.target_column) == \
+        ("hub:knkarthick/dialogsum", "dialogue", "summary")
+    same = ("model", "method", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "learning_rate", "template")
+    assert all(getattr(dialogsum, name) == getattr(lora, name) for name in same)
+    assert dialogsum.sample_count == dialogsum.test_limit == 200  # ROUGE over 200 test dialogues
