@@ -16,7 +16,14 @@ instead. One run of the process measures, on this machine:
    (target: under 10 s);
 5. the transformers engine's first load of the GGUF model (dequantising and
    writing a safetensors copy) and its second load from that copy, through a
-   new provider and cache so it really loads again (target: under 5 s).
+   new provider and cache so it really loads again (target: under 5 s);
+6. the training speed of the app's fine-tuning trainer (``playground.finetune.train``,
+   behind the Fine-tune tab and ``python -m playground finetune``) over a plain
+   peft + transformers ``Trainer`` script (:mod:`playground.finetune.plain_trainer`)
+   on the same model, rows and settings: non-padding tokens per second of the
+   training steps after the first, counted and timed by the same callback in
+   both, the two alternating and their medians compared (target: the app is at
+   least as fast); ``--skip-finetune`` leaves it out.
 
 It prints an aligned table (or JSON with ``--json``) and returns 1 when a
 figure misses its target or could not be measured, else 0. Heavy libraries are
@@ -94,6 +101,7 @@ class BenchOptions:
     threads: int = 0  # 0: one per physical core, as the app does
     model: str = DEFAULT_MODEL
     skip_startup: bool = False
+    skip_finetune: bool = False
 
     @property
     def rounds(self) -> int:
@@ -110,6 +118,14 @@ class BenchOptions:
     @property
     def transformers_runs(self) -> int:
         return 1 if self.quick else 2
+
+    @property
+    def finetune_rounds(self) -> int:  # each round trains once with the app and once with the plain script
+        return 1 if self.quick else 2
+
+    @property
+    def finetune_steps(self) -> int:  # the first step of each run is warm-up and not timed
+        return 5 if self.quick else 8
 
 
 # --------------------------------------------------------------------------- helpers
@@ -529,6 +545,204 @@ def bench_transformers(settings, hardware, catalog, options: BenchOptions, scrat
     return figures
 
 
+# --------------------------------------------------------------------------- fine-tuning
+FINETUNE_FIGURE = "fine-tune trainer: app / plain peft+Trainer"
+FINETUNE_DATA = "dialogues"  # the bundled set the Fine-tune tab offers first
+FINETUNE_BATCH = 4
+
+
+@dataclass(frozen=True)
+class _TrainRun:
+    """One timed training run: what the steps after the first read, how long they took, and their padding."""
+
+    steps: int  # optimizer steps timed (the first, which carries one-off set-up, is not)
+    tokens: int  # non-padding tokens the timed steps' forward passes read
+    seconds: float
+    padding_share: float  # padding tokens / all tokens, over every step's batches
+    first_loss: float | None = None  # the first forward pass's loss: equal when both read the same first batch
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+def step_clock():
+    """A ``TrainerCallback`` that times each optimizer step and counts the tokens of its training batches.
+
+    The same clock goes into both trainers, so they are measured the same way: a forward pre-hook on
+    the model counts the real (attention-mask) and all (padded) tokens of every forward pass made in
+    training mode (evaluation and generation run in eval mode and are not counted), and each
+    ``on_step_end`` notes the time and the running counts. :meth:`result` leaves out the first step.
+    A forward hook keeps the first training loss (detached, so no device sync is added; the token
+    count does sync on a GPU, once per forward pass, in both trainers alike).
+    """
+    from transformers import TrainerCallback
+
+    class StepClock(TrainerCallback):
+        def __init__(self) -> None:
+            self.real = 0
+            self.total = 0
+            self.marks: list[tuple[float, int, int]] = []  # (time at step end, real tokens, all tokens) so far
+            self._hooks: list = []
+            self.first_loss = None
+
+        def _count(self, module, args, kwargs):
+            if module.training:
+                ids = kwargs.get("input_ids", args[0] if args else None)
+                mask = kwargs.get("attention_mask")
+                if ids is not None:
+                    self.total += int(ids.numel())
+                    self.real += int(mask.sum()) if mask is not None else int(ids.numel())
+
+        def _loss(self, module, args, output):
+            if module.training and self.first_loss is None and getattr(output, "loss", None) is not None:
+                self.first_loss = output.loss.detach()
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self._hooks = [model.register_forward_pre_hook(self._count, with_kwargs=True),
+                           model.register_forward_hook(self._loss)]
+            self.marks = [(time.perf_counter(), 0, 0)]
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append((time.perf_counter(), self.real, self.total))
+
+        def on_train_end(self, args, state, control, **kwargs):
+            for hook in self._hooks:
+                hook.remove()
+            self._hooks = []
+
+        def result(self) -> _TrainRun:
+            steps = len(self.marks) - 1
+            if steps < 2:
+                raise RuntimeError(f"training made {steps} step(s); the first is warm-up, so at least 2 are needed")
+            (t1, real1, _), (tn, realn, _) = self.marks[1], self.marks[-1]
+            share = 1.0 - self.real / self.total if self.total else 0.0
+            loss = None if self.first_loss is None else float(self.first_loss)
+            return _TrainRun(steps - 1, realn - real1, tn - t1, share, loss)
+
+    return StepClock()
+
+
+def finetune_config(options: BenchOptions, steps: int | None = None):
+    """The run both trainers make: LoRA on the bench's model, the bundled dialogues, no evaluation during training.
+
+    Validation is off (so the train split is the whole of the set's train rows for both), nothing is
+    generated and the app scores a single test example before and after, outside the timed steps.
+    """
+    from playground.finetune.config import LORA, FinetuneConfig
+
+    return FinetuneConfig(model=options.model, method=LORA, data=FINETUNE_DATA, batch_size=FINETUNE_BATCH,
+                          grad_accum=1, max_length=384, learning_rate=2e-4,
+                          max_steps=steps or options.finetune_steps, validation_fraction=0.0, eval_every=0,
+                          sample_count=0, test_limit=1, seed=0)
+
+
+def train_pairs(config) -> list[tuple[str, str]]:
+    """The (prompt, completion) pairs of the config's train split, through its template, as the app makes them."""
+    from playground.finetune.data import format_pairs, load_splits, template_for
+
+    return [(p.prompt, p.completion) for p in format_pairs(load_splits(config).train, template_for(config))]
+
+
+def app_training_run(config, run_dir: Path, data_dir: Path, resolver, catalog) -> _TrainRun:
+    """One run of the app's trainer (``playground.finetune.train.train``), its steps timed by a step clock."""
+    import contextlib
+
+    from playground.finetune.train import train
+
+    clock = step_clock()
+    with contextlib.redirect_stdout(sys.stderr):  # the bench's stdout is its table or JSON
+        outcome = train(config, run_dir, None, data_dir, resolver=resolver, catalog=catalog, callbacks=[clock])
+    if outcome.cancelled:
+        raise RuntimeError("the app's run was cancelled")
+    return clock.result()
+
+
+def plain_training_run(config, model_folder: Path, targets, pairs, output_dir: Path) -> _TrainRun:
+    """One run of the plain peft + Trainer script on the same folder, pairs and settings."""
+    import contextlib
+
+    from playground.finetune.plain_trainer import PlainSettings, build_trainer
+
+    clock = step_clock()
+    with contextlib.redirect_stdout(sys.stderr):  # the stock Trainer prints its final log line
+        trainer = build_trainer(model_folder, pairs, PlainSettings.from_config(config, targets), output_dir,
+                                callbacks=[clock])
+        trainer.train()
+    return clock.result()
+
+
+def bench_finetune(settings, hardware, catalog, options: BenchOptions, scratch: Path, config=None) -> Figure:
+    """Training speed of the app's trainer over a plain peft + Trainer script: same model, data, settings.
+
+    ``config`` (default :func:`finetune_config`) lets a test run the figure on a tiny model and data file.
+    """
+    import gc
+
+    import torch
+
+    from playground.finetune.config import model_family
+    from playground.finetune.methods import locate_model
+    from playground.models.sources import SourceResolver
+
+    name, unit, target = FINETUNE_FIGURE, "x", ">= 1.0"
+    config = config or finetune_config(options)
+    if model_family(config.model, catalog) != "decoder":
+        return Figure(name, None, unit, target, None, f"skipped: {config.model} is not a decoder")
+    torch.set_num_threads(hardware.cpu_threads)  # both trainers run in this process, on the same threads
+    resolver = SourceResolver(settings.models_dir, settings.offline)
+    data_dir = scratch / "transformers-data"  # the transformers figures' converted copy, when they made one
+    work = scratch / "finetune"
+    work.mkdir(parents=True, exist_ok=True)
+    _log(f"fine-tuning: locating {config.model} (converts the GGUF once if no copy exists yet)")
+    source = locate_model(config, resolver, data_dir, catalog)
+    pairs = train_pairs(config)
+    targets = tuple(config.target_modules or source.lora_targets)
+
+    def app(i: int) -> _TrainRun:
+        return app_training_run(config, work / f"app-{i}", data_dir, resolver, catalog)
+
+    def plain(i: int) -> _TrainRun:
+        return plain_training_run(config, source.folder, targets, pairs, work / f"plain-{i}")
+
+    rounds = options.finetune_rounds
+    _log(f"fine-tuning: {rounds} round(s) of app and plain runs, {config.max_steps} steps of batch "
+         f"{config.batch_size} each")
+    app_runs: list[_TrainRun] = []
+    plain_runs: list[_TrainRun] = []
+    watch = _CpuWatch()
+    for round_ in range(rounds):  # ABBA order, so neither side always goes first
+        order = (("app", app, app_runs), ("plain", plain, plain_runs))
+        for label, run, runs in order if round_ % 2 == 0 else reversed(order):
+            _log(f"fine-tuning: {label} run {round_ + 1}")
+            runs.append(run(round_))
+            gc.collect()  # the finished run's model goes before the next one loads
+    cpu_note = watch.note()
+    app_speed = statistics.median(r.tokens_per_s for r in app_runs)
+    plain_speed = statistics.median(r.tokens_per_s for r in plain_runs)
+    app_padding = statistics.median(r.padding_share for r in app_runs)
+    plain_padding = statistics.median(r.padding_share for r in plain_runs)
+    paired = [a.tokens_per_s / p.tokens_per_s for a, p in zip(app_runs, plain_runs) if p.tokens_per_s]
+    detail = (f"app {app_speed:.1f} tok/s (runs {_train_speeds(app_runs)}), plain {plain_speed:.1f} tok/s "
+              f"(runs {_train_speeds(plain_runs)}); padding share app {app_padding:.1%}, plain {plain_padding:.1%}; "
+              f"per round {', '.join(f'{r:.2f}' for r in paired)}; {config.max_steps} steps of batch "
+              f"{config.batch_size} (x{config.grad_accum} accumulation) per run, the first not timed; "
+              f"{len(pairs)} {config.data} train rows, max_length {config.max_length}, LoRA r={config.lora_r} "
+              f"alpha={config.lora_alpha:g} on {','.join(targets) or 'peft default'}, lr {config.learning_rate:g}, "
+              f"seed {config.seed}, {hardware.cpu_threads} threads; "
+              f"first-step loss app {_losses(app_runs)}, plain {_losses(plain_runs)}{cpu_note}")
+    ratio = app_speed / plain_speed if plain_speed > 0 else None
+    return _measured(name, unit, target, lambda v: _at_least(v, 1.0), ratio, detail)
+
+
+def _train_speeds(runs: list[_TrainRun]) -> str:
+    return ", ".join(f"{r.tokens_per_s:.1f}" for r in runs)
+
+
+def _losses(runs: list[_TrainRun]) -> str:
+    return ", ".join("-" if r.first_loss is None else f"{r.first_loss:.4f}" for r in runs)
+
+
 # --------------------------------------------------------------------------- driver
 ARCHITECTURE_TEXTS = (
     "The capital of France is Paris, a city famous for its museums.",
@@ -654,6 +868,14 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
         except Exception as exc:  # e.g. torch or transformers missing
             figures.append(_failed("transformers second load (cached copy)", "s", "< 5 s", exc))
 
+        if options.skip_finetune:
+            figures.append(Figure(FINETUNE_FIGURE, None, "x", ">= 1.0", None, "skipped (--skip-finetune)"))
+        else:
+            try:
+                figures.append(bench_finetune(settings, hardware, catalog, options, scratch))
+            except Exception as exc:
+                figures.append(_failed(FINETUNE_FIGURE, "x", ">= 1.0", exc))
+
         try:
             figures.append(bench_architectures(settings, hardware, catalog, options))
         except Exception as exc:
@@ -720,6 +942,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         help="CPU threads for llama.cpp and torch (default 0: one per physical core).")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"Catalog id to measure (default {DEFAULT_MODEL}).")
     parser.add_argument("--skip-startup", action="store_true", help="Do not measure the app's start-up time.")
+    parser.add_argument("--skip-finetune", action="store_true",
+                        help="Do not compare the app's fine-tuning trainer with a plain peft + Trainer script "
+                             "(the slowest figure: a few minutes on two cores).")
     return parser
 
 
@@ -729,7 +954,7 @@ def main(argv: list[str] | None = None) -> int:
         print("--threads must be 0 or more.", file=sys.stderr)
         return 2
     options = BenchOptions(json=args.json, quick=args.quick, data_dir=args.data_dir, threads=args.threads,
-                           model=args.model, skip_startup=args.skip_startup)
+                           model=args.model, skip_startup=args.skip_startup, skip_finetune=args.skip_finetune)
     from playground.errors import PlaygroundError
 
     machine: dict[str, Any] = {}

@@ -113,14 +113,16 @@ def run_job(run_dir: Path, control: Control) -> TrainOutcome:
 
 
 def train(config: FinetuneConfig, run_dir: Path, control: Control | None, data_dir: Path, *, resolver=None,
-          catalog=None, memory_budget_bytes: int | None = None) -> TrainOutcome:
+          catalog=None, memory_budget_bytes: int | None = None, callbacks: Sequence = ()) -> TrainOutcome:
     """Fine-tune as ``config`` says, writing results into ``run_dir``; see the module's docstring.
 
     ``resolver`` and ``catalog`` default to the app's (settings from the environment);
-    ``memory_budget_bytes`` overrides the memory the run may use (default: GPU memory, else free RAM).
+    ``memory_budget_bytes`` overrides the memory the run may use (default: GPU memory, else free RAM);
+    ``callbacks`` are extra transformers ``TrainerCallback``s for the training loop (a script's own
+    logging, the bench's step clock), added after the run's progress callback.
     """
     run = _Run(config, Path(run_dir), control or NullControl(), Path(data_dir), resolver, catalog,
-               memory_budget_bytes)
+               memory_budget_bytes, tuple(callbacks))
     return run.execute()
 
 
@@ -131,8 +133,9 @@ class _Run:
     """The state of one run while it executes (not shared; one per call of :func:`train`)."""
 
     def __init__(self, config: FinetuneConfig, run_dir: Path, control: Control, data_dir: Path, resolver, catalog,
-                 memory_budget_bytes: int | None):
+                 memory_budget_bytes: int | None, callbacks: tuple = ()):
         self.config = config
+        self.callbacks = callbacks
         self.run_dir = run_dir
         self.control = control
         self.data_dir = data_dir
@@ -200,7 +203,8 @@ class _Run:
                               f"tokens.")
         callback = _progress_callback(self)
         self.scratch_dir = Path(tempfile.mkdtemp(prefix="playground-trainer-"))
-        trainer = _make_trainer(config, trainable, encoded, callback, cuda, bf16, self.scratch_dir)
+        trainer = _make_trainer(config, trainable, encoded, [callback, *self.callbacks], cuda, bf16,
+                                self.scratch_dir)
         self.check_stop()
 
         answers = min(config.sample_count, len(encoded["test"].pairs))
@@ -383,18 +387,22 @@ def data_collator(trainable: TrainableModel):
     return DataCollatorForSeq2Seq(trainable.tokenizer, label_pad_token_id=-100, padding=True)
 
 
-def _make_trainer(config: FinetuneConfig, trainable: TrainableModel, encoded: dict[str, EncodedSplit], callback,
-                  cuda: bool, bf16: bool, output_dir: Path):
+def _make_trainer(config: FinetuneConfig, trainable: TrainableModel, encoded: dict[str, EncodedSplit],
+                  callbacks: Sequence, cuda: bool, bf16: bool, output_dir: Path):
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, Trainer, TrainingArguments
     from transformers.trainer_callback import PrinterCallback
 
     seq2seq = trainable.family == ENCODER_DECODER
     has_validation = bool(encoded["validation"].features)
     common = dict(
-        output_dir=str(output_dir),  # checkpoints are off, but the Trainer wants a folder per_device_train_batch_size=config.batch_size,
+        output_dir=str(output_dir),  # checkpoints are off, but the Trainer wants a folder
+        per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate, max_steps=config.max_steps or -1, num_train_epochs=config.epochs,
-        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0, optim="adamw_torch",
+        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+        # Fused AdamW (transformers' own default on torch >= 2.8): one kernel for all parameters instead of a
+        # loop over them; on a 2-core CPU a full fine-tune of SmolLM2-135M steps ~20 % faster, LoRA ~0.4 %.
+        optim="adamw_torch_fused",
         logging_strategy="steps", logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         eval_strategy="steps" if (config.eval_every and has_validation) else "no",
         eval_steps=config.eval_every if (config.eval_every and has_validation) else None,
@@ -408,7 +416,7 @@ def _make_trainer(config: FinetuneConfig, trainable: TrainableModel, encoded: di
         model=trainable.model, args=args, data_collator=data_collator(trainable),
         train_dataset=encoded["train"].dataset(),
         eval_dataset=encoded["validation"].dataset() if has_validation else None,
-        processing_class=trainable.tokenizer, callbacks=[callback], compute_metrics=compute_metrics)
+        processing_class=trainable.tokenizer, callbacks=list(callbacks), compute_metrics=compute_metrics)
     trainer.remove_callback(PrinterCallback)  # progress goes out as events, not as printed dicts
     return trainer
 

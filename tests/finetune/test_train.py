@@ -112,6 +112,37 @@ def test_classifier_on_tiny_bert(tmp_path, ft_models, offline_resolver, control)
     assert all(isinstance(s["tuned_correct"], bool) for s in samples)
 
 
+def test_batches_follow_the_config_and_extra_callbacks_join_the_loop(tmp_path, ft_models, dialogue_file,
+                                                                     offline_resolver, control):
+    from transformers import TrainerCallback
+
+    class Recorder(TrainerCallback):
+        """Notes the Trainer's batch settings and the width of every training batch the model reads."""
+
+        def __init__(self):
+            self.args, self.batches, self.steps = None, [], 0
+
+        def on_train_begin(self, args, state, control, model=None, **kwargs):
+            self.args = args
+            model.register_forward_pre_hook(
+                lambda module, a, kw: self.batches.append(len(kw["input_ids"])) if module.training else None,
+                with_kwargs=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.steps += 1
+
+    recorder = Recorder()
+    config = _dialogue_config(ft_models["llama"], dialogue_file, batch_size=2, grad_accum=2, max_steps=2,
+                              validation_fraction=0, sample_count=0)
+    outcome = train(config, tmp_path / "run", control, tmp_path / "data", resolver=offline_resolver,
+                    callbacks=[recorder])
+    assert outcome.status == "done" and recorder.steps == 2
+    assert recorder.args.per_device_train_batch_size == 2 and recorder.args.gradient_accumulation_steps == 2
+    assert recorder.args.optim == "adamw_torch_fused"  # one kernel per step, not a loop over the parameters
+    assert recorder.batches and max(recorder.batches) == 2  # six training rows: never all of them at once
+    assert outcome.metrics["tokens_seen"] > 0 and [e["step"] for e in control.of("step")] == [1, 2]
+
+
 def test_cancel_is_honoured_within_one_step(tmp_path, ft_models, dialogue_file, offline_resolver):
     control = RecordingControl(stop_after_steps=1)
     config = _dialogue_config(ft_models["llama"], dialogue_file, max_steps=50, validation_fraction=0)
