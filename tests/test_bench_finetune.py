@@ -166,13 +166,33 @@ def test_both_trainers_train_on_the_same_batches(tiny_config, tiny_llama, tmp_pa
     from playground.models.sources import SourceResolver
 
     resolver = SourceResolver(None, offline=True, hub_cache_dir=tmp_path / "hub")
-    app = bench.app_training_run(tiny_config, tmp_path / "app", tmp_path / "data", resolver, catalog)
+    # With the app's length grouping off, the two must be the same training, batch for batch.
+    app = bench.app_training_run(tiny_config.replace(group_by_length=False), tmp_path / "app", tmp_path / "data",
+                                 resolver, catalog)
     plain = bench.plain_training_run(tiny_config, tiny_llama, (), bench.train_pairs(tiny_config), tmp_path / "plain")
     assert app.steps == plain.steps == 2  # three steps, the first not timed
     # Same rows, same order, same batch size, same initial weights: the same tokens and the same first loss.
     assert app.tokens == plain.tokens > 0
     assert app.padding_share == pytest.approx(plain.padding_share) and 0 <= app.padding_share < 1
     assert app.first_loss == pytest.approx(plain.first_loss, rel=1e-5)
+
+
+def test_length_grouping_pads_less_than_the_plain_script(tiny_config, tiny_llama, tmp_path, catalog):
+    from playground.models.sources import SourceResolver
+
+    # 32 dialogues of 1 to 8 exchanges: lengths vary, as real data's do. Sixteen steps of two (one epoch);
+    # transformers sorts each megabatch of 8 by length, so neighbours in length share a batch.
+    rows = [{"dialogue": "\n".join(["A: Are you coming?", "B: Yes, soon."] * (1 + i % 8)), "summary": "B comes.",
+             "split": "train"} for i in range(32)]
+    rows.append({"dialogue": "A: Tea?\nB: Yes.", "summary": "B wants tea.", "split": "test"})
+    data = tmp_path / "varied.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    config = tiny_config.replace(data=str(data), max_steps=16, max_length=256)
+    assert config.group_by_length  # the app's default
+    resolver = SourceResolver(None, offline=True, hub_cache_dir=tmp_path / "hub")
+    app = bench.app_training_run(config, tmp_path / "app", tmp_path / "data", resolver, catalog)
+    plain = bench.plain_training_run(config, tiny_llama, (), bench.train_pairs(config), tmp_path / "plain")
+    assert app.padding_share < plain.padding_share, (app.padding_share, plain.padding_share)  # 10 % against 16 %
 
 
 def test_figure_is_measured_and_reported(tiny_config, tmp_path, catalog):

@@ -212,7 +212,7 @@ class _Run:
                                f"answers to {answers}.")
         test_pairs = list(encoded["test"].pairs)
         before = _evaluate_test(trainer, encoded["test"])
-        base_outputs = self._outputs(trainer, trainable, test_pairs)
+        base_outputs = self._outputs(trainable, test_pairs)
 
         self.stage("training", f"Training for {_planned_steps(config, len(encoded['train'].features))} steps.")
         train_output = trainer.train()
@@ -230,7 +230,7 @@ class _Run:
         else:
             last_eval_loss = None
         after = _evaluate_test(trainer, encoded["test"])
-        tuned_outputs = self._outputs(trainer, trainable, test_pairs)
+        tuned_outputs = self._outputs(trainable, test_pairs)
 
         self.stage("saving", f"Writing the {'model' if config.method == FULL else 'adapter'}, samples and metrics.")
         samples = _sample_rows(trainable, test_pairs, base_outputs, tuned_outputs)
@@ -268,13 +268,13 @@ class _Run:
 
         return machine_memory_budget(detect())
 
-    def _outputs(self, trainer, trainable: TrainableModel, pairs: Sequence[PromptPair]) -> list[str]:
+    def _outputs(self, trainable: TrainableModel, pairs: Sequence[PromptPair]) -> list[str]:
         count = min(self.config.sample_count, len(pairs))
         if not count:
             return []
         chosen = list(pairs[:count])
         if trainable.family == ENCODER:
-            return _predict_labels(trainer, trainable, chosen, self.config.max_length)
+            return _predict_labels(trainable, chosen, self.config.max_length, self.config.batch_size)
         outputs: list[str] = []
         for start in range(0, count, self.config.batch_size):
             self.check_stop()
@@ -406,6 +406,9 @@ def _make_trainer(config: FinetuneConfig, trainable: TrainableModel, encoded: di
         logging_strategy="steps", logging_steps=1, save_strategy="no", report_to="none", disable_tqdm=True,
         eval_strategy="steps" if (config.eval_every and has_validation) else "no",
         eval_steps=config.eval_every if (config.eval_every and has_validation) else None,
+        # Similar lengths in one batch: dynamic padding then pads little (transformers' LengthGroupedSampler,
+        # shuffled in megabatches, so the order stays random at the scale of the epoch).
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
         seed=config.seed, data_seed=config.seed, bf16=bf16, use_cpu=not cuda, dataloader_pin_memory=cuda,
         include_num_input_tokens_seen="non_padding", remove_unused_columns=False, label_names=["labels"],
     )
@@ -538,12 +541,29 @@ def generate(model, tokenizer, family: str, prompts: Sequence[str], max_new_toke
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
 
-def _predict_labels(trainer, trainable: TrainableModel, pairs: Sequence[PromptPair], max_length: int) -> list[str]:
+def _predict_labels(trainable: TrainableModel, pairs: Sequence[PromptPair], max_length: int,
+                    batch_size: int) -> list[str]:
+    """The classifier's label for each pair, in order (``trainer.predict`` would follow a length-grouped order)."""
+    import torch
+
     label2id = {label: i for i, label in enumerate(trainable.labels)}
-    split = encode_pairs(pairs, trainable.tokenizer, ENCODER, max_length, 1, label2id)
-    prediction = trainer.predict(split.dataset(), metric_key_prefix="sample")
-    logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-    return [trainable.labels[int(i)] for i in logits.argmax(axis=-1)]
+    features = encode_pairs(pairs, trainable.tokenizer, ENCODER, max_length, 1, label2id).features
+    collate = data_collator(trainable)
+    model = trainable.model
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    predicted: list[int] = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(features), batch_size):
+                batch = collate([{k: v for k, v in f.items() if k != "labels"} for f in
+                                 features[start:start + batch_size]])
+                logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
+                predicted += logits.argmax(dim=-1).tolist()
+    finally:
+        model.train(was_training)
+    return [trainable.labels[i] for i in predicted]
 
 
 def _sample_rows(trainable: TrainableModel, pairs: Sequence[PromptPair], base: list[str], tuned: list[str]

@@ -139,6 +139,7 @@ def test_batches_follow_the_config_and_extra_callbacks_join_the_loop(tmp_path, f
     assert outcome.status == "done" and recorder.steps == 2
     assert recorder.args.per_device_train_batch_size == 2 and recorder.args.gradient_accumulation_steps == 2
     assert recorder.args.optim == "adamw_torch_fused"  # one kernel per step, not a loop over the parameters
+    assert recorder.args.train_sampling_strategy == "group_by_length"  # similar lengths batched: less padding
     assert recorder.batches and max(recorder.batches) == 2  # six training rows: never all of them at once
     assert outcome.metrics["tokens_seen"] > 0 and [e["step"] for e in control.of("step")] == [1, 2]
 
