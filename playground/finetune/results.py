@@ -100,10 +100,11 @@ def aggregate_rows(metrics: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     before, after = metrics.get("rouge_before"), metrics.get("rouge_after")
     if before and after:
-        for name in ROUGE_NAMES:
-            rows.append({"bar": f"{name} base", "metric": name, "model": "base",
+        for name in ROUGE_NAMES:  # short bar names: six of them share half the page width
+            short = ROUGE_LABELS[name].replace("ROUGE", "R")
+            rows.append({"bar": f"{short} base", "metric": name, "model": "base",
                          "score": round(100 * before[name], 2)})
-            rows.append({"bar": f"{name} tuned", "metric": name, "model": "fine-tuned",
+            rows.append({"bar": f"{short} tuned", "metric": name, "model": "fine-tuned",
                          "score": round(100 * after[name], 2)})
     elif metrics.get("accuracy_before") is not None and metrics.get("accuracy_after") is not None:
         rows.append({"bar": "accuracy base", "metric": "accuracy", "model": "base",

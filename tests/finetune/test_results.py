@@ -43,7 +43,7 @@ def test_aggregate_rows_give_one_bar_per_metric_and_model():
     rows = aggregate_rows({"rouge_before": {"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15},
                            "rouge_after": {"rouge1": 0.4, "rouge2": 0.2, "rougeL": 0.35}})
     assert len(rows) == 6 and len({r["bar"] for r in rows}) == 6
-    assert {"bar": "rougeL tuned", "metric": "rougeL", "model": "fine-tuned", "score": 35.0} in rows
+    assert {"bar": "R-L tuned", "metric": "rougeL", "model": "fine-tuned", "score": 35.0} in rows
     assert aggregate_rows({"accuracy_before": 0.5, "accuracy_after": 0.75})[1]["score"] == 75.0
     assert aggregate_rows({}) == []
 
