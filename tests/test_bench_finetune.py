@@ -15,17 +15,10 @@ from playground import bench
 from playground.bench import BenchOptions, Figure, format_table
 from playground.finetune.encoding import IGNORE_INDEX, encode_causal
 from playground.finetune.plain_trainer import PlainSettings, encode_example
+from tests.finetune.conftest import DIALOGUES
 from tests.helpers import SMOLLM2, build_tiny_causal_lm, fake_hardware, offline_settings
 
-# Short dialogues, so the tiny byte-level tokenizer keeps them under max_length 128.
-ROWS = [
-    ("A: Can we meet at six?\nB: Yes, at the cafe.", "They meet at six at the cafe."),
-    ("A: The tap drips.\nB: I will call a plumber.", "B will call a plumber about the tap."),
-    ("A: Is the bus late?\nB: It comes in ten minutes.", "The bus comes in ten minutes."),
-    ("A: Lunch on Friday?\nB: Sorry, I am busy.", "B is busy on Friday and skips lunch."),
-    ("A: Where is the station?\nB: Turn left at the bank.", "The station is left at the bank."),
-    ("A: Can I pay by card?\nB: Only cash, sorry.", "The shop takes only cash."),
-]
+ROWS = DIALOGUES  # short enough for the tiny byte-level tokenizer at max_length 128
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,8 @@ def converted_dir(data_dir: Path, weights: ResolvedWeights) -> Path:
 
 
 def plain_copy(model):
-    """The same weights in a model built from a copy of its config, which ``save_pretrained`` accepts.
+    """The same weights in a model built from a copy of its config (GGUF marker dropped), which ``save_pretrained``
+    accepts and whose saved copy any ``from_pretrained`` + Trainer script loads as plain weights.
 
     A GGUF-loaded model refuses ``save_pretrained``. Building on the meta device and assigning the
     loaded tensors skips a pointless random initialisation.
@@ -67,6 +68,8 @@ def plain_copy(model):
     import torch
 
     config = copy.deepcopy(model.config)
+    if hasattr(config, "quantization_config"):  # the weights are dequantised: saved, they must reload as plain
+        del config.quantization_config
     with torch.device("meta"):
         plain = type(model)(config)
     plain.load_state_dict(model.state_dict(), assign=True)

@@ -80,10 +80,7 @@ def saveable_model(model):
         return model
     from playground.backends.transformers_engine import plain_copy
 
-    plain = plain_copy(model)
-    if hasattr(plain.config, "quantization_config"):  # a merged model must reload as plain weights
-        del plain.config.quantization_config
-    return plain
+    return plain_copy(model)
 
 
 def merge_adapter(adapter_dir: Path, output_dir: Path, data_dir: Path, *, resolver=None, catalog=None) -> Path:

@@ -64,7 +64,6 @@ def build_trainer(model_folder: Path, pairs: Sequence[tuple[str, str]], settings
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import (
-        AutoConfig,
         AutoModelForCausalLM,
         AutoTokenizer,
         DataCollatorForSeq2Seq,
@@ -77,14 +76,7 @@ def build_trainer(model_folder: Path, pairs: Sequence[tuple[str, str]], settings
     tokenizer = AutoTokenizer.from_pretrained(model_folder)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    # The app's safetensors copy of a GGUF model keeps the GGUF marker in config.json; left there, the
-    # dequantised fp32 weights would count as GGUF-quantised and the Trainer would refuse them. The
-    # app's loader drops it too (playground.finetune.methods._plain_config).
-    model_config = AutoConfig.from_pretrained(model_folder)
-    if getattr(model_config, "quantization_config", None) is not None:
-        del model_config.quantization_config
-    model = AutoModelForCausalLM.from_pretrained(model_folder, config=model_config,
-                                                 dtype=torch.bfloat16 if bf16 else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(model_folder, dtype=torch.bfloat16 if bf16 else torch.float32)
     lora = LoraConfig(r=settings.lora_r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
                       target_modules=list(settings.target_modules) or None, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)

@@ -121,8 +121,11 @@ def test_gguf_loaded_model_is_made_saveable(data_dir, offline_resolver, tmp_path
     from playground.finetune.export import saveable_model
     from playground.finetune.methods import locate_model
 
-    source = locate_model(FinetuneConfig(model=SMOLLM2), offline_resolver, data_dir)
-    gguf_marked = AutoModelForCausalLM.from_pretrained(source.folder, use_safetensors=True)  # keeps the GGUF marker
+    from playground.models.catalog import Catalog
+
+    locate_model(FinetuneConfig(model=SMOLLM2), offline_resolver, data_dir)
+    weights = offline_resolver.resolve(Catalog.load().get(SMOLLM2), "gguf")
+    gguf_marked = AutoModelForCausalLM.from_pretrained(weights.path.parent, gguf_file=weights.path.name)  # marked
     with pytest.raises(ValueError, match="not serializable"):
         gguf_marked.save_pretrained(tmp_path / "refused")
     plain = saveable_model(gguf_marked)
