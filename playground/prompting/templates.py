@@ -10,13 +10,13 @@ does), ``task`` (its id), the task's ``labels`` and any extra variables the
 template declares (for example ``target_language``).
 
 Templates come from users (the Prompt Lab lets them edit one live), so they
-render in ``jinja2.sandbox.ImmutableSandboxedEnvironment`` with
+render in the bounded sandbox of :mod:`playground.prompting.sandbox` with
 ``StrictUndefined``: reaching for Python internals (``''.__class__``) or
-calling methods that change data is refused, and an unknown variable is an
-error rather than an empty string. On top of the sandbox, ranges, string and
-list repetition, powers, loop nesting and the rendered length are capped, so a
-template cannot stall the server. Every failure is a ``TemplateError`` whose
-message says what went wrong and on which line.
+calling methods that change data is refused, an unknown variable is an error
+rather than an empty string, and the output, the values a template builds, its
+work and its time have budgets enforced while it renders, so no template can
+stall the server or grow its memory. Every failure is a ``TemplateError``
+whose message says what went wrong, on which line, and which budget was hit.
 
 The library is a folder of YAML files, one per task, each holding several
 phrasings of the task (as instruction-tuning collections do), with the
@@ -31,52 +31,17 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, meta, nodes
+from jinja2 import TemplateSyntaxError, UndefinedError, meta, nodes
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from playground.errors import TemplateError
+from playground.prompting.sandbox import DEFAULT_BUDGET, BoundedTemplate, BudgetExceeded, RenderBudget, compile_bounded
 from playground.prompting.tasks import ANSWER_KINDS, PROMPTS_DIR, STRATEGIES, TASKS
 
 MAX_TEMPLATE_CHARS = 20_000  # a template longer than this is refused before parsing
-MAX_OUTPUT_CHARS = 100_000  # a rendered prompt longer than this is refused
-MAX_RANGE = 1_000  # range() inside a template
-MAX_REPEAT = 10_000  # 'ab' * n and [x] * n may make at most this many items or characters
-MAX_EXPONENT = 64  # x ** y with |x| > 1 may use an exponent up to this
-MAX_LOOP_DEPTH = 2  # nested for-loops
+MAX_OUTPUT_CHARS = DEFAULT_BUDGET.output_chars  # a rendered prompt longer than this is refused while it renders
+MAX_LOOP_DEPTH = 2  # for-loops written inside each other (loops reached through macros count as work)
 MAX_TEMPLATE_STOPS = 4  # stop sequences a library template may bring
-
-
-class _PromptSandbox(ImmutableSandboxedEnvironment):
-    """The Jinja sandbox with limits on operations that could make huge values or take forever."""
-
-    intercepted_binops = frozenset({"*", "**"})
-
-    def call_binop(self, context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
-            for seq, times in ((left, right), (right, left)):
-                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and not isinstance(times, bool):
-                    if len(seq) * max(times, 0) > MAX_REPEAT:
-                        raise SecurityError(f"repeating a value {times} times makes more than {MAX_REPEAT:,} "
-                                            f"items; the template limit is {MAX_REPEAT:,}")
-        if operator == "**" and isinstance(right, (int, float)) and isinstance(left, (int, float)):
-            if abs(right) > MAX_EXPONENT and abs(left) > 1:
-                raise SecurityError(f"the power {left!r} ** {right!r} is too large for a template")
-        return super().call_binop(context, operator, left, right)
-
-
-def _limited_range(*args: int) -> range:
-    result = range(*args)
-    if len(result) > MAX_RANGE:
-        raise SecurityError(f"range() of {len(result):,} numbers; templates may use at most {MAX_RANGE:,}")
-    return result
-
-
-def _environment() -> _PromptSandbox:
-    env = _PromptSandbox(undefined=StrictUndefined, autoescape=False, trim_blocks=True, lstrip_blocks=True,
-                         keep_trailing_newline=False, cache_size=0)
-    env.globals["range"] = _limited_range
-    return env
 
 
 def _line_text(source: str, line: int | None) -> str:
@@ -94,28 +59,38 @@ def _loop_depth(node: nodes.Node, depth: int = 0) -> int:
     return max([here] + [_loop_depth(child, here) for child in node.iter_child_nodes()])
 
 
-def parse_template(source: str):
-    """The compiled template; raises TemplateError with the line number of a syntax error."""
+def _compile(source: str, budget: RenderBudget = DEFAULT_BUDGET) -> BoundedTemplate:
+    """The template compiled in the bounded sandbox; raises TemplateError for anything refused before rendering."""
     if not isinstance(source, str) or not source.strip():
         raise TemplateError("The template is empty: write the prompt text, with variables such as {{ input }}.")
     if len(source) > MAX_TEMPLATE_CHARS:
         raise TemplateError(f"The template has {len(source):,} characters; the limit is {MAX_TEMPLATE_CHARS:,}.")
-    env = _environment()
     try:
-        tree = env.parse(source)
+        compiled = compile_bounded(source, budget)
     except TemplateSyntaxError as exc:
         raise TemplateError(
             f"Template syntax error on line {exc.lineno}{_line_text(source, exc.lineno)}: {exc.message}",
             line=exc.lineno) from None
-    if _loop_depth(tree) > MAX_LOOP_DEPTH:
+    except SecurityError as exc:  # a construct the sandbox refuses outright, or a constant over a budget
+        raise _sandbox_error(source, exc, "the variables it is given") from None
+    except ValueError as exc:  # Python refuses a number literal of thousands of digits
+        detail = "a number in it has too many digits" if "digits" in str(exc) else str(exc)[:200]
+        raise TemplateError(f"The template cannot be compiled: {detail}.") from None
+    except (OverflowError, RecursionError, MemoryError) as exc:
+        raise TemplateError(f"The template cannot be compiled: {type(exc).__name__}.") from None
+    if _loop_depth(compiled.tree) > MAX_LOOP_DEPTH:
         raise TemplateError(f"The template nests for-loops more than {MAX_LOOP_DEPTH} deep; flatten it.")
-    return env.from_string(source)
+    return compiled
+
+
+def parse_template(source: str) -> BoundedTemplate:
+    """The compiled template; raises TemplateError with the line number of a syntax error."""
+    return _compile(source)
 
 
 def template_variables(source: str) -> frozenset[str]:
     """The names a template reads from its context (``input``, ``demos``, ...); raises TemplateError."""
-    parse_template(source)  # the syntax check, with its clear message
-    return frozenset(meta.find_undeclared_variables(_environment().parse(source)))
+    return frozenset(meta.find_undeclared_variables(_compile(source).tree))
 
 
 def _error_line(exc: BaseException) -> int | None:
@@ -129,27 +104,39 @@ def _error_line(exc: BaseException) -> int | None:
     return line
 
 
+def _sandbox_error(source: str, exc: SecurityError, available: str) -> TemplateError:
+    line = _error_line(exc)
+    where = f" on line {line}{_line_text(source, line)}" if line else ""
+    if isinstance(exc, BudgetExceeded):
+        budget = DEFAULT_BUDGET if not hasattr(exc, "limits") else exc.limits
+        return TemplateError(
+            f"The template went over {budget.describe(exc.budget)}{where}: {exc.detail}. Make it shorter or "
+            f"loop over fewer items.", line=line)
+    return TemplateError(
+        f"The sandbox refused the template{where}: {str(exc).rstrip('.')}. Templates may read the variables they "
+        f"are given ({available}) but not Python internals, and may not call methods that change data.", line=line)
+
+
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 
 
-def render_template(source: str, variables: Mapping[str, Any]) -> str:
+def render_template(source: str, variables: Mapping[str, Any], budget: RenderBudget = DEFAULT_BUDGET) -> str:
     """The template filled with ``variables``, stripped of surrounding blank space.
 
-    Raises TemplateError for a syntax error (with its line), a variable that is not
-    defined (naming it and the ones that are), anything the sandbox refuses, and a
-    prompt longer than MAX_OUTPUT_CHARS.
+    Renders through the bounded sandbox (:mod:`playground.prompting.sandbox`): the output, every value the
+    template builds, its work and its time have budgets that hold while it renders. Raises TemplateError
+    for a syntax error (with its line), a variable that is not defined (naming it and the ones that are),
+    anything the sandbox refuses, and a budget that is hit (naming the budget).
     """
-    template = parse_template(source)
     available = ", ".join(sorted(variables)) or "none"
+    compiled = _compile(source, budget)  # refusals that need no variables come first, with their own messages
     try:
-        text = template.render(**variables)
+        text = compiled.render(variables)
+    except BudgetExceeded as exc:
+        exc.limits = budget
+        raise _sandbox_error(source, exc, available) from None
     except SecurityError as exc:
-        line = _error_line(exc)
-        where = f" on line {line}{_line_text(source, line)}" if line else ""
-        raise TemplateError(
-            f"The sandbox refused the template{where}: {str(exc).rstrip('.')}. Templates may read the variables they are given "
-            f"({available}) but not Python internals, and may not call methods that change data.", line=line
-        ) from None
+        raise _sandbox_error(source, exc, available) from None
     except UndefinedError as exc:
         line = _error_line(exc)
         where = f"Line {line}{_line_text(source, line)}: " if line else ""
@@ -162,12 +149,12 @@ def render_template(source: str, variables: Mapping[str, Any]) -> str:
         raise TemplateError(message, line=line) from None
     except RecursionError:
         raise TemplateError("The template calls itself without end (a recursive macro or loop).") from None
+    except MemoryError:
+        raise TemplateError("The template needed more memory than a prompt may use.") from None
     except Exception as exc:  # a filter given the wrong type, a division by zero, ...
         line = _error_line(exc)
         where = f" on line {line}{_line_text(source, line)}" if line else ""
-        raise TemplateError(f"The template failed{where}: {type(exc).__name__}: {exc}", line=line) from None
-    if len(text) > MAX_OUTPUT_CHARS:
-        raise TemplateError(f"The rendered prompt has {len(text):,} characters; the limit is {MAX_OUTPUT_CHARS:,}.")
+        raise TemplateError(f"The template failed{where}: {type(exc).__name__}: {str(exc)[:300]}", line=line) from None
     return text.strip()
 
 
