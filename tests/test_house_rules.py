@@ -35,3 +35,23 @@ def test_gradio_is_imported_only_under_playground_ui():
                  and ("import gradio" in p.read_text(encoding="utf-8")
                       or "from gradio" in p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def test_packages_whose_private_parts_the_code_uses_are_bounded_above():
+    """A new llama-cpp-python release may rename what the engine reaches into: a fresh install takes the tested
+    release, not whatever is newest."""
+    import llama_cpp
+    from packaging.requirements import Requirement
+
+    requirements = {}
+    for line in (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            requirement = Requirement(line)
+            requirements[requirement.name] = requirement
+    private_users = {"llama-cpp-python": llama_cpp.__version__}
+    for name, installed in private_users.items():
+        specifier = requirements[name].specifier
+        assert any(spec.operator in ("<", "<=", "==", "~=") for spec in specifier), name
+        assert specifier.contains(installed), (name, installed, str(specifier))
+    assert "_internals" in (ROOT / "playground" / "backends" / "llama_cpp_engine.py").read_text(encoding="utf-8")

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from playground.backends.base import Engine, GenerationParams
-from playground.backends.llama_cpp_engine import LlamaCppEngine
+from playground.backends.llama_cpp_engine import PROMPT_BLOCK, LlamaCppEngine, reusable_prefix, shared_prefix
 from playground.errors import ContextOverflowError, InvalidGGUFError, InvalidPromptError
 from playground.models.sources import ResolvedWeights
 
@@ -71,6 +71,61 @@ def test_same_seed_same_text(llama_engine, prompt):
                           GenerationParams(max_new_tokens=4, temperature=0.8, seed=7))
     second = llama_engine.generate(prompt, sampled).text
     assert first and first == second
+
+
+@pytest.mark.parametrize("shared, prompt_tokens, keep", [
+    (0, 10, 0), (10, 10, 0), (63, 200, 0), (64, 64, 0), (65, 65, 64), (64, 65, 64), (200, 130, 128),
+    (100, 300, 64), (500, 500, 448), (5, 0, 0), (-3, 10, 0),
+])
+def test_reusable_prefix_keeps_whole_blocks_and_never_the_last_token(shared, prompt_tokens, keep):
+    assert PROMPT_BLOCK == 64
+    assert reusable_prefix(shared, prompt_tokens) == keep
+
+
+def test_shared_prefix_counts_leading_tokens_in_common():
+    assert shared_prefix([1, 2, 3], [1, 2, 4, 5]) == 2
+    assert shared_prefix([], [1]) == 0
+    assert shared_prefix([1, 2], [1, 2, 3]) == 2
+
+
+def _prompt_decodes(engine, monkeypatch, prompt_text: str, params: GenerationParams) -> list[tuple[int, int]]:
+    """(first position, token count) of every llama_decode call that evaluated part of the prompt."""
+    calls = []
+    ctx = engine.llm._ctx
+    decode = ctx.decode
+
+    def recording(batch):
+        calls.append((int(batch.batch.pos[0]), int(batch.batch.n_tokens)))
+        return decode(batch)
+
+    monkeypatch.setattr(ctx, "decode", recording)
+    engine.generate(prompt_text, params)
+    monkeypatch.setattr(ctx, "decode", decode)
+    prompt_tokens = engine.count_tokens(prompt_text)
+    return [(pos, n) for pos, n in calls if pos < prompt_tokens]
+
+
+def test_a_repeated_prompt_is_evaluated_in_the_blocks_of_a_fresh_evaluation(llama_engine, monkeypatch):
+    """The cause of greedy answers that changed between two identical requests on AVX2 CPUs: the second
+    request evaluated the last prompt token alone, a batch shape the first never used. Now a request only
+    ever evaluates the blocks a fresh evaluation would, so the logits are the same on every CPU."""
+    text = "Summarise: " + " ".join(f"On day {i} the team shipped feature number {i}." for i in range(12))
+    prompt_text = llama_engine.format_chat([{"role": "user", "content": text}])
+    prompt_tokens = llama_engine.count_tokens(prompt_text)
+    assert prompt_tokens > 2 * PROMPT_BLOCK
+    greedy = GenerationParams(max_new_tokens=6, temperature=0)
+    llama_engine.llm.reset()
+    fresh = _prompt_decodes(llama_engine, monkeypatch, prompt_text, greedy)
+    assert fresh[0][0] == 0 and sum(n for _, n in fresh) == prompt_tokens
+    assert all(pos % PROMPT_BLOCK == 0 and n <= PROMPT_BLOCK for pos, n in fresh)
+    again = _prompt_decodes(llama_engine, monkeypatch, prompt_text, greedy)
+    assert again == fresh[-len(again):] and again[-1] == fresh[-1]  # the tail of the same blocks
+    assert sum(n for _, n in again) < prompt_tokens  # whole blocks came from the cache
+    # A longer conversation that starts with this prompt reuses its blocks, again from a boundary.
+    longer = prompt_text + "Sure.<|im_end|>\n<|im_start|>user\nAnd in one word?<|im_end|>\n<|im_start|>assistant\n"
+    follow = _prompt_decodes(llama_engine, monkeypatch, longer, greedy)
+    assert follow[0][0] % PROMPT_BLOCK == 0 and follow[0][0] >= PROMPT_BLOCK
+    assert llama_engine.generate(prompt_text, greedy).text == llama_engine.generate(prompt_text, greedy).text
 
 
 def test_numbers_from_widgets_work(llama_engine, prompt):

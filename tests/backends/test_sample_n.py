@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from playground.backends.base import EngineBase, GenerationParams, check_sample_count, sample_seeds
+from playground.backends.llama_cpp_engine import PROMPT_BLOCK, reusable_prefix
 from playground.errors import InvalidParameterError
 from tests.helpers import SMOLLM2
 
@@ -80,10 +81,13 @@ def test_llama_cpp_decodes_the_samples_together(llama_engine, chat_prompt):
         assert r.prompt_tokens == prompt_tokens and 1 <= r.completion_tokens <= 12
         assert r.finish_reason in ("stop", "length") and r.engine == "llama.cpp" and r.model_id == SMOLLM2
         assert 0 < r.time_to_first_token_s <= r.total_s
-    # The prompt was evaluated once for all three; the same prompt again reuses it (one token re-evaluated).
+    # The prompt was evaluated once for all three; the same prompt again reuses its whole cached blocks
+    # and evaluates the rest from a block boundary, as a fresh evaluation would.
     assert 1 <= llama_engine.last_sample_prompt_evaluated <= prompt_tokens
     llama_engine.sample_n(chat_prompt, params, 3)
-    assert llama_engine.last_sample_prompt_evaluated == 1
+    assert llama_engine.last_sample_prompt_evaluated == prompt_tokens - reusable_prefix(prompt_tokens, prompt_tokens)
+    # A seed gives the same samples again, whatever was cached.
+    assert [r.text for r in llama_engine.sample_n(chat_prompt, params, 3)] == [r.text for r in results]
     # The main context is untouched: a normal generation still works and matches greedy decoding.
     greedy = GenerationParams(max_new_tokens=8, temperature=0)
     assert llama_engine.generate(chat_prompt, greedy).text == llama_engine.generate(chat_prompt, greedy).text
@@ -102,7 +106,7 @@ def test_llama_cpp_samples_honour_stop_sequences_and_cancel(llama_engine, chat_p
 
 
 def test_llama_cpp_prefix_reuse_between_generations(llama_engine, chat_prompt):
-    """Llama.generate keeps the KV cache: the same prompt again evaluates a single token."""
+    """The KV cache is kept between requests: the same prompt again evaluates only its last, partial block."""
     import llama_cpp
 
     greedy = GenerationParams(max_new_tokens=4, temperature=0)
@@ -114,7 +118,9 @@ def test_llama_cpp_prefix_reuse_between_generations(llama_engine, chat_prompt):
     llama_cpp.llama_perf_context_reset(ctx)
     llama_engine.generate(chat_prompt, GenerationParams(max_new_tokens=4, temperature=0.8, seed=9))
     again = llama_cpp.llama_perf_context(ctx).n_p_eval
-    assert first > 5 and again == 1
+    prompt_tokens = llama_engine.count_tokens(chat_prompt)
+    assert first == prompt_tokens
+    assert again == prompt_tokens - reusable_prefix(prompt_tokens, prompt_tokens) and 1 <= again <= PROMPT_BLOCK
 
 
 # ---------------------------------------------------------------- transformers: num_return_sequences
