@@ -7,7 +7,10 @@ few-shot demonstrations are drawn from, ``test`` rows are what evaluations run
 over. All of it was written for this project.
 
 Uploads are JSONL or CSV with a column mapping (input column, label column,
-optional rationale column). Problems come back as ``DataFileError`` with the
+optional rationale column). A CSV may separate its columns with ``,``, ``;``,
+tabs or ``|``: :func:`detect_separator` finds which (the csv module's sniffer,
+checked against the rows), a ``.tsv`` is tab-separated, and a row that does
+not fit says which separator it was read with. Problems come back as ``DataFileError`` with the
 line number: a line that is not JSON, a missing column, an empty value, a label
 the task does not know, a file over the size or row limit.
 """
@@ -26,6 +29,10 @@ from playground.prompting.extraction import canonical_number, normalize_label
 from playground.prompting.tasks import TaskSpec, get_task
 
 SPLITS = ("demo", "test")
+# The column separators a CSV may use, and how messages name them.
+CSV_SEPARATORS = {",": "commas ','", ";": "semicolons ';'", "\t": "tabs", "|": "pipes '|'"}
+SNIFF_LINES = 50  # lines of a CSV looked at to find its separator
+SNIFF_CHARS = 64_000
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,56 @@ def _jsonl_rows(text: str) -> Iterator[tuple[int, dict]]:
         yield number, row
 
 
+def _sample(text: str) -> tuple[str, bool]:
+    """The first complete lines of ``text`` (at most SNIFF_LINES lines, about SNIFF_CHARS characters), and
+    whether that is the whole text."""
+    lines = text[:SNIFF_CHARS].splitlines(keepends=True)
+    if len(text) > SNIFF_CHARS and lines:
+        lines = lines[:-1]  # the last one may be cut
+    sample = "".join(lines[:SNIFF_LINES])
+    return sample, len(sample) == len(text)
+
+
+def _fits(sample: str, separator: str, whole: bool) -> int:
+    """The number of columns when every row of ``sample`` has as many values as its header (two or more), else 0."""
+    try:
+        rows = [r for r in csv.reader(io.StringIO(sample, newline=""), delimiter=separator)
+                if any(v.strip() for v in r)]
+    except csv.Error:
+        return 0
+    if not rows:
+        return 0
+    width = len(rows[0])
+    body = rows[1:] if whole else rows[1:-1]  # a quoted value may run past the end of a sample
+    return width if width > 1 and all(len(r) == width for r in body) else 0
+
+
+def detect_separator(text: str, filename: str | None = None) -> str:
+    """The column separator of a CSV text: tab for a ``.tsv``; else one of ``, ; tab |``.
+
+    The csv module's sniffer proposes one from the first lines and the rows confirm it (every row
+    has as many values as the header); when the sniffer cannot tell, the separator every row agrees
+    on wins; when none fits, the one seen most in the header (so the row that breaks it is named).
+    A file of one column reads with ``,``.
+    """
+    if Path(filename or "").suffix.lower() == ".tsv":
+        return "\t"
+    sample, whole = _sample(text)
+    try:
+        sniffed = csv.Sniffer().sniff(sample, delimiters="".join(CSV_SEPARATORS)).delimiter
+    except csv.Error:
+        sniffed = ""
+    if sniffed in CSV_SEPARATORS and _fits(sample, sniffed, whole):
+        return sniffed
+    widths = {separator: _fits(sample, separator, whole) for separator in CSV_SEPARATORS}
+    fitting = [separator for separator, width in widths.items() if width]
+    if fitting:
+        return max(fitting, key=lambda separator: widths[separator])
+    header = sample.splitlines()[0] if sample else ""
+    seen = max(CSV_SEPARATORS, key=header.count)
+    return seen if header.count(seen) else ","
+
+
 def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, dict]]:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     start = 1  # the line the record being read starts on
@@ -165,7 +222,9 @@ def _csv_rows(text: str, delimiter: str) -> Iterator[tuple[int, dict]]:
                 continue
             if len(values) != len(header):
                 raise DataFileError(f"Line {line} has {len(values)} values but the header names {len(header)} "
-                                    f"columns.", line=line)
+                                    f"columns (read with {CSV_SEPARATORS[delimiter]} between columns). Give every "
+                                    f"row the header's columns, and quote values that hold the separator.",
+                                    line=line)
             yield line, dict(zip(header, values))
     except csv.Error as exc:
         if "end of data" in str(exc):
@@ -182,8 +241,7 @@ def read_rows(data: bytes, filename: str | None = None,
                             f"Upload fewer examples.")
     text = _decode(data)
     fmt = detect_format(filename, text)
-    rows = _jsonl_rows(text) if fmt == "jsonl" else \
-        _csv_rows(text, "\t" if Path(filename or "").suffix.lower() == ".tsv" else ",")
+    rows = _jsonl_rows(text) if fmt == "jsonl" else _csv_rows(text, detect_separator(text, filename))
     result: list[tuple[int, dict]] = []
     for line, row in rows:
         if len(result) >= limits.max_rows:

@@ -13,10 +13,12 @@ from playground.errors import DataFileError
 from playground.prompting.data import (
     ColumnMapping,
     UploadLimits,
+    detect_separator,
     file_columns,
     labelled_set_from_upload,
     load_bundled,
     parse_labelled_file,
+    read_rows,
 )
 from playground.prompting.tasks import DATA_DIR, TASKS
 
@@ -213,3 +215,58 @@ def test_broken_csv_names_the_line():
     multi = parse_labelled_file(b'review,stars_label\n"two\nlines",positive\nnext,neutral\n', PLAIN, "sentiment",
                                 "x.csv")
     assert [(e.input, e.line) for e in multi] == [("two\nlines", 2), ("next", 4)]
+
+
+# ---------------------------------------------------------------- CSV separators
+
+
+@pytest.mark.parametrize("name, text, separator", [
+    ("semicolon.csv", "text;label\nhello there;pos\nbad day;neg\n", ";"),
+    ("tab.csv", "text\tlabel\nhello, there\tpos\nbad; day\tneg\n", "\t"),
+    ("pipe.csv", "text|label\nhello there|pos\nbad day|neg\n", "|"),
+    ("comma.csv", "text,label\nhello; there|x,pos\nbad; day,neg\n", ","),
+    ("quoted.csv", 'text,label\n"a; b | c\td",pos\n"e;f",neg\n', ","),
+    ("quoted-semicolon.csv", 'text;label\n"a, b, c";pos\n"d, e";neg\n', ";"),
+    ("multiline.csv", 'text;label\n"two\nlines; here";pos\nnext;neg\n', ";"),
+    ("crlf.csv", "text;label\r\nhello;pos\r\nbye;neg\r\n", ";"),
+    ("tabs.tsv", "text\tlabel\nhello, there; now\tpos\n", "\t"),
+    ("no-extension", "text|label\nhello|pos\n", "|"),
+])
+def test_the_csv_separator_is_detected(name, text, separator):
+    assert detect_separator(text, name) == separator
+    rows = read_rows(text.encode(), name)
+    assert [set(row) for _, row in rows] == [{"text", "label"}] * len(rows)
+    assert rows[0][1]["label"] == "pos" and rows[0][1]["text"].strip()
+
+
+def test_a_semicolon_csv_loads_as_columns_not_one():
+    examples = parse_labelled_file(b"review;stars_label\nGreat tea, really;positive\nCold soup;negative\n",
+                                   ColumnMapping("review", "stars_label"), "sentiment", "reviews.csv")
+    assert [(e.input, e.target) for e in examples] == [("Great tea, really", "positive"), ("Cold soup", "negative")]
+    assert file_columns(b"a;b;c\n1;2;3\n", "x.csv") == ["a", "b", "c"]
+
+
+def test_a_one_column_csv_stays_one_column():
+    assert detect_separator("text\nhello\nworld\n", "x.csv") == ","
+    assert read_rows(b"text\nhello\nworld\n", "x.csv") == [(2, {"text": "hello"}), (3, {"text": "world"})]
+    with pytest.raises(DataFileError, match=r"Line 2 has no 'stars_label' field \(its fields: review\)"):
+        parse_labelled_file(b"review\nfine\n", ColumnMapping("review", "stars_label"), "sentiment", "x.csv")
+
+
+@pytest.mark.parametrize("text, named", [
+    ("text;label\nhello;pos\nbad;day;neg\n", "semicolons ';'"),       # one row breaks the semicolon layout
+    ("text|label\nhello|pos\nx|y|z|w\n", "pipes '|'"),
+    ("text,label\nhello,pos\na,b,c\n", "commas ','"),
+])
+def test_a_row_that_does_not_fit_names_the_separator_seen(text, named):
+    with pytest.raises(DataFileError, match=f"Line 3 has [0-9] values but the header names 2 columns "
+                                            f"\\(read with {re.escape(named)} between columns\\)") as info:
+        read_rows(text.encode(), "x.csv")
+    assert info.value.line == 3 and "quote values that hold the separator" in str(info.value)
+
+
+def test_sniffing_looks_only_at_the_first_lines():
+    rows = "".join(f"row {i};{'pos' if i % 2 else 'neg'}\n" for i in range(5000))
+    text = "text;label\n" + rows
+    assert detect_separator(text, "big.csv") == ";"
+    assert len(read_rows(text.encode(), "big.csv", UploadLimits(max_bytes=10**7, max_rows=10**5))) == 5000
