@@ -3,9 +3,25 @@
 Every capability raises a subclass of :class:`PlaygroundError` for bad input
 or a missing resource. The UI turns them into ``gr.Error`` with the same text,
 the CLI prints them, and tests match on their class and message.
+
+Two helpers keep those messages fit for a room of strangers: a full disk reads
+as :func:`disk_full_error` (what could not be saved and what to do, never a raw
+``[Errno 28]``), and :func:`redact_server_paths` replaces the server's own
+places (data dir, models dir, temp folder, working dir, home, site-packages)
+with short placeholders before a message is shown.
 """
 
 from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import re
+import site
+import sys
+import sysconfig
+import tempfile
+from typing import Iterable
 
 
 class PlaygroundError(Exception):
@@ -101,3 +117,88 @@ class QuantizationUnavailableError(TrainingError):
 
 class SaveError(PlaygroundError):
     """A result (adapter, model, metrics, archive) could not be written: disk full, no permission, ..."""
+
+
+class DiskFullError(SaveError):
+    """A write failed because the server's disk (or the app's quota on it) is full."""
+
+
+# --------------------------------------------------------------------------- disk full
+
+# The system's ways of saying "no room left": the disk is full, or the user's quota on it is used up.
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """True when ``exc`` (or an exception it was raised from) is an OSError for a full disk or quota."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL_ERRNOS:
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def disk_full_error(what: str) -> DiskFullError:
+    """The message for a write that found no room: what could not be saved, why, and what to do."""
+    return DiskFullError(
+        f"Could not save {what}: the server's disk is full (or the app's disk quota is used up). Free some space "
+        f"(delete old fine-tuning runs or downloads you no longer need), or ask whoever hosts the app to make room "
+        f"or give its data folder a larger budget, then try again.")
+
+
+# --------------------------------------------------------------------------- server paths in messages
+
+
+def server_locations(extra: Iterable[tuple[str, str | os.PathLike | None]] = ()
+                     ) -> tuple[tuple[str, str], ...]:
+    """(placeholder, absolute path) of the server's own places, longest path first.
+
+    ``extra`` adds the running app's places (its data dir, its models dir); the rest are
+    always known: PLAYGROUND_DATA_DIR / PLAYGROUND_MODELS_DIR from the environment, the
+    Hugging Face and Gradio caches, the temporary folder, Python's packages, the working
+    directory and the home directory.
+    """
+    candidates: list[tuple[str, str | os.PathLike | None]] = list(extra)
+    environ = os.environ
+    candidates += [("<data dir>", environ.get("PLAYGROUND_DATA_DIR")),
+                   ("<models dir>", environ.get("PLAYGROUND_MODELS_DIR")),
+                   ("<Hugging Face cache>", environ.get("HF_HUB_CACHE")),
+                   ("<Hugging Face cache>", environ.get("HF_HOME")),
+                   ("<datasets cache>", environ.get("HF_DATASETS_CACHE")),
+                   ("<temp>", environ.get("GRADIO_TEMP_DIR")),
+                   ("<temp>", tempfile.gettempdir())]
+    paths = sysconfig.get_paths()
+    candidates += [("<site-packages>", paths.get("purelib")), ("<site-packages>", paths.get("platlib"))]
+    with contextlib.suppress(Exception):  # site may be stripped down in embedded interpreters
+        candidates += [("<site-packages>", p) for p in site.getsitepackages()]
+        candidates.append(("<site-packages>", site.getusersitepackages()))
+    candidates += [("<python>", sys.prefix), ("<python>", sys.base_prefix), ("<python>", sys.exec_prefix)]
+    with contextlib.suppress(OSError):  # the working directory may have been removed
+        candidates.append(("<working dir>", os.getcwd()))
+    candidates.append(("<home>", os.path.expanduser("~")))
+    found: dict[str, str] = {}
+    for placeholder, location in candidates:
+        if not location:
+            continue
+        for text in {os.path.abspath(os.fspath(location)), os.path.realpath(os.fspath(location))}:
+            text = text.rstrip("/\\")
+            # The root (or a one-letter path) would swallow every path: never a location to hide.
+            if len(text) > 2 and os.path.dirname(text) != text:
+                found.setdefault(text, placeholder)
+    return tuple(sorted(((p, t) for t, p in found.items()), key=lambda item: -len(item[1])))
+
+
+def redact_server_paths(text: str, locations: Iterable[tuple[str, str]] | None = None) -> str:
+    """``text`` with every known server location replaced by its placeholder (``<data dir>/runs/x``).
+
+    A defence in depth for messages shown to users: messages should name what the user gave
+    in the first place; this catches a path that slipped through (an exception's own text).
+    """
+    text = str(text)
+    for placeholder, location in (server_locations() if locations is None else locations):
+        if location in text:
+            pattern = r"(?<![\w.-])" + re.escape(location) + r"(?=$|[/\\\s'\"`),:;\]}>])"
+            text = re.sub(pattern, lambda _: placeholder, text)
+    return text

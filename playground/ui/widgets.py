@@ -9,7 +9,7 @@ import gradio as gr
 
 from playground.backends.base import GenerationParams
 from playground.config import Settings
-from playground.errors import PlaygroundError
+from playground.errors import PlaygroundError, redact_server_paths, server_locations
 from playground.ui.i18n import t
 
 
@@ -62,10 +62,36 @@ def params_from_widgets(max_new_tokens, temperature, top_p, top_k, repetition_pe
     return params.validated(token_limit)
 
 
+def user_message(exc: BaseException | str, settings: Settings | None = None) -> str:
+    """The text of an error as a person may see it: the server's places (data dir, models dir, temp
+    folder, working dir, home, site-packages) replaced by short placeholders such as ``<data dir>``."""
+    if settings is None:
+        with contextlib.suppress(Exception):  # a bad variable must not hide the message it is part of
+            settings = Settings.load()
+    places = [("<data dir>", settings.data_dir), ("<models dir>", settings.models_dir)] if settings else []
+    return redact_server_paths(str(exc), server_locations(places))
+
+
+def warning_text(exc: BaseException | str, settings: Settings | None = None) -> str:
+    """An error shown inside a component rather than as a toast: "⚠ " and its :func:`user_message`."""
+    return f"⚠ {user_message(exc, settings)}"
+
+
 @contextlib.contextmanager
-def user_errors():
-    """Show a PlaygroundError as a Gradio error toast with the same text (never a traceback)."""
+def user_errors(settings: Settings | None = None):
+    """Show a PlaygroundError as a Gradio error toast with the same text, server paths hidden (never a
+    traceback)."""
     try:
         yield
     except PlaygroundError as exc:
-        raise gr.Error(str(exc), print_exception=False) from None
+        raise gr.Error(user_message(exc, settings), print_exception=False) from None
+
+
+# Handlers of generating events in flight per generation slot: their generations wait for
+# services.generation_slots, while the rest of each handler (rendering, loading a model) goes on beside them.
+HANDLERS_PER_SLOT = 4
+
+
+def generation_event_options(settings: Settings) -> dict:
+    """The queue options every generating event shares: one concurrency group, sized to the slots."""
+    return dict(concurrency_limit=settings.concurrency * HANDLERS_PER_SLOT, concurrency_id="generation")
