@@ -57,8 +57,9 @@ class FinetuneConfig:
                          "classifier: a label head on an encoder.", choices=METHODS)
     # --- data ----------------------------------------------------------------------------
     data: str = _field("dialogues",
-                       "Bundled data set (dialogues, sentiment), a path to a JSONL or CSV file, or hub:owner/name "
-                       "for a Hugging Face dataset.")
+                       "Bundled data set (dialogues, sentiment), a path to a JSONL or CSV file (CLI presets only; "
+                       "the page takes uploads), or hub:owner/name for a Hugging Face dataset (a Hub repo id, never "
+                       "a path).")
     input_column: str = _field("", "Column holding the input text (empty: the bundled data set's own column).")
     target_column: str = _field("", "Column holding the expected output or label (empty: the bundled data "
                                     "set's own column).")
@@ -115,8 +116,16 @@ class FinetuneConfig:
             raise FinetuneConfigError("model is empty: give a catalog id or a local model folder.")
         if not self.data.strip():
             raise FinetuneConfigError("data is empty: give a bundled data set name, a file path or hub:owner/name.")
-        if self.data.startswith(HUB_PREFIX) and not self.data[len(HUB_PREFIX):].strip():
-            raise FinetuneConfigError("data 'hub:' needs a dataset id after it, e.g. hub:knkarthick/dialogsum.")
+        if self.data.startswith(HUB_PREFIX):
+            # Only an owner/name repo id: a path, an address or a builder name would reach the server's files.
+            from playground.errors import DataFileError
+            from playground.finetune.hub_data import check_hub_dataset_id
+
+            try:
+                dataset_id = check_hub_dataset_id(self.data[len(HUB_PREFIX):])
+            except DataFileError as exc:
+                raise FinetuneConfigError(str(exc)) from None
+            object.__setattr__(self, "data", HUB_PREFIX + dataset_id)
 
     # ------------------------------------------------------------------ help for widgets and docs
     @classmethod
@@ -203,7 +212,7 @@ class FinetuneConfig:
             raise FinetuneConfigError(
                 f"{self.model} is an encoder: it has no generative head to train with method {self.method!r}. "
                 f"Use method 'classifier' for encoders.")
-        from playground.finetune.data import BUNDLED_DATA
+        from playground.finetune.data import BUNDLED_DATA, data_label
 
         if self.data in BUNDLED_DATA:
             bundled = BUNDLED_DATA[self.data]
@@ -216,8 +225,8 @@ class FinetuneConfig:
             path = Path(self.data).expanduser()
             if not path.is_file():
                 raise FinetuneConfigError(
-                    f"data {self.data!r} is neither a bundled data set ({', '.join(BUNDLED_DATA)}) nor an "
-                    f"existing file. Give a path to a JSONL or CSV file, or hub:owner/name.")
+                    f"data {data_label(self.data)!r} is neither a bundled data set ({', '.join(BUNDLED_DATA)}) "
+                    f"nor an existing file. Give a path to a JSONL or CSV file, or hub:owner/name.")
             if path.suffix.lower() not in DATA_SUFFIXES:
                 raise FinetuneConfigError(f"data file {path.name} must be JSONL or CSV "
                                           f"({', '.join(DATA_SUFFIXES)}).")
@@ -229,10 +238,12 @@ class FinetuneConfig:
         return self
 
     def _require_columns(self) -> None:
+        from playground.finetune.data import data_label
+
         missing = [name for name in ("input_column", "target_column") if not getattr(self, name).strip()]
         if missing:
-            raise FinetuneConfigError(f"data {self.data!r} is not a bundled data set, so name its columns: set "
-                                      f"{' and '.join(missing)}.")
+            raise FinetuneConfigError(f"data {data_label(self.data)!r} is not a bundled data set, so name its "
+                                      f"columns: set {' and '.join(missing)}.")
 
 
 def model_family(model: str, catalog=None) -> str:
@@ -260,7 +271,9 @@ def family_from_config(path: Path) -> str:
     try:
         config = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise FinetuneConfigError(f"Cannot read {path}: {exc}.") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise FinetuneConfigError(f"Cannot read config.json of the model folder {Path(path).parent.name}: "
+                                  f"{reason}.") from None
     if config.get("is_encoder_decoder"):
         return "encoder-decoder"
     architectures = " ".join(config.get("architectures") or [])

@@ -9,8 +9,14 @@ Sources (the config's ``data``):
 - a JSONL or CSV file with ``input_column`` / ``target_column``, read by the
   Prompt Lab's row reader (:func:`playground.prompting.data.read_rows`), so a
   malformed line, a missing or empty column is reported with its line number;
-- ``hub:owner/name``: a Hugging Face dataset through ``datasets.load_dataset``
-  (needs the network, or the datasets cache when offline).
+- ``hub:owner/name``: a Hugging Face dataset, fetched by
+  :mod:`playground.finetune.hub_data` (the id must be a Hub repo id, never a
+  path; the download is size-capped and cached under the data dir; offline
+  uses only that cache).
+
+The page (and its API) gives only bundled names, uploads and Hub ids; a file
+path comes only from the CLI's YAML (a deployer's own data). Messages name a
+file by its own name (:func:`data_label`), never by a server path.
 
 Splits: a ``split`` column (train/demo, validation, test) is honoured; without
 one, the test rows are carved out with the seed (``test_fraction``). The
@@ -28,7 +34,8 @@ from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 from playground.errors import DataFileError
-from playground.finetune.config import AUTO_TEMPLATE, CLASSIFIER, HUB_PREFIX, FinetuneConfig
+from playground.finetune.config import AUTO_TEMPLATE, CLASSIFIER, DATA_SUFFIXES, HUB_PREFIX, FinetuneConfig
+from playground.finetune.hub_data import HubDataSource, check_hub_dataset_id, load_hub_dataset
 from playground.finetune.templates import FinetuneTemplate, TemplateSet, load_templates
 from playground.prompting.data import UploadLimits, read_rows
 from playground.prompting.tasks import EXAMPLES_DIR
@@ -107,13 +114,22 @@ class PromptPair:
 # ------------------------------------------------------------------------------ columns and template
 
 
+def data_label(data: str) -> str:
+    """How messages and reports name a data source: a bundled name, ``hub:owner/name``, or a file's own name
+    (an upload's server path, a deployer's folder, stays out of sight)."""
+    if data in BUNDLED_DATA or data.startswith(HUB_PREFIX):
+        return data
+    return Path(data).name or data
+
+
 def columns_for(config: FinetuneConfig) -> tuple[str, str]:
     """(input column, target column): the config's, else the bundled data set's."""
     bundled = BUNDLED_DATA.get(config.data)
     input_column = config.input_column or (bundled.input_column if bundled else "")
     target_column = config.target_column or (bundled.target_column if bundled else "")
     if not input_column or not target_column:
-        raise DataFileError(f"Name the columns of {config.data!r}: set input_column and target_column.")
+        raise DataFileError(f"Name the columns of {data_label(config.data)!r}: set input_column and "
+                            f"target_column.")
     return input_column, target_column
 
 
@@ -182,7 +198,7 @@ def read_file_records(path: str | Path, input_column: str, target_column: str,
             raise DataFileError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.1f} MB.")
         data = path.read_bytes()
     except FileNotFoundError:
-        raise DataFileError(f"The data file {path} does not exist.") from None
+        raise DataFileError(f"The data file {path.name} does not exist.") from None
     except OSError as exc:
         raise DataFileError(f"Cannot read {path.name}: {exc.strerror or exc}.") from None
     try:
@@ -190,6 +206,30 @@ def read_file_records(path: str | Path, input_column: str, target_column: str,
     except DataFileError as exc:
         raise DataFileError(f"{path.name}: {exc}", line=exc.line) from None
     return records_from_rows(rows, input_column, target_column, f"{path.name} ", limits)
+
+
+def data_file_columns(path: str | Path, limits: UploadLimits = FILE_LIMITS) -> list[str]:
+    """The columns of a JSONL or CSV file (an upload), after checking that it reads; raises DataFileError
+    naming the file by its own name."""
+    path = Path(path)
+    if path.suffix.lower() not in DATA_SUFFIXES:
+        raise DataFileError(f"{path.name} is not a JSONL or CSV file: upload one of {', '.join(DATA_SUFFIXES)}.")
+    try:
+        size = path.stat().st_size
+        if size > limits.max_bytes:
+            raise DataFileError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.1f} MB.")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataFileError(f"Cannot read the uploaded {path.name}: {exc.strerror or type(exc).__name__}. Upload "
+                            f"it again.") from None
+    try:
+        rows = read_rows(data, path.name, limits)
+    except DataFileError as exc:
+        raise DataFileError(f"{path.name} cannot be used: {exc}", line=exc.line) from None
+    names: dict[str, None] = {}
+    for _, row in rows:
+        names.update(dict.fromkeys(map(str, row)))
+    return list(names)
 
 
 def records_from_dataset_dict(dataset_dict: Mapping[str, Any], input_column: str, target_column: str,
@@ -215,34 +255,30 @@ def records_from_dataset_dict(dataset_dict: Mapping[str, Any], input_column: str
 
 
 def read_hub_records(dataset_id: str, input_column: str, target_column: str,
-                     limits: UploadLimits = FILE_LIMITS) -> list[Record]:
-    """The records of a Hugging Face dataset (``datasets.load_dataset``); offline uses the datasets cache."""
-    try:
-        import datasets
+                     limits: UploadLimits = FILE_LIMITS, hub: HubDataSource | None = None) -> list[Record]:
+    """The records of a Hugging Face dataset, fetched from the Hub (or, offline, its cache) through ``hub``.
 
-        loaded = datasets.load_dataset(dataset_id)
-    except Exception as exc:  # network, missing repo, unsupported format: one explanation
-        first = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-        raise DataFileError(
-            f"Could not load the Hub dataset {dataset_id!r}: {first}. Check the id, go online (unset "
-            f"HF_HUB_OFFLINE / HF_DATASETS_OFFLINE), or download it and give the JSONL file's path.") from None
-    if not isinstance(loaded, Mapping):  # a single Dataset
-        loaded = {TRAIN: loaded}
+    ``hub`` says where the cache is (under the app's data dir) and whether the network may be
+    used; by default the app's settings from the environment.
+    """
+    dataset_id = check_hub_dataset_id(dataset_id)
+    loaded = load_hub_dataset(dataset_id, hub or HubDataSource.from_settings())
     return records_from_dataset_dict(loaded, input_column, target_column, f"Hub dataset {dataset_id} ", limits)
 
 
-def load_records(config: FinetuneConfig, limits: UploadLimits | None = None) -> list[Record]:
-    """Every record of the config's source, columns mapped and checked."""
+def load_records(config: FinetuneConfig, limits: UploadLimits | None = None,
+                 hub: HubDataSource | None = None) -> list[Record]:
+    """Every record of the config's source, columns mapped and checked (``hub``: see :func:`read_hub_records`)."""
     input_column, target_column = columns_for(config)
     limits = limits or FILE_LIMITS
     if config.data in BUNDLED_DATA:
         bundled = BUNDLED_DATA[config.data]
         if not bundled.path.is_file():
-            raise DataFileError(f"The bundled data set {config.data!r} is missing ({bundled.path}); reinstall the "
-                                f"project or choose another data set.")
+            raise DataFileError(f"The bundled data set {config.data!r} is missing from this installation; "
+                                f"reinstall the project or choose another data set.")
         return read_file_records(bundled.path, input_column, target_column, limits)
     if config.data.startswith(HUB_PREFIX):
-        return read_hub_records(config.data[len(HUB_PREFIX):].strip(), input_column, target_column, limits)
+        return read_hub_records(config.data[len(HUB_PREFIX):], input_column, target_column, limits, hub)
     return read_file_records(config.data, input_column, target_column, limits)
 
 
@@ -260,7 +296,7 @@ def _carve(records: list[Record], fraction: float, rng: random.Random) -> tuple[
 
 def split_records(records: Sequence[Record], config: FinetuneConfig, source: str = "") -> DataSplits:
     """Train, validation and test splits; raises DataFileError for an empty data set or split."""
-    source = source or config.data
+    source = source or data_label(config.data)
     if not records:
         raise DataFileError(f"The data {source!r} holds no examples.")
     rng = random.Random(config.seed)
@@ -304,9 +340,10 @@ def split_records(records: Sequence[Record], config: FinetuneConfig, source: str
     return DataSplits(tuple(train), tuple(validation), tuple(test), source, labels)
 
 
-def load_splits(config: FinetuneConfig, limits: UploadLimits | None = None) -> DataSplits:
+def load_splits(config: FinetuneConfig, limits: UploadLimits | None = None,
+                hub: HubDataSource | None = None) -> DataSplits:
     """Load the config's source and split it (the one call the trainer makes)."""
-    return split_records(load_records(config, limits), config)
+    return split_records(load_records(config, limits, hub), config)
 
 
 # ------------------------------------------------------------------------------ prompt / completion
@@ -325,9 +362,9 @@ def format_pairs(records: Sequence[Record], template: FinetuneTemplate) -> list[
 
 
 def preview(config: FinetuneConfig, count: int = 3, split: str = TRAIN,
-            limits: UploadLimits | None = None) -> list[dict[str, Any]]:
+            limits: UploadLimits | None = None, hub: HubDataSource | None = None) -> list[dict[str, Any]]:
     """The first ``count`` examples of a split as the model will see them (before tokenisation)."""
-    splits = load_splits(config, limits)
+    splits = load_splits(config, limits, hub)
     records = {TRAIN: splits.train, VALIDATION: splits.validation, TEST: splits.test}[split]
     template = template_for(config)
     return [{"line": p.record.line, "split": split, "prompt": p.prompt, "completion": p.completion}

@@ -16,6 +16,7 @@ from typing import Any
 from playground.finetune.config import FinetuneConfig
 from playground.finetune.data import format_pairs, load_splits, template_for
 from playground.finetune.encoding import encode_pairs
+from playground.finetune.hub_data import hub_source_for
 
 HISTOGRAM_BINS = 12
 
@@ -51,7 +52,7 @@ def data_report(config: FinetuneConfig, resolver, data_dir: Path, catalog=None, 
     from playground.finetune.methods import load_tokenizer, locate_model
 
     config.check(catalog)
-    splits = load_splits(config)
+    splits = load_splits(config, hub=hub_source_for(data_dir, resolver))
     source = locate_model(config, resolver, data_dir, catalog)
     template = template_for(config)
     pairs = format_pairs(splits.train, template)

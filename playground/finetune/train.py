@@ -51,6 +51,7 @@ from playground.finetune.encoding import (
     causal_prompt_ids,
     encode_pairs,
 )
+from playground.finetune.hub_data import hub_source_for
 from playground.finetune.methods import TrainableModel, build_trainable, check_memory, locate_model
 from playground.finetune.saving import atomic_directory, atomic_write_json, atomic_write_jsonl, atomic_write_text, \
     save_error
@@ -185,7 +186,7 @@ class _Run:
         self.stage("loading", f"Checking the config and reading the data ({config.data}).")
         config.check(self.catalog)
         self._prepare_run_dir()
-        splits = load_splits(config)
+        splits = load_splits(config, hub=hub_source_for(self.data_dir, self.resolver))
         self.check_stop()
         resolver = self.resolver or _default_resolver()
         self.stage("loading", f"Loading {config.model} for {config.method} "
@@ -636,7 +637,7 @@ def preflight(config: FinetuneConfig, data_dir: Path, *, resolver=None, catalog=
     from playground.finetune.methods import estimate_memory, model_shape
 
     config.check(catalog)
-    splits = load_splits(config)
+    splits = load_splits(config, hub=hub_source_for(data_dir, resolver))
     source = locate_model(config, resolver or _default_resolver(), Path(data_dir), catalog)
     cuda = torch.cuda.is_available()
     bf16 = cuda and torch.cuda.is_bf16_supported()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import pytest
 
@@ -104,6 +105,33 @@ def test_data_source_checks(tmp_path):
         FinetuneConfig.from_dict({"data": "hub:"})
     with pytest.raises(FinetuneConfigError, match="set input_column and target_column"):
         FinetuneConfig.from_dict({"data": "hub:knkarthick/dialogsum"})
+
+
+def test_data_messages_name_a_file_by_its_own_name(tmp_path):
+    upload = tmp_path / "gradio" / "0a1b2c" / "mine.jsonl"
+    upload.parent.mkdir(parents=True)
+    upload.write_text('{"a": "x", "b": "y"}\n')
+    for values, message in [({"data": str(upload)}, "data 'mine.jsonl' is not a bundled data set, so name its "
+                                                    "columns: set input_column and target_column."),
+                            ({"data": str(upload.with_name("gone.csv"))}, "data 'gone.csv' is neither a bundled"),
+                            ({"data": str(upload.with_suffix(".txt"))}, "is neither a bundled data set")]:
+        with pytest.raises(FinetuneConfigError) as info:
+            FinetuneConfig.from_dict(values)
+        assert message in str(info.value) and str(tmp_path) not in str(info.value)
+
+
+@pytest.mark.parametrize("data, message", [
+    ("hub:text", "'text' is not a Hub dataset id"),
+    ("hub:/etc", "'/etc' looks like a file path"),
+    ("hub:./examples/data", "looks like a file path"),
+    ("hub:https://huggingface.co/datasets/knkarthick/dialogsum", "for that address: hub:knkarthick/dialogsum"),
+    ("hub:owner/name/extra", "has more than one '/'"),
+])
+def test_a_hub_id_is_checked_when_the_config_is_made(data, message):
+    with pytest.raises(FinetuneConfigError, match=re.escape(message)):
+        FinetuneConfig.from_dict({"data": data, "input_column": "a", "target_column": "b"}, check=False)
+    assert FinetuneConfig.from_dict({"data": "hub: knkarthick/dialogsum ", "input_column": "a",
+                                     "target_column": "b"}).data == "hub:knkarthick/dialogsum"
 
 
 def test_unknown_template_is_refused():

@@ -11,6 +11,7 @@ from playground.finetune.data import (
     PromptPair,
     Record,
     format_pairs,
+    data_file_columns,
     load_records,
     load_splits,
     preview,
@@ -176,22 +177,66 @@ def test_dataset_dict_rows_map_splits_and_columns():
     records = records_from_dataset_dict(dd, "dialogue", "summary", "Hub dataset x ")
     assert [(r.split, r.input) for r in records] == [("train", "a"), ("train", "c"), ("validation", "e"),
                                                      ("test", "g")]
-    splits = split_records(records, FinetuneConfig(data="hub:x", input_column="dialogue", target_column="summary"))
+    splits = split_records(records, FinetuneConfig(data="hub:someone/x", input_column="dialogue",
+                                                   target_column="summary"))
     assert splits.counts() == {"train": 2, "validation": 1, "test": 1}  # its own validation split is used
     with pytest.raises(DataFileError, match="Hub dataset x train line 1 has no 'text' column"):
         records_from_dataset_dict(dd, "text", "summary", "Hub dataset x ")
 
 
-def test_hub_failure_is_explained(monkeypatch):
-    import datasets
+def test_read_hub_records_refuses_a_path_before_anything_else(tmp_path, monkeypatch):
+    (tmp_path / "x.csv").write_text("secret_a,secret_b\n1,2\n")
+    monkeypatch.chdir(tmp_path)
+    for given, message in [(str(tmp_path), "looks like a file path"), (str(tmp_path / "x.csv"), "looks like a file"),
+                           ("csv", "is not a Hub dataset id"), ("./x.csv", "looks like a file path"),
+                           ("x.csv", "is not a Hub dataset id")]:
+        with pytest.raises(DataFileError) as info:
+            read_hub_records(given, "secret_a", "secret_b")
+        assert message in str(info.value) and "secret_a," not in str(info.value)
 
-    def offline(*args, **kwargs):
-        raise ConnectionError("Couldn't reach the Hub\nmore detail")
 
-    monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(DataFileError, match="Could not load the Hub dataset 'someone/dialogs': Couldn't reach the "
-                                            "Hub. Check the id, go online"):
-        read_hub_records("someone/dialogs", "dialogue", "summary")
+# ------------------------------------------------------------------ messages name files by their own name
+
+
+def test_file_messages_name_the_file_not_its_folder(tmp_path, monkeypatch):
+    upload = tmp_path / "gradio" / "4f9c2a" / "my data.jsonl"
+    upload.parent.mkdir(parents=True)
+    upload.write_text('{"dialogue": "a", "summary": "b"}\n')
+    for config, message in [
+        (_config(upload), "The data 'my data.jsonl' has only 1 row"),
+        (_config(tmp_path / "gone.jsonl"), "The data file gone.jsonl does not exist."),
+        (FinetuneConfig.from_dict({"data": str(upload)}, check=False), "Name the columns of 'my data.jsonl'"),
+    ]:
+        with pytest.raises(DataFileError) as info:
+            load_splits(config)
+        assert message in str(info.value) and str(tmp_path) not in str(info.value)
+    bundled = BUNDLED_DATA["dialogues"]
+    import playground.finetune.data as data_module
+
+    moved = type(bundled)(bundled.name, tmp_path / "nowhere.jsonl", bundled.input_column, bundled.target_column,
+                          bundled.template, bundled.description)
+    monkeypatch.setattr(data_module, "BUNDLED_DATA", {**BUNDLED_DATA, "dialogues": moved})
+    with pytest.raises(DataFileError) as info:
+        load_records(FinetuneConfig(data="dialogues"))
+    assert "The bundled data set 'dialogues' is missing from this installation" in str(info.value)
+    assert str(tmp_path) not in str(info.value)
+
+
+def test_data_file_columns_checks_an_upload_first(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("text;label\nhi;pos\n")
+    assert data_file_columns(good) == ["text", "label"]
+    for name, body, message in [
+        ("broken.jsonl", '{"a": 1}\n{"a": \n', "broken.jsonl cannot be used: Line 2 is not valid JSON"),
+        ("latin.csv", b"a,b\ncaf\xe9,1\n", "latin.csv cannot be used: The file is not UTF-8 text"),
+        ("empty.csv", "", "empty.csv cannot be used: The file holds no examples."),
+        ("notes.txt", "hello", "notes.txt is not a JSONL or CSV file"),
+    ]:
+        path = tmp_path / name
+        path.write_bytes(body if isinstance(body, bytes) else body.encode())
+        with pytest.raises(DataFileError) as info:
+            data_file_columns(path)
+        assert message in str(info.value) and str(tmp_path) not in str(info.value)
 
 
 # ------------------------------------------------------------------ templates

@@ -20,7 +20,7 @@ import pandas as pd
 
 from playground.errors import PlaygroundError
 from playground.finetune.config import ADAPTER_METHODS, HUB_PREFIX, METHODS, FinetuneConfig
-from playground.finetune.data import BUNDLED_DATA
+from playground.finetune.data import BUNDLED_DATA, data_file_columns
 from playground.finetune.export import merge_and_zip, zip_directory
 from playground.finetune.finetuned import usable_result
 from playground.finetune.limits import FinetuneLimits
@@ -31,7 +31,7 @@ from playground.finetune.train import ADAPTER_DIR, MODEL_DIR, preflight
 from playground.services import Services
 from playground.ui.i18n import Texts, t
 from playground.ui.tabs.prompt_lab import ModelPickers
-from playground.ui.widgets import user_errors
+from playground.ui.widgets import user_errors, warning_text
 
 TRAIN_ENTRY = "playground.finetune.train:run_job"
 POLL_S = 2.0
@@ -51,12 +51,30 @@ def _model_choices(services: Services) -> list[tuple[str, str]]:
 
 def config_from_values(model: str, method: str, data: str, upload_path, input_column: str, target_column: str,
                        template: str, target_modules: str, numbers: dict) -> FinetuneConfig:
-    """A FinetuneConfig from the widgets; the dataclass refuses bad values with the field's name."""
-    source = str(upload_path) if data == UPLOAD and upload_path else data
-    if data == UPLOAD and not upload_path:
-        raise PlaygroundError("Upload a JSONL or CSV file first, or choose a bundled data set.")
+    """A FinetuneConfig from the widgets; the dataclass refuses bad values with the field's name.
+
+    An upload is read first, so a file that is not usable says so under its own name (never the
+    server's temporary path); a missing column mapping lists the file's columns.
+    """
+    data = str(data or "").strip()
+    source = data
+    if data == UPLOAD:
+        if not upload_path:
+            raise PlaygroundError("Upload a JSONL or CSV file first, or choose a bundled data set.")
+        source = str(upload_path)
+        file_name = Path(source).name
+        columns = data_file_columns(source)
+        chosen = (("input", str(input_column or "").strip()), ("target", str(target_column or "").strip()))
+        missing = [role for role, column in chosen if not column]
+        if missing:
+            raise PlaygroundError(f"Name the columns of {file_name}: choose the {' and the '.join(missing)} column "
+                                  f"(its columns: {', '.join(columns)}).")
+        for role, column in chosen:
+            if column not in columns:
+                raise PlaygroundError(f"{file_name} has no column {column!r} (the {role} column); its columns: "
+                                      f"{', '.join(columns)}.")
     # A path typed into the page would read files of the server: only bundled sets, uploads and Hub ids here.
-    if data != UPLOAD and data not in BUNDLED_DATA and not str(data).startswith(HUB_PREFIX):
+    elif data not in BUNDLED_DATA and not data.startswith(HUB_PREFIX):
         raise PlaygroundError(f"Data {data!r} is not available here: choose a bundled set "
                               f"({', '.join(BUNDLED_DATA)}), upload a file, or give hub:owner/name.")
     values = {name: (int(value) if name in INTEGER_FIELDS and value is not None else value)
@@ -268,7 +286,7 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
             record = services.jobs.get(run_id, owner_key)
             events = services.runs.read_events(run_id, 0, owner=owner_key).events
         except PlaygroundError as exc:
-            return owner_key, gr.update(choices=choices), f"⚠ {exc}", None, None, "", None
+            return owner_key, gr.update(choices=choices), warning_text(exc, settings), None, None, "", None
         points = pd.DataFrame([p.__dict__ for p in loss_points(events)], columns=["step", "loss", "kind"])
         metrics = read_metrics(record.path)
         aggregate = pd.DataFrame(aggregate_rows(metrics), columns=["bar", "metric", "model", "score"])
