@@ -21,7 +21,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.errors import EngineUnavailableError, PlaygroundError, TrainingError
+from playground.errors import EngineUnavailableError, PlaygroundError, TrainingError, redact_server_paths
 from playground.finetune.config import AUTO_TEMPLATE, CLASSIFIER, FULL, LORA, FinetuneConfig
 from playground.finetune.data import template_for
 from playground.finetune.export import INFO_FILE, read_result_info
@@ -151,8 +151,8 @@ def apply_adapter(base, adapter_dir: Path, base_name: str):
 
         return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
     except Exception as exc:
-        raise TrainingError(f"Could not apply the adapter in {adapter_dir} to {base_name}: "
-                            f"{type(exc).__name__}: {str(exc)[:300]}") from None
+        raise TrainingError(f"Could not apply the adapter {adapter_dir.parent.name}/{adapter_dir.name} to "
+                            f"{base_name}: {type(exc).__name__}: {redact_server_paths(str(exc))[:300]}") from None
 
 
 def _load_full(model: FinetunedModel, device: str, dtype_name: str):
@@ -164,5 +164,5 @@ def _load_full(model: FinetunedModel, device: str, dtype_name: str):
         tokenizer = AutoTokenizer.from_pretrained(model.result_dir)
     except Exception as exc:
         raise TrainingError(f"Could not load the fine-tuned model of run {model.run_id}: "
-                            f"{type(exc).__name__}: {str(exc)[:300]}") from None
+                            f"{type(exc).__name__}: {redact_server_paths(str(exc))[:300]}") from None
     return loaded.to(device).eval(), tokenizer

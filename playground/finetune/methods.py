@@ -25,6 +25,7 @@ It reports the trainable parameters and their share, as peft counts them.
 from __future__ import annotations
 
 import json
+import shutil
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +37,8 @@ from playground.errors import (
     QuantizationUnavailableError,
     TrainingError,
     UnknownModelError,
+    disk_full_error,
+    redact_server_paths,
 )
 from playground.finetune.config import CLASSIFIER, FULL, LORA, QLORA, FinetuneConfig, family_from_config
 from playground.finetune.costs import (
@@ -117,10 +120,11 @@ def locate_model(config: FinetuneConfig, resolver, data_dir: Path, catalog=None,
             raise FinetuneConfigError(f"model {config.model!r} is not a catalog id and not a folder with "
                                       f"config.json.")
         if not any(folder.glob("*.safetensors")):
-            raise TrainingError(f"{folder} has no .safetensors weights; only safetensors are loaded (pickled "
-                                f".bin files are refused). Convert the model to safetensors first.")
+            raise TrainingError(f"The model folder {config.model!r} has no .safetensors weights; only safetensors "
+                                f"are loaded (pickled .bin files are refused). Convert the model to safetensors "
+                                f"first.")
         return ModelSource(config.model, folder.name, family_from_config(folder / "config.json"), folder,
-                           f"local folder {folder}")
+                           f"local folder {config.model}")
 
     from playground.architectures.loading import transformers_weights
 
@@ -139,10 +143,25 @@ def locate_model(config: FinetuneConfig, resolver, data_dir: Path, catalog=None,
         model, _, _ = load_gguf_as_transformers(weights, data_dir, progress)
         del model
     if not _has_safetensors(folder):
-        raise TrainingError(f"Could not write the safetensors copy of {spec.name} into {folder.parent}; training "
+        needed = 4 * weights.path.stat().st_size if weights.path.is_file() else 0
+        if needed and _free_bytes(folder.parent) < needed:
+            raise disk_full_error(f"the safetensors copy of {spec.name} that training loads (it needs about "
+                                  f"{needed / 1e9:.1f} GB free)")
+        raise TrainingError(f"Could not write the safetensors copy of {spec.name} into the app's data dir; training "
                             f"loads from it. Check that the data dir is writable and has ~4x the GGUF's size free.")
     return ModelSource(spec.id, spec.name, spec.family, folder, f"{weights.detail}, converted to safetensors",
                        tuple(spec.lora_targets), from_gguf=True)
+
+
+def _free_bytes(folder: Path) -> int:
+    """Free space on the disk that holds ``folder`` (or its nearest existing parent); a large number when unknown."""
+    for place in (folder, *folder.parents):
+        if place.exists():
+            try:
+                return shutil.disk_usage(place).free
+            except OSError:
+                break
+    return 1 << 62
 
 
 def safetensors_parameter_count(folder: Path) -> int:
@@ -238,7 +257,7 @@ def load_tokenizer(source: ModelSource):
         tokenizer = AutoTokenizer.from_pretrained(source.folder, trust_remote_code=False)
     except Exception as exc:
         raise TrainingError(f"Could not load the tokenizer of {source.name} from {source.detail}: "
-                            f"{type(exc).__name__}: {str(exc)[:200]}") from None
+                            f"{type(exc).__name__}: {redact_server_paths(str(exc))[:200]}") from None
     if tokenizer.pad_token is None:  # batches need padding; the loss never sees it (labels -100 / masks)
         tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
     return tokenizer
@@ -264,7 +283,8 @@ def load_base_model(source: ModelSource, method: str, device: str = "cpu", dtype
     try:
         return _auto_class(source.family).from_pretrained(source.folder, **kwargs)
     except Exception as exc:
-        text = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else 'no details'}"
+        details = redact_server_paths(str(exc).splitlines()[0])[:300] if str(exc).strip() else "no details"
+        text = f"{type(exc).__name__}: {details}"
         if method == QLORA:
             raise QuantizationUnavailableError(
                 f"4-bit (NF4) loading of {source.name} failed on {device}: {text}. bitsandbytes may not support "

@@ -36,7 +36,7 @@ from typing import Any, Mapping, NamedTuple
 
 import yaml
 
-from playground.errors import InvalidParameterError, PlaygroundError
+from playground.errors import InvalidParameterError, PlaygroundError, disk_full_error, is_disk_full
 
 try:  # POSIX; elsewhere liveness falls back to the pid
     import fcntl
@@ -77,8 +77,10 @@ def atomic_write_text(path: Path, text: str) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if is_disk_full(exc):  # a clear message, not a raw [Errno 28] with the server's path
+            raise disk_full_error(f"the run file {path.name}") from None
         raise
 
 

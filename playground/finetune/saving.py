@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from playground.errors import SaveError
+from playground.errors import SaveError, disk_full_error, is_disk_full
 
 
 def _partial_name(target: Path) -> Path:
@@ -26,13 +26,17 @@ def _partial_name(target: Path) -> Path:
 
 
 def save_error(what: str, where: Path, exc: BaseException) -> SaveError:
-    """A SaveError naming the result, the place and the system's reason, with what to do about it."""
+    """A SaveError naming the result, the place and the system's reason, with what to do about it.
+
+    A full disk (or quota) is :func:`~playground.errors.disk_full_error`: what could not be saved and
+    what to do, without the server's path or a raw ``[Errno 28]``.
+    """
+    if is_disk_full(exc):
+        return disk_full_error(what)
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     code = getattr(exc, "errno", None)
     hint = ""
-    if code in (errno.ENOSPC, errno.EDQUOT):
-        hint = " Free some disk space and run it again."
-    elif code in (errno.EACCES, errno.EPERM, errno.EROFS):
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
         hint = " Choose a folder you can write to (or fix its permissions)."
     return SaveError(f"Could not write {what} to {where}: {reason}.{hint}")
 

@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from playground.errors import InvalidGGUFError
+from playground.errors import InvalidGGUFError, redact_server_paths
 
 GGUF_MAGIC = b"GGUF"
 
@@ -80,7 +80,7 @@ def read_gguf_facts(path: str | Path) -> GGUFFacts:
     """Read and check a GGUF file; raises InvalidGGUFError when it is not a complete GGUF."""
     path = Path(path)
     if not path.is_file():
-        raise InvalidGGUFError(f"GGUF file not found: {path}")
+        raise InvalidGGUFError(f"GGUF file not found: {path.name}")
     size = path.stat().st_size
     with path.open("rb") as handle:
         magic = handle.read(4)
@@ -97,7 +97,7 @@ def read_gguf_facts(path: str | Path) -> GGUFFacts:
     except Exception as exc:
         raise InvalidGGUFError(
             f"{path.name} ({size / 1e6:.1f} MB) is damaged or truncated and cannot be read "
-            f"({type(exc).__name__}: {str(exc)[:160]}). Download it again."
+            f"({type(exc).__name__}: {redact_server_paths(str(exc))[:160]}). Download it again."
         ) from None
     if not tensors:
         raise InvalidGGUFError(

@@ -2,7 +2,9 @@
 
 The order is fixed (packaged, then ``PLAYGROUND_MODELS_DIR``, then the Hub) so
 the offline default never waits on the network. When nothing works the error
-says what is missing and how to get it.
+says what is missing and how to get it. A weight's description (``detail``,
+shown in tabs and messages) names a local copy by its place in the models
+folder, never by the server's path.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from playground.errors import ModelUnavailableError
+from playground.errors import ModelUnavailableError, redact_server_paths
 from playground.models.catalog import ModelSpec, Source
 
 # Files a transformers model folder needs; anything pickled is deliberately left out.
@@ -96,13 +98,14 @@ class SourceResolver:
                 try:
                     path = Path(getattr(importlib.import_module(source.package), source.call)())
                 except Exception as exc:  # a package that fails to assemble its own weights
-                    problems.append(f"{source.describe()} failed to provide its weights ({exc})")
+                    problems.append(f"{source.describe()} failed to provide its weights "
+                                    f"({redact_server_paths(str(exc))[:200]})")
                     return None
             if path.exists():
                 with self._lock:
                     self._packaged_paths[source] = path
         if not path.exists():
-            problems.append(f"{source.describe()} is installed but {path} is missing (reinstall it)")
+            problems.append(f"{source.describe()} is installed but its file {path.name} is missing (reinstall it)")
             return None
         return ResolvedWeights(spec.id, source.format, path, "packaged", source.describe())
 
@@ -119,18 +122,28 @@ class SourceResolver:
             candidates += [self.models_dir / name, self.models_dir / f"{name}.gguf"]
         return candidates
 
+    def _in_models_dir(self, path: Path) -> str:
+        """``path`` as a place in the models folder (``PLAYGROUND_MODELS_DIR/<name>``), for messages."""
+        assert self.models_dir is not None
+        try:
+            return "PLAYGROUND_MODELS_DIR/" + path.relative_to(self.models_dir).as_posix()
+        except ValueError:
+            return path.name
+
     def _local(self, spec: ModelSpec, fmt: str | None) -> ResolvedWeights | None:
         if self.models_dir is None:
             return None
         for path in self._local_candidates(spec):
             if path.is_file() and path.suffix == ".gguf" and fmt in (None, "gguf"):
-                return ResolvedWeights(spec.id, "gguf", path, "local", f"local file {path}")
+                return ResolvedWeights(spec.id, "gguf", path, "local", f"local file {self._in_models_dir(path)}")
             if path.is_dir():
                 if (path / "config.json").is_file() and fmt in (None, "transformers"):
-                    return ResolvedWeights(spec.id, "transformers", path, "local", f"local folder {path}")
+                    return ResolvedWeights(spec.id, "transformers", path, "local",
+                                           f"local folder {self._in_models_dir(path)}")
                 ggufs = sorted(path.glob("*.gguf"))
                 if ggufs and fmt in (None, "gguf"):
-                    return ResolvedWeights(spec.id, "gguf", ggufs[0], "local", f"local file {ggufs[0]}")
+                    return ResolvedWeights(spec.id, "gguf", ggufs[0], "local",
+                                           f"local file {self._in_models_dir(ggufs[0])}")
         return None
 
     def _hub(self, spec: ModelSpec, source: Source, problems: list[str],
@@ -156,8 +169,8 @@ class SourceResolver:
             if local_only:
                 problems.append(f"{source.describe()} is not in the local Hub cache and the app is offline")
             else:
-                problems.append(f"{source.describe()} could not be downloaded ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0][:200] if str(exc) else 'no details'})")
+                reason = redact_server_paths(str(exc).splitlines()[0][:200]) if str(exc).strip() else "no details"
+                problems.append(f"{source.describe()} could not be downloaded ({type(exc).__name__}: {reason})")
             return None
         if progress:
             progress(1.0, f"Downloaded {source.describe()}")
@@ -169,7 +182,7 @@ class SourceResolver:
         if not self._sources(spec, fmt):
             lines.append(f"The catalog lists no {what} source for it.")
         lines += [f"- {p}" for p in problems]
-        folder = self.models_dir / spec.id if self.models_dir else Path("<PLAYGROUND_MODELS_DIR>") / spec.id
+        folder = f"PLAYGROUND_MODELS_DIR/{spec.id}"
         if self.models_dir is None:
             lines.append(f"- no local folder is set (PLAYGROUND_MODELS_DIR)")
         repo = next((s.repo for s in self._sources(spec, fmt) if s.is_hub), "")

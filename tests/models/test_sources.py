@@ -108,7 +108,17 @@ def test_offline_message_names_the_folder_to_copy_into(tmp_path, catalog):
         resolver.resolve(catalog.get("flan-t5-small"))
     text = str(info.value)
     assert "google/flan-t5-small" in text
-    assert str(tmp_path) in text
+    assert "copy google/flan-t5-small into PLAYGROUND_MODELS_DIR/flan-t5-small" in text
+    assert str(tmp_path) not in text  # the models dir is the server's: named by its variable, not its path
+
+
+def test_a_local_copy_is_described_by_its_place_in_the_models_dir(tmp_path, catalog):
+    spec = catalog.get("flan-t5-small")
+    folder = tmp_path / "flan-t5-small"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    weights = SourceResolver(tmp_path, offline=True, hub_cache_dir=tmp_path / "hub").resolve(spec)
+    assert weights.path == folder and weights.detail == "local folder PLAYGROUND_MODELS_DIR/flan-t5-small"
 
 
 def test_offline_hub_gguf_model_explains_what_to_do(offline_resolver, catalog):
