@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Iterator
 
 from playground.backends.base import GenerationParams, GenerationResult, Message
+from playground.backends.slots import SlotHolder, no_slot
 from playground.backends.selection import LLAMA_CPP, TRANSFORMERS
 
 
@@ -48,10 +49,11 @@ class PrecisionComparison:
 
 
 def compare_precisions(provider, model_id: str, messages: list[Message], params: GenerationParams,
-                       progress=None) -> Iterator[PrecisionComparison]:
+                       progress=None, slot: SlotHolder = no_slot) -> Iterator[PrecisionComparison]:
     """Yields the comparison as it fills: after each load and each generated piece.
 
-    ``progress(fraction, message)`` hears about slow loads (the first GGUF conversion).
+    ``progress(fraction, message)`` hears about slow loads (the first GGUF conversion). ``slot`` is held
+    while each of the two models generates, not while they load.
     """
     facts = provider.gguf_facts(model_id)
     full = PrecisionRun(TRANSFORMERS, "fp32 (dequantised from GGUF)" if not provider.hardware.cuda else "bf16")
@@ -65,7 +67,7 @@ def compare_precisions(provider, model_id: str, messages: list[Message], params:
     engine = provider.get(model_id, TRANSFORMERS, progress=progress)
     full = replace(full, status="generating", weights_bytes=engine.memory_bytes())
     yield PrecisionComparison(full, quant)
-    for run in _stream(engine, messages, params, full):
+    for run in _stream(engine, messages, params, full, slot):
         full = run
         yield PrecisionComparison(full, quant)
 
@@ -74,16 +76,17 @@ def compare_precisions(provider, model_id: str, messages: list[Message], params:
     engine = provider.get(model_id, LLAMA_CPP, progress=progress)
     quant = replace(quant, status="generating", weights_bytes=engine.weights_bytes)
     yield PrecisionComparison(full, quant)
-    for run in _stream(engine, messages, params, quant):
+    for run in _stream(engine, messages, params, quant, slot):
         quant = run
         yield PrecisionComparison(full, quant)
 
 
-def _stream(engine, messages: list[Message], params: GenerationParams, run: PrecisionRun
+def _stream(engine, messages: list[Message], params: GenerationParams, run: PrecisionRun, slot: SlotHolder
             ) -> Iterator[PrecisionRun]:
     generation = engine.stream(engine.format_chat(messages), params)
-    text = ""
-    for piece in generation:
-        text += piece
-        yield replace(run, text=text)
+    with slot(None):
+        text = ""
+        for piece in generation:
+            text += piece
+            yield replace(run, text=text)
     yield replace(run, text=generation.result.text, result=generation.result, status="done")

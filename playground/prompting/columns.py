@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 from playground.backends.base import Engine, GenerationParams
+from playground.backends.slots import SlotHolder, no_slot
 from playground.errors import InvalidParameterError, PlaygroundError
 from playground.prompting.data import Example
 from playground.prompting.demos import Embedder
@@ -69,7 +70,7 @@ EngineGetter = Callable[[str], Engine]
 
 
 def _run_streaming(engine: Engine, column: Column, input_text: str, pool: Sequence[Example],
-                   embedder: Embedder | None, cancel: threading.Event | None
+                   embedder: Embedder | None, cancel: threading.Event | None, slot: SlotHolder
                    ) -> Iterator[tuple[str, StrategyRun | None, BaseException | None]]:
     """Run one column in a worker thread; yield (text so far, run or None, error or None)."""
     updates: queue.Queue = queue.Queue()
@@ -77,7 +78,7 @@ def _run_streaming(engine: Engine, column: Column, input_text: str, pool: Sequen
     def work() -> None:
         try:
             run = run_strategy(engine, column.setup, input_text, pool, column.params, embedder=embedder,
-                               cancel=cancel, on_text=lambda text: updates.put(("text", text)))
+                               cancel=cancel, on_text=lambda text: updates.put(("text", text)), slot=slot)
             updates.put(("run", run))
         except BaseException as exc:  # handed to the caller's thread, raised or shown there
             updates.put(("error", exc))
@@ -103,13 +104,14 @@ def _run_streaming(engine: Engine, column: Column, input_text: str, pool: Sequen
 
 
 def run_columns(columns: Sequence[Column], input_text: str, pool: Sequence[Example], get_engine: EngineGetter, *,
-                embedder: Embedder | None = None, cancel: threading.Event | None = None
-                ) -> Iterator[list[ColumnState]]:
+                embedder: Embedder | None = None, cancel: threading.Event | None = None,
+                slot: SlotHolder = no_slot) -> Iterator[list[ColumnState]]:
     """Run the columns in turn; yield every column's state after each change.
 
     ``get_engine(model_id)`` loads (or finds) a model's engine. A column's
     PlaygroundError becomes its ``error``; any other exception is raised.
     Once ``cancel`` is set, the running column stops and the rest are marked cancelled.
+    Each column holds ``slot`` only while its model generates.
     """
     if not columns:
         raise InvalidParameterError("Add at least one column to compare.")
@@ -132,7 +134,7 @@ def run_columns(columns: Sequence[Column], input_text: str, pool: Sequence[Examp
             continue
         states[i] = replace(states[i], status=RUNNING)
         yield list(states)
-        for text, run, error in _run_streaming(engine, column, input_text, pool, embedder, cancel):
+        for text, run, error in _run_streaming(engine, column, input_text, pool, embedder, cancel, slot):
             if error is not None:
                 if not isinstance(error, PlaygroundError):
                     raise error

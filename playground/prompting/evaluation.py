@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from playground.backends.base import Engine, GenerationParams
+from playground.backends.slots import SlotHolder, no_slot
 from playground.errors import InvalidParameterError
 from playground.prompting.data import LabelledSet
 from playground.prompting.demos import Embedder
@@ -153,13 +154,13 @@ def _example_result(setup: PromptSetup, index: int, text: str, target: str, run:
 def evaluate(engine: Engine, setups: Sequence[PromptSetup], data: LabelledSet,
              params: GenerationParams | Sequence[GenerationParams], *, limit: int | None = None,
              embedder: Embedder | None = None, progress: Progress | None = None,
-             cancel: threading.Event | None = None) -> EvaluationReport:
+             cancel: threading.Event | None = None, slot: SlotHolder = no_slot) -> EvaluationReport:
     """Run each setup over ``data``'s examples and score them.
 
     ``params`` is one GenerationParams for every setup, or one per setup. ``limit``
     evaluates only the first examples. ``embedder`` is needed by setups that choose the
     most similar demonstrations. Template and parameter problems are raised before the
-    first generation.
+    first generation. ``slot`` is taken for each example's generation and given back after it.
     """
     started = time.perf_counter()
     setups = list(setups)
@@ -199,7 +200,8 @@ def evaluate(engine: Engine, setups: Sequence[PromptSetup], data: LabelledSet,
             if cancel is not None and cancel.is_set():
                 cancelled = True
                 break
-            run = run_strategy(engine, setup, example.input, data.demos, p, embedder=embedder, cancel=cancel)
+            run = run_strategy(engine, setup, example.input, data.demos, p, embedder=embedder, cancel=cancel,
+                               slot=slot)
             if run.cancelled:
                 cancelled = True
                 break

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable, Mapping, Sequence
 
 from playground.backends.base import Engine, GenerationParams, GenerationResult, Message
+from playground.backends.slots import SlotHolder, no_slot
 from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
 from playground.prompting.data import Example
 from playground.prompting.demos import Embedder, select_demos
@@ -368,26 +369,33 @@ def _generate_one(engine: Engine, prompt: str, params: GenerationParams, cancel:
 
 
 def run_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: GenerationParams, *,
-               cancel: threading.Event | None = None, on_text: OnText | None = None) -> StrategyRun:
+               cancel: threading.Event | None = None, on_text: OnText | None = None,
+               slot: SlotHolder = no_slot) -> StrategyRun:
     """Generate for a built prompt and read the answer (self-consistency: N paths and a vote).
 
-    The template's stop sequences are added to ``params`` (``effective_params``). ``on_text`` hears the growing output of single-path strategies; ``cancel`` stops the
-    generation early (the run is then marked cancelled).
+    The template's stop sequences are added to ``params`` (``effective_params``). ``on_text`` hears the
+    growing output of single-path strategies; ``cancel`` stops the generation early (the run is then marked
+    cancelled). ``slot`` is held only while the model generates (the app's generation slots).
     """
     config = setup.strategy.validated()
     kind = setup.kind
     labels = setup.task_spec.labels
     params = effective_params(setup, params)
     built.check_fits(params.max_new_tokens)
-    started = time.perf_counter()
-    if config.strategy == SELF_CONSISTENCY:
-        if params.temperature <= 0:
-            raise InvalidParameterError("Self-consistency needs sampling: set the temperature above 0 (0.7 is "
-                                        "usual), or every path would be the same.")
-        results = engine.sample_n(built.text, params, config.samples, cancel=cancel)
-    else:
-        results = [_generate_one(engine, built.text, params, cancel, on_text)]
-    latency = time.perf_counter() - started
+    if config.strategy == SELF_CONSISTENCY and params.temperature <= 0:
+        raise InvalidParameterError("Self-consistency needs sampling: set the temperature above 0 (0.7 is "
+                                    "usual), or every path would be the same.")
+    with slot(cancel) as admitted:
+        started = time.perf_counter()
+        if not admitted:  # cancelled while waiting for a slot
+            results = [GenerationResult(text="", prompt_tokens=built.token_count, completion_tokens=0,
+                                        time_to_first_token_s=0.0, total_s=0.0, finish_reason="cancelled",
+                                        engine=engine.name, model_id=engine.model_id)]
+        elif config.strategy == SELF_CONSISTENCY:
+            results = engine.sample_n(built.text, params, config.samples, cancel=cancel)
+        else:
+            results = [_generate_one(engine, built.text, params, cancel, on_text)]
+        latency = time.perf_counter() - started
     paths = tuple(SampledPath(r.text, extract_answer(r.text, kind, labels), r) for r in results)
     vote = majority_vote([p.answer for p in paths]) if config.strategy == SELF_CONSISTENCY else None
     if vote is not None:
@@ -405,10 +413,14 @@ def run_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: G
 
 def run_strategy(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequence[Example],
                  params: GenerationParams, *, embedder: Embedder | None = None,
-                 cancel: threading.Event | None = None, on_text: OnText | None = None) -> StrategyRun:
-    """Build the prompt for ``input_text`` and run it: the Prompt Lab's Run button."""
+                 cancel: threading.Event | None = None, on_text: OnText | None = None,
+                 slot: SlotHolder = no_slot) -> StrategyRun:
+    """Build the prompt for ``input_text`` and run it: the Prompt Lab's Run button.
+
+    The template renders before ``slot`` is taken: rendering never keeps a generation waiting.
+    """
     built = build_prompt(engine, setup, input_text, pool, embedder=embedder, params=params)
-    return run_prompt(engine, built, setup, params, cancel=cancel, on_text=on_text)
+    return run_prompt(engine, built, setup, params, cancel=cancel, on_text=on_text, slot=slot)
 
 
 def suggested_params(task: str | TaskSpec, config: StrategyConfig, base: GenerationParams | None = None
