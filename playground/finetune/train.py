@@ -10,7 +10,9 @@ Two ways in, one code path:
   ``accelerate launch``: the transformers Trainer handles the devices).
 
 ``control`` has ``should_stop() -> bool`` (checked between steps, between
-generated examples and between stages) and ``emit(event)``. Events are plain
+evaluation batches, between generated examples, at every generated token and
+between stages, so a cancel while the base model is scored ends the run within
+a token or a batch) and ``emit(event)``. Events are plain
 JSON-ready dicts, in this order::
 
     {"event": "stage", "stage": "loading" | "baseline" | "training" | "evaluating" | "saving", "message": str}
@@ -37,7 +39,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 
 from playground.errors import TrainingError
 from playground.finetune.config import FULL, FinetuneConfig
@@ -275,13 +277,16 @@ class _Run:
             return []
         chosen = list(pairs[:count])
         if trainable.family == ENCODER:
-            return _predict_labels(trainable, chosen, self.config.max_length, self.config.batch_size)
+            return _predict_labels(trainable, chosen, self.config.max_length, self.config.batch_size,
+                                   self.check_stop)
         outputs: list[str] = []
         for start in range(0, count, self.config.batch_size):
             self.check_stop()
             batch = chosen[start:start + self.config.batch_size]
             outputs += generate(trainable.model, trainable.tokenizer, trainable.family, [p.prompt for p in batch],
-                                self.config.max_new_tokens, self.config.max_length)
+                                self.config.max_new_tokens, self.config.max_length,
+                                should_stop=self.control.should_stop)
+            self.check_stop()  # a generation cut short by a cancel gives no answer to keep
         return outputs
 
     def _metrics(self, trainable, splits: DataSplits, encoded, callback, train_output, before, after, samples,
@@ -492,6 +497,14 @@ class _ProgressState:
                        "eta_s": round(elapsed / max(step, 1) * remaining, 2)})
         return control
 
+    def on_prediction_step(self, args, state, control, **kwargs):
+        # Evaluation (the test loss before and after, validation during training) has no stop flag of its
+        # own: a cancel ends it between batches.
+        if self.run.control.should_stop():
+            self.cancelled = True
+            raise _Cancelled()
+        return control
+
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if metrics and "eval_loss" in metrics and not self.cancelled and state.global_step:
             self.last_eval = (int(state.global_step), float(metrics["eval_loss"]))
@@ -512,11 +525,16 @@ def _progress_callback(run: _Run):
 # ------------------------------------------------------------------------------ generation and samples
 
 
-def generate(model, tokenizer, family: str, prompts: Sequence[str], max_new_tokens: int, max_length: int
-             ) -> list[str]:
-    """Greedy answers to ``prompts`` (a decoder reads them as training did: chat template and all)."""
+def generate(model, tokenizer, family: str, prompts: Sequence[str], max_new_tokens: int, max_length: int,
+             should_stop: Callable[[], bool] | None = None) -> list[str]:
+    """Greedy answers to ``prompts`` (a decoder reads them as training did: chat template and all).
+
+    ``should_stop`` is asked before every new token; once it says yes, generation ends there (the
+    answers are cut short, and the caller decides what a stopped answer is worth).
+    """
     import torch
 
+    stopping = _stopping_criteria(should_stop)
     device = next(model.parameters()).device
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     was_training = model.training
@@ -530,20 +548,36 @@ def generate(model, tokenizer, family: str, prompts: Sequence[str], max_new_toke
                 attention = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
                 output = model.generate(input_ids=input_ids, attention_mask=attention, max_new_tokens=max_new_tokens,
                                         do_sample=False, pad_token_id=pad_id, temperature=None, top_p=None,
-                                        top_k=None)
+                                        top_k=None, stopping_criteria=stopping)
                 new_tokens = output[:, width:]
             else:
                 inputs = tokenizer(list(prompts), return_tensors="pt", padding=True, truncation=True,
                                    max_length=max_length).to(device)
                 new_tokens = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                            pad_token_id=pad_id, temperature=None, top_p=None, top_k=None)
+                                            pad_token_id=pad_id, temperature=None, top_p=None, top_k=None,
+                                            stopping_criteria=stopping)
     finally:
         model.train(was_training)
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in new_tokens]
 
 
+def _stopping_criteria(should_stop: Callable[[], bool] | None):
+    """A transformers StoppingCriteriaList that ends generation once ``should_stop()`` is true (None: none)."""
+    if should_stop is None:
+        return None
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class StopRequested(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), bool(should_stop()), dtype=torch.bool,
+                              device=input_ids.device)
+
+    return StoppingCriteriaList([StopRequested()])
+
+
 def _predict_labels(trainable: TrainableModel, pairs: Sequence[PromptPair], max_length: int,
-                    batch_size: int) -> list[str]:
+                    batch_size: int, check_stop: Callable[[], None] | None = None) -> list[str]:
     """The classifier's label for each pair, in order (``trainer.predict`` would follow a length-grouped order)."""
     import torch
 
@@ -558,6 +592,8 @@ def _predict_labels(trainable: TrainableModel, pairs: Sequence[PromptPair], max_
     try:
         with torch.inference_mode():
             for start in range(0, len(features), batch_size):
+                if check_stop is not None:
+                    check_stop()
                 batch = collate([{k: v for k, v in f.items() if k != "labels"} for f in
                                  features[start:start + batch_size]])
                 logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
