@@ -19,6 +19,7 @@ from playground.errors import SettingsError
 
 MODES = ("local", "workshop", "presenter")
 ENGINES = ("auto", "llama.cpp", "transformers")
+WORKSHOP_DATA_BUDGET_GB = 20.0  # the data dir's budget in workshop mode unless PLAYGROUND_DATA_BUDGET_GB says otherwise
 
 
 def _default_data_dir() -> str:
@@ -98,6 +99,11 @@ class Settings:
         "queue (0: one per visible CUDA GPU, one on CPU).", minimum=0,
     )
     default_model: str = _setting("smollm2-135m-instruct", help="Catalog id selected when a tab opens.")
+    data_budget_gb: float | None = _setting(
+        None, help="Disk space (GB) the data dir may use; before a run starts or a download is built, the oldest "
+        "finished runs are removed until it fits, and what cannot fit is refused with a message (0: no budget; "
+        "unset: 20 in workshop mode, none otherwise).", minimum=0.0,
+    )
 
     # --- derived values -------------------------------------------------
     @property
@@ -107,6 +113,14 @@ class Settings:
     @property
     def catalog_only(self) -> bool:
         return self.mode == "workshop"
+
+    @property
+    def data_budget_bytes(self) -> int:
+        """The data dir's budget in bytes (0: none); unset, 20 GB in workshop mode and none otherwise."""
+        gigabytes = self.data_budget_gb
+        if gigabytes is None:
+            gigabytes = WORKSHOP_DATA_BUDGET_GB if self.mode == "workshop" else 0.0
+        return int(gigabytes * 1e9)
 
     def as_environment(self) -> dict[str, str]:
         """These settings as PLAYGROUND_* variables, so a child process (a training job) sees the same ones."""
@@ -168,7 +182,7 @@ def _convert(f: dataclasses.Field, raw: Any, where: str) -> Any:
                 raise ValueError("expected true or false")
         elif kind == "int":
             value = int(text)
-        elif kind == "float":
+        elif kind in ("float", "float | None"):
             value = float(text)
         elif kind in ("Path", "optional_path"):
             value = Path(text).expanduser()
@@ -206,7 +220,7 @@ def settings_table_markdown() -> str:
     """The configuration table of the README, made from the dataclass."""
     rows = ["| variable | flag | default | what it does |", "|---|---|---|---|"]
     defaults = {"host": "127.0.0.1 (0.0.0.0 on Spaces)", "port": "7860", "data_dir": "~/.cache/llm-playground",
-                "offline": "HF_HUB_OFFLINE"}
+                "offline": "HF_HUB_OFFLINE", "data_budget_gb": f"{WORKSHOP_DATA_BUDGET_GB:g} in workshop mode, else 0"}
     for f in dataclasses.fields(Settings):
         default = defaults.get(f.name, "" if f.default is dataclasses.MISSING else str(f.default))
         rows.append(

@@ -5,7 +5,8 @@ provider (with its process-wide model cache), the Architectures tab's lab
 (which loads its models through that same cache) and the registry of generations
 in flight, so the Stop button of one browser session can reach its own
 generation and nobody else's. It also holds the fine-tuning run store and the
-job manager that trains each run in its own child process, and ``engine`` serves a person's
+job manager that trains each run in its own child process (under the data dir's size budget,
+``disk``), and ``engine`` serves a person's
 finished runs (``run:<id>``) next to the catalog's models. Nothing here imports gradio.
 """
 
@@ -24,6 +25,7 @@ from playground.errors import EngineUnavailableError, PlaygroundError
 from playground.finetune.finetuned import finetuned_model, is_finetuned_id, load_for_generation
 from playground.finetune.jobs import JobManager, automatic_slots, visible_gpus
 from playground.finetune.runs import RunStore
+from playground.finetune.storage import DataBudget
 from playground.hardware import Hardware, detect
 from playground.models.catalog import Catalog
 from playground.prompting.demos import MiniLMEmbedder
@@ -68,15 +70,17 @@ class Services:
     architectures: ArchitectureLab = field(init=False)  # the Architectures tab's logic, made from ``engines``
     runs: RunStore = field(init=False)  # fine-tuning runs under ``data_dir/runs``
     jobs: JobManager = field(init=False)  # queues runs and trains each in its own child process
+    disk: DataBudget = field(init=False)  # the data dir's size budget (PLAYGROUND_DATA_BUDGET_GB), used by ``jobs``
     embedder: MiniLMEmbedder = field(init=False)  # the Prompt Lab's "most similar demonstrations"; loads on first use
 
     def __post_init__(self) -> None:
         self.architectures = ArchitectureLab(self.engines)
         self.runs = RunStore(self.settings.data_dir / "runs")
+        self.disk = DataBudget(self.settings.data_dir, self.runs, self.settings.data_budget_bytes)
         gpus = visible_gpus(self.hardware)
         # Workers read their settings from the environment: pass the app's, flags included.
         self.jobs = JobManager(self.runs, automatic_slots(self.settings.job_slots, gpus), gpus=gpus,
-                               env=self.settings.as_environment())
+                               env=self.settings.as_environment(), budget=self.disk)
         self.embedder = MiniLMEmbedder(self.engines)
 
     @classmethod

@@ -26,6 +26,13 @@ the same run directory:
 - re-queues runs left ``queued``, oldest first: they never started, so the
   person who asked for them still gets them.
 
+Disk: with a :class:`~playground.finetune.storage.DataBudget`, ``submit`` and the
+start of each queued run first make room under the data dir's budget (removing
+the oldest finished runs, never a queued or running one) and refuse with a
+message when there is none; a run refused at its start ends ``failed`` with that
+message. Once a worker is gone, however it ended, the scratch folders it kept in
+its run directory are removed.
+
 Only one manager per run directory schedules (it holds ``scheduler.lock``).
 Another app process on the same data dir lists, reads and cancels runs but
 refuses ``submit`` with a message, and takes over if the first one stops.
@@ -58,6 +65,7 @@ from playground.finetune.runs import (
     check_entry,
     try_lock,
 )
+from playground.finetune.storage import DataBudget, DataDirFullError
 from playground.finetune.worker import EXIT_CLAIMED
 
 log = logging.getLogger(__name__)
@@ -112,7 +120,7 @@ class JobManager:
 
     def __init__(self, store: RunStore, slots: int, python: str = sys.executable, *,
                  gpus: Sequence[str] | None = None, grace_s: float = 30.0, poll_s: float = 0.2,
-                 env: Mapping[str, str] | None = None):
+                 env: Mapping[str, str] | None = None, budget: DataBudget | None = None):
         if slots < 1:
             raise InvalidParameterError(f"A job manager needs at least one slot, not {slots}.")
         self.store = store
@@ -123,6 +131,7 @@ class JobManager:
         self.grace_s = grace_s
         self.poll_s = poll_s
         self.env = dict(env or {})
+        self.budget = budget
         self._cond = threading.Condition(threading.RLock())
         self._queue: collections.deque[str] = collections.deque()
         self._running: dict[str, _Job] = {}
@@ -155,6 +164,8 @@ class JobManager:
             found = False
         if not found:
             raise InvalidParameterError(f"Job entry {entry!r}: there is no module {module!r}.")
+        if self.leading and not self._stopping:
+            self.make_room()  # before anything is written; may refuse with DataDirFullError
         with self._cond:
             if self._stopping:
                 raise SchedulerBusyError("The job manager is shutting down; no new runs can start.")
@@ -168,6 +179,18 @@ class JobManager:
             self._queue.append(run_id)
             self._cond.notify_all()
         return run_id
+
+    def make_room(self, needed: int = 0, keep: Sequence[str] = ()) -> list[str]:
+        """Make ``needed`` more bytes fit the data dir's budget (see DataBudget.make_room); the runs removed.
+
+        The manager's queued and running runs, and those in ``keep``, are never removed. Without a budget
+        this does nothing. Raises DataDirFullError when there is no room to be made.
+        """
+        if self.budget is None or not self.budget.enabled:
+            return []
+        with self._cond:
+            busy = set(self._running) | set(self._queue)
+        return self.budget.make_room(needed, keep=keep, busy=busy)
 
     def queue_position(self, run_id: str) -> int | None:
         """0 while running, 1.. while waiting (1 = next), None once finished (or unknown)."""
@@ -281,6 +304,7 @@ class JobManager:
                         self._running[run_id] = _Job(run_id, status.pid, None, status.gpu)
                     else:
                         self._settle(run_id, _RESTARTED, killed=False)
+                        self.store.remove_scratch(run_id)
 
     def _start_queued(self) -> None:
         while self._queue and len(self._running) < self.slots:
@@ -289,6 +313,11 @@ class JobManager:
                 self._start(run_id)
 
     def _start(self, run_id: str) -> None:
+        try:
+            self.make_room(keep=(run_id,))
+        except DataDirFullError as exc:
+            self.store.set_status(run_id, FAILED, message=str(exc))
+            return
         used = {job.gpu for job in self._running.values()}
         gpu = next((g for g in self.gpus if g not in used), None)
         # Written before the child exists, so it never races the worker's own writes.
@@ -328,6 +357,7 @@ class JobManager:
                     del self._running[job.run_id]
                     if not self.store.status(job.run_id).terminal:
                         self._settle(job.run_id, _death_message(code), job.killed)
+                    self.store.remove_scratch(job.run_id)  # what a killed worker could not remove itself
                     self._cond.notify_all()
                     continue
                 if job.cancel_at is None and self.store.cancel_requested(job.run_id):

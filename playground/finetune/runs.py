@@ -10,14 +10,18 @@ A run directory ``<root>/<run id>/`` holds:
 - ``progress.jsonl``  one JSON event per line, appended and flushed by the trainer;
 - ``worker.log``      stdout and stderr of the worker process;
 - ``cancel``          present once a cancel was requested;
-- whatever the trainer writes (``adapter/``, ``samples.jsonl``, ``metrics.json``).
+- whatever the trainer writes (``adapter/``, ``samples.jsonl``, ``metrics.json``);
+- ``downloads/``      the archives built for download, once per run (see ``playground.finetune.export``);
+- ``.scratch-*``      a worker's scratch folders (:func:`scratch_dir`); the worker removes them, and the
+                      job manager removes what a killed worker left (:meth:`RunStore.remove_scratch`).
 
 Every file is written whole (temp file + ``os.replace``), and a new run is
 assembled in a hidden directory and renamed into place, so a reader never sees
 half a file or half a run. ``progress.jsonl`` is append-only; its reader skips a
 last line that is still being written. Runs belong to an owner (an opaque
 session or user key): one owner never sees, reads or cancels another's runs.
-Run ids sort by creation time.
+Run ids sort by creation time. A finished run can be removed (:meth:`RunStore.remove`, used by the data
+dir's budget): it is renamed out of sight first, so readers see the whole run or none of it.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ STATUS_FILE = "status.json"
 PROGRESS_FILE = "progress.jsonl"
 LOG_FILE = "worker.log"
 CANCEL_FILE = "cancel"
+DOWNLOADS_DIR = "downloads"
+DOWNLOAD_LOCK = ".lock"  # in downloads/: held while an archive is built, and while the run is being removed
+SCRATCH_PREFIX = ".scratch-"
+REMOVING_PREFIX = ".removing-"
 
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-\d{6}-[0-9a-f]{6}$")
 _ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -113,6 +121,18 @@ def try_lock(path: Path, shared: bool = False) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def scratch_dir(run_dir: Path, name: str) -> Path:
+    """A new, empty scratch folder inside ``run_dir`` for this process (``.scratch-<name>-<pid>``).
+
+    Kept in the run's own folder rather than the system's temporary one, so the job manager can remove
+    what a killed worker left (:meth:`RunStore.remove_scratch`); the worker removes it itself otherwise.
+    """
+    path = Path(run_dir) / f"{SCRATCH_PREFIX}{name}-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
 
 
 def check_entry(entry: str) -> str:
@@ -360,6 +380,47 @@ class RunStore:
 
     def cancel_requested(self, run_id: str) -> bool:
         return (self.root / run_id / CANCEL_FILE).exists()
+
+    def remove_scratch(self, run_id: str) -> int:
+        """Remove the scratch folders a worker left in the run (see :func:`scratch_dir`); how many went.
+
+        For the job manager once the run's worker is gone, however it ended.
+        """
+        try:
+            leftovers = [p for p in self.path(run_id).iterdir() if p.name.startswith(SCRATCH_PREFIX)]
+        except (RunNotFoundError, OSError):
+            return 0
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
+        return len(leftovers)
+
+    def remove(self, run_id: str) -> bool:
+        """Delete a finished run whose worker is gone; False (and nothing removed) for a queued or running one.
+
+        The directory is renamed out of sight first, so a reader sees the whole run or no run at all.
+        """
+        path = self.path(run_id)
+        if not self.status(run_id).terminal or self.worker_alive(run_id):
+            return False
+        hidden = self.root / f"{REMOVING_PREFIX}{run_id}-{os.getpid()}-{threading.get_ident()}"
+        try:
+            os.rename(path, hidden)
+        except FileNotFoundError:  # removed by someone else meanwhile
+            return False
+        with self._lock:
+            self._meta.pop(run_id, None)
+            self._progress.pop(run_id, None)
+        shutil.rmtree(hidden, ignore_errors=True)
+        return True
+
+    def sweep_removed(self) -> None:
+        """Finish removals that a process ended in the middle of (hidden ``.removing-*`` folders)."""
+        try:
+            leftovers = [entry.path for entry in os.scandir(self.root) if entry.name.startswith(REMOVING_PREFIX)]
+        except FileNotFoundError:
+            return
+        for path in leftovers:
+            shutil.rmtree(path, ignore_errors=True)
 
     def claim(self, run_id: str) -> int | None:
         """For the worker: hold the run (a lock on job.json) for the life of the process; None if taken."""

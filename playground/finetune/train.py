@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +54,7 @@ from playground.finetune.encoding import (
 )
 from playground.finetune.hub_data import hub_source_for
 from playground.finetune.methods import TrainableModel, build_trainable, check_memory, locate_model
+from playground.finetune.runs import scratch_dir
 from playground.finetune.saving import atomic_directory, atomic_write_json, atomic_write_jsonl, atomic_write_text, \
     save_error
 
@@ -148,7 +148,9 @@ class _Run:
         self.started = time.perf_counter()
         self.main_process = True
         self.step = 0
-        self.scratch_dir: Path | None = None  # the Trainer's output_dir (it saves nothing there)
+        # The Trainer's output_dir (it saves nothing there), inside the run directory: removed when the run ends,
+        # and by the job manager when a killed worker could not remove it.
+        self.scratch_dir: Path | None = None
 
     # -- events ----------------------------------------------------------------
     def emit(self, event: dict) -> None:
@@ -205,7 +207,10 @@ class _Run:
                               f"{encoded['train'].stats.truncated} training examples cut at {config.max_length} "
                               f"tokens.")
         callback = _progress_callback(self)
-        self.scratch_dir = Path(tempfile.mkdtemp(prefix="playground-trainer-"))
+        try:
+            self.scratch_dir = scratch_dir(self.run_dir, "trainer")
+        except OSError as exc:
+            raise save_error("the trainer's scratch folder", self.run_dir, exc) from None
         trainer = _make_trainer(config, trainable, encoded, [callback, *self.callbacks], cuda, bf16,
                                 self.scratch_dir)
         self.check_stop()

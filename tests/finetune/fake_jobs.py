@@ -73,4 +73,14 @@ def kills_itself(run_dir: Path, control) -> None:
     time.sleep(10)
 
 
+def holds_scratch(run_dir: Path, control) -> None:
+    """Makes a scratch folder the way the trainer does, then works until killed (it never cleans up)."""
+    from playground.finetune.runs import scratch_dir
+
+    scratch_dir(run_dir, "trainer")
+    control.emit({"event": "start", "total_steps": 100000})
+    while True:
+        time.sleep(0.05)
+
+
 not_callable = 42
