@@ -104,6 +104,10 @@ class Settings:
         "finished runs are removed until it fits, and what cannot fit is refused with a message (0: no budget; "
         "unset: 20 in workshop mode, none otherwise).", minimum=0.0,
     )
+    max_upload_mb: int = _setting(
+        50, help="Largest file (MB) a browser may upload; Gradio refuses a bigger one before it is stored.",
+        minimum=1,
+    )
 
     # --- derived values -------------------------------------------------
     @property

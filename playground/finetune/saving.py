@@ -95,6 +95,28 @@ def atomic_directory(target: Path, what: str | None = None) -> Iterator[Path]:
         raise
 
 
+try:  # POSIX; elsewhere the lock only keeps the threads of one process apart
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block, waiting for any holder.
+
+    Two threads of one process conflict too (each opens its own descriptor), and the lock goes
+    with the process however it ends, so a crashed builder never leaves it held.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
 def _replace_directory(partial: Path, target: Path) -> None:
     """Rename ``partial`` to ``target``; an existing ``target`` is moved aside first and removed after."""
     if not target.exists():

@@ -19,13 +19,17 @@ from playground.ui.tabs.finetune import FinetuneLinks
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 OWNER_STORAGE_KEY = "playground-owner"
+# Gradio's cache (uploads, and the links to served downloads) cleans itself: every hour, files older than a day
+# go (a queued fine-tuning run still reads its upload when it starts), and all of them when the app stops.
+CACHE_CLEANUP = (3600, 86400)
 TAB_IDS = {"architectures": "tab-architectures", "prompt_lab": "tab-prompt-lab", "finetune": "tab-finetune",
            "quantized": "tab-quantized", "about": "tab-about"}
 
 
 def build_app(services: Services) -> gr.Blocks:
     mode_class = f"mode-{services.settings.mode}"
-    with gr.Blocks(title="LLM Playground", analytics_enabled=False, fill_width=True) as demo:
+    with gr.Blocks(title="LLM Playground", analytics_enabled=False, fill_width=True,
+                   delete_cache=CACHE_CLEANUP) as demo:
         # Who owns fine-tuning runs: a random key in this browser's local storage, made on the first run.
         # The Fine-tune tab writes it; the Prompt Lab reads it to offer this person's fine-tuned models.
         owner = gr.BrowserState("", storage_key=OWNER_STORAGE_KEY)
@@ -70,6 +74,8 @@ def launch_options(services: Services) -> dict:
         css_paths=[str(p) for p in css_files if p.is_file()],
         footer_links=["api", "settings"],
         show_error=True,
+        # Refused by Gradio's upload route before the file lands on disk (decimal MB, like the data limits).
+        max_file_size=services.settings.max_upload_mb * 1_000_000,
     )
 
 

@@ -46,11 +46,13 @@ def test_merged_model_gives_the_adapted_logits(tiny_adapter, tmp_path, ft_models
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    archive = merge_and_zip(tiny_adapter, tmp_path / "merged.zip", tmp_path / "data")
+    archive = merge_and_zip(tiny_adapter, tmp_path / "out" / "merged.zip", tmp_path / "data")
     with zipfile.ZipFile(archive) as opened:
         assert opened.getinfo("merged/model.safetensors").compress_type == zipfile.ZIP_STORED
         assert opened.getinfo("merged/config.json").compress_type == zipfile.ZIP_DEFLATED
-    merged_dir = tmp_path / "merged"
+        opened.extractall(tmp_path / "unzipped")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["merged.zip"]  # the merged folder went
+    merged_dir = tmp_path / "unzipped" / "merged"
     assert (merged_dir / "model.safetensors").is_file() and (merged_dir / "tokenizer.json").is_file()
     assert json.loads((merged_dir / "playground.json").read_text())["merged"] is True
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, use_safetensors=True).eval()

@@ -10,7 +10,6 @@ owns a run is a random key kept in the browser's local storage. The logic is
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -21,14 +20,15 @@ import pandas as pd
 from playground.errors import PlaygroundError
 from playground.finetune.config import ADAPTER_METHODS, HUB_PREFIX, METHODS, FinetuneConfig
 from playground.finetune.data import BUNDLED_DATA, data_file_columns
-from playground.finetune.export import merge_and_zip, zip_directory
+from playground.finetune.export import merged_archive, result_archive, saved_result
 from playground.finetune.finetuned import usable_result
 from playground.finetune.limits import FinetuneLimits
 from playground.finetune.planning import data_report
 from playground.finetune.results import aggregate_rows, comparison_rows, loss_points, read_metrics, read_samples
 from playground.finetune.templates import load_templates
-from playground.finetune.train import ADAPTER_DIR, MODEL_DIR, preflight
+from playground.finetune.train import preflight
 from playground.services import Services
+from playground.ui.downloads import PrivateDownloads
 from playground.ui.i18n import Texts, t
 from playground.ui.tabs.prompt_lab import ModelPickers
 from playground.ui.widgets import user_errors, warning_text
@@ -131,11 +131,6 @@ def cost_text(report, texts: Texts) -> str:
         lines.append(texts("ft.duration", step=report.step_seconds, steps=report.total_steps,
                            minutes=report.duration_s / 60))
     return "\n\n".join(line for line in lines if line)
-
-
-def _download_path(name: str) -> Path:
-    """Where a zip for download goes: a fresh temporary directory (Gradio serves files from it)."""
-    return Path(tempfile.mkdtemp(prefix="playground-download-")) / f"{name}.zip"
 
 
 @dataclass(frozen=True)
@@ -312,14 +307,20 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
             raise gr.Error(texts("ft.not_finished", status=record.status), print_exception=False)
         return record
 
+    # Archives are built once per run in its downloads/ folder and linked (not copied) into Gradio's cache
+    # under an unguessable name, so repeated clicks cost no disk and nobody else can fetch them.
+    downloads = PrivateDownloads()
+
+    def room_for(run_id: str):
+        return lambda needed: services.jobs.make_room(needed, keep=(run_id,))
+
     def download(request: gr.Request, owner_key, run_id):
         texts = Texts.for_request(request)
         record = finished_run(owner_key, run_id, texts)
-        for folder in (ADAPTER_DIR, MODEL_DIR):
-            if (record.path / folder).is_dir():
-                with user_errors():
-                    return str(zip_directory(record.path / folder, _download_path(f"{run_id}-{folder}")))
-        raise gr.Error(texts("ft.nothing_saved"), print_exception=False)
+        if saved_result(record.path) is None:
+            raise gr.Error(texts("ft.nothing_saved"), print_exception=False)
+        with user_errors():
+            return downloads.serve(result_archive(record.path, make_room=room_for(run_id)))
 
     def merge_and_download(request: gr.Request, owner_key, run_id, progress=gr.Progress()):
         texts = Texts.for_request(request)
@@ -328,9 +329,9 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
             raise gr.Error(texts("ft.merge_full"), print_exception=False)
         progress(0.2, desc=texts("ft.merging"))
         with user_errors():
-            archive = merge_and_zip(record.path / ADAPTER_DIR, _download_path(f"{run_id}-merged"), settings.data_dir,
-                                    resolver=services.engines.resolver, catalog=services.catalog)
-        return str(archive)
+            archive = merged_archive(record.path, settings.data_dir, resolver=services.engines.resolver,
+                                     catalog=services.catalog, make_room=room_for(run_id))
+            return downloads.serve(archive)
 
     def open_in_prompt_lab(request: gr.Request, owner_key, run_id):
         texts = Texts.for_request(request)
