@@ -295,8 +295,14 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
         if not run_id:
             raise gr.Error(texts("ft.no_run"), print_exception=False)
         with user_errors():
-            services.jobs.cancel(run_id, owner_key)
-        gr.Info(texts("ft.cancelling", run=run_id))
+            stopping = services.jobs.cancel(run_id, owner_key)
+            status = services.jobs.get(run_id, owner_key).status
+        if not stopping:
+            gr.Warning(texts("ft.already_ended", run=run_id, status=status))
+        elif status == "cancelled":  # it was still waiting in the queue
+            gr.Info(texts("ft.cancelled_queued", run=run_id))
+        else:
+            gr.Info(texts("ft.cancelling", run=run_id))
 
     def finished_run(owner_key, run_id, texts: Texts):
         if not run_id:
@@ -352,9 +358,13 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     timer.tick(poll, [owner, run_picker], poll_outputs, api_name="finetune_poll", show_progress="hidden",
                queue=False)
     run_picker.input(poll, [owner, run_picker], poll_outputs, api_name=False, queue=False)
-    cancel.click(cancel_run, [owner, run_picker], None, api_name="finetune_cancel", queue=False)
+    # Queued, in groups of their own without a limit, so they never wait behind other work: an unqueued
+    # event's gr.Error never reaches the page as a toast (Gradio 6's client drops the error's "visible" flag
+    # for queue=False calls, and its toasts default to hidden), and gr.Info/gr.Warning need the queue too.
+    cancel.click(cancel_run, [owner, run_picker], None, api_name="finetune_cancel", concurrency_limit=None,
+                 concurrency_id="finetune-cancel")
     download_adapter.click(download, [owner, run_picker], download_file, api_name="finetune_download")
     merge.click(merge_and_download, [owner, run_picker], download_file, api_name="finetune_merge",
                 concurrency_limit=1, concurrency_id="finetune-merge")
     use_in_lab.click(open_in_prompt_lab, [owner, run_picker], [links.tabs, *links.lab_models.comparison_outputs],
-                     api_name="finetune_use_in_lab", queue=False)
+                     api_name="finetune_use_in_lab", concurrency_limit=None, concurrency_id="finetune-use-in-lab")
