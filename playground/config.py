@@ -92,7 +92,8 @@ class Settings:
         20000, help="Upper limit on the characters of one prompt or chat message.", minimum=1
     )
     concurrency: int = _setting(
-        2, help="How many generations may run at once per event; further requests wait in the queue.", minimum=1
+        2, help="How many generations may run at once in the app; further ones wait for a free slot (rendering a "
+        "template or loading a model does not take one).", minimum=1
     )
     job_slots: int = _setting(
         0, help="How many fine-tuning runs may train at once, each in its own process; further runs wait in a "
@@ -107,6 +108,33 @@ class Settings:
     max_upload_mb: int = _setting(
         50, help="Largest file (MB) a browser may upload; Gradio refuses a bigger one before it is stored.",
         minimum=1,
+    )
+
+    # --- a room on one instance: identity and rate limits (playground/identity.py) ---------------
+    secret: str = _setting(
+        "", help="Key that signs the identity token each browser gets (empty: a random key made once and kept in "
+        "the data dir as identity.key). Give every process of one deployment the same key.", secret=True,
+    )
+    trust_proxy: bool = _setting(
+        factory=lambda: bool(os.environ.get("SPACE_ID")),
+        help="Take the client's address from the last X-Forwarded-For entry (behind one trusted proxy such as "
+        "Hugging Face Spaces; on by default there).",
+    )
+    identities_per_hour: int = _setting(
+        0, help="New identities one network address may get per hour (0: the mode's default: 300 in workshop mode, "
+        "no limit otherwise).", minimum=0,
+    )
+    generations_per_minute: int = _setting(
+        0, help="Generations one person may start per minute; one address gets 20 times as many (0: the mode's "
+        "default: 20 in workshop mode, no limit otherwise).", minimum=0,
+    )
+    runs_per_hour: int = _setting(
+        0, help="Fine-tuning runs one person may start per hour; one address gets 20 times as many (0: the mode's "
+        "default: 6 in workshop mode, no limit otherwise).", minimum=0,
+    )
+    active_runs_per_address: int = _setting(
+        0, help="Fine-tuning runs started from one network address that may be queued or running at once (0: the "
+        "mode's default: 8 in workshop mode, no limit otherwise).", minimum=0,
     )
 
     # --- derived values -------------------------------------------------
@@ -131,7 +159,7 @@ class Settings:
         environment = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if value is None:
+            if value is None or f.metadata.get("secret"):  # a worker never needs the signing key
                 continue
             environment[self.env_var(f.name)] = ("1" if value else "0") if isinstance(value, bool) else str(value)
         return environment
@@ -163,7 +191,8 @@ class Settings:
         return cls(**values)
 
     def describe(self) -> list[tuple[str, str]]:
-        return [(f.name, str(getattr(self, f.name))) for f in dataclasses.fields(self)]
+        return [(f.name, "(set)" if f.metadata.get("secret") and getattr(self, f.name) else str(getattr(self, f.name)))
+                for f in dataclasses.fields(self)]
 
 
 def _field_type(f: dataclasses.Field) -> str:
@@ -224,7 +253,8 @@ def settings_table_markdown() -> str:
     """The configuration table of the README, made from the dataclass."""
     rows = ["| variable | flag | default | what it does |", "|---|---|---|---|"]
     defaults = {"host": "127.0.0.1 (0.0.0.0 on Spaces)", "port": "7860", "data_dir": "~/.cache/llm-playground",
-                "offline": "HF_HUB_OFFLINE", "data_budget_gb": f"{WORKSHOP_DATA_BUDGET_GB:g} in workshop mode, else 0"}
+                "offline": "HF_HUB_OFFLINE", "data_budget_gb": f"{WORKSHOP_DATA_BUDGET_GB:g} in workshop mode, else 0",
+                "secret": "(random, kept in the data dir)", "trust_proxy": "True on Spaces"}
     for f in dataclasses.fields(Settings):
         default = defaults.get(f.name, "" if f.default is dataclasses.MISSING else str(f.default))
         rows.append(

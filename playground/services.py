@@ -6,8 +6,10 @@ provider (with its process-wide model cache), the Architectures tab's lab
 in flight, so the Stop button of one browser session can reach its own
 generation and nobody else's. It also holds the fine-tuning run store and the
 job manager that trains each run in its own child process (under the data dir's size budget,
-``disk``), and ``engine`` serves a person's
-finished runs (``run:<id>``) next to the catalog's models. Nothing here imports gradio.
+``disk``), and ``engine`` serves a person's finished runs (``run:<id>``) next to the catalog's
+models. ``identities`` issues and checks the signed identity tokens and applies the room's rate
+limits; ``generation_slots`` lets a set number of generations run at once, each held only while a
+model generates. Nothing here imports gradio.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Protocol
 from playground.architectures.lab import ArchitectureLab
 from playground.backends.base import Engine
 from playground.backends.provider import EngineProvider
+from playground.backends.slots import GenerationSlots
 from playground.backends.selection import LLAMA_CPP
 from playground.config import Settings
 from playground.errors import EngineUnavailableError, PlaygroundError
@@ -27,6 +30,7 @@ from playground.finetune.jobs import JobManager, automatic_slots, visible_gpus
 from playground.finetune.runs import RunStore
 from playground.finetune.storage import DataBudget
 from playground.hardware import Hardware, detect
+from playground.identity import Identities
 from playground.models.catalog import Catalog
 from playground.prompting.demos import MiniLMEmbedder
 
@@ -72,6 +76,8 @@ class Services:
     jobs: JobManager = field(init=False)  # queues runs and trains each in its own child process
     disk: DataBudget = field(init=False)  # the data dir's size budget (PLAYGROUND_DATA_BUDGET_GB), used by ``jobs``
     embedder: MiniLMEmbedder = field(init=False)  # the Prompt Lab's "most similar demonstrations"; loads on first use
+    identities: Identities = field(init=False)  # signed identity tokens and the room's rate limits
+    generation_slots: GenerationSlots = field(init=False)  # settings.concurrency generations at once, app-wide
 
     def __post_init__(self) -> None:
         self.architectures = ArchitectureLab(self.engines)
@@ -82,6 +88,8 @@ class Services:
         self.jobs = JobManager(self.runs, automatic_slots(self.settings.job_slots, gpus), gpus=gpus,
                                env=self.settings.as_environment(), budget=self.disk)
         self.embedder = MiniLMEmbedder(self.engines)
+        self.identities = Identities.from_settings(self.settings)
+        self.generation_slots = GenerationSlots(self.settings.concurrency)
 
     @classmethod
     def create(cls, settings: Settings, hardware: Hardware | None = None, catalog: Catalog | None = None

@@ -1,9 +1,11 @@
 """Build the Blocks app from ``Services`` and launch it.
 
 The app is one ``gr.Blocks`` with a tab per module in ``playground.ui.tabs``; the
-browser's owner key and the Prompt Lab's model pickers are shared between tabs here.
-The queue is on: each generating event has a concurrency limit, so a long
-answer for one user waits for nobody else's page, and the rest wait in line.
+browser's identity token and the Prompt Lab's model pickers are shared between tabs here.
+The queue is on: generating events wait for one of the app's generation slots
+(``services.generation_slots``), held only while a model generates, so rendering
+a template, loading a model and everything that does not generate never wait
+behind someone's answer.
 """
 
 from __future__ import annotations
@@ -14,11 +16,11 @@ import gradio as gr
 
 from playground.services import Services
 from playground.ui.i18n import make_i18n, t
+from playground.ui.identity import identity_state, welcome
 from playground.ui.tabs import about, architectures, finetune, prompt_lab, quantized_cpu
 from playground.ui.tabs.finetune import FinetuneLinks
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
-OWNER_STORAGE_KEY = "playground-owner"
 # Gradio's cache (uploads, and the links to served downloads) cleans itself: every hour, files older than a day
 # go (a queued fine-tuning run still reads its upload when it starts), and all of them when the app stops.
 CACHE_CLEANUP = (3600, 86400)
@@ -30,9 +32,9 @@ def build_app(services: Services) -> gr.Blocks:
     mode_class = f"mode-{services.settings.mode}"
     with gr.Blocks(title="LLM Playground", analytics_enabled=False, fill_width=True,
                    delete_cache=CACHE_CLEANUP) as demo:
-        # Who owns fine-tuning runs: a random key in this browser's local storage, made on the first run.
-        # The Fine-tune tab writes it; the Prompt Lab reads it to offer this person's fine-tuned models.
-        owner = gr.BrowserState("", storage_key=OWNER_STORAGE_KEY)
+        # Who is asking: an identity token the server signs, kept in this browser's local storage and issued
+        # when the page opens (playground.ui.identity). Runs, the one-run rule and rate limits hang on it.
+        owner = identity_state(services)
         with gr.Column(elem_classes=["app-root", mode_class]):
             gr.Markdown(t("app.title"), elem_classes=["app-title"], elem_id="app-title")
             gr.Markdown(t("app.subtitle"), elem_classes=["app-subtitle"])
@@ -44,13 +46,16 @@ def build_app(services: Services) -> gr.Blocks:
                 with _tab("tab.finetune", TAB_IDS["finetune"]):
                     finetune.build(services, owner, FinetuneLinks(tabs, TAB_IDS["prompt_lab"], lab_models))
                 with _tab("tab.quantized", TAB_IDS["quantized"]):
-                    quantized_cpu.build(services)
+                    quantized_cpu.build(services, owner)
                 with _tab("tab.about", TAB_IDS["about"]):
                     about.build(services)
-        # Runs finish while the page is open: opening the Prompt Lab lists the newly fine-tuned models.
-        for trigger in (demo.load, lab_tab.select):
-            trigger(lab_models.refresh, owner, lab_models.dropdowns, api_name=False, queue=False,
-                    show_progress="hidden")
+        # The token first (a script gets one from /identity), then this person's fine-tuned models; runs
+        # finish while the page is open, so opening the Prompt Lab lists them again.
+        demo.load(welcome(services), owner, owner, api_name="identity", show_progress="hidden",
+                  concurrency_id="identity", concurrency_limit=8).then(
+            lab_models.refresh, owner, lab_models.dropdowns, api_name=False, queue=False, show_progress="hidden")
+        lab_tab.select(lab_models.refresh, owner, lab_models.dropdowns, api_name=False, queue=False,
+                       show_progress="hidden")
     demo.queue(default_concurrency_limit=services.settings.concurrency, max_size=256)
     return demo
 

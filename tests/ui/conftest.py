@@ -50,3 +50,15 @@ def client(app_url):
     from gradio_client import Client
 
     return Client(app_url, verbose=False)
+
+
+def issue_token(client) -> str:
+    """A fresh identity token from the app, as a script gets one: the /identity endpoint with no token."""
+    token = client.predict("", api_name="/identity")
+    assert token.startswith("pg1."), token
+    return token
+
+
+def owner_id(services, token: str) -> str:
+    """The owner id the app files a token's runs under."""
+    return services.identities.person(token).id

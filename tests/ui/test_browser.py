@@ -216,3 +216,38 @@ def test_finetune_cancel_without_a_run_shows_a_toast(browser, app_url, locale, m
     finally:
         context.close()
 
+
+def _stored_identity(page, not_value=None, timeout_s=60):
+    """The value the page keeps in local storage for its identity, once there (and other than ``not_value``)."""
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        value = page.evaluate("localStorage.getItem('playground-identity')")
+        if value and value != not_value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("the page never stored an identity")
+
+
+def test_the_page_gets_a_signed_identity_once_and_a_new_one_for_a_forged_value(browser, app_url, app_services,
+                                                                                monkeypatch):
+    issuer = app_services.identities.issuer
+    issued = []
+    original = issuer.issue
+    monkeypatch.setattr(issuer, "issue", lambda: issued.append(original()) or issued[-1])
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    try:
+        page = context.new_page()
+        page.goto(app_url)
+        first = _stored_identity(page)
+        assert len(issued) == 1 and issued[0] not in first  # kept encrypted in the browser
+        page.reload()
+        page.wait_for_selector("#quant-input textarea", timeout=60_000)
+        time.sleep(2)  # the page-load event has run again by now
+        # A reload keeps the identity (the stored text changes: Gradio encrypts it afresh each time it saves).
+        assert _stored_identity(page) and len(issued) == 1
+        page.evaluate("localStorage.setItem('playground-identity', 'forged-by-hand')")
+        page.reload()
+        assert _stored_identity(page, not_value="forged-by-hand") not in (first, "forged-by-hand")
+        assert len(issued) == 2  # what the server could not read was replaced by a new identity
+    finally:
+        context.close()

@@ -4,7 +4,6 @@ the workshop limits on runs."""
 from __future__ import annotations
 
 import time
-import uuid
 import zipfile
 
 import pytest
@@ -12,6 +11,7 @@ from gradio_client.exceptions import AppError
 
 from playground.finetune.config import FinetuneConfig
 from playground.ui.tabs.finetune import NUMBER_FIELDS
+from tests.ui.conftest import issue_token, owner_id
 
 QUICK = dict(max_steps=3, batch_size=1, max_length=160, sample_count=1, max_new_tokens=8, test_limit=2,
              validation_fraction=0.2, eval_every=2, learning_rate=1e-3)
@@ -54,11 +54,11 @@ def test_preflight_reports_trainable_share_memory_and_duration(client):
 ])
 def test_bad_hyperparameters_are_refused_before_any_work(client, numbers, expected):
     with pytest.raises(AppError, match=expected):
-        client.predict(uuid.uuid4().hex, *config_args(**numbers), api_name="/finetune_start")
+        client.predict(issue_token(client), *config_args(**numbers), api_name="/finetune_start")
 
 
 def test_a_tiny_run_trains_in_the_background_and_fills_the_results(client, tmp_path):
-    owner = uuid.uuid4().hex
+    owner = issue_token(client)
     owner_back, picker = client.predict(owner, *config_args(), api_name="/finetune_start")
     assert owner_back == owner
     run_id = picker["value"] if isinstance(picker, dict) else picker
@@ -77,14 +77,14 @@ def test_a_tiny_run_trains_in_the_background_and_fills_the_results(client, tmp_p
     assert {"adapter_model.safetensors", "adapter_config.json"} <= files
 
     # Another owner cannot see or download this run.
-    stranger = uuid.uuid4().hex
+    stranger = issue_token(client)
     assert "⚠" in client.predict(stranger, run_id, api_name="/finetune_poll")[2]
     with pytest.raises(AppError):
         client.predict(stranger, run_id, api_name="/finetune_download")
 
 
 def test_cancel_stops_a_run(client):
-    owner = uuid.uuid4().hex
+    owner = issue_token(client)
     _, picker = client.predict(owner, *config_args(max_steps=200), api_name="/finetune_start")
     run_id = picker["value"] if isinstance(picker, dict) else picker
     client.predict(owner, run_id, api_name="/finetune_cancel")
@@ -142,26 +142,26 @@ def _run_id(picker):
 
 def test_workshop_refuses_a_run_over_the_limits_before_any_work(workshop_app):
     client, services = workshop_app
-    owner = uuid.uuid4().hex
+    owner = issue_token(client)
     with pytest.raises(AppError, match=r"max_steps=500 is above the limit of 200 steps per run in workshop mode"):
         client.predict(owner, *config_args(max_steps=500), api_name="/finetune_start")
     with pytest.raises(AppError, match=r"method 'full' is not available in workshop mode"):
         client.predict(*config_args(method="full"), api_name="/finetune_preflight")
-    assert services.jobs.list_runs(owner) == []
+    assert services.jobs.list_runs(owner_id(services, owner)) == []
 
 
 def test_workshop_accepts_a_bounded_run_and_one_at_a_time(workshop_app):
     client, services = workshop_app
-    owner = uuid.uuid4().hex
+    owner = issue_token(client)
     _, picker = client.predict(owner, *config_args(), api_name="/finetune_start")
     run_id = _run_id(picker)
-    assert [r.id for r in services.jobs.list_runs(owner)] == [run_id]
+    assert [r.id for r in services.jobs.list_runs(owner_id(services, owner))] == [run_id]
     try:
         with pytest.raises(AppError, match=rf"You already have run {run_id} \(waiting in the queue"):
             client.predict(owner, *config_args(), api_name="/finetune_start")
     finally:
         client.predict(owner, run_id, api_name="/finetune_cancel")
-    assert services.jobs.get(run_id, owner).status == "cancelled"
+    assert services.jobs.get(run_id, owner_id(services, owner)).status == "cancelled"
     _, picker = client.predict(owner, *config_args(), api_name="/finetune_start")  # the next run may start
     client.predict(owner, _run_id(picker), api_name="/finetune_cancel")
 

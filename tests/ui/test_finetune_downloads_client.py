@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import uuid
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ from playground.finetune.storage import disk_usage
 from playground.finetune.train import train
 from tests.finetune.conftest import RecordingControl
 from tests.helpers import build_tiny_causal_lm
+from tests.ui.conftest import issue_token, owner_id
 from tests.ui.test_finetune_client import config_args
 
 ENTRY = "playground.finetune.train:run_job"
@@ -28,13 +28,7 @@ ROWS = [("A: Can we meet at six?\nB: Yes, at the cafe.", "They meet at six at th
 
 
 def person(client, services) -> tuple[str, str]:
-    """(the owner key a page sends, the owner its runs are filed under): a token the app signs where it issues
-    identities (tests.ui.conftest.issue_token), else a random key that is both."""
-    try:
-        from tests.ui.conftest import issue_token, owner_id
-    except ImportError:
-        key = uuid.uuid4().hex
-        return key, key
+    """(the identity token a page sends, the owner its runs are filed under) of a new person."""
     token = issue_token(client)
     return token, owner_id(services, token)
 

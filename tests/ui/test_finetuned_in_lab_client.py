@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 from gradio_client.exceptions import AppError
 
@@ -11,6 +9,7 @@ from playground.finetune.config import FinetuneConfig
 from playground.finetune.runs import SUCCEEDED
 from playground.finetune.train import train
 from tests.finetune.conftest import RecordingControl
+from tests.ui.conftest import issue_token, owner_id
 from tests.ui.test_prompt_lab_client import MODEL, form
 
 ENTRY = "playground.finetune.train:run_job"
@@ -18,12 +17,15 @@ DIALOGUE = "#Person1#: Is the bakery open on Sunday?\n#Person2#: Only in the mor
 
 
 @pytest.fixture(scope="module")
-def tuned(app_services) -> tuple[str, str]:
-    """(owner, run id) of a real two-step LoRA run of SmolLM2 on the bundled dialogues, in the app's run store."""
-    owner = uuid.uuid4().hex
+def tuned(app_services, app_url) -> tuple[str, str]:
+    """(identity token, run id) of a real two-step LoRA run of SmolLM2 on the bundled dialogues, in the app's
+    run store."""
+    from gradio_client import Client
+
+    owner = issue_token(Client(app_url, verbose=False))
     config = FinetuneConfig(data="dialogues-small", max_steps=2, batch_size=1, max_length=160, sample_count=0,
                             validation_fraction=0.0, learning_rate=1e-3)
-    run_id = app_services.runs.create(owner, config.to_dict(), ENTRY)
+    run_id = app_services.runs.create(owner_id(app_services, owner), config.to_dict(), ENTRY)
     train(config, app_services.runs.path(run_id), RecordingControl(), app_services.settings.data_dir,
           resolver=app_services.engines.resolver, catalog=app_services.catalog)
     app_services.runs.set_status(run_id, SUCCEEDED, force=True)
@@ -69,12 +71,22 @@ def test_the_hand_over_selects_the_run_and_the_comparison(client, tuned):
     assert models[0]["value"] == MODEL and models[1]["value"] == f"run:{run_id}"
 
 
-@pytest.mark.parametrize("stranger", ["", "someone-else"])
-def test_nobody_else_can_use_the_run(client, tuned, stranger):
+def test_nobody_else_can_use_the_run(client, tuned):
     _, run_id = tuned
+    stranger = issue_token(client)  # another person, with a token of their own
     with pytest.raises(AppError, match="There is no run"):
         client.predict(*summary_form(stranger, run_id), api_name="/prompt_lab_run")
     with pytest.raises(AppError, match="There is no run"):
         client.predict(stranger, run_id, api_name="/finetune_use_in_lab")
+    # Without a token one generates anonymously (local mode) and owns no runs; a made-up token is refused.
+    with pytest.raises(AppError, match="There is no run"):
+        client.predict(*summary_form("", run_id), api_name="/prompt_lab_run")
+    forged = tuned[0][:-4] + ("0000" if not tuned[0].endswith("0000") else "1111")
+    for token, message in (("", "carries no identity token"), ("someone-else", "not one this server issues"),
+                           (forged, "signature does not match")):
+        with pytest.raises(AppError, match=message):
+            client.predict(token, run_id, api_name="/finetune_use_in_lab")
+    with pytest.raises(AppError, match="signature does not match"):
+        client.predict(*summary_form(forged, run_id), api_name="/prompt_lab_run")
     with pytest.raises(AppError, match="transformers engine"):
         client.predict(*summary_form(tuned[0], run_id, engine="llama.cpp"), api_name="/prompt_lab_run")

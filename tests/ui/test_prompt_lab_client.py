@@ -150,3 +150,14 @@ def test_the_transformers_engine_runs_the_same_prompt(client):
     assert prompt.strip() == llama_prompt.strip()
     output, result, _, _ = client.predict(*form(engine="transformers"), api_name="/prompt_lab_run")
     assert "Answer:" in result and output.strip()
+
+
+# The test app allows 60,000 characters (PLAYGROUND_MAX_PROMPT_CHARS in tests/ui/conftest.py).
+@pytest.mark.parametrize("field, size, name", [("system", 61_000, "system message"), ("text", 61_000, "input"),
+                                               ("cot_trigger", 600, "chain-of-thought trigger")])
+def test_overlong_text_in_the_prompt_controls_is_refused_with_its_limit(client, field, size, name):
+    values = form(**{field: "y " * (size // 2)})
+    with pytest.raises(AppError, match=f"The {name} has {size:,} characters; the limit is"):
+        client.predict(*values, api_name="/prompt_lab_run")
+    tokens_line, prompt, _ = client.predict(*values, "llama.cpp", api_name="/prompt_lab_preview")
+    assert tokens_line.startswith("⚠") and name in tokens_line and prompt == ""

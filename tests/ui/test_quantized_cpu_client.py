@@ -9,11 +9,12 @@ from gradio_client.exceptions import AppError
 
 MODEL = "smollm2-135m-instruct"
 # message, history, model, system, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop
-def chat_args(message, max_new_tokens=24, temperature=0.0, model=MODEL, **overrides):
+def chat_args(message, max_new_tokens=24, temperature=0.0, model=MODEL, identity="", **overrides):
+    """The chat endpoint's arguments; ``identity`` is the token ("" generates anonymously in local mode)."""
     values = dict(top_p=0.95, top_k=40, repetition_penalty=1.1, seed=-1, stop="")
     values.update(overrides)
     return (message, [], model, "", max_new_tokens, temperature, values["top_p"], values["top_k"],
-            values["repetition_penalty"], values["seed"], values["stop"])
+            values["repetition_penalty"], values["seed"], values["stop"], identity)
 
 
 def assistant_text(history) -> str:
@@ -112,7 +113,7 @@ def test_stop_ends_a_long_answer_early(client):
 @pytest.mark.slow
 def test_full_precision_and_quantised_side_by_side(client):
     full, full_stats, quant, quant_stats, summary = client.predict(
-        "Why is the sky blue?", MODEL, "", 16, 0.0, 0.95, 40, 1.1, -1, "", api_name="/quantized_compare")
+        "Why is the sky blue?", MODEL, "", 16, 0.0, 0.95, 40, 1.1, -1, "", "", api_name="/quantized_compare")
     assert full.strip() and quant.strip()
     assert "transformers" in full_stats and "llama.cpp" in quant_stats
     assert "weights in memory" in full_stats and "tokens/s" in quant_stats

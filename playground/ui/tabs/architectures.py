@@ -9,6 +9,7 @@ attention maps with the family's mask pattern next to them. The logic is
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import gradio as gr
@@ -20,7 +21,7 @@ from playground.models.catalog import FAMILIES
 from playground.services import Services
 from playground.ui.i18n import Texts, t
 from playground.ui.render import heatmap_html, role_chips_html, token_chips_html
-from playground.ui.widgets import user_errors
+from playground.ui.widgets import user_errors, user_message
 
 SLUG = {"encoder": "enc", "encoder-decoder": "encdec", "decoder": "dec"}
 
@@ -254,7 +255,7 @@ def build(services: Services) -> None:
     def run_tab(text_value, enc_id, encdec_id, dec_id, mask_value, instruction_value, candidates_value,
                 labels_value, seed_value, top_k_value, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         texts = Texts.for_request(request)
-        with user_errors():
+        with user_errors(settings):
             options = CompareOptions(top_k=int(top_k_value), candidates=_lines(candidates_value) or DEFAULT_CANDIDATES,
                                      labels=_labels(labels_value) or DEFAULT_LABELS, mask=_mask_choice(mask_value),
                                      instruction=instruction_value or "", seed=int(seed_value or 0))
@@ -272,7 +273,8 @@ def build(services: Services) -> None:
             try:
                 attention = attention_outputs(services, first, text_value, None, 0, -1)
             except PlaygroundError as exc:
-                attention = (f"<p>{exc}</p>", "", gr.update(), gr.update(), gr.update())
+                attention = (f"<p>{html.escape(user_message(exc, settings))}</p>", "", gr.update(), gr.update(),
+                             gr.update())
         summary_text = f"{len(comparison.reports)} models · {comparison.seconds:.2f} s"
         return [summary_text, *values, gr.update(choices=[r.model_id for r in ok], value=first), *attention,
                 text_value]
@@ -280,18 +282,18 @@ def build(services: Services) -> None:
     def view_attention(model_id, text_value, kind, layer_value, head_value):
         if not model_id:
             return "", "", gr.update(), gr.update(), gr.update()
-        with user_errors():
+        with user_errors(settings):
             return attention_outputs(services, model_id, text_value, kind, layer_value, head_value)
 
     def step_decoder(dec_id, current, text_value, top_k_value):
-        with user_errors():
+        with user_errors(settings):
             result = services.architectures.step(dec_id, current or text_value, top_k=int(top_k_value))
         chosen = repr(result.chosen.token)
         return (_distribution(result.distribution),
                 f"**Text so far:** {result.text}  \n_added {chosen} ({result.chosen.probability:.0%})_", result.text)
 
     def continue_decoder(dec_id, current, text_value, tokens_value, temperature_value, seed_value):
-        with user_errors():
+        with user_errors(settings):
             result = services.architectures.continue_text(dec_id, current or text_value, int(tokens_value),
                                                           temperature=float(temperature_value),
                                                           seed=int(seed_value or 0))
@@ -308,7 +310,7 @@ def build(services: Services) -> None:
     run.click(run_tab, [text, columns[0].model, columns[1].model, columns[2].model, mask, instruction, candidates,
                         labels, seed, top_k],
               [summary, *column_outputs, attn_model, *attention_widgets, decoder_text],
-              api_name="architectures_run", concurrency_limit=settings.concurrency, concurrency_id="generation")
+              api_name="architectures_run", concurrency_limit=settings.concurrency, concurrency_id="architectures")
     attention_inputs = [attn_model, text, attn_kind, layer, head]
     attn_model.change(view_attention, attention_inputs, attention_widgets, api_name="architectures_attention",
                       show_progress="hidden")
@@ -316,9 +318,9 @@ def build(services: Services) -> None:
         trigger(view_attention, attention_inputs, attention_widgets, api_name=False, show_progress="hidden")
     step.click(step_decoder, [columns[2].model, decoder_text, text, top_k],
                [columns[2].task_label, columns[2].task_text, decoder_text], api_name="architectures_step",
-               concurrency_limit=settings.concurrency, concurrency_id="generation")
+               concurrency_limit=settings.concurrency, concurrency_id="architectures")
     continue_button.click(continue_decoder, [columns[2].model, decoder_text, text, continue_tokens,
                                              continue_temperature, seed],
                           [columns[2].task_label, columns[2].task_text, decoder_text],
                           api_name="architectures_continue", concurrency_limit=settings.concurrency,
-                          concurrency_id="generation")
+                          concurrency_id="architectures")

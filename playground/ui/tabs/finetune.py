@@ -3,14 +3,14 @@
 Runs are jobs in child processes (``services.jobs``); the page only submits,
 polls the run's progress file with a timer and reads back its results, so a
 run keeps going when the browser closes and the page reattaches to it. Who
-owns a run is a random key kept in the browser's local storage. The logic is
+owns a run is the identity behind the signed token the server gave this
+browser (``playground.identity``), checked on every call. The logic is
 ``playground.finetune``; this module turns widget values into a
 ``FinetuneConfig`` and run files into charts and tables.
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -30,6 +30,7 @@ from playground.finetune.train import preflight
 from playground.services import Services
 from playground.ui.downloads import PrivateDownloads
 from playground.ui.i18n import Texts, t
+from playground.ui.identity import owner_of, person, request_address
 from playground.ui.tabs.prompt_lab import ModelPickers
 from playground.ui.widgets import user_errors, warning_text
 
@@ -143,7 +144,7 @@ class FinetuneLinks:
 
 
 def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> None:
-    """The tab; ``owner`` is the browser's owner key (shared with the Prompt Lab), made on the first run."""
+    """The tab; ``owner`` is the browser's identity token (shared with the Prompt Lab), issued when the page opens."""
     settings = services.settings
     templates = load_templates()
     models = _model_choices(services)
@@ -254,44 +255,50 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
                                catalog=services.catalog)
         return cost_text(report, texts)
 
-    def start_run(request: gr.Request, owner_key, *values):
+    def start_run(request: gr.Request, token, *values):
         texts = Texts.for_request(request)
-        owner_key = owner_key or uuid.uuid4().hex
         with user_errors():
             config = limits.check(read_config(values), services.catalog)  # first: it touches no file or model
             config.check(services.catalog)
-            run_id = services.jobs.submit(owner_key, config.to_dict(), entry=TRAIN_ENTRY, admit=limits.check_active)
+            with services.identities.starting_run(token, request_address(request, services),
+                                                  is_active=lambda run: not services.runs.status(run).terminal
+                                                  ) as admission:
+                owner_key = admission.identity.id
+                run_id = services.jobs.submit(owner_key, config.to_dict(), entry=TRAIN_ENTRY,
+                                              admit=limits.check_active)
+                admission.started(run_id)
         gr.Info(texts("ft.started", run=run_id))
-        return owner_key, gr.update(choices=run_choices(owner_key), value=run_id)
+        return token, gr.update(choices=run_choices(owner_key), value=run_id)
 
     def run_choices(owner_key: str) -> list[tuple[str, str]]:
         if not owner_key:
             return []
         return [(f"{r.id} · {r.status} · {r.config_summary}", r.id) for r in services.jobs.list_runs(owner_key)]
 
-    def poll(request: gr.Request, owner_key, run_id):
+    def poll(request: gr.Request, token, run_id):
         texts = Texts.for_request(request)
-        owner_key = owner_key or uuid.uuid4().hex
+        owner_key = owner_of(services, token)  # a token that is not valid sees no runs
         choices = run_choices(owner_key)
         if not run_id and choices:
             run_id = choices[0][1]
         if not run_id:
-            return owner_key, gr.update(choices=choices), texts("ft.no_run"), None, None, "", None
+            return token, gr.update(choices=choices), texts("ft.no_run"), None, None, "", None
         try:
             record = services.jobs.get(run_id, owner_key)
             events = services.runs.read_events(run_id, 0, owner=owner_key).events
         except PlaygroundError as exc:
-            return owner_key, gr.update(choices=choices), warning_text(exc, settings), None, None, "", None
+            return token, gr.update(choices=choices), warning_text(exc, settings), None, None, "", None
         points = pd.DataFrame([p.__dict__ for p in loss_points(events)], columns=["step", "loss", "kind"])
         metrics = read_metrics(record.path)
         aggregate = pd.DataFrame(aggregate_rows(metrics), columns=["bar", "metric", "model", "score"])
         rows = comparison_rows(read_samples(record.path))
-        return (owner_key, gr.update(choices=choices, value=run_id), progress_text(record, texts),
+        return (token, gr.update(choices=choices, value=run_id), progress_text(record, texts),
                 points if len(points) else None, aggregate if len(aggregate) else None, gain_text(metrics, texts),
                 pd.DataFrame(rows) if rows else None)
 
-    def cancel_run(request: gr.Request, owner_key, run_id):
+    def cancel_run(request: gr.Request, token, run_id):
         texts = Texts.for_request(request)
+        owner_key = person(services, token).id
         if not run_id:
             raise gr.Error(texts("ft.no_run"), print_exception=False)
         with user_errors():
@@ -304,7 +311,8 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
         else:
             gr.Info(texts("ft.cancelling", run=run_id))
 
-    def finished_run(owner_key, run_id, texts: Texts):
+    def finished_run(token, run_id, texts: Texts):
+        owner_key = person(services, token).id
         if not run_id:
             raise gr.Error(texts("ft.no_run"), print_exception=False)
         with user_errors():
@@ -320,17 +328,17 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     def room_for(run_id: str):
         return lambda needed: services.jobs.make_room(needed, keep=(run_id,))
 
-    def download(request: gr.Request, owner_key, run_id):
+    def download(request: gr.Request, token, run_id):
         texts = Texts.for_request(request)
-        record = finished_run(owner_key, run_id, texts)
+        record = finished_run(token, run_id, texts)
         if saved_result(record.path) is None:
             raise gr.Error(texts("ft.nothing_saved"), print_exception=False)
         with user_errors():
             return downloads.serve(result_archive(record.path, make_room=room_for(run_id)))
 
-    def merge_and_download(request: gr.Request, owner_key, run_id, progress=gr.Progress()):
+    def merge_and_download(request: gr.Request, token, run_id, progress=gr.Progress()):
         texts = Texts.for_request(request)
-        record = finished_run(owner_key, run_id, texts)
+        record = finished_run(token, run_id, texts)
         if record.config.get("method") not in ADAPTER_METHODS:
             raise gr.Error(texts("ft.merge_full"), print_exception=False)
         progress(0.2, desc=texts("ft.merging"))
@@ -339,14 +347,14 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
                                      catalog=services.catalog, make_room=room_for(run_id))
             return downloads.serve(archive)
 
-    def open_in_prompt_lab(request: gr.Request, owner_key, run_id):
+    def open_in_prompt_lab(request: gr.Request, token, run_id):
         texts = Texts.for_request(request)
-        record = finished_run(owner_key, run_id, texts)
+        record = finished_run(token, run_id, texts)
         with user_errors():
             tuned = usable_result(record)
         gr.Info(texts("ft.in_lab", name=tuned.label))
         return [gr.Tabs(selected=links.prompt_lab_tab_id),
-                *links.lab_models.comparison(owner_key, tuned, services.catalog.ids)]
+                *links.lab_models.comparison(token, tuned, services.catalog.ids)]
 
     # --- wiring -------------------------------------------------------------------
     inspect_button.click(inspect_data, config_inputs, [data_summary, examples, lengths], api_name="finetune_inspect",

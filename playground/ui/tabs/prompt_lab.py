@@ -45,13 +45,16 @@ from playground.prompting.tasks import (
 from playground.prompting.templates import PromptTemplate, TemplateLibrary, parse_template
 from playground.services import Services
 from playground.ui.i18n import Texts, t
-from playground.ui.widgets import parameter_widgets, params_from_widgets, user_errors
+from playground.ui.identity import generating, owner_of
+from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, user_errors, \
+    warning_text
 
 RUN_SLOT = "prompt-lab-run"
 EVAL_SLOT = "prompt-lab-eval"
 OFF = "off"  # a side-by-side column that is not used
 DEFAULT_COLUMNS = (ZERO_SHOT, FEW_SHOT, FEW_SHOT_COT, SELF_CONSISTENCY)
 MAX_EVAL_LIMIT = 200
+MAX_TRIGGER_CHARS = 500
 SUMMARY_HEADERS = ("strategy", "examples", "score", "unanswered", "mean_latency_s", "total_latency_s")
 EXAMPLE_HEADERS = ("strategy", "#", "input", "target", "answer", "correct", "output", "prompt")
 DEFAULT_TASK = "sentiment"
@@ -82,7 +85,7 @@ class PromptForm:
     repetition_penalty: float
     seed: float
     stop: str
-    owner: str  # the browser's owner key: which fine-tuned runs (run:<id> models) this person may use
+    owner: str  # the browser's identity token; after checking, the owner id of the runs (run:<id>) one may use
 
     @classmethod
     def size(cls) -> int:
@@ -96,6 +99,15 @@ class PromptForm:
     def engine_for(self, services: Services):
         """A function model id -> loaded engine, with this form's engine choice (and the owner's runs)."""
         return lambda model_id: services.engine(model_id, self.engine or "auto", self.owner or "")
+
+    def check_lengths(self, max_chars: int) -> "PromptForm":
+        """Self; InvalidParameterError when the input, system message or trigger is longer than allowed."""
+        for name, value, limit in (("input", self.text, max_chars), ("system message", self.system, max_chars),
+                                   ("chain-of-thought trigger", self.cot_trigger, MAX_TRIGGER_CHARS)):
+            if len(value or "") > limit:
+                raise InvalidParameterError(f"The {name} has {len(value):,} characters; the limit is {limit:,} "
+                                            f"(PLAYGROUND_MAX_PROMPT_CHARS for the input and system message).")
+        return self
 
     def params(self, token_limit: int) -> GenerationParams:
         return params_from_widgets(self.max_new_tokens, self.temperature, self.top_p, self.top_k,
@@ -144,24 +156,24 @@ class ModelPickers:
     model: gr.Dropdown
     column_strategies: tuple
     column_models: tuple
-    choices: Callable[[str], list[tuple[str, str]]]  # owner key -> (label, model id)
+    choices: Callable[[str], list[tuple[str, str]]]  # identity token -> (label, model id)
 
     @property
     def dropdowns(self) -> list:
         return [self.model, *self.column_models]
 
-    def refresh(self, owner_key: str) -> list:
-        """Updates for ``dropdowns``: the owner's choices, each dropdown keeping its value."""
-        choices = self.choices(owner_key or "")
+    def refresh(self, token: str) -> list:
+        """Updates for ``dropdowns``: the choices of the token's owner, each dropdown keeping its value."""
+        choices = self.choices(token or "")
         return [gr.update(choices=choices) for _ in self.dropdowns]  # one dict each: Gradio consumes them
 
     @property
     def comparison_outputs(self) -> list:
         return [self.task, self.model, *self.column_strategies, *self.column_models]
 
-    def comparison(self, owner_key: str, tuned: FinetunedModel, catalog_ids: list[str]) -> list:
+    def comparison(self, token: str, tuned: FinetunedModel, catalog_ids: list[str]) -> list:
         """Updates for ``comparison_outputs``: the tuned model selected, and columns base | tuned (zero-shot)."""
-        choices = self.choices(owner_key or "")
+        choices = self.choices(token or "")
         task = gr.update(value="summarization") if tuned.task == "summarization" else gr.update()
         base = tuned.base_model if tuned.base_model in catalog_ids else None
         strategies = [gr.update(value=ZERO_SHOT if i < 2 else OFF) for i in range(len(self.column_strategies))]
@@ -266,7 +278,7 @@ def report_status(report: EvaluationReport, texts: Texts) -> str:
 
 
 def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
-    """The tab; ``owner`` is the app's owner key, shared with the Fine-tune tab, that unlocks one's own runs."""
+    """The tab; ``owner`` is the browser's identity token (shared with the Fine-tune tab): it unlocks one's runs."""
     settings = services.settings
     library = TemplateLibrary.load()
     bundled: dict[str, LabelledSet] = {task_id: load_bundled(task_id) for task_id in TASKS}
@@ -427,9 +439,20 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
     def pool_for(task_id: str) -> tuple:
         return bundled[task_id].demos
 
+    def for_preview(form_values: PromptForm) -> PromptForm:
+        """The form with its token replaced by the owner id it stands for ("" when not valid: no runs)."""
+        return replace(form_values, owner=owner_of(services, form_values.owner)).check_lengths(
+            settings.max_prompt_chars)
+
+    def for_generation(form_values: PromptForm, request: gr.Request) -> PromptForm:
+        """The form of someone who may generate now (rate limits), its token replaced by their owner id."""
+        identity = generating(services, form_values.owner, request)
+        with user_errors(settings):
+            return replace(form_values, owner=identity.id).check_lengths(settings.max_prompt_chars)
+
     # --- handlers: widget values in, logic called, widget values out ---------
     def on_task(task_id, strategy_id, saved):
-        with user_errors():
+        with user_errors(settings):
             choices = _strategy_choices(task_id)
             if strategy_id not in [value for _, value in choices]:
                 strategy_id = ZERO_SHOT
@@ -442,7 +465,7 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
                     *param_values(task_id, strategy_id)]
 
     def on_strategy(task_id, strategy_id, template_id_value, saved):
-        with user_errors():
+        with user_errors(settings):
             templates = _template_choices(library, task_id, strategy_id)
             ids = [value for _, value in templates]
             chosen = template_id_value if template_id_value in ids else ids[0]
@@ -457,12 +480,12 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
     def on_template(template_id_value, saved):
         if not template_id_value:
             return gr.update(), gr.update()
-        with user_errors():
+        with user_errors(settings):
             return template_values(template_id_value, saved)
 
     def save_template(template_id_value, template_text_value, system_value, saved, request: gr.Request):
         texts = Texts.for_request(request)
-        with user_errors():
+        with user_errors(settings):
             parse_template(template_text_value or "")
             library.get(template_id_value)
         saved = dict(saved or {})
@@ -493,6 +516,7 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
         form_values, (engine_name,) = _split(values)
         texts = Texts.for_request(request)
         try:
+            form_values = for_preview(form_values)
             setup, _ = form_values.setup(library)
             generation = effective_params(setup, form_values.params(token_limit))
             engine = form_values.engine_for(services)(form_values.model_id)
@@ -501,14 +525,15 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
             snippet = code_snippet(built, generation, samples=setup.strategy.paths, threads=settings.threads or None,
                                    **snippet_source(form_values, engine_name))
         except PlaygroundError as exc:
-            return f"⚠ {exc}", "", ""
+            return warning_text(exc, settings), "", ""
         return token_summary(built, generation.max_new_tokens, texts), built.text, snippet
 
     def run_prompt_lab(request: gr.Request, *values, progress=gr.Progress()):
         form_values, _ = _split(values)
         texts = Texts.for_request(request)
         session_key = request.session_hash or "anonymous"
-        with user_errors():
+        form_values = for_generation(form_values, request)
+        with user_errors(settings):
             setup, template = form_values.setup(library)
             column = Column(setup, form_values.model_id, form_values.params(token_limit), template.name)
             cancel = CancelFlag()
@@ -517,7 +542,7 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
             try:
                 for states in run_columns([column], form_values.text, pool_for(form_values.task),
                                           form_values.engine_for(services), embedder=services.embedder,
-                                          cancel=cancel):
+                                          cancel=cancel, slot=services.generation_slots.hold):
                     state = states[0]
                     if state.status == FAILED:
                         raise gr.Error(state.error, print_exception=False)
@@ -539,9 +564,11 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
         strategies, model_ids = rest[:MAX_COLUMNS], rest[MAX_COLUMNS:2 * MAX_COLUMNS]
         texts = Texts.for_request(request)
         session_key = request.session_hash or "anonymous"
-        base = form_values.params(token_limit)
+        form_values = for_generation(form_values, request)
+        with user_errors(settings):
+            base = form_values.params(token_limit)
         columns, slots = [], []
-        with user_errors():
+        with user_errors(settings):
             for i, (strategy_id, model_id) in enumerate(zip(strategies, model_ids)):
                 if not strategy_id or strategy_id == OFF:
                     continue
@@ -558,7 +585,8 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
         empty = ["", "", ""]
         try:
             for states in run_columns(columns, form_values.text, pool_for(form_values.task),
-                                      form_values.engine_for(services), embedder=services.embedder, cancel=cancel):
+                                      form_values.engine_for(services), embedder=services.embedder, cancel=cancel,
+                                      slot=services.generation_slots.hold):
                 views = [empty] * MAX_COLUMNS
                 for slot, state in zip(slots, states):
                     views[slot] = list(column_view(state, texts, run_names))
@@ -569,7 +597,7 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
     def read_upload_columns(path):
         if not path:
             return [gr.update(choices=[], value=None)] * 3
-        with user_errors():
+        with user_errors(settings):
             names = file_columns(Path(path).read_bytes(), Path(path).name)
         guess = lambda *candidates: next((n for n in names if n.lower() in candidates), None)  # noqa: E731
         return [gr.update(choices=names, value=guess("text", "input", "question", "dialogue", "sentence")),
@@ -581,7 +609,8 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
         chosen, source, path, input_col, label_col, rationale_col, demo_count, limit = rest
         texts = Texts.for_request(request)
         session_key = request.session_hash or "anonymous"
-        with user_errors():
+        form_values = for_generation(form_values, request)
+        with user_errors(settings):
             if source == "upload":
                 if not path:
                     raise InvalidParameterError(texts("lab.upload_missing"))
@@ -606,7 +635,7 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
                 engine = form_values.engine_for(services)(form_values.model_id)
                 report = evaluate(engine, setups, data, per_setup, limit=int(limit), embedder=services.embedder,
                                   progress=lambda fraction, message: progress(fraction, desc=message),
-                                  cancel=cancel)
+                                  cancel=cancel, slot=services.generation_slots.hold)
             finally:
                 services.generations.finish(session_key, EVAL_SLOT, cancel)
         summary_table, rows = report_tables(report)
@@ -616,7 +645,7 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
         services.generations.cancel(request.session_hash or "anonymous", EVAL_SLOT)
 
     # --- wiring ---------------------------------------------------------------
-    limits = dict(concurrency_limit=settings.concurrency, concurrency_id="generation")
+    limits = generation_event_options(settings)
     task.change(on_task, [task, strategy, saved_templates],
                 [strategy, template_id, template_text, system, text, k, *param_outputs], api_name=False,
                 queue=False)
@@ -648,4 +677,4 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
                           show_progress_on=[eval_status, per_example], **limits)
     cancel_button.click(cancel_evaluation, None, None, api_name="prompt_lab_cancel", queue=False)
     return ModelPickers(task, model, tuple(column_strategy), tuple(column_model),
-                        lambda owner_key: _model_choices(services, owner_key))
+                        lambda token: _model_choices(services, owner_of(services, token)))

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import gradio as gr
 
+from playground.backends.base import CancelFlag
 from playground.backends.chat import build_messages, check_message
 from playground.backends.compare import PrecisionComparison, PrecisionRun, compare_precisions
 from playground.backends.selection import LLAMA_CPP
 from playground.errors import PlaygroundError
 from playground.services import Services
 from playground.ui.i18n import Texts, t
-from playground.ui.widgets import parameter_widgets, params_from_widgets, user_errors
+from playground.ui.identity import generating
+from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, user_errors, \
+    user_message
 
 CHAT_SLOT = "quantized-chat"
 COMPARE_SLOT = "quantized-compare"
@@ -75,10 +78,11 @@ def facts_or_status(services: Services, model_id: str | None) -> list[list[str]]
     try:
         return facts_rows(services, model_id)
     except PlaygroundError as exc:
-        return [["status", line] for line in str(exc).splitlines()]
+        return [["status", line] for line in user_message(exc, services.settings).splitlines()]
 
 
-def build(services: Services) -> None:
+def build(services: Services, owner: gr.BrowserState) -> None:
+    """The tab; ``owner`` is the browser's identity token, which generations are counted against."""
     settings = services.settings
     choices = _model_choices(services)
     ids = [value for _, value in choices]
@@ -134,11 +138,13 @@ def build(services: Services) -> None:
         return rows
 
     def chat(text, history, model_id, system_prompt, max_new_tokens, temperature, top_p, top_k,
-             repetition_penalty, seed, stop_text, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+             repetition_penalty, seed, stop_text, identity, request: gr.Request,
+             progress=gr.Progress(track_tqdm=True)):
         param_values = (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop_text)
         texts = Texts.for_request(request)
         history = list(history or [])
-        with user_errors():
+        generating(services, identity, request)
+        with user_errors(settings):
             text = check_message(text, settings.max_prompt_chars)
             generation_params = params_from_widgets(*param_values, token_limit=settings.request_token_limit)
             engine = services.engines.get(model_id, LLAMA_CPP, progress=_reporter(progress))
@@ -147,17 +153,24 @@ def build(services: Services) -> None:
         history += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         yield history, "", f"_{texts('status.generating')}_"
         session = request.session_hash or "anonymous"
-        services.generations.start(session, CHAT_SLOT, generation)
+        stop_flag = CancelFlag()  # Stop reaches it while the request waits for a slot and while it generates
+        services.generations.start(session, CHAT_SLOT, stop_flag)
         try:
-            answer = ""
-            for piece in generation:
-                answer += piece
-                history[-1] = {"role": "assistant", "content": answer}
-                yield history, "", f"_{texts('status.generating')}_"
+            with services.generation_slots.hold(stop_flag) as admitted:
+                if not admitted:  # Stop was pressed while waiting for a slot: nothing was generated
+                    yield history, "", f"_{texts('status.cancelled')}_"
+                    return
+                answer = ""
+                for piece in generation:
+                    if stop_flag.is_set():
+                        generation.cancel()
+                    answer += piece
+                    history[-1] = {"role": "assistant", "content": answer}
+                    yield history, "", f"_{texts('status.generating')}_"
         except PlaygroundError as exc:
-            raise gr.Error(str(exc), print_exception=False) from None
+            raise gr.Error(user_message(exc, settings), print_exception=False) from None
         finally:
-            services.generations.finish(session, CHAT_SLOT, generation)
+            services.generations.finish(session, CHAT_SLOT, stop_flag)
         history[-1] = {"role": "assistant", "content": generation.result.text}
         yield history, "", answer_stats(generation.result, texts)
 
@@ -165,15 +178,16 @@ def build(services: Services) -> None:
         services.generations.cancel(request.session_hash or "anonymous")
 
     def compare(prompt, model_id, system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty,
-                seed, stop_text, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
+                seed, stop_text, identity, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         param_values = (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop_text)
         texts = Texts.for_request(request)
-        with user_errors():
+        generating(services, identity, request)
+        with user_errors(settings):
             text = check_message(prompt or texts("quant.default_prompt"), settings.max_prompt_chars)
             generation_params = params_from_widgets(*param_values, token_limit=settings.request_token_limit)
             messages = build_messages([], text, system_prompt)
             updates = compare_precisions(services.engines, model_id, messages, generation_params,
-                                         progress=_reporter(progress))
+                                         progress=_reporter(progress), slot=services.generation_slots.hold)
             try:
                 for comparison in updates:
                     yield (comparison.full.text, run_stats(comparison.full, texts), comparison.quantised.text,
@@ -181,14 +195,14 @@ def build(services: Services) -> None:
             finally:
                 updates.close()
 
-    limits = dict(concurrency_limit=settings.concurrency, concurrency_id="generation")
-    chat_inputs = [message, chatbot, model, system, *params.as_list()]
+    limits = generation_event_options(settings)
+    chat_inputs = [message, chatbot, model, system, *params.as_list(), owner]
     chat_outputs = [chatbot, message, stats]
     send.click(chat, chat_inputs, chat_outputs, api_name="quantized_chat", show_progress_on=[chatbot], **limits)
     message.submit(chat, chat_inputs, chat_outputs, api_name=False, show_progress_on=[chatbot], **limits)
     stop.click(stop_generation, None, None, api_name="quantized_stop", queue=False)
     clear.click(lambda: ([], "", ""), None, [chatbot, message, stats], api_name=False, queue=False)
     model.change(show_facts, model, facts, api_name="quantized_facts")
-    compare_button.click(compare, [compare_prompt, model, system, *params.as_list()],
+    compare_button.click(compare, [compare_prompt, model, system, *params.as_list(), owner],
                          [full_text, full_stats, quant_text, quant_stats, compare_summary],
                          api_name="quantized_compare", show_progress_on=[full_text, quant_text], **limits)
