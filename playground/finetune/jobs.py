@@ -149,12 +149,13 @@ class JobManager:
         return self._lock_fd is not None
 
     def submit(self, owner: str, config: Mapping[str, Any], entry: str = TRAIN_ENTRY, *,
-               admit: Callable[[list[RunRecord]], None] | None = None) -> str:
+               admit: Callable[[list[RunRecord]], None] | None = None, keep_files: Sequence[str] = ()) -> str:
         """Queue a run for ``owner``; returns its id. The run starts when a slot is free.
 
         ``admit``, when given, sees the owner's runs (newest first, with queue positions) and may refuse
         the new one by raising; it is called under the manager's lock, so two submits by one person at the
-        same moment cannot both pass a "one active run" rule.
+        same moment cannot both pass a "one active run" rule. ``keep_files`` (config keys holding uploaded
+        files) are copied into the run's folder (:meth:`RunStore.create`).
         """
         check_entry(entry)
         module = entry.partition(":")[0]
@@ -175,7 +176,7 @@ class JobManager:
                     "Start your run there, or give this app its own PLAYGROUND_DATA_DIR.")
             if admit is not None:
                 admit(self.list_runs(owner))
-            run_id = self.store.create(owner, config, entry)
+            run_id = self.store.create(owner, config, entry, keep_files=keep_files)
             self._queue.append(run_id)
             self._cond.notify_all()
         return run_id

@@ -36,7 +36,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import yaml
 
@@ -54,6 +54,7 @@ TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELLED})
 CONFIG_FILE = "config.yaml"
 JOB_FILE = "job.json"
 STATUS_FILE = "status.json"
+INPUTS_DIR = "inputs"  # the run's own copies of uploaded files it trains on
 PROGRESS_FILE = "progress.jsonl"
 LOG_FILE = "worker.log"
 CANCEL_FILE = "cancel"
@@ -253,8 +254,13 @@ class RunStore:
         self._progress: dict[str, _Progress] = {}
 
     # --- creating -------------------------------------------------------
-    def create(self, owner: str, config: Mapping[str, Any], entry: str) -> str:
-        """A new queued run for ``owner``; returns its id. The directory appears complete or not at all."""
+    def create(self, owner: str, config: Mapping[str, Any], entry: str, keep_files: Sequence[str] = ()) -> str:
+        """A new queued run for ``owner``; returns its id. The directory appears complete or not at all.
+
+        ``keep_files`` names config keys whose value is a file the run needs later (an upload, which lives in
+        a temporary folder that is cleaned up): each file is copied into the run's ``inputs/`` folder and the
+        config points at the copy, so a run that waits in the queue still finds its data.
+        """
         if not isinstance(owner, str) or not owner:
             raise InvalidParameterError("A run needs an owner (a non-empty session or user key).")
         check_entry(entry)
@@ -264,6 +270,13 @@ class RunStore:
         staging = self.root / f".partial-{run_id}"
         staging.mkdir()
         try:
+            for key in keep_files:
+                source = Path(str(plain.get(key) or ""))
+                if not source.is_file():
+                    raise InvalidParameterError(f"The file for {key!r} is gone; upload it again.")
+                (staging / INPUTS_DIR).mkdir(exist_ok=True)
+                shutil.copyfile(source, staging / INPUTS_DIR / source.name)
+                plain[key] = str(self.root / run_id / INPUTS_DIR / source.name)
             atomic_write_text(staging / CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
             atomic_write_json(staging / JOB_FILE, {"entry": entry, "owner": owner, "created": created})
             atomic_write_json(staging / STATUS_FILE, {"status": QUEUED, "message": "", "updated": created})

@@ -53,6 +53,22 @@ def test_create_writes_a_complete_run(tmp_path):
     assert _leftovers(tmp_path) == []
 
 
+def test_a_run_keeps_its_own_copy_of_an_uploaded_file(tmp_path):
+    """An upload lives in a temporary folder that is cleaned up; a run waiting in the queue must still find it."""
+    upload = tmp_path / "gradio-cache" / "abc123" / "my data.jsonl"
+    upload.parent.mkdir(parents=True)
+    upload.write_text('{"dialogue": "a", "summary": "b"}\n')
+    store = RunStore(tmp_path / "runs")
+    run_id = store.create("alice", {"data": str(upload)}, QUICK, keep_files=("data",))
+    upload.unlink()  # the cache is cleaned
+    kept = Path(store.config(run_id)["data"])
+    assert kept == store.path(run_id) / "inputs" / "my data.jsonl"
+    assert kept.read_text() == '{"dialogue": "a", "summary": "b"}\n'
+    with pytest.raises(InvalidParameterError, match="upload it again"):
+        store.create("alice", {"data": str(upload)}, QUICK, keep_files=("data",))
+    assert _leftovers(tmp_path) == [] and len(store.run_ids()) == 1
+
+
 def test_run_ids_are_unique_and_sort_by_creation(tmp_path):
     store = RunStore(tmp_path)
     ids = [store.create("alice", {}, QUICK) for _ in range(20)]

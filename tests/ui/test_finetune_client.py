@@ -172,3 +172,24 @@ def test_workshop_widgets_show_the_caps(workshop_app):
     assert props["ft-max-steps"]["label"] == "max_steps ≤ 200"
     assert props["ft-test-limit"]["label"] == "test_limit ≤ 16"
     assert props["ft-test-limit"]["value"] == 16  # the default (50) lowered, so the form submits as it is
+
+
+def test_a_queued_run_keeps_its_own_copy_of_the_upload(workshop_app, tmp_path):
+    from gradio_client import handle_file
+
+    client, services = workshop_app
+    owner = issue_token(client)
+    upload = tmp_path / "my-dialogues.jsonl"
+    upload.write_text("".join(f'{{"text": "A: Hello number {i}.\\nB: Hi.", "gist": "They greet {i}."}}\n'
+                              for i in range(12)))
+    args = config_args(data="upload")
+    args[3], args[4], args[5] = handle_file(str(upload)), "text", "gist"
+    _, picker = client.predict(owner, *args, api_name="/finetune_start")
+    run_id = _run_id(picker)
+    try:
+        record = services.jobs.get(run_id, owner_id(services, owner))
+        kept = record.config["data"]
+        assert kept == str(record.path / "inputs" / "my-dialogues.jsonl")  # not Gradio's cache, which is cleaned
+        assert "They greet 3." in open(kept, encoding="utf-8").read()
+    finally:
+        client.predict(owner, run_id, api_name="/finetune_cancel")

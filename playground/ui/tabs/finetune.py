@@ -264,8 +264,10 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
                                                   is_active=lambda run: not services.runs.status(run).terminal
                                                   ) as admission:
                 owner_key = admission.identity.id
+                # An upload lives in Gradio's cache, which is cleaned: the run keeps its own copy.
                 run_id = services.jobs.submit(owner_key, config.to_dict(), entry=TRAIN_ENTRY,
-                                              admit=limits.check_active)
+                                              admit=limits.check_active,
+                                              keep_files=("data",) if values[2] == UPLOAD else ())
                 admission.started(run_id)
         gr.Info(texts("ft.started", run=run_id))
         return token, gr.update(choices=run_choices(owner_key), value=run_id)
