@@ -147,10 +147,10 @@ class _Meter:
     def step(self, count: int = 1) -> None:
         self.work += count
         if self.work > self.budget.work:
-            raise BudgetExceeded("work", f"it did more than {self.budget.work:,} loop iterations, calls and "
-                                         f"operations")
+            raise BudgetExceeded("work", "its loops and calls did not end within it (loops inside macros count "
+                                         "too)")
         if self.clock() > self.deadline:
-            raise BudgetExceeded("time", f"it ran for more than {self.budget.seconds:g} s")
+            raise BudgetExceeded("time", f"it was still rendering after {self.budget.seconds:g} s")
 
     def building(self, size: int, what: str = "a value") -> None:
         """Called before a value of about ``size`` characters is made."""
@@ -158,8 +158,7 @@ class _Meter:
             raise BudgetExceeded("value", f"{what} would have {size:,} characters")
         self.built += size
         if self.built > self.budget.built_chars:
-            raise BudgetExceeded("built", f"the values it made came to more than {self.budget.built_chars:,} "
-                                          f"characters")
+            raise BudgetExceeded("built", "all the text and lists it made added up to more than that")
 
     def size(self, value: Any) -> int:
         return printed_size(value, self.budget.value_chars)
@@ -538,7 +537,7 @@ class BoundedTemplate:
             for piece in stream:
                 total += len(piece)
                 if total > budget.output_chars:
-                    raise BudgetExceeded("output", f"the prompt passed {budget.output_chars:,} characters")
+                    raise BudgetExceeded("output", "the prompt reached that length before it ended")
                 meter.step()
                 pieces.append(piece)
         finally:

@@ -9,7 +9,6 @@ stay within a bound whatever the templates ask for.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +21,7 @@ import pytest
 from gradio_client import Client
 from gradio_client.exceptions import AppError
 
+from tests.ui.conftest import _free_port
 from tests.ui.test_finetune_client import config_args
 from tests.ui.test_prompt_lab_client import form
 from tests.ui.test_quantized_cpu_client import assistant_text, chat_args
@@ -56,12 +56,6 @@ HOSTILE_TEMPLATES = {  # name: (template, the budget or refusal its message must
 HOSTILE_DATA = ["hub:/etc", "hub:text", "hub:csv", "hub:../x", "hub:./examples/data", "hub:examples/data",
                 "hub:http://example.com/a/b", "hub:owner/name/extra", "/etc/passwd", "examples/data/sentiment.jsonl",
                 "../../etc/hostname"]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
