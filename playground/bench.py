@@ -62,7 +62,7 @@ THROUGHPUT_PROMPT = (
     "harbour at night, so the people of the coast lit fires on hills and towers. Over the centuries"
 )
 # Short chat questions for the time to first token; each run asks a different one, as a real chat
-# would, so llama.cpp's prefix cache only saves the shared template and system prompt.
+# would. The cache is reused only in whole 64-token blocks, so these short prompts are read in full.
 CHAT_QUESTIONS = (
     "What is the capital of France?",
     "Name three primary colours.",
@@ -374,6 +374,7 @@ def bench_llama_cpp(provider, options: BenchOptions) -> tuple[list[Figure], floa
     Returns the figures and the app's median decode speed (for the ratio with transformers).
     """
     from playground.backends.base import GenerationParams
+    from playground.backends.llama_cpp_engine import PROMPT_BLOCK
 
     n = options.new_tokens
     figures: list[Figure] = []
@@ -388,8 +389,9 @@ def bench_llama_cpp(provider, options: BenchOptions) -> tuple[list[Figure], floa
 
             weights = provider.resolve(options.model, "gguf")
             threads, n_ctx = engine.threads, engine.context_window
+            # The app's prompt blocks, so both sides compute the same numbers and the texts can be compared.
             direct = Llama(model_path=str(weights.path), n_ctx=n_ctx, n_threads=threads,
-                           n_threads_batch=threads, verbose=False)
+                           n_threads_batch=threads, n_batch=PROMPT_BLOCK, n_ubatch=PROMPT_BLOCK, verbose=False)
             ids = engine.tokenize(THROUGHPUT_PROMPT)
             params = GenerationParams(max_new_tokens=n, temperature=0.0, repetition_penalty=1.0, seed=0)
             _log(f"warming up both, then {options.rounds} alternating rounds of {n} tokens")

@@ -11,6 +11,7 @@ compiles, whatever the prompt holds.
 from __future__ import annotations
 
 from playground.backends.base import GenerationParams
+from playground.backends.llama_cpp_engine import PROMPT_BLOCK
 from playground.errors import InvalidParameterError
 from playground.models.catalog import ModelSpec
 from playground.prompting.strategies import BuiltPrompt
@@ -63,7 +64,10 @@ def _llama_cpp_code(built: BuiltPrompt, params: GenerationParams, samples: int, 
     lines += _gguf_path_code(spec, model_ref)
     lines += ["", "from llama_cpp import Llama", ""]
     thread_args = f", n_threads={threads}" if threads else ""
-    lines += [f"llm = Llama(model_path=str(MODEL_PATH), n_ctx={built.context_window}{thread_args}, verbose=False)",
+    lines += ["# The app evaluates prompts in blocks of this many tokens; the same blocks give the same numbers,",
+              "# so greedy decoding here gives the app's text.",
+              f"llm = Llama(model_path=str(MODEL_PATH), n_ctx={built.context_window}{thread_args}, "
+              f"n_batch={PROMPT_BLOCK}, n_ubatch={PROMPT_BLOCK}, verbose=False)",
               "",
               "# The chat messages the template produced (for reference) ...",
               _messages_literal(built),

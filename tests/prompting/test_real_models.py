@@ -133,3 +133,22 @@ def test_prompt_over_the_tiny_context_window(tiny_llama):
         build_prompt(tiny_llama, setup, "The quick brown fox jumps over the lazy dog. " * 12,
                      params=GenerationParams(max_new_tokens=8))
     assert info.value.context_window == 128 and info.value.prompt_tokens > 120
+
+
+def test_the_llama_cpp_code_reproduces_the_apps_greedy_answer(smollm2, library, catalog):
+    """"Show the code" gives a script whose greedy answer is the app's, on any CPU: it evaluates the prompt in
+    the app's blocks, so both compute the same numbers."""
+    import subprocess
+    import sys
+
+    from playground.prompting.snippet import code_snippet
+
+    setup = _setup(library, "sentiment-classify", "few_shot", k=2)
+    params = GenerationParams(max_new_tokens=24, temperature=0.0, seed=0)
+    smollm2.generate(smollm2.format_chat([{"role": "user", "content": "Something else first."}]), params)
+    run = run_strategy(smollm2, setup, "The soup was cold and the waiter was rude.", SENTIMENT.demos, params)
+    code = code_snippet(run.prompt, params, spec=catalog.get(smollm2.model_id), threads=smollm2.threads)
+    printed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    count_line, _, answer = printed.stdout.partition("\n")
+    assert count_line == f"{run.prompt.token_count} prompt tokens"
+    assert answer.rstrip("\n") == run.paths[0].text
