@@ -47,7 +47,7 @@ def zip_directory(source_dir: Path, zip_path: Path) -> Path:
     """Zip every file of ``source_dir`` under a top folder named like it (weights stored, text deflated); atomic."""
     source_dir, zip_path = Path(source_dir), Path(zip_path)
     if not source_dir.is_dir():
-        raise PlaygroundError(f"There is no folder {source_dir} to zip.")
+        raise PlaygroundError(f"There is no folder {source_dir.name} to zip.")
     partial = zip_path.with_name(f".{zip_path.name}.partial-{os.getpid()}-{threading.get_ident()}")
     try:
         zip_path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,10 +70,10 @@ def read_result_info(folder: Path) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise PlaygroundError(f"{folder} has no {INFO_FILE}: it was not written by a fine-tuning run of the "
-                              f"playground.") from None
+        raise PlaygroundError(f"{Path(folder).name} has no {INFO_FILE}: it was not written by a fine-tuning run "
+                              f"of the playground.") from None
     except (OSError, ValueError) as exc:
-        raise PlaygroundError(f"Cannot read {path}: {exc}.") from None
+        raise PlaygroundError(f"Cannot read {path.name}: {getattr(exc, 'strerror', None) or exc}.") from None
 
 
 def zip_adapter(adapter_dir: Path, zip_path: Path | None = None) -> Path:
@@ -105,7 +105,7 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, data_dir: Path, *, resolv
     adapter_dir, output_dir = Path(adapter_dir), Path(output_dir)
     info = read_result_info(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
-        raise PlaygroundError(f"{adapter_dir} holds a full model, not an adapter: there is nothing to merge.")
+        raise PlaygroundError(f"{Path(adapter_dir).name} holds a full model, not an adapter: there is nothing to merge.")
     method = CLASSIFIER if info.get("method") == CLASSIFIER else LORA
     base_config = FinetuneConfig(model=info["base_model"], method=method)
     source = locate_model(base_config, resolver or _default_resolver(), Path(data_dir), catalog)

@@ -203,7 +203,7 @@ def read_template_entries(path: Path) -> list[tuple[str, Any]]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
-        raise TemplateError(f"Cannot read {path}: {exc.strerror or exc}.") from None
+        raise TemplateError(f"Cannot read {path.name}: {exc.strerror or exc}.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
