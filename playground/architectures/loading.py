@@ -71,15 +71,6 @@ class LoadedModel:
         return params + buffers
 
 
-def transformers_weights(spec: ModelSpec, resolver: SourceResolver, progress=None) -> ResolvedWeights:
-    """The weights to load with transformers: offline safetensors, else an offline GGUF, else any source."""
-    if resolver.is_available_offline(spec, "transformers"):
-        return resolver.resolve(spec, "transformers", progress)
-    if spec.has_gguf and resolver.is_available_offline(spec, "gguf"):
-        return resolver.resolve(spec, "gguf", progress)
-    return resolver.resolve(spec, None, progress)
-
-
 def _auto_class(head: str):
     import transformers
 
@@ -113,11 +104,12 @@ def load_model(spec: ModelSpec, resolver: SourceResolver, data_dir: Path, cuda: 
     """Resolve and load ``spec``; raises ModelUnavailableError, UnsupportedTaskError or PlaygroundError."""
     if spec.head not in HEADS:
         raise UnsupportedTaskError(f"{spec.name} has a {spec.head!r} head; the Architectures tab knows {HEADS}.")
-    weights = transformers_weights(spec, resolver, progress)
+    weights = resolver.resolve_for_transformers(spec, progress)
     import torch
     from transformers import AutoTokenizer
 
-    from playground.backends.transformers_engine import device_for, load_gguf_as_transformers
+    from playground.backends.transformers_engine import device_for
+    from playground.models.conversion import load_gguf_as_transformers
 
     if threads:
         torch.set_num_threads(threads)

@@ -130,16 +130,8 @@ class EngineProvider:
             torch.set_num_threads(self.hardware.cpu_threads)
 
             # Prefer real safetensors weights; fall back to dequantising the GGUF.
-            weights = self._transformers_weights(spec, progress)
+            weights = self.resolver.resolve_for_transformers(spec, progress)
             engine = TransformersEngine.load(spec.id, weights, self.settings.data_dir,
                                              device_for(self.hardware.cuda, self.hardware.bf16),
                                              token_limit=token_limit, progress=progress)
         return engine, engine.memory_bytes()
-
-    def _transformers_weights(self, spec: ModelSpec, progress) -> ResolvedWeights:
-        offline_first = [s for s in spec.sources if s.format == "transformers"]
-        if offline_first and self.resolver.is_available_offline(spec, "transformers"):
-            return self.resolver.resolve(spec, "transformers", progress)
-        if spec.has_gguf and self.resolver.is_available_offline(spec, "gguf"):
-            return self.resolver.resolve(spec, "gguf", progress)
-        return self.resolver.resolve(spec, None, progress)

@@ -36,7 +36,7 @@ def choose_engine(spec: ModelSpec, hardware: Hardware, requested: str = "auto") 
     if requested == TRANSFORMERS:
         return EngineChoice(TRANSFORMERS, "requested")
     if spec.family != "decoder":
-        return EngineChoice(TRANSFORMERS, _torch_reason(hardware) + f"; llama.cpp here serves decoders only")
+        return EngineChoice(TRANSFORMERS, _torch_reason(hardware) + "; llama.cpp here serves decoders only")
     if hardware.cuda:
         return EngineChoice(TRANSFORMERS, _torch_reason(hardware))
     if spec.has_gguf:

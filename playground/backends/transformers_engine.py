@@ -1,17 +1,15 @@
 """The transformers engine: full-precision PyTorch models, on CUDA (bf16) or the CPU (fp32).
 
 It loads a model folder of safetensors, or a GGUF file dequantised by
-transformers. Because dequantising takes tens of seconds, the first GGUF load
-writes a safetensors copy into the data dir and later loads read that copy.
+transformers through :mod:`playground.models.conversion` (the first load writes
+a safetensors copy into the data dir; later loads read that copy).
 ``sample_n`` draws several completions in one ``generate`` call
 (``num_return_sequences``), so the prompt goes through the model once.
 """
 
 from __future__ import annotations
 
-import os
 import queue
-import shutil
 import threading
 import time
 from dataclasses import dataclass
@@ -27,8 +25,8 @@ from playground.backends.base import (
     first_stop_index,
     check_sample_count,
 )
-from playground.errors import InvalidGGUFError, PlaygroundError
-from playground.models.gguf_info import read_gguf_facts
+from playground.errors import PlaygroundError
+from playground.models.conversion import load_gguf_as_transformers
 from playground.models.sources import ResolvedWeights
 
 
@@ -48,77 +46,6 @@ def device_for(cuda: bool, bf16: bool) -> DeviceChoice:
     if cuda:
         return DeviceChoice("cuda", "bfloat16" if bf16 else "float16")
     return DeviceChoice("cpu", "float32")
-
-
-def converted_dir(data_dir: Path, weights: ResolvedWeights) -> Path:
-    """Where the safetensors copy of a GGUF file lives; the name changes when the file does."""
-    stat = weights.path.stat()
-    return Path(data_dir) / "converted" / f"{weights.model_id}-{weights.path.stem}-{stat.st_size}"
-
-
-def plain_copy(model):
-    """The same weights in a model built from a copy of its config (GGUF marker dropped), which ``save_pretrained``
-    accepts and whose saved copy any ``from_pretrained`` + Trainer script loads as plain weights.
-
-    A GGUF-loaded model refuses ``save_pretrained``. Building on the meta device and assigning the
-    loaded tensors skips a pointless random initialisation.
-    """
-    import copy
-
-    import torch
-
-    config = copy.deepcopy(model.config)
-    if hasattr(config, "quantization_config"):  # the weights are dequantised: saved, they must reload as plain
-        del config.quantization_config
-    with torch.device("meta"):
-        plain = type(model)(config)
-    plain.load_state_dict(model.state_dict(), assign=True)
-    for name, buffer in model.named_buffers():  # non-persistent buffers (rotary tables) are not in the state dict
-        owner, _, attribute = name.rpartition(".")
-        plain.get_submodule(owner)._buffers[attribute] = buffer
-    plain.tie_weights()
-    return plain
-
-
-def load_gguf_as_transformers(weights: ResolvedWeights, data_dir: Path, progress=None):
-    """(model, tokenizer, from_cache) for a GGUF file, converting once and caching safetensors."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    target = converted_dir(data_dir, weights)
-    if (target / "config.json").is_file() and any(target.glob("*.safetensors")):
-        if progress:
-            progress(0.5, "Loading the converted safetensors copy")
-        model = AutoModelForCausalLM.from_pretrained(target, dtype="float32", use_safetensors=True)
-        return model, AutoTokenizer.from_pretrained(target), True
-
-    read_gguf_facts(weights.path)  # refuse a damaged file with a clear message
-    if progress:
-        progress(0.1, "Dequantising the GGUF file (first time only; this takes a while on a CPU)")
-    folder, name = str(weights.path.parent), weights.path.name
-    try:
-        gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="float32")
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
-    except Exception as exc:
-        raise InvalidGGUFError(
-            f"transformers could not load {name}: {type(exc).__name__}: {str(exc)[:200]}"
-        ) from None
-    if progress:
-        progress(0.8, "Saving a safetensors copy for fast loads next time")
-    model = plain_copy(gguf_model)
-    del gguf_model
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + f".partial-{os.getpid()}-{threading.get_ident()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        model.save_pretrained(partial, safe_serialization=True)
-        tokenizer.save_pretrained(partial)
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
-    except OSError:
-        shutil.rmtree(partial, ignore_errors=True)
-        # The model is loaded and usable; only the cache could not be written.
-    model.eval()
-    return model, tokenizer, False
 
 
 class _TokenQueue:

@@ -91,7 +91,7 @@ def saveable_model(model):
         isinstance(config_quant, dict) and str(config_quant.get("quant_method", "")).lower() == "gguf")
     if not gguf:
         return model
-    from playground.backends.transformers_engine import plain_copy
+    from playground.models.conversion import plain_copy
 
     return plain_copy(model)
 

@@ -126,9 +126,8 @@ def locate_model(config: FinetuneConfig, resolver, data_dir: Path, catalog=None,
         return ModelSource(config.model, folder.name, family_from_config(folder / "config.json"), folder,
                            f"local folder {config.model}")
 
-    from playground.architectures.loading import transformers_weights
 
-    weights = transformers_weights(spec, resolver, progress)
+    weights = resolver.resolve_for_transformers(spec, progress)
     if weights.format == "transformers":
         if not _has_safetensors(weights.path):
             raise ModelUnavailableError(f"{weights.detail} has no safetensors weights; only safetensors are "
@@ -136,7 +135,7 @@ def locate_model(config: FinetuneConfig, resolver, data_dir: Path, catalog=None,
         return ModelSource(spec.id, spec.name, spec.family, weights.path, weights.detail, tuple(spec.lora_targets))
     if spec.family != DECODER:
         raise TrainingError(f"{spec.name}: only decoder GGUF files can be converted for training.")
-    from playground.backends.transformers_engine import converted_dir, load_gguf_as_transformers
+    from playground.models.conversion import converted_dir, load_gguf_as_transformers
 
     folder = converted_dir(data_dir, weights)
     if not _has_safetensors(folder):

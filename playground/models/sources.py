@@ -69,6 +69,16 @@ class SourceResolver:
                     return found
         raise ModelUnavailableError(self._explain(spec, fmt, problems))
 
+    def resolve_for_transformers(self, spec: ModelSpec, progress: ProgressCallback | None = None
+                                 ) -> ResolvedWeights:
+        """The weights transformers should load: offline safetensors, else an offline GGUF (dequantised by
+        :mod:`playground.models.conversion`), else any source."""
+        if self.is_available_offline(spec, "transformers"):
+            return self.resolve(spec, "transformers", progress)
+        if spec.has_gguf and self.is_available_offline(spec, "gguf"):
+            return self.resolve(spec, "gguf", progress)
+        return self.resolve(spec, None, progress)
+
     def is_available_offline(self, spec: ModelSpec, fmt: str | None = None) -> bool:
         """True when packaged or local weights exist (no network, no download)."""
         for source in self._sources(spec, fmt):
@@ -184,9 +194,9 @@ class SourceResolver:
         lines += [f"- {p}" for p in problems]
         folder = f"PLAYGROUND_MODELS_DIR/{spec.id}"
         if self.models_dir is None:
-            lines.append(f"- no local folder is set (PLAYGROUND_MODELS_DIR)")
+            lines.append("- no local folder is set (PLAYGROUND_MODELS_DIR)")
         repo = next((s.repo for s in self._sources(spec, fmt) if s.is_hub), "")
-        hint = f"To get it: go online (unset HF_HUB_OFFLINE / PLAYGROUND_OFFLINE)"
+        hint = "To get it: go online (unset HF_HUB_OFFLINE / PLAYGROUND_OFFLINE)"
         if repo:
             hint += f", or copy {repo} into {folder}"
         lines.append(hint + ".")

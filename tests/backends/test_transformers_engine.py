@@ -5,13 +5,9 @@ from __future__ import annotations
 import pytest
 
 from playground.backends.base import Engine, GenerationParams
-from playground.backends.transformers_engine import (
-    TransformersEngine,
-    converted_dir,
-    device_for,
-    load_gguf_as_transformers,
-)
+from playground.backends.transformers_engine import TransformersEngine, device_for
 from playground.errors import ContextOverflowError, InvalidGGUFError, InvalidPromptError, PlaygroundError
+from playground.models.conversion import converted_dir, load_gguf_as_transformers
 from playground.models.sources import ResolvedWeights
 from tests.helpers import SMOLLM2, TINY_CHAT_TEMPLATE, TINY_MODELS
 
