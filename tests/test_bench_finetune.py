@@ -14,7 +14,7 @@ import pytest
 from playground import bench
 from playground.bench import BenchOptions, Figure, format_table
 from playground.finetune.encoding import IGNORE_INDEX, encode_causal
-from playground.finetune.plain_trainer import PlainSettings, encode_example
+from playground.bench.plain_trainer import PlainSettings, encode_example
 from tests.finetune.conftest import DIALOGUES
 from tests.helpers import SMOLLM2, build_tiny_causal_lm, fake_hardware, offline_settings
 

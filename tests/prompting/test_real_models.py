@@ -15,7 +15,7 @@ from playground.errors import ContextOverflowError
 from playground.prompting.data import load_bundled
 from playground.prompting.evaluation import evaluate
 from playground.prompting.strategies import PromptSetup, StrategyConfig, build_prompt, run_strategy
-from playground.prompting.timing import time_self_consistency, time_sentiment_evaluation
+from playground.bench.prompt_lab import time_self_consistency, time_sentiment_evaluation
 
 SENTIMENT = load_bundled("sentiment")
 ARITHMETIC = load_bundled("arithmetic")

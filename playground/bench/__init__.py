@@ -19,7 +19,7 @@ instead. One run of the process measures, on this machine:
    new provider and cache so it really loads again (target: under 5 s);
 6. the training speed of the app's fine-tuning trainer (``playground.finetune.train``,
    behind the Fine-tune tab and ``python -m playground finetune``) over a plain
-   peft + transformers ``Trainer`` script (:mod:`playground.finetune.plain_trainer`)
+   peft + transformers ``Trainer`` script (:mod:`playground.bench.plain_trainer`)
    on the same model, rows and settings: non-padding tokens per second of the
    training steps after the first, counted and timed by the same callback in
    both, the two alternating and their medians compared (target: the app is at
@@ -54,7 +54,7 @@ DEFAULT_MODEL = "smollm2-135m-instruct"
 # whose cores are busy with other programs cannot stretch the run to many minutes.
 RUN_CAP_S = 10.0  # llama.cpp makes 128 tokens in about 2 s on two quiet cores
 TRANSFORMERS_RUN_CAP_S = 30.0  # fp32 transformers on two cores: about 10 s
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 # A plain-text prompt the model continues at length (greedy decoding rarely ends it before N tokens).
 THROUGHPUT_PROMPT = (
@@ -664,7 +664,7 @@ def plain_training_run(config, model_folder: Path, targets, pairs, output_dir: P
     """One run of the plain peft + Trainer script on the same folder, pairs and settings."""
     import contextlib
 
-    from playground.finetune.plain_trainer import PlainSettings, build_trainer
+    from playground.bench.plain_trainer import PlainSettings, build_trainer
 
     clock = step_clock()
     with contextlib.redirect_stdout(sys.stderr):  # the stock Trainer prints its final log line
@@ -783,7 +783,7 @@ def bench_architectures(settings, hardware, catalog, options: BenchOptions) -> F
 
 def bench_prompt_lab(provider, options: BenchOptions) -> list[Figure]:
     """Self-consistency's cost over one sample, and a sentiment evaluation of the bundled set, on llama.cpp."""
-    from playground.prompting.timing import time_self_consistency, time_sentiment_evaluation
+    from playground.bench.prompt_lab import time_self_consistency, time_sentiment_evaluation
 
     figures = []
     try:
