@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from playground.bench import Figure, format_table, main
+from playground.bench import Figure, Measure, format_table, main
 
 
 def test_table_shows_value_target_and_result():
@@ -43,3 +43,37 @@ def test_bad_arguments_are_refused(capsys):
 def test_unknown_model_is_refused_before_measuring(capsys):
     assert main(["--model", "no-such-model", "--skip-startup"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_a_measure_reads_its_check_from_its_target():
+    at_least = Measure("ratio", "x", ">= 0.9")
+    assert at_least.measured(0.9, "").passed is True and at_least.measured(0.89, "").passed is False
+    below = Measure("start-up", "s", "< 10 s")
+    assert below.measured(9.99, "").passed is True and below.measured(10.0, "").passed is False
+    assert Measure("cost", "x", "<= 2.5").measured(2.5, "").passed is True
+    assert Measure("speed", "tok/s").measured(80.0, "").passed is None  # informational
+    assert below.measured(12.0, "part of a set", judged=False).passed is None
+    with pytest.raises(ValueError, match="target"):
+        Measure("bad", "s", "about 10 s")
+
+
+def test_a_measure_makes_failed_missing_and_skipped_figures():
+    measure = Measure("start-up", "s", "< 10 s")
+    failed = measure.failed(RuntimeError("no port\nmore"))
+    assert (failed.value, failed.passed, failed.detail) == (None, False, "not measured: RuntimeError: no port")
+    assert measure.not_measured("no app.py").passed is False
+    assert Measure("ratio", "x").not_measured("speed missing").passed is None  # no target, nothing fails
+    assert Measure("ratio", "x").failed(ValueError()).passed is False
+    skipped = measure.skipped("skipped (--skip-startup)")
+    assert skipped.passed is None and skipped.target == "< 10 s"
+
+
+def test_importing_the_bench_loads_no_engine_library():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = "import sys, playground.bench; print(' '.join(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                         text=True, check=True).stdout.split()
+    assert "torch" not in out and "llama_cpp" not in out and "transformers" not in out

@@ -11,10 +11,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from playground import bench
-from playground.bench import BenchOptions, Figure, format_table
-from playground.finetune.encoding import IGNORE_INDEX, encode_causal
+from playground.bench import BenchOptions, Figure, cli, format_table
+from playground.bench import finetune as ft
 from playground.bench.plain_trainer import PlainSettings, encode_example
+from playground.finetune.encoding import IGNORE_INDEX, encode_causal
 from tests.finetune.conftest import DIALOGUES
 from tests.helpers import SMOLLM2, build_tiny_causal_lm, fake_hardware, offline_settings
 
@@ -34,7 +34,7 @@ def tiny_config(tmp_path_factory, tiny_llama):
     rows.append({"dialogue": ROWS[0][0], "summary": ROWS[0][1], "split": "test"})
     data = tmp_path_factory.mktemp("bench-ft-data") / "dialogues.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return bench.finetune_config(BenchOptions(quick=True), steps=3).replace(
+    return ft.finetune_config(BenchOptions(quick=True), steps=3).replace(
         model=str(tiny_llama), data=str(data), input_column="dialogue", target_column="summary",
         template="dialogue-tldr", max_length=128, batch_size=2)
 
@@ -43,7 +43,7 @@ def tiny_config(tmp_path_factory, tiny_llama):
 
 
 def test_figure_config_trains_without_evaluation_or_generation():
-    config = bench.finetune_config(BenchOptions())
+    config = ft.finetune_config(BenchOptions())
     assert (config.model, config.method, config.data) == (SMOLLM2, "lora", "dialogues")
     assert config.validation_fraction == 0 and config.eval_every == 0 and config.sample_count == 0
     assert config.max_steps == BenchOptions().finetune_steps > BenchOptions(quick=True).finetune_steps >= 3
@@ -55,7 +55,7 @@ def test_figure_config_trains_without_evaluation_or_generation():
 
 
 def test_plain_encoding_masks_the_prompt_and_matches_the_apps(tiny_config, tiny_tokenizer):
-    pairs = bench.train_pairs(tiny_config)
+    pairs = ft.train_pairs(tiny_config)
     assert len(pairs) == len(ROWS)
     app = encode_causal([SimpleNamespace(prompt=p, completion=c) for p, c in pairs], tiny_tokenizer, 128)
     for (prompt, completion), feature in zip(pairs, app.features):
@@ -83,10 +83,10 @@ def test_plain_encoding_matches_the_apps_on_smollm2_dialogues(data_dir, catalog,
     from playground.finetune.methods import locate_model
     from playground.models.sources import SourceResolver
 
-    config = bench.finetune_config(BenchOptions())
+    config = ft.finetune_config(BenchOptions())
     source = locate_model(config, SourceResolver(None, offline=True, hub_cache_dir=tmp_path), data_dir, catalog)
     tokenizer = AutoTokenizer.from_pretrained(source.folder)
-    pairs = bench.train_pairs(config)
+    pairs = ft.train_pairs(config)
     app = encode_causal([SimpleNamespace(prompt=p, completion=c) for p, c in pairs], tokenizer, config.max_length)
     assert len(app.features) == len(pairs) > 100
     mismatched = [i for i, ((prompt, completion), feature) in enumerate(zip(pairs, app.features))
@@ -114,7 +114,7 @@ class _FakeLM:
 def test_step_clock_counts_training_batches_and_leaves_out_the_first_step():
     import torch
 
-    clock = bench.step_clock()
+    clock = ft.step_clock()
     model = _FakeLM.make()
     clock.on_train_begin(None, None, None, model=model)
     model.train()
@@ -145,7 +145,7 @@ def test_step_clock_counts_training_batches_and_leaves_out_the_first_step():
 
 
 def test_step_clock_needs_two_steps():
-    clock = bench.step_clock()
+    clock = ft.step_clock()
     clock.on_train_begin(None, None, None, model=_FakeLM.make())
     clock.on_step_end(None, None, None)
     with pytest.raises(RuntimeError, match="at least 2"):
@@ -160,9 +160,9 @@ def test_both_trainers_train_on_the_same_batches(tiny_config, tiny_llama, tmp_pa
 
     resolver = SourceResolver(None, offline=True, hub_cache_dir=tmp_path / "hub")
     # With the app's length grouping off, the two must be the same training, batch for batch.
-    app = bench.app_training_run(tiny_config.replace(group_by_length=False), tmp_path / "app", tmp_path / "data",
+    app = ft.app_training_run(tiny_config.replace(group_by_length=False), tmp_path / "app", tmp_path / "data",
                                  resolver, catalog)
-    plain = bench.plain_training_run(tiny_config, tiny_llama, (), bench.train_pairs(tiny_config), tmp_path / "plain")
+    plain = ft.plain_training_run(tiny_config, tiny_llama, (), ft.train_pairs(tiny_config), tmp_path / "plain")
     assert app.steps == plain.steps == 2  # three steps, the first not timed
     # Same rows, same order, same batch size, same initial weights: the same tokens and the same first loss.
     assert app.tokens == plain.tokens > 0
@@ -183,26 +183,26 @@ def test_length_grouping_pads_less_than_the_plain_script(tiny_config, tiny_llama
     config = tiny_config.replace(data=str(data), max_steps=16, max_length=256)
     assert config.group_by_length  # the app's default
     resolver = SourceResolver(None, offline=True, hub_cache_dir=tmp_path / "hub")
-    app = bench.app_training_run(config, tmp_path / "app", tmp_path / "data", resolver, catalog)
-    plain = bench.plain_training_run(config, tiny_llama, (), bench.train_pairs(config), tmp_path / "plain")
+    app = ft.app_training_run(config, tmp_path / "app", tmp_path / "data", resolver, catalog)
+    plain = ft.plain_training_run(config, tiny_llama, (), ft.train_pairs(config), tmp_path / "plain")
     assert app.padding_share < plain.padding_share, (app.padding_share, plain.padding_share)  # 10 % against 16 %
 
 
 def test_figure_is_measured_and_reported(tiny_config, tmp_path, catalog):
     settings = offline_settings(tmp_path / "app-data")
-    figure = bench.bench_finetune(settings, fake_hardware(threads=2), catalog, BenchOptions(quick=True), tmp_path,
+    figure = ft.bench_finetune(settings, fake_hardware(threads=2), catalog, BenchOptions(quick=True), tmp_path,
                                   config=tiny_config)
-    assert figure.name == bench.FINETUNE_FIGURE and figure.unit == "x" and figure.target == ">= 1.0"
+    assert figure.name == ft.FINETUNE_FIGURE and figure.unit == "x" and figure.target == ">= 1.0"
     assert figure.value is not None and figure.value > 0 and figure.passed is (figure.value >= 1.0)
     for part in ("tok/s", "padding share app", "plain", "3 steps of batch 2", "the first not timed",
                  "first-step loss"):
         assert part in figure.detail, part
-    row = next(line for line in format_table([figure]).splitlines() if line.startswith(bench.FINETUNE_FIGURE))
+    row = next(line for line in format_table([figure]).splitlines() if line.startswith(ft.FINETUNE_FIGURE))
     assert ">= 1.0" in row and row.endswith(("pass", "FAIL"))
 
 
 def test_figure_is_skipped_for_a_model_that_is_not_a_decoder(tmp_path, catalog):
-    figure = bench.bench_finetune(offline_settings(tmp_path), fake_hardware(), catalog,
+    figure = ft.bench_finetune(offline_settings(tmp_path), fake_hardware(), catalog,
                                   BenchOptions(model="all-minilm-l6-v2"), tmp_path)
     assert figure.value is None and figure.passed is None and "not a decoder" in figure.detail
 
@@ -212,10 +212,10 @@ def test_skip_finetune_flag_reaches_the_options(monkeypatch, capsys):
 
     def fake_run(options, machine=None):
         seen["options"] = options
-        return [Figure(bench.FINETUNE_FIGURE, None, "x", ">= 1.0", None, "skipped (--skip-finetune)")]
+        return [Figure(ft.FINETUNE_FIGURE, None, "x", ">= 1.0", None, "skipped (--skip-finetune)")]
 
-    monkeypatch.setattr(bench, "run_benchmarks", fake_run)
-    assert bench.main(["--skip-finetune", "--skip-startup", "--quick"]) == 0
+    monkeypatch.setattr(cli, "run_benchmarks", fake_run)
+    assert cli.main(["--skip-finetune", "--skip-startup", "--quick"]) == 0
     assert seen["options"].skip_finetune and seen["options"].quick
     assert "skipped (--skip-finetune)" in capsys.readouterr().out
-    assert not bench.build_arg_parser().parse_args([]).skip_finetune
+    assert not cli.build_arg_parser().parse_args([]).skip_finetune

@@ -1,6 +1,6 @@
-"""The Prompt Lab's speed figures, as functions the bench (``python -m playground bench``) can time.
+"""Prompt Lab: self-consistency's cost over one sample, and a whole sentiment evaluation, on llama.cpp.
 
-Two promises are measured here, on whatever engine is passed in:
+Two promises are measured here; the timing functions take any engine (a test runs them on a tiny one):
 
 1. ``time_self_consistency``: N sampled reasoning paths cost little more than
    one, because the prompt is processed once (llama.cpp decodes the paths in one
@@ -14,7 +14,8 @@ Two promises are measured here, on whatever engine is passed in:
 2. ``time_sentiment_evaluation``: a whole evaluation of the bundled sentiment
    set (60 examples). Target on the default model, two cores: under 2 minutes.
 
-Tests never assert these times; they only check the functions run.
+:func:`bench_prompt_lab` turns both into the bench's figures. Tests never assert these times; they
+only check the functions run.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass, replace
 
 from playground.backends.base import Engine, GenerationParams
+from playground.bench.core import BenchOptions, Figure, Measure
 from playground.prompting.data import load_bundled
 from playground.prompting.evaluation import EvaluationReport, Progress, evaluate
 from playground.prompting.strategies import (
@@ -37,6 +39,11 @@ from playground.prompting.tasks import FEW_SHOT, SELF_CONSISTENCY, ZERO_SHOT
 from playground.prompting.templates import TemplateLibrary
 
 FLUSH_PROMPT = "Name one colour of the rainbow."
+SAMPLES = 5  # the self-consistency paths the figure times
+
+SELF_CONSISTENCY_COST = Measure(f"Prompt Lab: self-consistency N={SAMPLES} / one sample", "x", "<= 2.5")
+SENTIMENT_EXAMPLES = 60  # the bundled set; the target is judged only on a whole evaluation
+SENTIMENT_EVALUATION = Measure(f"Prompt Lab: evaluate {SENTIMENT_EXAMPLES} sentiment examples", "s", "< 120 s")
 
 
 @dataclass(frozen=True)
@@ -127,3 +134,32 @@ def time_sentiment_evaluation(engine: Engine, strategy: str = ZERO_SHOT, limit: 
     data = load_bundled("sentiment")
     return evaluate(engine, [setup], data, suggested_params("sentiment", setup.strategy), limit=limit,
                     progress=progress)
+
+
+def bench_prompt_lab(provider, options: BenchOptions) -> list[Figure]:
+    """Self-consistency's cost over one sample, and a sentiment evaluation of the bundled set, on llama.cpp."""
+    try:
+        engine = provider.get(options.model, "llama.cpp")
+    except Exception as exc:
+        return [SELF_CONSISTENCY_COST.failed(exc), SENTIMENT_EVALUATION.failed(exc)]
+    figures = []
+    try:
+        timing = time_self_consistency(engine, samples=SAMPLES, rounds=2 if options.quick else 3)
+        figures.append(SELF_CONSISTENCY_COST.measured(
+            timing.ratio,
+            f"{timing.parallel_s:.2f} s for {SAMPLES} paths ({timing.parallel_tokens} tokens) vs "
+            f"{timing.single_s:.2f} s for one ({timing.single_tokens:.0f} tokens); prompt of "
+            f"{timing.prompt_tokens} tokens read once; median of {timing.rounds} rounds"))
+    except Exception as exc:
+        figures.append(SELF_CONSISTENCY_COST.failed(exc))
+    try:
+        report = time_sentiment_evaluation(engine, limit=20 if options.quick else None)
+        score = report.scores[0]
+        measure = replace(SENTIMENT_EVALUATION, name=f"Prompt Lab: evaluate {score.examples} sentiment examples")
+        figures.append(measure.measured(
+            report.elapsed_s,
+            f"zero-shot, accuracy {score.metrics['accuracy']:.2f}, {score.completion_tokens} new tokens",
+            judged=score.examples >= SENTIMENT_EXAMPLES))
+    except Exception as exc:
+        figures.append(SENTIMENT_EVALUATION.failed(exc))
+    return figures

@@ -1,0 +1,228 @@
+"""``python -m playground bench``: the options, the driver that runs every suite, the table and the JSON."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from playground.bench.core import DEFAULT_MODEL, BenchOptions, CpuWatch, Figure, Measure, log
+
+
+# --------------------------------------------------------------------------- machine
+def machine_summary(hardware, threads: int, options: BenchOptions) -> dict[str, Any]:
+    from importlib import metadata
+
+    versions = {}
+    for package in ("llama-cpp-python", "torch", "transformers", "gradio"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = None
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "summary": hardware.summary,
+        **dataclasses.asdict(hardware),
+        "cpu": cpu,
+        "threads_used": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "model": options.model,
+        "quick": options.quick,
+        "others_cpu_share_at_start": _others_cpu_share(),
+    }
+
+
+def _others_cpu_share(seconds: float = 1.0) -> float | None:
+    """The share of the CPU other programs use right now, sampled over ``seconds``.
+
+    (The load average is no guide here: on some virtual machines it stays high while the cores idle.)
+    """
+    watch = CpuWatch()
+    time.sleep(seconds)
+    share = watch.others_share()
+    return None if share is None else round(share, 3)
+
+
+# --------------------------------------------------------------------------- driver
+def _settings_for(options: BenchOptions, data_dir: Path):
+    from playground.config import Settings
+
+    settings = Settings.load()
+    changes: dict[str, Any] = {"data_dir": data_dir}
+    if options.threads:
+        changes["threads"] = options.threads
+    return dataclasses.replace(settings, **changes)
+
+
+def _guarded(fallback: Measure, measure: Callable[[], Figure | list[Figure]]) -> list[Figure]:
+    """The suite's figures, or ``fallback`` failed with the error that stopped it."""
+    try:
+        figures = measure()
+    except Exception as exc:  # e.g. torch or transformers missing
+        return [fallback.failed(exc)]
+    return figures if isinstance(figures, list) else [figures]
+
+
+def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[Figure]:
+    """Measure every figure in this process; ``machine`` (if given) receives the hardware summary."""
+    from playground.backends.provider import EngineProvider
+    from playground.bench.architectures import ARCHITECTURES_WARM, bench_architectures
+    from playground.bench.finetune import APP_OVER_PLAIN, bench_finetune
+    from playground.bench.llama_decode import APP_OVER_DIRECT, bench_llama_cpp
+    from playground.bench.prompt_lab import bench_prompt_lab
+    from playground.bench.startup import STARTUP, bench_startup
+    from playground.bench.transformers_engine import SECOND_LOAD, bench_transformers
+    from playground.hardware import detect
+    from playground.models.catalog import Catalog
+
+    catalog = Catalog.load()
+    spec = catalog.get(options.model)  # an unknown id stops here with the list of known ones
+    if options.data_dir is not None:
+        Path(options.data_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="playground-bench-", dir=options.data_dir))
+    figures: list[Figure] = []
+    try:
+        settings = _settings_for(options, scratch / "app-data")
+        hardware = detect(settings.threads)
+        if machine is not None:
+            machine.update(machine_summary(hardware, hardware.cpu_threads, options))
+        log(hardware.summary)
+
+        if options.skip_startup:
+            figures.append(STARTUP.skipped("skipped (--skip-startup)"))
+        else:
+            figures += _guarded(STARTUP, lambda: bench_startup(scratch))
+
+        llama_speed: float | None = None
+        if spec.has_gguf:
+            provider = EngineProvider(settings, hardware, catalog)
+            try:
+                llama_figures, llama_speed = bench_llama_cpp(provider, options)
+                figures += llama_figures
+            except Exception as exc:
+                figures.append(APP_OVER_DIRECT.failed(exc))
+            figures += bench_prompt_lab(provider, options)  # reports its own failures
+            provider.cache.clear()
+        else:
+            figures.append(APP_OVER_DIRECT.skipped(f"skipped: {options.model} has no GGUF source"))
+
+        figures += _guarded(SECOND_LOAD, lambda: bench_transformers(settings, hardware, catalog, options, scratch,
+                                                                    llama_speed))
+        if options.skip_finetune:
+            figures.append(APP_OVER_PLAIN.skipped("skipped (--skip-finetune)"))
+        else:
+            figures += _guarded(APP_OVER_PLAIN, lambda: bench_finetune(settings, hardware, catalog, options, scratch))
+        figures += _guarded(ARCHITECTURES_WARM, lambda: bench_architectures(settings, hardware, catalog, options))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return figures
+
+
+# --------------------------------------------------------------------------- output
+def _value_text(figure: Figure) -> str:
+    if figure.value is None:
+        return "-"
+    value = figure.value
+    digits = 3 if abs(value) < 1 else 2 if abs(value) < 100 else 1
+    return f"{value:.{digits}f} {figure.unit}"
+
+
+def _result_text(figure: Figure) -> str:
+    if figure.passed is None:
+        return "info" if figure.value is not None else "skipped"
+    return "pass" if figure.passed else "FAIL"
+
+
+def format_table(figures: list[Figure], machine: dict | None = None) -> str:
+    header = ("figure", "value", "target", "result")
+    rows = [(f.name, _value_text(f), f.target or "-", _result_text(f)) for f in figures]
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells) -> str:
+        return "  ".join([cells[0].ljust(widths[0]), cells[1].rjust(widths[1]),
+                          cells[2].ljust(widths[2]), cells[3]]).rstrip()
+
+    out = []
+    if machine:
+        out.append(f"machine: {machine.get('summary', '')}; {machine.get('cpu', '')}")
+        packages = machine.get("packages") or {}
+        out.append("versions: " + ", ".join(f"{k} {v}" for k, v in packages.items() if v))
+        share = machine.get("others_cpu_share_at_start")
+        if share is not None:
+            out.append(f"CPU used by other programs at start: {share:.0%}" + (
+                " (they compete with the benchmark: speed figures will be noisy)" if share >= 0.15 else ""))
+        out.append("")
+    out.append(line(header))
+    out.append(line(["-" * w for w in widths]))
+    out += [line(r) for r in rows]
+    out.append("")
+    out.append("details:")
+    out += [f"  {f.name}: {f.detail}" for f in figures if f.detail]
+    return "\n".join(out)
+
+
+def format_json(figures: list[Figure], machine: dict) -> str:
+    return json.dumps({"machine": machine, "figures": [f.to_dict() for f in figures]}, indent=2)
+
+
+# --------------------------------------------------------------------------- command line
+def build_arg_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m playground bench",
+        description="Measure the playground's speed figures on this machine and compare them with their targets.",
+    )
+    parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
+    parser.add_argument("--quick", action="store_true",
+                        help="Fewer rounds and tokens for a rough answer (the one-off GGUF conversion still runs).")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="Folder in which the scratch folder is made (default: the system temp folder); "
+                             "everything written there is removed at the end.")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for llama.cpp and torch (default 0: one per physical core).")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"Catalog id to measure (default {DEFAULT_MODEL}).")
+    parser.add_argument("--skip-startup", action="store_true", help="Do not measure the app's start-up time.")
+    parser.add_argument("--skip-finetune", action="store_true",
+                        help="Do not compare the app's fine-tuning trainer with a plain peft + Trainer script "
+                             "(the slowest figure: a few minutes on two cores).")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bench; 0 when every figure meets its target, 1 when one misses or was not measured, 2 on bad input."""
+    args = build_arg_parser().parse_args(argv)
+    if args.threads < 0:
+        print("--threads must be 0 or more.", file=sys.stderr)
+        return 2
+    options = BenchOptions(json=args.json, quick=args.quick, data_dir=args.data_dir, threads=args.threads,
+                           model=args.model, skip_startup=args.skip_startup, skip_finetune=args.skip_finetune)
+    from playground.errors import PlaygroundError
+
+    machine: dict[str, Any] = {}
+    try:
+        figures = run_benchmarks(options, machine)
+    except PlaygroundError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    print(format_json(figures, machine) if options.json else format_table(figures, machine))
+    return 1 if any(f.passed is False for f in figures) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
