@@ -25,7 +25,7 @@ from playground.backends.slots import GenerationSlots
 from playground.backends.selection import LLAMA_CPP
 from playground.config import Settings
 from playground.errors import EngineUnavailableError, PlaygroundError
-from playground.finetune.finetuned import finetuned_model, is_finetuned_id, load_for_generation
+from playground.finetune.finetuned import finetuned_model, finetuned_models, is_finetuned_id, load_for_generation
 from playground.finetune.jobs import JobManager, automatic_slots, visible_gpus
 from playground.finetune.runs import RunStore
 from playground.finetune.storage import DataBudget
@@ -62,6 +62,47 @@ class ActiveGenerations:
         for generation in generations:
             generation.cancel()
         return len(generations)
+
+
+class OwnedModels:
+    """The models one person may use (``ModelChoices`` of the Prompt Lab): the catalog's decoders, then their
+    own finished fine-tuning runs, newest first; another person's run reads as no run at all."""
+
+    def __init__(self, services: "Services", owner: str) -> None:
+        self._services = services
+        self.owner = owner
+
+    def engine(self, model_id: str, engine: str = "auto") -> Engine:
+        return self._services.engine(model_id, engine or "auto", self.owner)
+
+    def runs(self) -> list:
+        return finetuned_models(self._services.runs, self.owner)
+
+    def choices(self) -> list[tuple[str, str]]:
+        """(label, model id) for the model pickers."""
+        services = self._services
+        resolver = services.engines.resolver
+        catalog = [(f"{s.name} · {s.parameters_label} · {'offline' if resolver.is_available_offline(s) else 'Hub'}",
+                    s.id) for s in services.catalog.by_family("decoder")]
+        return catalog + [(model.label, model.model_id) for model in self.runs()]
+
+    def label(self, model_id: str) -> str:
+        if not is_finetuned_id(model_id):
+            return model_id
+        return next((model.label for model in self.runs() if model.model_id == model_id), model_id)
+
+    def code_source(self, model_id: str, engine: str) -> dict:
+        """Where the code takes the model from: the catalog's source, or a run's base plus its adapter."""
+        services = self._services
+        threads = services.settings.threads or None
+        if not is_finetuned_id(model_id):
+            return dict(engine=engine, spec=services.catalog.get(model_id), threads=threads)
+        tuned = finetuned_model(services.runs, model_id, self.owner)
+        base_spec = services.catalog.get(tuned.base_model) if tuned.base_model in services.catalog.ids else None
+        if not tuned.is_adapter:  # a full fine-tune: the downloaded model folder is the model
+            return dict(engine="transformers", model_ref=tuned.result_dir.name, threads=threads)
+        return dict(engine="transformers", spec=base_spec, model_ref=None if base_spec else tuned.base_model,
+                    adapter=tuned.result_dir.name, threads=threads)
 
 
 @dataclass
@@ -117,6 +158,10 @@ class Services:
                                        dtype_name=device.dtype_name)
 
         return self.engines.get_transformers(model_id, load)
+
+    def models_for(self, owner: str = "") -> "OwnedModels":
+        """One person's view of the models: the catalog's decoders and their own finished runs."""
+        return OwnedModels(self, owner)
 
     def warm_up(self) -> str:
         """Read the default model's GGUF facts and load its engine, so the first answer is fast.

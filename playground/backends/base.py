@@ -121,6 +121,17 @@ class GenerationResult:
         return (self.completion_tokens - 1) / decode_time
 
 
+@dataclass(frozen=True)
+class TokenizedPrompt:
+    """A prompt tokenised by the engine that will run it: its text and its ids, so it is tokenised once."""
+
+    text: str
+    ids: tuple[int, ...]
+
+
+Prompt = str | TokenizedPrompt  # what stream, generate and sample_n take
+
+
 @runtime_checkable
 class Engine(Protocol):
     """What the app needs from an inference engine."""
@@ -140,11 +151,11 @@ class Engine(Protocol):
 
     def count_tokens(self, text: str) -> int: ...
 
-    def stream(self, prompt: str, params: GenerationParams) -> "Generation": ...
+    def stream(self, prompt: Prompt, params: GenerationParams) -> "Generation": ...
 
-    def generate(self, prompt: str, params: GenerationParams) -> GenerationResult: ...
+    def generate(self, prompt: Prompt, params: GenerationParams) -> GenerationResult: ...
 
-    def sample_n(self, prompt: str, params: GenerationParams, n: int,
+    def sample_n(self, prompt: Prompt, params: GenerationParams, n: int,
                  cancel: threading.Event | None = None) -> list[GenerationResult]: ...
 
     def next_token_probabilities(self, prompt: str, k: int = 10) -> list[TokenProbability]: ...
@@ -291,16 +302,18 @@ class EngineBase:
     def count_tokens(self, text: str) -> int:
         return len(self.tokenize(text))
 
-    def check_prompt(self, prompt: str, params: GenerationParams) -> list[int]:
-        if not prompt or not prompt.strip():
+    def check_prompt(self, prompt: Prompt, params: GenerationParams) -> list[int]:
+        """The prompt's ids (tokenised here unless they came with it), checked against the context window."""
+        text = prompt.text if isinstance(prompt, TokenizedPrompt) else prompt
+        if not text or not text.strip():
             raise InvalidPromptError("The prompt is empty: type some text first.")
         params.validated(self.token_limit)
-        ids = self.tokenize(prompt)
+        ids = list(prompt.ids) if isinstance(prompt, TokenizedPrompt) else self.tokenize(text)
         if len(ids) + params.max_new_tokens > self.context_window:
             raise ContextOverflowError(len(ids), params.max_new_tokens, self.context_window)
         return ids
 
-    def stream(self, prompt: str, params: GenerationParams) -> Generation:
+    def stream(self, prompt: Prompt, params: GenerationParams) -> Generation:
         started = time.perf_counter()
         ids = self.check_prompt(prompt, params)
         return Generation(self._locked(ids, params), prompt_tokens=len(ids), params=params,
@@ -314,10 +327,10 @@ class EngineBase:
             finally:
                 pieces.close()
 
-    def generate(self, prompt: str, params: GenerationParams) -> GenerationResult:
+    def generate(self, prompt: Prompt, params: GenerationParams) -> GenerationResult:
         return self.stream(prompt, params).run()
 
-    def generate_cancellable(self, prompt: str, params: GenerationParams,
+    def generate_cancellable(self, prompt: Prompt, params: GenerationParams,
                              cancel: threading.Event | None = None) -> GenerationResult:
         """``generate``, stopping early (finish reason "cancelled") once ``cancel`` is set."""
         generation = self.stream(prompt, params)
@@ -327,7 +340,7 @@ class EngineBase:
         assert generation.result is not None
         return generation.result
 
-    def sample_n(self, prompt: str, params: GenerationParams, n: int,
+    def sample_n(self, prompt: Prompt, params: GenerationParams, n: int,
                  cancel: threading.Event | None = None) -> list[GenerationResult]:
         """``n`` sampled completions of one prompt, with seeds ``seed, seed + 1, ...``.
 

@@ -35,6 +35,7 @@ from playground.backends.base import (
     EngineBase,
     GenerationParams,
     GenerationResult,
+    Prompt,
     Message,
     TokenProbability,
     first_stop_index,
@@ -217,7 +218,7 @@ class LlamaCppEngine(EngineBase):
                                  float(probs[i])) for i in top]
 
     # ------------------------------------------------------------------ several samples at once
-    def sample_n(self, prompt: str, params: GenerationParams, n: int,
+    def sample_n(self, prompt: Prompt, params: GenerationParams, n: int,
                  cancel: threading.Event | None = None) -> list[GenerationResult]:
         """``n`` sampled completions, decoded together: the prompt is evaluated once for all of them.
 

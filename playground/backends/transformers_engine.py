@@ -20,6 +20,7 @@ from playground.backends.base import (
     EngineBase,
     GenerationParams,
     GenerationResult,
+    Prompt,
     Message,
     TokenProbability,
     first_stop_index,
@@ -189,7 +190,7 @@ class TransformersEngine(EngineBase):
         if errors:
             raise PlaygroundError(f"Generation failed: {type(errors[0]).__name__}: {errors[0]}")
 
-    def sample_n(self, prompt: str, params: GenerationParams, n: int,
+    def sample_n(self, prompt: Prompt, params: GenerationParams, n: int,
                  cancel: threading.Event | None = None) -> list[GenerationResult]:
         """``n`` sampled completions from one batched ``generate`` call (``num_return_sequences=n``).
 

@@ -3,13 +3,16 @@
 Modules, in the order a prompt flows through them:
 
 - ``tasks``: the tasks (sentiment, arithmetic, summarisation, translation), strategy and selection names;
-- ``templates``: Jinja templates rendered in a sandbox, and the YAML template library in ``examples/prompts/``;
+- ``sandbox``: the bounded Jinja sandbox every template renders in (output, value, building, work and time budgets);
+- ``templates``: templates checked and rendered there, and the YAML template library in ``examples/prompts/``;
 - ``data``: bundled labelled sets (``examples/data/``) and uploaded JSONL/CSV files with a column mapping;
 - ``demos``: choosing k demonstrations (fixed, random with a seed, most similar by MiniLM embeddings);
-- ``strategies``: building the exact prompt (chat template, token count) and running a strategy;
+- ``strategies``: building the exact prompt (chat template, tokens) and streaming a strategy's run;
+- ``columns``: up to four (strategy, model) columns on one input, one after another;
 - ``extraction``: reading labels, numbers and free text out of outputs; majority voting;
 - ``evaluation``: scoring strategies over a labelled set (accuracy, exact match, ROUGE) with progress and cancel;
 - ``snippet``: "show the code" for llama-cpp-python or transformers;
+- ``lab``: the Prompt Lab's controller (preview, run, compare, evaluate from one request);
 - ``timing``: the speed figures the bench measures.
 
 Nothing here imports gradio; torch loads only when the MiniLM embedder is used.

@@ -3,14 +3,13 @@
 The Prompt Lab's comparison shows how strategies and models differ on one
 input. Columns run in turn (on a small machine two models generating at once
 would only slow each other down); while a single-path column generates, its
-growing text is reported, so the page streams. Each column keeps its own
-outcome: a template problem or a model that cannot load marks that column and
-the others still run.
+growing text is reported, so the page streams (the engine's own stream, no
+thread in between). Each column keeps its own outcome: a template problem or a
+model that cannot load marks that column and the others still run.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from dataclasses import dataclass, replace
@@ -21,7 +20,7 @@ from playground.backends.slots import SlotHolder, no_slot
 from playground.errors import InvalidParameterError, PlaygroundError
 from playground.prompting.data import Example
 from playground.prompting.demos import Embedder
-from playground.prompting.strategies import PromptSetup, StrategyRun, run_strategy
+from playground.prompting.strategies import PromptSetup, StrategyRun, build_prompt, stream_prompt
 from playground.prompting.templates import PromptTemplate, TemplateLibrary
 
 MAX_COLUMNS = 4
@@ -69,40 +68,6 @@ class ColumnState:
 EngineGetter = Callable[[str], Engine]
 
 
-def _run_streaming(engine: Engine, column: Column, input_text: str, pool: Sequence[Example],
-                   embedder: Embedder | None, cancel: threading.Event | None, slot: SlotHolder
-                   ) -> Iterator[tuple[str, StrategyRun | None, BaseException | None]]:
-    """Run one column in a worker thread; yield (text so far, run or None, error or None)."""
-    updates: queue.Queue = queue.Queue()
-
-    def work() -> None:
-        try:
-            run = run_strategy(engine, column.setup, input_text, pool, column.params, embedder=embedder,
-                               cancel=cancel, on_text=lambda text: updates.put(("text", text)), slot=slot)
-            updates.put(("run", run))
-        except BaseException as exc:  # handed to the caller's thread, raised or shown there
-            updates.put(("error", exc))
-
-    worker = threading.Thread(target=work, name=f"column-{column.model_id}", daemon=True)
-    worker.start()
-    text, last_yield = "", 0.0
-    while True:
-        kind, value = updates.get()
-        if kind == "text":
-            text = value
-            now = time.perf_counter()
-            if now - last_yield >= STREAM_INTERVAL_S:
-                last_yield = now
-                yield text, None, None
-        elif kind == "run":
-            yield value.output, value, None
-            break
-        else:
-            yield text, None, value
-            break
-    worker.join()
-
-
 def run_columns(columns: Sequence[Column], input_text: str, pool: Sequence[Example], get_engine: EngineGetter, *,
                 embedder: Embedder | None = None, cancel: threading.Event | None = None,
                 slot: SlotHolder = no_slot) -> Iterator[list[ColumnState]]:
@@ -134,13 +99,20 @@ def run_columns(columns: Sequence[Column], input_text: str, pool: Sequence[Examp
             continue
         states[i] = replace(states[i], status=RUNNING)
         yield list(states)
-        for text, run, error in _run_streaming(engine, column, input_text, pool, embedder, cancel, slot):
-            if error is not None:
-                if not isinstance(error, PlaygroundError):
-                    raise error
-                states[i] = replace(states[i], status=FAILED, text=text, error=str(error))
-            elif run is not None:
-                states[i] = replace(states[i], status=CANCELLED if run.cancelled else DONE, text=text, run=run)
-            else:
-                states[i] = replace(states[i], text=text)
+        last_yield = 0.0
+        try:
+            built = build_prompt(engine, column.setup, input_text, pool, embedder=embedder, params=column.params)
+            for update in stream_prompt(engine, built, column.setup, column.params, cancel=cancel, slot=slot):
+                if update.run is not None:
+                    status = CANCELLED if update.run.cancelled else DONE
+                    states[i] = replace(states[i], status=status, text=update.text, run=update.run)
+                    yield list(states)
+                    break
+                states[i] = replace(states[i], text=update.text)
+                now = time.perf_counter()
+                if now - last_yield >= STREAM_INTERVAL_S:
+                    last_yield = now
+                    yield list(states)
+        except PlaygroundError as exc:
+            states[i] = replace(states[i], status=FAILED, error=str(exc))
             yield list(states)

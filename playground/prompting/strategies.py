@@ -37,9 +37,9 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
-from playground.backends.base import Engine, GenerationParams, GenerationResult, Message
+from playground.backends.base import Engine, GenerationParams, GenerationResult, Message, TokenizedPrompt
 from playground.backends.slots import SlotHolder, no_slot
 from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
 from playground.prompting.data import Example
@@ -59,15 +59,12 @@ from playground.prompting.tasks import (
     TaskSpec,
     get_task,
 )
-from playground.prompting.templates import PromptTemplate, render_template, template_variables
+from playground.prompting.templates import PromptTemplate, parse_template
 
 MAX_SAMPLES = 20  # self-consistency paths per input
 TRIGGER_POSITIONS = ("user", "assistant")
 # Variable names a template gets from the Prompt Lab; extra variables may not reuse them.
 RESERVED_VARIABLES = frozenset({"input", "demos", "cot", "cot_trigger", "labels", "task"})
-
-OnText = Callable[[str], None]
-
 
 def _option(default, help: str, **extra):
     return field(default=default, metadata={"help": help, **extra})
@@ -218,6 +215,12 @@ class BuiltPrompt:
     context_window: int
     chat_template_applied: bool
     demos: tuple[Example, ...]  # the demonstrations, in prompt order
+    ids: tuple[int, ...] = ()  # the prompt tokenised by its engine (empty when built for display only)
+
+    @property
+    def tokens(self) -> TokenizedPrompt | str:
+        """What the engine gets: the text with its ids, so it is not tokenised again."""
+        return TokenizedPrompt(self.text, self.ids) if self.ids else self.text
 
     def fits(self, max_new_tokens: int) -> bool:
         return self.token_count + max_new_tokens <= self.context_window
@@ -314,13 +317,14 @@ def build_prompt(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequ
     _ = setup.kind  # refuse an unknown answer kind before rendering anything
     if not isinstance(input_text, str) or not input_text.strip():
         raise InvalidParameterError("The input is empty: type a sentence, question or dialogue.")
-    used = template_variables(setup.template)
+    template = parse_template(setup.template)  # checked and compiled once, rendered below
+    used = template.variables
     if config.uses_demos and config.k > 0 and "demos" not in used:
         raise TemplateError(
             "This template never uses 'demos', so the demonstrations would be left out. Add a loop such as "
             "{% for demo in demos %}...{% endfor %}, or choose a zero-shot strategy.")
     chosen = tuple(demos) if demos is not None else choose_demos(setup, input_text.strip(), pool, embedder)
-    rendered = render_template(setup.template, prompt_variables(setup, input_text.strip(), chosen))
+    rendered = template.render(prompt_variables(setup, input_text.strip(), chosen))
     if config.uses_cot and config.trigger_position == "user" and "cot_trigger" not in used \
             and config.cot_trigger.strip():
         rendered = f"{rendered}\n{config.cot_trigger.strip()}"
@@ -334,9 +338,10 @@ def build_prompt(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequ
     text = engine.format_chat(messages)
     if prefix:
         text = f"{text}{prefix}" if engine.has_chat_template else f"{text}\n{prefix}"
+    ids = tuple(engine.tokenize(text))  # once: the engine gets these ids with the text
     built = BuiltPrompt(rendered=rendered, messages=tuple(messages), text=text, answer_prefix=prefix,
-                        token_count=engine.count_tokens(text), context_window=engine.context_window,
-                        chat_template_applied=engine.has_chat_template, demos=chosen)
+                        token_count=len(ids), context_window=engine.context_window,
+                        chat_template_applied=engine.has_chat_template, demos=chosen, ids=ids)
     if params is not None:
         built.check_fits(params.max_new_tokens)
     return built
@@ -354,34 +359,26 @@ def effective_params(setup: PromptSetup, params: GenerationParams) -> Generation
     return params if stops == params.stop else replace(params, stop=stops)
 
 
-def _generate_one(engine: Engine, prompt: str, params: GenerationParams, cancel: threading.Event | None,
-                  on_text: OnText | None) -> GenerationResult:
-    generation = engine.stream(prompt, params)
-    text = ""
-    for piece in generation:
-        text += piece
-        if on_text is not None:
-            on_text(text)
-        if cancel is not None and cancel.is_set():
-            generation.cancel()
-    assert generation.result is not None
-    return generation.result
+@dataclass(frozen=True)
+class StrategyUpdate:
+    """One step of a strategy's run: the output so far, and the finished run once it is done."""
+
+    text: str
+    run: StrategyRun | None = None
 
 
-def run_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: GenerationParams, *,
-               cancel: threading.Event | None = None, on_text: OnText | None = None,
-               slot: SlotHolder = no_slot) -> StrategyRun:
-    """Generate for a built prompt and read the answer (self-consistency: N paths and a vote).
+def stream_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: GenerationParams, *,
+                  cancel: threading.Event | None = None, slot: SlotHolder = no_slot) -> Iterator[StrategyUpdate]:
+    """Generate for a built prompt, yielding the growing output, and finally the run with its answer.
 
-    The template's stop sequences are added to ``params`` (``effective_params``). ``on_text`` hears the
-    growing output of single-path strategies; ``cancel`` stops the generation early (the run is then marked
-    cancelled). ``slot`` is held only while the model generates (the app's generation slots).
+    Single-path strategies yield after every piece of text; self-consistency samples its N paths
+    together and yields once (with the vote). The template's stop sequences are added to ``params``
+    (``effective_params``); ``cancel`` stops the generation early (the run is then marked cancelled);
+    ``slot`` is held only while the model generates (the app's generation slots). The prompt reaches the
+    engine as the ids it was counted with, so it is not tokenised again.
     """
-    config = setup.strategy.validated()
-    kind = setup.kind
-    labels = setup.task_spec.labels
+    config = setup.strategy
     params = effective_params(setup, params)
-    built.check_fits(params.max_new_tokens)
     if config.strategy == SELF_CONSISTENCY and params.temperature <= 0:
         raise InvalidParameterError("Self-consistency needs sampling: set the temperature above 0 (0.7 is "
                                     "usual), or every path would be the same.")
@@ -392,10 +389,26 @@ def run_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: G
                                         time_to_first_token_s=0.0, total_s=0.0, finish_reason="cancelled",
                                         engine=engine.name, model_id=engine.model_id)]
         elif config.strategy == SELF_CONSISTENCY:
-            results = engine.sample_n(built.text, params, config.samples, cancel=cancel)
+            results = engine.sample_n(built.tokens, params, config.samples, cancel=cancel)
         else:
-            results = [_generate_one(engine, built.text, params, cancel, on_text)]
+            generation = engine.stream(built.tokens, params)
+            text = ""
+            for piece in generation:
+                text += piece
+                yield StrategyUpdate(text)
+                if cancel is not None and cancel.is_set():
+                    generation.cancel()
+            assert generation.result is not None
+            results = [generation.result]
         latency = time.perf_counter() - started
+    yield StrategyUpdate(*_finished(built, setup, results, latency, cancel))
+
+
+def _finished(built: BuiltPrompt, setup: PromptSetup, results: list[GenerationResult], latency: float,
+              cancel: threading.Event | None) -> tuple[str, StrategyRun]:
+    """(the text to show, the run) once the outputs are in: answers extracted, votes counted."""
+    config = setup.strategy
+    kind, labels = setup.kind, setup.task_spec.labels
     paths = tuple(SampledPath(r.text, extract_answer(r.text, kind, labels), r) for r in results)
     vote = majority_vote([p.answer for p in paths]) if config.strategy == SELF_CONSISTENCY else None
     if vote is not None:
@@ -404,23 +417,32 @@ def run_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: G
     else:
         answer, output = paths[0].answer, paths[0].text
     cancelled = (cancel is not None and cancel.is_set()) or any(r.finish_reason == "cancelled" for r in results)
-    return StrategyRun(
+    run = StrategyRun(
         label=setup.label, prompt=built, output=output, answer=answer, paths=paths, vote=vote, latency_s=latency,
         prompt_tokens=built.token_count, completion_tokens=sum(r.completion_tokens for r in results),
         cancelled=cancelled,
     )
+    return output, run
+
+
+def run_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: GenerationParams, *,
+               cancel: threading.Event | None = None, slot: SlotHolder = no_slot) -> StrategyRun:
+    """:func:`stream_prompt` to the end: the finished run."""
+    for update in stream_prompt(engine, built, setup, params, cancel=cancel, slot=slot):
+        if update.run is not None:
+            return update.run
+    raise AssertionError("stream_prompt ended without a run")
 
 
 def run_strategy(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequence[Example],
                  params: GenerationParams, *, embedder: Embedder | None = None,
-                 cancel: threading.Event | None = None, on_text: OnText | None = None,
-                 slot: SlotHolder = no_slot) -> StrategyRun:
-    """Build the prompt for ``input_text`` and run it: the Prompt Lab's Run button.
+                 cancel: threading.Event | None = None, slot: SlotHolder = no_slot) -> StrategyRun:
+    """Build the prompt for ``input_text`` and run it to the end.
 
     The template renders before ``slot`` is taken: rendering never keeps a generation waiting.
     """
     built = build_prompt(engine, setup, input_text, pool, embedder=embedder, params=params)
-    return run_prompt(engine, built, setup, params, cancel=cancel, on_text=on_text, slot=slot)
+    return run_prompt(engine, built, setup, params, cancel=cancel, slot=slot)
 
 
 def suggested_params(task: str | TaskSpec, config: StrategyConfig, base: GenerationParams | None = None

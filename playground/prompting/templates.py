@@ -83,14 +83,14 @@ def _compile(source: str, budget: RenderBudget = DEFAULT_BUDGET) -> BoundedTempl
     return compiled
 
 
-def parse_template(source: str) -> BoundedTemplate:
-    """The compiled template; raises TemplateError with the line number of a syntax error."""
-    return _compile(source)
+def parse_template(source: str, budget: RenderBudget = DEFAULT_BUDGET) -> "CheckedTemplate":
+    """The template checked and compiled once; raises TemplateError (with the line of a syntax error)."""
+    return CheckedTemplate(source, _compile(source, budget), budget)
 
 
 def template_variables(source: str) -> frozenset[str]:
     """The names a template reads from its context (``input``, ``demos``, ...); raises TemplateError."""
-    return frozenset(meta.find_undeclared_variables(_compile(source).tree))
+    return parse_template(source).variables
 
 
 def _error_line(exc: BaseException) -> int | None:
@@ -120,42 +120,65 @@ def _sandbox_error(source: str, exc: SecurityError, available: str) -> TemplateE
 _UNDEFINED_NAME = re.compile(r"^'([^']+)' is undefined$")
 
 
-def render_template(source: str, variables: Mapping[str, Any], budget: RenderBudget = DEFAULT_BUDGET) -> str:
-    """The template filled with ``variables``, stripped of surrounding blank space.
+@dataclass(frozen=True)
+class CheckedTemplate:
+    """A template that passed every check needing no variables, compiled once; render it as often as needed.
 
-    Renders through the bounded sandbox (:mod:`playground.prompting.sandbox`): the output, every value the
-    template builds, its work and its time have budgets that hold while it renders. Raises TemplateError
-    for a syntax error (with its line), a variable that is not defined (naming it and the ones that are),
-    anything the sandbox refuses, and a budget that is hit (naming the budget).
+    It holds its own sandbox and meter, so it belongs to one request (not shared between threads).
     """
-    available = ", ".join(sorted(variables)) or "none"
-    compiled = _compile(source, budget)  # refusals that need no variables come first, with their own messages
-    try:
-        text = compiled.render(variables)
-    except BudgetExceeded as exc:
-        exc.limits = budget
-        raise _sandbox_error(source, exc, available) from None
-    except SecurityError as exc:
-        raise _sandbox_error(source, exc, available) from None
-    except UndefinedError as exc:
-        line = _error_line(exc)
-        where = f"Line {line}{_line_text(source, line)}: " if line else ""
-        match = _UNDEFINED_NAME.match(str(exc))
-        if match:
-            message = (f"{where}the template uses the variable '{match.group(1)}', which is not defined. "
-                       f"Defined variables: {available}.")
-        else:
-            message = f"{where}the template asks for something undefined: {exc}. Defined variables: {available}."
-        raise TemplateError(message, line=line) from None
-    except RecursionError:
-        raise TemplateError("The template calls itself without end (a recursive macro or loop).") from None
-    except MemoryError:
-        raise TemplateError("The template needed more memory than a prompt may use.") from None
-    except Exception as exc:  # a filter given the wrong type, a division by zero, ...
-        line = _error_line(exc)
-        where = f" on line {line}{_line_text(source, line)}" if line else ""
-        raise TemplateError(f"The template failed{where}: {type(exc).__name__}: {str(exc)[:300]}", line=line) from None
-    return text.strip()
+
+    source: str
+    compiled: BoundedTemplate
+    budget: RenderBudget = DEFAULT_BUDGET
+
+    @property
+    def variables(self) -> frozenset[str]:
+        """The names the template reads from its context."""
+        return frozenset(meta.find_undeclared_variables(self.compiled.tree))
+
+    def render(self, variables: Mapping[str, Any]) -> str:
+        """The template filled with ``variables``, stripped of surrounding blank space.
+
+        Renders through the bounded sandbox (:mod:`playground.prompting.sandbox`): the output, every value
+        the template builds, its work and its time have budgets that hold while it renders. Raises
+        TemplateError for a variable that is not defined (naming it and the ones that are), anything the
+        sandbox refuses, and a budget that is hit (naming the budget).
+        """
+        source = self.source
+        available = ", ".join(sorted(variables)) or "none"
+        try:
+            text = self.compiled.render(variables)
+        except BudgetExceeded as exc:
+            exc.limits = self.budget
+            raise _sandbox_error(source, exc, available) from None
+        except SecurityError as exc:
+            raise _sandbox_error(source, exc, available) from None
+        except UndefinedError as exc:
+            line = _error_line(exc)
+            where = f"Line {line}{_line_text(source, line)}: " if line else ""
+            match = _UNDEFINED_NAME.match(str(exc))
+            if match:
+                message = (f"{where}the template uses the variable '{match.group(1)}', which is not defined. "
+                           f"Defined variables: {available}.")
+            else:
+                message = (f"{where}the template asks for something undefined: {exc}. Defined variables: "
+                           f"{available}.")
+            raise TemplateError(message, line=line) from None
+        except RecursionError:
+            raise TemplateError("The template calls itself without end (a recursive macro or loop).") from None
+        except MemoryError:
+            raise TemplateError("The template needed more memory than a prompt may use.") from None
+        except Exception as exc:  # a filter given the wrong type, a division by zero, ...
+            line = _error_line(exc)
+            where = f" on line {line}{_line_text(source, line)}" if line else ""
+            raise TemplateError(f"The template failed{where}: {type(exc).__name__}: {str(exc)[:300]}",
+                                line=line) from None
+        return text.strip()
+
+
+def render_template(source: str, variables: Mapping[str, Any], budget: RenderBudget = DEFAULT_BUDGET) -> str:
+    """Check ``source`` and render it once with ``variables`` (see :meth:`CheckedTemplate.render`)."""
+    return parse_template(source, budget).render(variables)
 
 
 # --------------------------------------------------------------------------- the library

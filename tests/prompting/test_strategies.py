@@ -15,6 +15,7 @@ from playground.prompting.strategies import (
     build_prompt,
     effective_params,
     run_strategy,
+    stream_prompt,
     suggested_params,
 )
 from tests.prompting.fakes import KeywordEmbedder, ScriptedEngine
@@ -137,18 +138,30 @@ def test_unextractable_answer_is_none_not_an_error():
     assert run.answer is None and run.output == "I am not sure."
 
 
-def test_streaming_callback_and_cancel():
-    seen = []
+def test_a_run_streams_as_a_generator_and_stops_on_cancel():
     cancel = threading.Event()
-
-    def on_text(text):
-        seen.append(text)
-        if len(text) >= 5:
+    engine = ScriptedEngine("positive and more words")
+    params = GenerationParams(max_new_tokens=50, temperature=0)
+    built = build_prompt(engine, setup(), "x", POOL, params=params)
+    seen, run = [], None
+    for update in stream_prompt(engine, built, setup(), params, cancel=cancel):
+        if update.run is not None:
+            run = update.run
+            break
+        seen.append(update.text)
+        if len(update.text) >= 5:
             cancel.set()
-
-    run = run_strategy(ScriptedEngine("positive and more words"), setup(), "x", POOL,
-                       GenerationParams(max_new_tokens=50, temperature=0), cancel=cancel, on_text=on_text)
     assert seen[0] == "p" and run.cancelled and len(run.output) < 10
+    assert engine.prompts == [built.text]  # the prompt reached the engine as the ids it was counted with
+
+
+def test_the_prompt_is_tokenised_once():
+    engine = ScriptedEngine("positive")
+    calls = []
+    tokenize = engine.tokenize
+    engine.tokenize = lambda text: calls.append(text) or tokenize(text)
+    run = run_strategy(engine, setup(), "Lovely day.", POOL, GREEDY)
+    assert len(calls) == 1 and run.prompt.ids and run.prompt.token_count == len(run.prompt.ids)
 
 
 def test_self_consistency_votes_over_sampled_paths():

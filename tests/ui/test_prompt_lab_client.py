@@ -9,13 +9,15 @@ from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
 from playground.prompting.templates import TemplateLibrary
+from playground.ui.tabs.prompt_lab import PROMPT_CONTROLS
 
 MODEL = "smollm2-135m-instruct"
 LIBRARY = TemplateLibrary.load()
 
 
 def form(**overrides) -> list:
-    """The 22 prompt-control values every Prompt Lab endpoint starts with, in widget order (the owner key last)."""
+    """The values every Prompt Lab endpoint starts with: the prompt controls in the tab's order, then the
+    identity token (``owner``)."""
     template_id = overrides.get("template_id", "sentiment-question")
     values = dict(task="sentiment", template_id=template_id, template_text=LIBRARY.get(template_id).template,
                   system="", strategy="zero_shot", k=3, selection="fixed", selection_seed=0,
@@ -23,7 +25,8 @@ def form(**overrides) -> list:
                   text="The new library is bright, quiet and full of good books.", max_new_tokens=8,
                   temperature=0.0, top_p=1.0, top_k=40, repetition_penalty=1.0, seed=0, stop="", owner="")
     values.update(overrides)
-    return list(values.values())
+    assert set(values) == set(PROMPT_CONTROLS) | {"owner"}
+    return [values[name] for name in PROMPT_CONTROLS] + [values["owner"]]
 
 
 def test_preview_shows_the_exact_prompt_its_tokens_and_the_code(client):

@@ -1,18 +1,22 @@
-"""Prompt Lab tab: build prompts with each strategy, see the exact text the model gets, compare and measure.
+"""Prompt Lab tab: layout and wiring over the Prompt Lab's controller (``playground.prompting.lab``).
 
 Top: task, model, strategy and template controls, a live preview of the final
 prompt (chat template applied) with its token count, and "show the code".
 Run streams one answer (self-consistency: the vote histogram and every path).
 Side by side runs up to four (strategy, model) columns on the same input.
 Evaluate scores chosen strategies on a bundled or uploaded labelled set, with a
-progress bar, a Cancel button, a chart and a per-example table. The logic is
-``playground.prompting``; this module turns widget values into its dataclasses.
+progress bar, a Cancel button, a chart and a per-example table.
+
+The prompt controls' order is written once (:data:`PROMPT_CONTROLS`); each
+handler of :class:`PromptLabHandlers` turns widget values into a
+``LabRequest``, calls :class:`~playground.prompting.lab.PromptLab` and turns the
+result into widget values, so the handlers run (and are tested) without a live
+app.
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -21,16 +25,15 @@ import pandas as pd
 
 from playground.backends.base import CancelFlag, GenerationParams
 from playground.backends.selection import ENGINE_NAMES
-from playground.errors import InvalidParameterError, PlaygroundError
-from playground.finetune.finetuned import FinetunedModel, finetuned_model, finetuned_models, is_finetuned_id
-from playground.prompting.columns import CANCELLED, DONE, FAILED, LOADING, MAX_COLUMNS, RUNNING, Column, \
-    ColumnState, choose_template, run_columns
-from playground.prompting.data import ColumnMapping, LabelledSet, file_columns, labelled_set_from_upload, \
-    load_bundled
-from playground.prompting.evaluation import EvaluationReport, evaluate
-from playground.prompting.snippet import SNIPPET_ENGINES, code_snippet
-from playground.prompting.strategies import TRIGGER_POSITIONS, BuiltPrompt, PromptSetup, StrategyConfig, StrategyRun, \
-    build_prompt, effective_params, suggested_params
+from playground.errors import PlaygroundError
+from playground.finetune.finetuned import FinetunedModel
+from playground.prompting.columns import CANCELLED, DONE, FAILED, LOADING, MAX_COLUMNS, RUNNING, ColumnState
+from playground.prompting.data import ColumnMapping
+from playground.prompting.evaluation import EvaluationReport
+from playground.prompting.lab import BUNDLED, MAX_EVAL_LIMIT, OFF, UPLOAD, EvaluationRequest, LabRequest, \
+    PromptLab, request_from_controls
+from playground.prompting.snippet import SNIPPET_ENGINES
+from playground.prompting.strategies import TRIGGER_POSITIONS, BuiltPrompt, StrategyConfig, StrategyRun
 from playground.prompting.tasks import (
     FEW_SHOT,
     FEW_SHOT_COT,
@@ -40,9 +43,8 @@ from playground.prompting.tasks import (
     STRATEGY_NAMES,
     TASKS,
     ZERO_SHOT,
-    get_task,
 )
-from playground.prompting.templates import PromptTemplate, TemplateLibrary, parse_template
+from playground.prompting.templates import TemplateLibrary
 from playground.services import Services
 from playground.ui.i18n import Texts, t
 from playground.ui.identity import generating, owner_of
@@ -51,97 +53,24 @@ from playground.ui.widgets import generation_event_options, parameter_widgets, p
 
 RUN_SLOT = "prompt-lab-run"
 EVAL_SLOT = "prompt-lab-eval"
-OFF = "off"  # a side-by-side column that is not used
 DEFAULT_COLUMNS = (ZERO_SHOT, FEW_SHOT, FEW_SHOT_COT, SELF_CONSISTENCY)
-MAX_EVAL_LIMIT = 200
-MAX_TRIGGER_CHARS = 500
 SUMMARY_HEADERS = ("strategy", "examples", "score", "unanswered", "mean_latency_s", "total_latency_s")
 EXAMPLE_HEADERS = ("strategy", "#", "input", "target", "answer", "correct", "output", "prompt")
 DEFAULT_TASK = "sentiment"
+PARAM_CONTROLS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed", "stop")
+# The prompt controls every Prompt Lab endpoint starts with, in widget (and API argument) order; the
+# browser's identity token follows them.
+PROMPT_CONTROLS = ("task", "template_id", "template_text", "system", "strategy", "k", "selection", "selection_seed",
+                   "cot_trigger", "trigger_position", "samples", "model_id", "engine", "text", *PARAM_CONTROLS)
 
 
-@dataclass(frozen=True)
-class PromptForm:
-    """The values of the prompt controls, in the order of the widgets that feed every handler."""
-
-    task: str
-    template_id: str
-    template_text: str
-    system: str
-    strategy: str
-    k: float
-    selection: str
-    selection_seed: float
-    cot_trigger: str
-    trigger_position: str
-    samples: float
-    model_id: str
-    engine: str  # auto, llama.cpp or transformers
-    text: str
-    max_new_tokens: float
-    temperature: float
-    top_p: float
-    top_k: float
-    repetition_penalty: float
-    seed: float
-    stop: str
-    owner: str  # the browser's identity token; after checking, the owner id of the runs (run:<id>) one may use
-
-    @classmethod
-    def size(cls) -> int:
-        return len(fields(cls))
-
-    def config(self, strategy: str | None = None) -> StrategyConfig:
-        return StrategyConfig(strategy=strategy or self.strategy, k=int(self.k or 0), selection=self.selection,
-                              selection_seed=int(self.selection_seed or 0), cot_trigger=self.cot_trigger or "",
-                              trigger_position=self.trigger_position, samples=int(self.samples or 0)).validated()
-
-    def engine_for(self, services: Services):
-        """A function model id -> loaded engine, with this form's engine choice (and the owner's runs)."""
-        return lambda model_id: services.engine(model_id, self.engine or "auto", self.owner or "")
-
-    def check_lengths(self, max_chars: int) -> "PromptForm":
-        """Self; InvalidParameterError when the input, system message or trigger is longer than allowed."""
-        for name, value, limit in (("input", self.text, max_chars), ("system message", self.system, max_chars),
-                                   ("chain-of-thought trigger", self.cot_trigger, MAX_TRIGGER_CHARS)):
-            if len(value or "") > limit:
-                raise InvalidParameterError(f"The {name} has {len(value):,} characters; the limit is {limit:,} "
-                                            f"(PLAYGROUND_MAX_PROMPT_CHARS for the input and system message).")
-        return self
-
-    def params(self, token_limit: int) -> GenerationParams:
-        return params_from_widgets(self.max_new_tokens, self.temperature, self.top_p, self.top_k,
-                                   self.repetition_penalty, self.seed, self.stop, token_limit=token_limit)
-
-    def setup(self, library: TemplateLibrary, strategy: str | None = None) -> tuple[PromptSetup, PromptTemplate]:
-        """The setup for ``strategy`` (default: the form's): the edited template when it suits, else the library's."""
-        get_task(self.task)
-        strategy = strategy or self.strategy
-        chosen = library.get(self.template_id)
-        if chosen.task != self.task:
-            raise InvalidParameterError(f"The template {chosen.id!r} is for the task {chosen.task!r}, not "
-                                        f"{self.task!r}.")
-        template = choose_template(library, self.task, strategy, chosen)
-        setup = PromptSetup.from_template(template, self.config(strategy))
-        if template is chosen:  # the text in the editor, possibly edited, is what runs
-            setup = replace(setup, template=self.template_text or "", system=self.system or "")
-        return setup, template
-
-
-def _split(values: tuple) -> tuple[PromptForm, tuple]:
-    n = PromptForm.size()
-    return PromptForm(*values[:n]), values[n:]
+def split_controls(values: tuple) -> tuple[dict, str, tuple]:
+    """(the prompt controls by name, the identity token, the values after them) from a handler's values."""
+    n = len(PROMPT_CONTROLS)
+    return dict(zip(PROMPT_CONTROLS, values[:n])), values[n], values[n + 1:]
 
 
 # --------------------------------------------------------------------------- text for the page
-
-
-def _model_choices(services: Services, owner: str = "") -> list[tuple[str, str]]:
-    """The catalog's decoders, then the owner's finished fine-tuning runs (newest first)."""
-    resolver = services.engines.resolver
-    catalog = [(f"{s.name} · {s.parameters_label} · {'offline' if resolver.is_available_offline(s) else 'Hub'}", s.id)
-               for s in services.catalog.by_family("decoder")]
-    return catalog + [(model.label, model.model_id) for model in finetuned_models(services.runs, owner)]
 
 
 @dataclass(frozen=True)
@@ -183,14 +112,18 @@ class ModelPickers:
         return [task, gr.update(choices=choices, value=tuned.model_id), *strategies, *models]
 
 
-def _strategy_choices(task_id: str) -> list[tuple[str, str]]:
-    task = get_task(task_id)
-    allowed = STRATEGIES if task.supports_reasoning else (ZERO_SHOT, FEW_SHOT)
-    return [(STRATEGY_NAMES[s], s) for s in allowed]
+def strategy_choices(lab: PromptLab, task_id: str) -> list[tuple[str, str]]:
+    return [(STRATEGY_NAMES[s], s) for s in lab.strategies_for(task_id)]
 
 
-def _template_choices(library: TemplateLibrary, task_id: str, strategy: str) -> list[tuple[str, str]]:
-    return [(f"{tpl.name} ({tpl.id})", tpl.id) for tpl in library.for_task(task_id, strategy)]
+def template_choices(lab: PromptLab, task_id: str, strategy: str) -> list[tuple[str, str]]:
+    return [(f"{tpl.name} ({tpl.id})", tpl.id) for tpl in lab.templates_for(task_id, strategy)]
+
+
+def param_values(params: GenerationParams) -> list:
+    """The parameter widgets a strategy's suggestion fills: max new tokens, temperature, top p, top k, seed."""
+    return [params.max_new_tokens, params.temperature, params.top_p, params.top_k,
+            -1 if params.seed is None else params.seed]
 
 
 def token_summary(built: BuiltPrompt, max_new_tokens: int, texts: Texts) -> str:
@@ -232,11 +165,13 @@ def path_rows(run: StrategyRun | None) -> list[list]:
             for i, p in enumerate(run.paths)]
 
 
-def column_view(state: ColumnState, texts: Texts, model_names: dict[str, str] | None = None) -> tuple[str, str, str]:
-    """(header, text, status line) of one side-by-side column; ``model_names`` names fine-tuned runs."""
+def column_view(state: ColumnState | None, texts: Texts, label: Callable[[str], str] = str) -> tuple[str, str, str]:
+    """(header, text, status line) of one side-by-side column ("" for a column that is off); ``label`` names
+    the models (fine-tuned runs by their labels)."""
+    if state is None:
+        return "", "", ""
     column = state.column
-    model_name = (model_names or {}).get(column.model_id, column.model_id)
-    header = (f"**{state.column.setup.label}**  \n{model_name} · _{column.template_name}_")
+    header = f"**{column.setup.label}**  \n{label(column.model_id)} · _{column.template_name}_"
     if state.status == FAILED:
         return header, state.text, f"⚠ {state.error}"
     if state.status in (DONE, CANCELLED) and state.run is not None:
@@ -256,16 +191,17 @@ def report_chart(report: EvaluationReport) -> pd.DataFrame:
 
 
 def report_tables(report: EvaluationReport) -> tuple[pd.DataFrame, pd.DataFrame]:
-    summary = pd.DataFrame(report.summary_rows())
+    """The score table and the per-example table (answers, ✓/✗, ROUGE to three places, output, prompt)."""
     per_example = []
-    for result in report.results:
-        correct = "—" if result.correct is None else ("✓" if result.correct else "✗")
-        row = {"strategy": result.strategy, "#": result.index + 1, "input": result.input, "target": result.target,
-               "answer": result.answer if result.answer is not None else "(none)", "correct": correct}
-        row.update({name: round(value, 3) for name, value in result.scores.items()})
-        row.update(output=result.output.strip(), prompt=result.prompt)
-        per_example.append(row)
-    return summary, pd.DataFrame(per_example)
+    for row in report.rows():
+        correct = row["correct"]
+        shown = {"strategy": row["strategy"], "#": row["#"], "input": row["input"], "target": row["target"],
+                 "answer": row["answer"] if row["answer"] is not None else "(none)",
+                 "correct": "—" if correct is None else ("✓" if correct else "✗")}
+        shown.update({name: round(row[name], 3) for name in ("rouge1", "rouge2", "rougeL") if name in row})
+        shown.update(output=row["output"].strip(), prompt=row["prompt"])
+        per_example.append(shown)
+    return pd.DataFrame(report.summary_rows()), pd.DataFrame(per_example)
 
 
 def report_status(report: EvaluationReport, texts: Texts) -> str:
@@ -274,20 +210,195 @@ def report_status(report: EvaluationReport, texts: Texts) -> str:
     return texts(key, done=done, planned=report.planned, seconds=report.elapsed_s, source=report.source)
 
 
+# --------------------------------------------------------------------------- the handlers
+
+
+class PromptLabHandlers:
+    """The tab's handlers: widget values in, one controller call, widget values out.
+
+    They need a live app for nothing: a test builds one over a ``PromptLab`` with fake engines and calls
+    them with the values a page would send.
+    """
+
+    def __init__(self, services: Services, lab: PromptLab) -> None:
+        self.services = services
+        self.lab = lab
+        self.settings = services.settings
+
+    # -- turning values into requests -----------------------------------------------------
+    def request(self, controls: dict) -> LabRequest:
+        with user_errors(self.settings):
+            params = params_from_widgets(*(controls[name] for name in PARAM_CONTROLS),
+                                         token_limit=self.settings.request_token_limit)
+            return request_from_controls(controls, params)
+
+    def generating(self, token: str, request: gr.Request):
+        """The models of someone who may generate now (after the rate limits)."""
+        return self.services.models_for(generating(self.services, token, request).id)
+
+    # -- the controls ----------------------------------------------------------------------
+    def on_task(self, task_id, strategy_id, saved):
+        with user_errors(self.settings):
+            choices = strategy_choices(self.lab, task_id)
+            if strategy_id not in [value for _, value in choices]:
+                strategy_id = ZERO_SHOT
+            templates = template_choices(self.lab, task_id, strategy_id)
+            template_text_value, system_value = self.lab.template_text(templates[0][1], saved)
+            pool_size = len(self.lab.demos(task_id))
+            return [gr.update(choices=choices, value=strategy_id),
+                    gr.update(choices=templates, value=templates[0][1]), template_text_value, system_value,
+                    self.lab.first_example(task_id), gr.update(maximum=pool_size, value=min(3, pool_size)),
+                    *param_values(self.lab.suggested(task_id, strategy_id))]
+
+    def on_strategy(self, task_id, strategy_id, template_id_value, saved):
+        with user_errors(self.settings):
+            templates = template_choices(self.lab, task_id, strategy_id)
+            ids = [value for _, value in templates]
+            chosen = template_id_value if template_id_value in ids else ids[0]
+            template_text_value, system_value = self.lab.template_text(chosen, saved)
+            config = StrategyConfig(strategy=strategy_id)
+            demos_shown = strategy_id in (FEW_SHOT, FEW_SHOT_COT, SELF_CONSISTENCY)
+            sampling = strategy_id == SELF_CONSISTENCY
+            return [gr.update(choices=templates, value=chosen), template_text_value, system_value,
+                    gr.update(visible=demos_shown), gr.update(visible=config.uses_cot), gr.update(visible=sampling),
+                    *param_values(self.lab.suggested(task_id, strategy_id)), gr.update(visible=sampling),
+                    gr.update(visible=sampling)]
+
+    def on_template(self, template_id_value, saved):
+        if not template_id_value:
+            return gr.update(), gr.update()
+        with user_errors(self.settings):
+            return self.lab.template_text(template_id_value, saved)
+
+    def save_template(self, template_id_value, template_text_value, system_value, saved, request: gr.Request):
+        texts = Texts.for_request(request)
+        with user_errors(self.settings):
+            self.lab.check_template(template_id_value, template_text_value)
+        saved = dict(saved or {})
+        saved[template_id_value] = {"template": template_text_value, "system": system_value or ""}
+        gr.Info(texts("lab.saved", template=template_id_value))
+        return saved
+
+    def reset_template(self, template_id_value, saved):
+        saved = {key: value for key, value in (saved or {}).items() if key != template_id_value}
+        with user_errors(self.settings):
+            template_text_value, system_value = self.lab.template_text(template_id_value)
+        return saved, template_text_value, system_value
+
+    def random_example(self, task_id):
+        return self.lab.example(task_id)
+
+    def upload_columns(self, path):
+        if not path:
+            return [gr.update(choices=[], value=None)] * 3
+        with user_errors(self.settings):
+            names = self.lab.upload_columns(Path(path))
+        guess = lambda *candidates: next((n for n in names if n.lower() in candidates), None)  # noqa: E731
+        return [gr.update(choices=names, value=guess("text", "input", "question", "dialogue", "sentence")),
+                gr.update(choices=names, value=guess("label", "answer", "summary", "target", "translation")),
+                gr.update(choices=[""] + names, value=guess("rationale", "reasoning", "explanation") or "")]
+
+    # -- the four actions ------------------------------------------------------------------
+    def preview(self, request: gr.Request, *values):
+        controls, token, (code_engine,) = split_controls(values)
+        texts = Texts.for_request(request)
+        try:
+            lab_request = self.request(controls)
+            models = self.services.models_for(owner_of(self.services, token))  # no valid token: no runs
+            shown = self.lab.preview(lab_request, models, code_engine)
+        except (PlaygroundError, gr.Error) as exc:
+            return warning_text(exc, self.settings), "", ""
+        return token_summary(shown.prompt, shown.params.max_new_tokens, texts), shown.prompt.text, shown.code
+
+    def run(self, request: gr.Request, *values, progress=gr.Progress()):
+        controls, token, _ = split_controls(values)
+        texts = Texts.for_request(request)
+        models = self.generating(token, request)
+        lab_request = self.request(controls)
+        cancel = CancelFlag()
+        session = request.session_hash or "anonymous"
+        self.services.generations.start(session, RUN_SLOT, cancel)
+        try:
+            with user_errors(self.settings):
+                for update in self.lab.run(lab_request, models, cancel):
+                    if update.loading:
+                        progress(0.0, desc=texts("lab.loading"))
+                    elif update.run is not None:
+                        yield (update.text, run_summary(update.run, texts), vote_label(update.run),
+                               path_rows(update.run))
+                    else:
+                        status = f"_{texts('lab.sampling', n=update.sampling)}_" if update.sampling else ""
+                        yield update.text, status, None, []
+        finally:
+            self.services.generations.finish(session, RUN_SLOT, cancel)
+
+    def stop(self, request: gr.Request):
+        self.services.generations.cancel(request.session_hash or "anonymous", RUN_SLOT)
+
+    def stop_evaluation(self, request: gr.Request):
+        self.services.generations.cancel(request.session_hash or "anonymous", EVAL_SLOT)
+
+    def compare(self, request: gr.Request, *values):
+        controls, token, rest = split_controls(values)
+        strategies, model_ids = rest[:MAX_COLUMNS], rest[MAX_COLUMNS:2 * MAX_COLUMNS]
+        texts = Texts.for_request(request)
+        if not any(strategy and strategy != OFF for strategy in strategies):
+            raise gr.Error(texts("lab.no_columns"), print_exception=False)
+        models = self.generating(token, request)
+        lab_request = self.request(controls)
+        cancel = CancelFlag()
+        session = request.session_hash or "anonymous"
+        self.services.generations.start(session, RUN_SLOT, cancel)
+        try:
+            with user_errors(self.settings):
+                for states in self.lab.compare(lab_request, list(zip(strategies, model_ids)), models, cancel):
+                    views = [column_view(state, texts, models.label) for state in states]
+                    yield [view[j] for j in range(3) for view in views]
+        finally:
+            self.services.generations.finish(session, RUN_SLOT, cancel)
+
+    def evaluate(self, request: gr.Request, *values, progress=gr.Progress()):
+        controls, token, rest = split_controls(values)
+        chosen, source, path, input_col, label_col, rationale_col, demo_count, limit = rest
+        texts = Texts.for_request(request)
+        if source == UPLOAD and not path:
+            raise gr.Error(texts("lab.upload_missing"), print_exception=False)
+        if not chosen:
+            raise gr.Error(texts("lab.no_strategies"), print_exception=False)
+        models = self.generating(token, request)
+        lab_request = self.request(controls)
+        evaluation = EvaluationRequest(
+            strategies=tuple(chosen), source=UPLOAD if source == UPLOAD else BUNDLED,
+            upload=Path(path) if path else None,
+            mapping=ColumnMapping(input_col or "", label_col or "", rationale_col or None),
+            demo_rows=int(demo_count or 0), limit=int(limit or 0))
+        cancel = CancelFlag()
+        session = request.session_hash or "anonymous"
+        self.services.generations.start(session, EVAL_SLOT, cancel)
+        try:
+            with user_errors(self.settings):
+                report = self.lab.evaluate(lab_request, evaluation, models, cancel=cancel,
+                                           progress=lambda fraction, message: progress(fraction, desc=message))
+        finally:
+            self.services.generations.finish(session, EVAL_SLOT, cancel)
+        summary_table, rows = report_tables(report)
+        return report_status(report, texts), report_chart(report), summary_table, rows
+
+
 # --------------------------------------------------------------------------- the tab
 
 
-def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
+def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = None) -> ModelPickers:
     """The tab; ``owner`` is the browser's identity token (shared with the Fine-tune tab): it unlocks one's runs."""
     settings = services.settings
-    library = TemplateLibrary.load()
-    bundled: dict[str, LabelledSet] = {task_id: load_bundled(task_id) for task_id in TASKS}
-    models = _model_choices(services)
+    lab = lab or PromptLab(TemplateLibrary.load(), embedder=services.embedder, slot=services.generation_slots.hold,
+                           max_chars=settings.max_prompt_chars, token_limit=settings.request_token_limit)
+    handlers = PromptLabHandlers(services, lab)
+    models = services.models_for().choices()
     model_ids = [m for _, m in models]
     default_model = settings.default_model if settings.default_model in model_ids else model_ids[0]
-    token_limit = settings.request_token_limit
-    first_template = library.for_task(DEFAULT_TASK, ZERO_SHOT)[0]
-    default_params = suggested_params(DEFAULT_TASK, StrategyConfig(strategy=ZERO_SHOT))
+    first_template = lab.templates_for(DEFAULT_TASK, ZERO_SHOT)[0]
+    default_params = lab.suggested(DEFAULT_TASK, ZERO_SHOT)
 
     gr.Markdown(t("lab.intro"), elem_classes=["tab-intro"])
     saved_templates = gr.State({})  # template id -> {"template", "system"} edited and saved in this session
@@ -302,10 +413,10 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
                                     allow_custom_value=True, elem_id="lab-model", scale=2)
                 engine = gr.Radio(["auto", *ENGINE_NAMES], value="auto", label=t("lab.engine"),
                                   info=t("lab.engine_info"), elem_id="lab-engine", scale=1)
-            strategy = gr.Radio(_strategy_choices(DEFAULT_TASK), value=ZERO_SHOT, label=t("lab.strategy"),
+            strategy = gr.Radio(strategy_choices(lab, DEFAULT_TASK), value=ZERO_SHOT, label=t("lab.strategy"),
                                 info=t("lab.strategy_info"), elem_id="lab-strategy")
             with gr.Row(visible=False) as demo_row:
-                k = gr.Slider(0, len(bundled[DEFAULT_TASK].demos), value=3, step=1, label=t("lab.k"),
+                k = gr.Slider(0, len(lab.demos(DEFAULT_TASK)), value=3, step=1, label=t("lab.k"),
                               info=StrategyConfig.help("k"), elem_id="lab-k")
                 selection = gr.Radio(list(SELECTIONS), value="fixed", label=t("lab.selection"),
                                      info=StrategyConfig.help("selection"), elem_id="lab-selection")
@@ -320,7 +431,7 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
                 samples = gr.Slider(2, 20, value=5, step=1, label=t("lab.samples"),
                                     info=StrategyConfig.help("samples"), elem_id="lab-samples", visible=False)
             with gr.Row():
-                text = gr.Textbox(bundled[DEFAULT_TASK].examples[0].input, label=t("lab.input"), lines=3,
+                text = gr.Textbox(lab.first_example(DEFAULT_TASK), label=t("lab.input"), lines=3,
                                   max_lines=12, scale=5, elem_id="lab-input")
                 example = gr.Button(t("lab.example"), scale=1, elem_id="lab-example")
             with gr.Row():
@@ -330,7 +441,7 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
             with gr.Accordion(t("lab.template_section"), open=True):
                 # Every template is a valid value for API callers; the page narrows the list to the task's, and a
                 # template of another task is refused by the logic (the list changes as the task does).
-                template_id = gr.Dropdown([(f"{tpl.name} ({tpl.id})", tpl.id) for tpl in library.templates],
+                template_id = gr.Dropdown([(f"{tpl.name} ({tpl.id})", tpl.id) for tpl in lab.library.templates],
                                           value=first_template.id, label=t("lab.template"), allow_custom_value=True,
                                           info=t("lab.template_info"), elem_id="lab-template")
                 template_text = gr.Code(first_template.template, language="jinja2", lines=10, max_lines=24,
@@ -418,263 +529,44 @@ def build(services: Services, owner: gr.BrowserState) -> ModelPickers:
                                max_height=520, elem_id="lab-eval-rows")
     gr.Markdown(t("lab.notice"), elem_classes=["notice"])
 
-    form = [task, template_id, template_text, system, strategy, k, selection, selection_seed, cot_trigger,
-            trigger_position, samples, model, engine, text, *params.as_list(), owner]
-    assert len(form) == PromptForm.size()
+    controls = dict(task=task, template_id=template_id, template_text=template_text, system=system,
+                    strategy=strategy, k=k, selection=selection, selection_seed=selection_seed,
+                    cot_trigger=cot_trigger, trigger_position=trigger_position, samples=samples, model_id=model,
+                    engine=engine, text=text, **{name: getattr(params, name) for name in PARAM_CONTROLS})
+    form = [controls[name] for name in PROMPT_CONTROLS] + [owner]
     param_outputs = [params.max_new_tokens, params.temperature, params.top_p, params.top_k, params.seed]
-
-    # --- helpers ---------------------------------------------------------------
-    def template_values(template_id_value: str, saved: dict) -> tuple[str, str]:
-        edited = (saved or {}).get(template_id_value)
-        if edited:
-            return edited["template"], edited["system"]
-        chosen = library.get(template_id_value)
-        return chosen.template, chosen.system
-
-    def param_values(task_id: str, strategy_id: str) -> list:
-        suggested = suggested_params(task_id, StrategyConfig(strategy=strategy_id))
-        return [min(suggested.max_new_tokens, token_limit), suggested.temperature, suggested.top_p,
-                suggested.top_k, -1 if suggested.seed is None else suggested.seed]
-
-    def pool_for(task_id: str) -> tuple:
-        return bundled[task_id].demos
-
-    def for_preview(form_values: PromptForm) -> PromptForm:
-        """The form with its token replaced by the owner id it stands for ("" when not valid: no runs)."""
-        return replace(form_values, owner=owner_of(services, form_values.owner)).check_lengths(
-            settings.max_prompt_chars)
-
-    def for_generation(form_values: PromptForm, request: gr.Request) -> PromptForm:
-        """The form of someone who may generate now (rate limits), its token replaced by their owner id."""
-        identity = generating(services, form_values.owner, request)
-        with user_errors(settings):
-            return replace(form_values, owner=identity.id).check_lengths(settings.max_prompt_chars)
-
-    # --- handlers: widget values in, logic called, widget values out ---------
-    def on_task(task_id, strategy_id, saved):
-        with user_errors(settings):
-            choices = _strategy_choices(task_id)
-            if strategy_id not in [value for _, value in choices]:
-                strategy_id = ZERO_SHOT
-            templates = _template_choices(library, task_id, strategy_id)
-            template_text_value, system_value = template_values(templates[0][1], saved)
-            pool_size = len(pool_for(task_id))
-            return [gr.update(choices=choices, value=strategy_id),
-                    gr.update(choices=templates, value=templates[0][1]), template_text_value, system_value,
-                    bundled[task_id].examples[0].input, gr.update(maximum=pool_size, value=min(3, pool_size)),
-                    *param_values(task_id, strategy_id)]
-
-    def on_strategy(task_id, strategy_id, template_id_value, saved):
-        with user_errors(settings):
-            templates = _template_choices(library, task_id, strategy_id)
-            ids = [value for _, value in templates]
-            chosen = template_id_value if template_id_value in ids else ids[0]
-            template_text_value, system_value = template_values(chosen, saved)
-            config = StrategyConfig(strategy=strategy_id)
-            demos_shown = strategy_id in (FEW_SHOT, FEW_SHOT_COT, SELF_CONSISTENCY)
-            return [gr.update(choices=templates, value=chosen), template_text_value, system_value,
-                    gr.update(visible=demos_shown), gr.update(visible=config.uses_cot),
-                    gr.update(visible=strategy_id == SELF_CONSISTENCY), *param_values(task_id, strategy_id),
-                    gr.update(visible=strategy_id == SELF_CONSISTENCY), gr.update(visible=strategy_id == SELF_CONSISTENCY)]
-
-    def on_template(template_id_value, saved):
-        if not template_id_value:
-            return gr.update(), gr.update()
-        with user_errors(settings):
-            return template_values(template_id_value, saved)
-
-    def save_template(template_id_value, template_text_value, system_value, saved, request: gr.Request):
-        texts = Texts.for_request(request)
-        with user_errors(settings):
-            parse_template(template_text_value or "")
-            library.get(template_id_value)
-        saved = dict(saved or {})
-        saved[template_id_value] = {"template": template_text_value, "system": system_value or ""}
-        gr.Info(texts("lab.saved", template=template_id_value))
-        return saved
-
-    def reset_template(template_id_value, saved):
-        saved = {key: value for key, value in (saved or {}).items() if key != template_id_value}
-        chosen = library.get(template_id_value)
-        return saved, chosen.template, chosen.system
-
-    def snippet_source(form_values: PromptForm, engine_name: str) -> dict:
-        """Where the code takes the model from: the catalog's source, or a run's base plus its adapter."""
-        if not is_finetuned_id(form_values.model_id):
-            return dict(engine=engine_name, spec=services.catalog.get(form_values.model_id))
-        tuned = finetuned_model(services.runs, form_values.model_id, form_values.owner or "")
-        base_spec = services.catalog.get(tuned.base_model) if tuned.base_model in services.catalog.ids else None
-        if not tuned.is_adapter:  # a full fine-tune: the downloaded model folder is the model
-            return dict(engine="transformers", model_ref=tuned.result_dir.name)
-        return dict(engine="transformers", spec=base_spec, model_ref=None if base_spec else tuned.base_model,
-                    adapter=tuned.result_dir.name)
-
-    def random_example(task_id):
-        return random.choice(bundled[task_id].examples).input
-
-    def show_preview(request: gr.Request, *values):
-        form_values, (engine_name,) = _split(values)
-        texts = Texts.for_request(request)
-        try:
-            form_values = for_preview(form_values)
-            setup, _ = form_values.setup(library)
-            generation = effective_params(setup, form_values.params(token_limit))
-            engine = form_values.engine_for(services)(form_values.model_id)
-            built = build_prompt(engine, setup, form_values.text, pool_for(form_values.task),
-                                 embedder=services.embedder)
-            snippet = code_snippet(built, generation, samples=setup.strategy.paths, threads=settings.threads or None,
-                                   **snippet_source(form_values, engine_name))
-        except PlaygroundError as exc:
-            return warning_text(exc, settings), "", ""
-        return token_summary(built, generation.max_new_tokens, texts), built.text, snippet
-
-    def run_prompt_lab(request: gr.Request, *values, progress=gr.Progress()):
-        form_values, _ = _split(values)
-        texts = Texts.for_request(request)
-        session_key = request.session_hash or "anonymous"
-        form_values = for_generation(form_values, request)
-        with user_errors(settings):
-            setup, template = form_values.setup(library)
-            column = Column(setup, form_values.model_id, form_values.params(token_limit), template.name)
-            cancel = CancelFlag()
-            services.generations.start(session_key, RUN_SLOT, cancel)
-            progress(0.0, desc=texts("lab.loading"))
-            try:
-                for states in run_columns([column], form_values.text, pool_for(form_values.task),
-                                          form_values.engine_for(services), embedder=services.embedder,
-                                          cancel=cancel, slot=services.generation_slots.hold):
-                    state = states[0]
-                    if state.status == FAILED:
-                        raise gr.Error(state.error, print_exception=False)
-                    if state.run is None:
-                        status = texts("lab.sampling", n=setup.strategy.samples) \
-                            if setup.strategy.strategy == SELF_CONSISTENCY and state.status == RUNNING else ""
-                        yield state.text, f"_{status}_" if status else "", None, []
-                    else:
-                        yield (state.text, run_summary(state.run, texts), vote_label(state.run),
-                               path_rows(state.run))
-            finally:
-                services.generations.finish(session_key, RUN_SLOT, cancel)
-
-    def stop_run(request: gr.Request):
-        services.generations.cancel(request.session_hash or "anonymous", RUN_SLOT)
-
-    def run_compare(request: gr.Request, *values):
-        form_values, rest = _split(values)
-        strategies, model_ids = rest[:MAX_COLUMNS], rest[MAX_COLUMNS:2 * MAX_COLUMNS]
-        texts = Texts.for_request(request)
-        session_key = request.session_hash or "anonymous"
-        form_values = for_generation(form_values, request)
-        with user_errors(settings):
-            base = form_values.params(token_limit)
-        columns, slots = [], []
-        with user_errors(settings):
-            for i, (strategy_id, model_id) in enumerate(zip(strategies, model_ids)):
-                if not strategy_id or strategy_id == OFF:
-                    continue
-                setup, template = form_values.setup(library, strategy_id)
-                params_for = base if strategy_id == form_values.strategy else \
-                    suggested_params(form_values.task, setup.strategy, base)
-                columns.append(Column(setup, model_id, params_for, template.name))
-                slots.append(i)
-            if not columns:
-                raise InvalidParameterError(texts("lab.no_columns"))
-        run_names = {tuned.model_id: tuned.label for tuned in finetuned_models(services.runs, form_values.owner or "")}
-        cancel = CancelFlag()
-        services.generations.start(session_key, RUN_SLOT, cancel)
-        empty = ["", "", ""]
-        try:
-            for states in run_columns(columns, form_values.text, pool_for(form_values.task),
-                                      form_values.engine_for(services), embedder=services.embedder, cancel=cancel,
-                                      slot=services.generation_slots.hold):
-                views = [empty] * MAX_COLUMNS
-                for slot, state in zip(slots, states):
-                    views[slot] = list(column_view(state, texts, run_names))
-                yield [view[j] for j in range(3) for view in views]
-        finally:
-            services.generations.finish(session_key, RUN_SLOT, cancel)
-
-    def read_upload_columns(path):
-        if not path:
-            return [gr.update(choices=[], value=None)] * 3
-        with user_errors(settings):
-            names = file_columns(Path(path).read_bytes(), Path(path).name)
-        guess = lambda *candidates: next((n for n in names if n.lower() in candidates), None)  # noqa: E731
-        return [gr.update(choices=names, value=guess("text", "input", "question", "dialogue", "sentence")),
-                gr.update(choices=names, value=guess("label", "answer", "summary", "target", "translation")),
-                gr.update(choices=[""] + names, value=guess("rationale", "reasoning", "explanation") or "")]
-
-    def run_evaluation(request: gr.Request, *values, progress=gr.Progress()):
-        form_values, rest = _split(values)
-        chosen, source, path, input_col, label_col, rationale_col, demo_count, limit = rest
-        texts = Texts.for_request(request)
-        session_key = request.session_hash or "anonymous"
-        form_values = for_generation(form_values, request)
-        with user_errors(settings):
-            if source == "upload":
-                if not path:
-                    raise InvalidParameterError(texts("lab.upload_missing"))
-                data = labelled_set_from_upload(
-                    Path(path), ColumnMapping(input_col or "", label_col or "", rationale_col or None),
-                    form_values.task, filename=Path(path).name, demo_rows=int(demo_count or 0))
-            else:
-                data = bundled[form_values.task]
-            base = form_values.params(token_limit)
-            setups, per_setup = [], []
-            for strategy_id in [s for s in STRATEGIES if s in (chosen or [])]:
-                setup, _ = form_values.setup(library, strategy_id)
-                setups.append(setup)
-                per_setup.append(base if strategy_id == form_values.strategy
-                                 else suggested_params(form_values.task, setup.strategy, base))
-            if not setups:
-                raise InvalidParameterError(texts("lab.no_strategies"))
-            cancel = CancelFlag()
-            services.generations.start(session_key, EVAL_SLOT, cancel)
-            try:
-                progress(0.0, desc=texts("lab.loading"))
-                engine = form_values.engine_for(services)(form_values.model_id)
-                report = evaluate(engine, setups, data, per_setup, limit=int(limit), embedder=services.embedder,
-                                  progress=lambda fraction, message: progress(fraction, desc=message),
-                                  cancel=cancel, slot=services.generation_slots.hold)
-            finally:
-                services.generations.finish(session_key, EVAL_SLOT, cancel)
-        summary_table, rows = report_tables(report)
-        return report_status(report, texts), report_chart(report), summary_table, rows
-
-    def cancel_evaluation(request: gr.Request):
-        services.generations.cancel(request.session_hash or "anonymous", EVAL_SLOT)
 
     # --- wiring ---------------------------------------------------------------
     limits = generation_event_options(settings)
-    task.change(on_task, [task, strategy, saved_templates],
+    task.change(handlers.on_task, [task, strategy, saved_templates],
                 [strategy, template_id, template_text, system, text, k, *param_outputs], api_name=False,
                 queue=False)
-    strategy.change(on_strategy, [task, strategy, template_id, saved_templates],
+    strategy.change(handlers.on_strategy, [task, strategy, template_id, saved_templates],
                     [template_id, template_text, system, demo_row, cot_row, samples, *param_outputs, votes, paths],
                     api_name=False, queue=False)
-    template_id.input(on_template, [template_id, saved_templates], [template_text, system], api_name=False,
+    template_id.input(handlers.on_template, [template_id, saved_templates], [template_text, system], api_name=False,
                       queue=False)
-    save.click(save_template, [template_id, template_text, system, saved_templates], saved_templates,
+    save.click(handlers.save_template, [template_id, template_text, system, saved_templates], saved_templates,
                api_name=False)
-    reset.click(reset_template, [template_id, saved_templates], [saved_templates, template_text, system],
+    reset.click(handlers.reset_template, [template_id, saved_templates], [saved_templates, template_text, system],
                 api_name=False, queue=False)
-    example.click(random_example, task, text, api_name=False, queue=False)
-    gr.on(triggers=None, fn=show_preview, inputs=[*form, code_engine], outputs=[token_line, preview, code],
+    example.click(handlers.random_example, task, text, api_name=False, queue=False)
+    gr.on(triggers=None, fn=handlers.preview, inputs=[*form, code_engine], outputs=[token_line, preview, code],
           api_name="prompt_lab_preview", show_progress="hidden", trigger_mode="always_last")
-    run.click(run_prompt_lab, form, [output, result_line, votes, paths], api_name="prompt_lab_run",
+    run.click(handlers.run, form, [output, result_line, votes, paths], api_name="prompt_lab_run",
               show_progress_on=[output], **limits)
-    stop.click(stop_run, None, None, api_name="prompt_lab_stop", queue=False)
-    compare.click(run_compare, [*form, *column_strategy, *column_model],
+    stop.click(handlers.stop, None, None, api_name="prompt_lab_stop", queue=False)
+    compare.click(handlers.compare, [*form, *column_strategy, *column_model],
                   [*column_header, *column_text, *column_stats], api_name="prompt_lab_compare",
                   show_progress_on=column_text, **limits)
-    compare_stop.click(stop_run, None, None, api_name=False, queue=False)
-    upload.upload(read_upload_columns, upload, [input_column, label_column, rationale_column],
+    compare_stop.click(handlers.stop, None, None, api_name=False, queue=False)
+    upload.upload(handlers.upload_columns, upload, [input_column, label_column, rationale_column],
                   api_name="prompt_lab_columns")
-    evaluate_button.click(run_evaluation,
+    evaluate_button.click(handlers.evaluate,
                           [*form, eval_strategies, eval_source, upload, input_column, label_column, rationale_column,
                            demo_rows, eval_limit],
                           [eval_status, chart, summary, per_example], api_name="prompt_lab_evaluate",
                           show_progress_on=[eval_status, per_example], **limits)
-    cancel_button.click(cancel_evaluation, None, None, api_name="prompt_lab_cancel", queue=False)
+    cancel_button.click(handlers.stop_evaluation, None, None, api_name="prompt_lab_cancel", queue=False)
     return ModelPickers(task, model, tuple(column_strategy), tuple(column_model),
-                        lambda token: _model_choices(services, owner_of(services, token)))
+                        lambda token: services.models_for(owner_of(services, token)).choices())

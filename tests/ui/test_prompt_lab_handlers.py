@@ -1,0 +1,110 @@
+"""The Prompt Lab tab's handlers called directly, over a controller with fake engines: no live app, no model."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from playground.config import Settings
+from playground.prompting.lab import PromptLab
+from playground.prompting.templates import TemplateLibrary
+from playground.services import Services
+from playground.ui.tabs.prompt_lab import PROMPT_CONTROLS, PromptLabHandlers
+from tests.prompting.test_lab import FakeModels
+
+LIBRARY = TemplateLibrary.load()
+REQUEST = SimpleNamespace(headers={"accept-language": "en"}, session_hash="session-1",
+                          client=SimpleNamespace(host="127.0.0.1"))
+
+
+@pytest.fixture(scope="module")
+def services(tmp_path_factory):
+    return Services.create(Settings.load([], {"PLAYGROUND_DATA_DIR": str(tmp_path_factory.mktemp("handlers")),
+                                              "PLAYGROUND_OFFLINE": "1"}))
+
+
+@pytest.fixture
+def handlers(services, monkeypatch):
+    models = FakeModels("positive")
+    monkeypatch.setattr(services, "models_for", lambda owner="": models)
+    return PromptLabHandlers(services, PromptLab(LIBRARY, max_chars=1_000, token_limit=256))
+
+
+def values(token="", **overrides) -> list:
+    template_id = overrides.get("template_id", "sentiment-question")
+    controls = dict(task="sentiment", template_id=template_id, template_text=LIBRARY.get(template_id).template,
+                    system="", strategy="zero_shot", k=3.0, selection="fixed", selection_seed=0.0,
+                    cot_trigger="Let's think step by step.", trigger_position="user", samples=5.0, model_id="m",
+                    engine="auto", text="Lovely soup.", max_new_tokens=8.0, temperature=0.0, top_p=1.0, top_k=40.0,
+                    repetition_penalty=1.0, seed=0.0, stop="")
+    controls.update(overrides)
+    return [controls[name] for name in PROMPT_CONTROLS] + [token]
+
+
+def test_preview_gives_the_token_line_the_prompt_and_the_code(handlers):
+    token_line, prompt, code = handlers.preview(REQUEST, *values(), "llama.cpp")
+    assert "prompt tokens" in token_line and "chat template applied" in token_line
+    assert "Lovely soup." in prompt and "path/to/m" in code
+    bad_line, bad_prompt, bad_code = handlers.preview(REQUEST, *values(template_text="{% for %}"), "llama.cpp")
+    assert bad_line.startswith("⚠") and "line 1" in bad_line and bad_prompt == bad_code == ""
+    huge = handlers.preview(REQUEST, *values(template_text="{{ 'x' * 10 ** 6 }}"), "llama.cpp")[0]
+    assert huge.startswith("⚠") and "value budget" in huge
+
+
+def test_run_streams_into_the_output_widgets(handlers):
+    outputs = list(handlers.run(REQUEST, *values(), progress=lambda *a, **k: None))
+    text, result_line, votes, paths = outputs[-1]
+    assert text == "positive" and "Answer: **positive**" in result_line
+    assert votes is None and paths == [[1, "positive", 8, "positive"]]
+    assert [o[0] for o in outputs[:-1]] == ["p", "po", "pos", "posi", "posit", "positi", "positiv", "positive"]
+
+
+def test_a_forged_token_or_a_bad_setting_becomes_a_toast(handlers):
+    with pytest.raises(gr.Error, match="not one this server issues"):
+        next(handlers.run(REQUEST, *values(token="forged"), progress=lambda *a, **k: None))
+    with pytest.raises(gr.Error, match="temperature"):
+        next(handlers.run(REQUEST, *values(temperature=9.0), progress=lambda *a, **k: None))
+
+
+def test_compare_fills_four_columns_and_names_the_models(handlers):
+    column_values = ["zero_shot", "off", "few_shot", "off"] + ["m", "m", "run:1", "m"]
+    outputs = list(handlers.compare(REQUEST, *values(), *column_values))[-1]
+    headers, texts, stats = outputs[0:4], outputs[4:8], outputs[8:12]
+    assert "label of m" in headers[0] and "label of run:1" in headers[2] and headers[1] == headers[3] == ""
+    assert texts[0] == "positive" and "tokens/s" in stats[2]
+    with pytest.raises(gr.Error, match="Every column is off"):
+        next(handlers.compare(REQUEST, *values(), *(["off"] * 4 + ["m"] * 4)))
+
+
+def test_evaluate_returns_status_chart_and_tables(handlers):
+    status, chart, summary, rows = handlers.evaluate(
+        REQUEST, *values(), ["zero_shot"], "bundled", None, "", "", "", 0, 4, progress=lambda *a, **k: None)
+    assert status.startswith("Done: 4 of 4 runs in") and status.endswith("on sentiment.jsonl.")
+    assert list(chart["strategy"]) == ["zero-shot"] and list(rows.columns)[:6] == [
+        "strategy", "#", "input", "target", "answer", "correct"]
+    assert set(rows["correct"]) <= {"✓", "✗"} and len(summary) == 1
+    with pytest.raises(gr.Error, match="Choose at least one strategy to evaluate"):
+        handlers.evaluate(REQUEST, *values(), [], "bundled", None, "", "", "", 0, 4, progress=lambda *a, **k: None)
+
+
+def test_the_controls_follow_the_task_and_the_strategy(handlers):
+    updates = handlers.on_task("summarization", "few_shot_cot", {})
+    assert [value for _, value in updates[0]["choices"]] == ["zero_shot", "few_shot"]
+    assert updates[0]["value"] == "zero_shot" and "#Person1#" in updates[4]
+    on_sc = handlers.on_strategy("arithmetic", "self_consistency", "arithmetic-qa", {})
+    assert on_sc[3]["visible"] and on_sc[5]["visible"] and on_sc[7] == 0.7  # demos, samples, temperature
+    saved = handlers.save_template("sentiment-question", "Mine: {{ text }}", "", {}, REQUEST)
+    assert handlers.on_template("sentiment-question", saved) == ("Mine: {{ text }}", "")
+    assert handlers.reset_template("sentiment-question", saved)[0] == {}
+    with pytest.raises(gr.Error, match="line 1"):
+        handlers.save_template("sentiment-question", "{% if %}", "", {}, REQUEST)
+
+
+def test_upload_columns_are_guessed(handlers, tmp_path):
+    upload = tmp_path / "data.csv"
+    upload.write_text("question,answer,reasoning\n2+2?,4,add\n")
+    text_column, label_column, rationale_column = handlers.upload_columns(str(upload))
+    assert (text_column["value"], label_column["value"], rationale_column["value"]) == (
+        "question", "answer", "reasoning")
