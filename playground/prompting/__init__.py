@@ -13,7 +13,6 @@ Modules, in the order a prompt flows through them:
 - ``evaluation``: scoring strategies over a labelled set (accuracy, exact match, ROUGE) with progress and cancel;
 - ``snippet``: "show the code" for llama-cpp-python or transformers;
 - ``lab``: the Prompt Lab's controller (preview, run, compare, evaluate from one request);
-- ``timing``: the speed figures the bench measures.
 
 Nothing here imports gradio; torch loads only when the MiniLM embedder is used.
 """
