@@ -11,12 +11,10 @@ GGUF-only models through here.
 
 from __future__ import annotations
 
-import os
-import shutil
-import threading
 from pathlib import Path
 
-from playground.errors import InvalidGGUFError
+from playground.atomic import atomic_directory
+from playground.errors import InvalidGGUFError, SaveError
 from playground.models.gguf_info import read_gguf_facts
 from playground.models.sources import ResolvedWeights
 
@@ -77,16 +75,12 @@ def load_gguf_as_transformers(weights: ResolvedWeights, data_dir: Path, progress
         progress(0.8, "Saving a safetensors copy for fast loads next time")
     model = plain_copy(gguf_model)
     del gguf_model
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + f".partial-{os.getpid()}-{threading.get_ident()}")
-    shutil.rmtree(partial, ignore_errors=True)
     try:
-        model.save_pretrained(partial, safe_serialization=True)
-        tokenizer.save_pretrained(partial)
-        shutil.rmtree(target, ignore_errors=True)
-        partial.rename(target)
-    except OSError:
-        shutil.rmtree(partial, ignore_errors=True)
-        # The model is loaded and usable; only the cache could not be written.
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_directory(target, f"the safetensors copy of {weights.path.name}") as partial:
+            model.save_pretrained(partial, safe_serialization=True)
+            tokenizer.save_pretrained(partial)
+    except (OSError, SaveError):
+        pass  # the model is loaded and usable; only the cache could not be written
     model.eval()
     return model, tokenizer, False

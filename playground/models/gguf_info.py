@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from playground.errors import InvalidGGUFError, redact_server_paths
+from playground.atomic import atomic_write_text
+from playground.errors import InvalidGGUFError, SaveError, redact_server_paths
 
 GGUF_MAGIC = b"GGUF"
 
@@ -163,9 +163,7 @@ def cached_gguf_facts(path: str | Path, cache_dir: Path | None) -> GGUFFacts:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
         data = asdict(facts)
         data["path"] = str(facts.path)
-        partial = cache_file.with_name(f"{cache_file.name}.partial-{os.getpid()}")
-        partial.write_text(json.dumps(data), encoding="utf-8")
-        partial.replace(cache_file)
-    except OSError:
+        atomic_write_text(cache_file, json.dumps(data), "the GGUF facts cache")
+    except (OSError, SaveError):
         pass  # a read-only data dir only costs speed
     return facts
