@@ -1,1 +1,2 @@
-"""Fine-tuning data, methods, jobs and runs (the Fine-tune tab's logic)."""
+"""Fine-tuning: config, data, a method table, the trainer, jobs and runs, one run-result record, and the session
+controller the Fine-tune tab calls."""

@@ -27,6 +27,8 @@ from pathlib import Path
 from typing import TextIO
 
 from playground.errors import FinetuneConfigError, PlaygroundError
+from playground.finetune.methods import ADAPTER_DIR, MODEL_DIR
+from playground.finetune.result import METRICS_FILE, RunMetrics
 
 EXIT_CANCELLED = 130
 
@@ -75,27 +77,27 @@ def format_event(event: dict) -> str:
     if kind == "cancelled":
         return f"[cancelled] stopped at step {event['step']}; nothing was saved"
     if kind == "done":
-        return summarize_metrics(event.get("metrics") or {})
+        return summarize_metrics(RunMetrics.from_json(event.get("metrics") or {}))
     return ""
 
 
-def summarize_metrics(metrics: dict) -> str:
+def summarize_metrics(metrics: RunMetrics) -> str:
     """A few lines: loss, before/after scores, speed."""
     lines = ["[done]"]
-    if metrics.get("train_loss_first") is not None:
-        lines.append(f"  train loss {metrics['train_loss_first']:.4f} -> {metrics['train_loss_last']:.4f} "
-                     f"over {metrics.get('steps')} steps")
-    if metrics.get("test_loss_before") is not None:
-        lines.append(f"  test loss  {metrics['test_loss_before']:.4f} -> {metrics['test_loss_after']:.4f}")
-    if metrics.get("rouge_before"):
-        before, after = metrics["rouge_before"], metrics["rouge_after"]
-        lines.append("  ROUGE (base -> tuned, " + f"{metrics.get('sample_count')} test examples): " + ", ".join(
+    if metrics.train_loss_first is not None:
+        lines.append(f"  train loss {metrics.train_loss_first:.4f} -> {metrics.train_loss_last:.4f} "
+                     f"over {metrics.steps} steps")
+    if metrics.test_loss_before is not None and metrics.test_loss_after is not None:
+        lines.append(f"  test loss  {metrics.test_loss_before:.4f} -> {metrics.test_loss_after:.4f}")
+    if metrics.rouge_before and metrics.rouge_after:
+        before, after = metrics.rouge_before, metrics.rouge_after
+        lines.append("  ROUGE (base -> tuned, " + f"{metrics.sample_count} test examples): " + ", ".join(
             f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before))
-    if metrics.get("accuracy_before") is not None:
-        lines.append(f"  accuracy {metrics['accuracy_before']:.3f} -> {metrics['accuracy_after']:.3f}")
-    if metrics.get("tokens_per_s"):
-        lines.append(f"  {metrics['tokens_per_s']:.0f} tokens/s, training {_duration(metrics['train_duration_s'])}, "
-                     f"whole run {_duration(metrics['duration_s'])}")
+    if metrics.accuracy_before is not None and metrics.accuracy_after is not None:
+        lines.append(f"  accuracy {metrics.accuracy_before:.3f} -> {metrics.accuracy_after:.3f}")
+    if metrics.tokens_per_s:
+        lines.append(f"  {metrics.tokens_per_s:.0f} tokens/s, training {_duration(metrics.train_duration_s)}, "
+                     f"whole run {_duration(metrics.duration_s)}")
     return "\n".join(lines)
 
 
@@ -136,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.estimate:
         return _estimate(config, data_dir, resolver)
     run_dir = args.output or Path("runs") / f"{args.config.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if any((run_dir / name).exists() for name in ("metrics.json", "adapter", "model")):
+    if any((run_dir / name).exists() for name in (METRICS_FILE, ADAPTER_DIR, MODEL_DIR)):
         print(f"playground finetune: {run_dir} already holds a finished run; choose another --output.",
               file=sys.stderr)
         return 2
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _estimate(config, data_dir: Path, resolver) -> int:
-    from playground.finetune.train import preflight
+    from playground.finetune.preflight import preflight
 
     try:
         report = preflight(config, data_dir, resolver=resolver)

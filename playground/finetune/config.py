@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,14 +25,14 @@ from typing import Any, Mapping
 
 import yaml
 
-from playground.errors import FinetuneConfigError
+from playground.errors import DataFileError, FinetuneConfigError, UnknownModelError
+from playground.finetune.data_ids import BUNDLED_DATA, DATA_SUFFIXES, HUB_PREFIX, data_label
+from playground.finetune.hub_data import check_hub_dataset_id
+from playground.finetune.methods import LORA, METHODS, family_problem, get_method, methods_help
+from playground.finetune.templates import load_templates
+from playground.finetune.weights import family_from_config
 
-LORA, QLORA, FULL, CLASSIFIER = "lora", "qlora", "full", "classifier"
-METHODS = (LORA, QLORA, FULL, CLASSIFIER)
-ADAPTER_METHODS = (LORA, QLORA, CLASSIFIER)  # methods whose result is a peft adapter
-HUB_PREFIX = "hub:"
 AUTO_TEMPLATE = "auto"
-DATA_SUFFIXES = (".jsonl", ".json", ".ndjson", ".csv", ".tsv")
 
 
 def _field(default: Any, help: str, **bounds: Any):
@@ -51,10 +50,7 @@ class FinetuneConfig:
     model: str = _field("smollm2-135m-instruct",
                         "Catalog id (smollm2-135m-instruct, flan-t5-base, all-minilm-l6-v2, ...) or a local folder "
                         "with config.json and safetensors weights.")
-    method: str = _field(LORA,
-                         "lora: small adapter matrices on a frozen model; qlora: the same on a 4-bit (NF4) model; "
-                         "full: every weight (needs about 4x the model's size for gradients and optimizer); "
-                         "classifier: a label head on an encoder.", choices=METHODS)
+    method: str = _field(LORA, methods_help(), choices=METHODS)  # one entry each in methods.TABLE
     # --- data ----------------------------------------------------------------------------
     data: str = _field("dialogues",
                        "Bundled data set (dialogues, sentiment), a path to a JSONL or CSV file (CLI presets only; "
@@ -118,9 +114,6 @@ class FinetuneConfig:
             raise FinetuneConfigError("data is empty: give a bundled data set name, a file path or hub:owner/name.")
         if self.data.startswith(HUB_PREFIX):
             # Only an owner/name repo id: a path, an address or a builder name would reach the server's files.
-            from playground.errors import DataFileError
-            from playground.finetune.hub_data import check_hub_dataset_id
-
             try:
                 dataset_id = check_hub_dataset_id(self.data[len(HUB_PREFIX):])
             except DataFileError as exc:
@@ -197,26 +190,26 @@ class FinetuneConfig:
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
 
+    def planned_steps(self, train_examples: int) -> int:
+        """Optimizer steps of the run: ``max_steps``, else ``epochs`` over ``train_examples``."""
+        if self.max_steps:
+            return self.max_steps
+        per_epoch = math.ceil(train_examples / (self.batch_size * self.grad_accum))
+        return max(1, math.ceil(per_epoch * self.epochs))
+
     # ------------------------------------------------------------------ checks that look at the world
     def check(self, catalog=None) -> "FinetuneConfig":
         """Verify the model (and that the method suits its family), the data source and the template.
 
         Raises FinetuneConfigError naming what is wrong and what would work; returns self.
         """
-        family = model_family(self.model, catalog)
-        if self.method == CLASSIFIER and family != "encoder":
-            raise FinetuneConfigError(
-                f"method 'classifier' puts a label head on an encoder, but {self.model} is a {family} model. "
-                f"Choose an encoder (e.g. all-minilm-l6-v2) or method lora.")
-        if self.method != CLASSIFIER and family == "encoder":
-            raise FinetuneConfigError(
-                f"{self.model} is an encoder: it has no generative head to train with method {self.method!r}. "
-                f"Use method 'classifier' for encoders.")
-        from playground.finetune.data import BUNDLED_DATA, data_label
-
+        method = get_method(self.method)
+        problem = family_problem(method, self.model, model_family(self.model, catalog))
+        if problem:
+            raise FinetuneConfigError(problem)
         if self.data in BUNDLED_DATA:
             bundled = BUNDLED_DATA[self.data]
-            if self.method == CLASSIFIER and not bundled.labels:
+            if method.label_head and not bundled.labels:
                 raise FinetuneConfigError(f"The bundled data set {self.data!r} has no labels to classify; use "
                                           f"'sentiment' or a file with a label column.")
         elif self.data.startswith(HUB_PREFIX):
@@ -232,14 +225,10 @@ class FinetuneConfig:
                                           f"({', '.join(DATA_SUFFIXES)}).")
             self._require_columns()
         if self.template != AUTO_TEMPLATE:
-            from playground.finetune.templates import load_templates
-
             load_templates().get(self.template)  # raises TemplateError naming the choices
         return self
 
     def _require_columns(self) -> None:
-        from playground.finetune.data import data_label
-
         missing = [name for name in ("input_column", "target_column") if not getattr(self, name).strip()]
         if missing:
             raise FinetuneConfigError(f"data {data_label(self.data)!r} is not a bundled data set, so name its "
@@ -250,7 +239,6 @@ def model_family(model: str, catalog=None) -> str:
     """"decoder", "encoder-decoder" or "encoder" for a catalog id or a local model folder."""
     looks_local = "/" in model or "\\" in model or model.startswith(".")
     if not looks_local:
-        from playground.errors import UnknownModelError
         from playground.models.catalog import Catalog
 
         catalog = catalog or Catalog.load()
@@ -264,23 +252,6 @@ def model_family(model: str, catalog=None) -> str:
         raise FinetuneConfigError(f"model {model!r} is not a catalog id and not a folder with config.json. "
                                   f"Give a catalog id or a folder of a transformers model (safetensors).")
     return family_from_config(folder / "config.json")
-
-
-def family_from_config(path: Path) -> str:
-    """The family a transformers config.json describes (encoder-decoder, decoder or encoder)."""
-    try:
-        config = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise FinetuneConfigError(f"Cannot read config.json of the model folder {Path(path).parent.name}: "
-                                  f"{reason}.") from None
-    if config.get("is_encoder_decoder"):
-        return "encoder-decoder"
-    architectures = " ".join(config.get("architectures") or [])
-    if "CausalLM" in architectures or "LMHead" in architectures or config.get("model_type") in (
-            "gpt2", "llama", "mistral", "qwen2", "gemma", "gemma3_text", "phi", "phi3", "smollm3", "gpt_neox"):
-        return "decoder"
-    return "encoder"
 
 
 # ---------------------------------------------------------------------- conversion of one value

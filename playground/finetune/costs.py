@@ -110,11 +110,6 @@ def trainable_share(trainable: int, total: int) -> float:
     return trainable / total if total else 0.0
 
 
-def adapter_bytes(trainable: int, bytes_per_param: int = FP32_BYTES) -> int:
-    """Size of the saved adapter (safetensors stores the raw tensors; the header is negligible)."""
-    return trainable * bytes_per_param
-
-
 def approx_lora_parameters(shape: ModelShape, r: int, modules_per_layer: int) -> int:
     """LoRA parameters without the model at hand: square ``hidden x hidden`` targets in every layer."""
     return lora_parameter_count([(shape.hidden_size, shape.hidden_size)] * (modules_per_layer * shape.layers), r)
@@ -133,18 +128,19 @@ def activation_bytes(shape: ModelShape, batch_size: int, seq_len: int, value_byt
     return int(blocks + logits)
 
 
-def memory_estimate(shape: ModelShape, method: str, trainable: int, batch_size: int, seq_len: int,
-                    weight_bytes: int = FP32_BYTES, checkpointing: bool = False) -> MemoryEstimate:
-    """Memory of one training run: ``method`` is lora, qlora, full or classifier.
+def memory_estimate(shape: ModelShape, trainable: int, batch_size: int, seq_len: int,
+                    weight_bytes: int = FP32_BYTES, checkpointing: bool = False, *, full: bool = False,
+                    quantized: bool = False) -> MemoryEstimate:
+    """Memory of one training run of ``trainable`` parameters (the method's table entry says the rest).
 
-    ``trainable`` counts the parameters that get gradients (for full fine-tuning, all of them);
-    ``weight_bytes`` is the compute width: the frozen weights' storage (4 fp32, 2 bf16; qlora stores
-    NF4 and keeps embeddings at this width) and the activations'. Full fine-tuning keeps fp32 weights.
+    ``full``: every weight trains (``trainable`` is then all of them) and keeps fp32 master weights;
+    ``quantized``: the frozen weights are stored in NF4, embeddings at ``weight_bytes``. ``weight_bytes``
+    is the compute width: the frozen weights' storage (4 fp32, 2 bf16) and the activations'.
     """
-    if method == "full":
+    if full:
         trainable = shape.parameters
         weights = shape.parameters * FP32_BYTES  # master weights stay fp32 under mixed precision
-    elif method == "qlora":
+    elif quantized:
         quantised = max(shape.parameters - shape.embedding_parameters, 0)
         weights = int(quantised * NF4_BYTES_PER_PARAM + shape.embedding_parameters * weight_bytes
                       + trainable * FP32_BYTES)
@@ -158,13 +154,15 @@ def memory_estimate(shape: ModelShape, method: str, trainable: int, batch_size: 
 
 def check_fits(estimate: MemoryEstimate, budget_bytes: int, method: str, model_name: str, where: str,
                lora_estimate: MemoryEstimate | None = None) -> None:
-    """Raise InsufficientMemoryError, with the estimate and what to change, when it does not fit."""
+    """Raise InsufficientMemoryError, with the estimate and what to change, when it does not fit.
+
+    ``lora_estimate`` is given for a method that trains every weight: what an adapter would need instead.
+    """
     if estimate.total <= budget_bytes:
         return
     advice = []
-    if method == "full":
-        alternative = f" (about {gib(lora_estimate.total):.2f} GiB)" if lora_estimate else ""
-        advice.append(f"use method lora or qlora{alternative}")
+    if lora_estimate is not None:
+        advice.append(f"use method lora or qlora (about {gib(lora_estimate.total):.2f} GiB)")
     advice += ["lower batch_size or max_length", "turn on gradient_checkpointing"]
     raise InsufficientMemoryError(
         f"{method} fine-tuning of {model_name} needs about {estimate.describe()}, but {where} has "

@@ -34,11 +34,12 @@ from types import MappingProxyType
 from typing import Any, Mapping, Sequence
 
 from playground.errors import DataFileError
-from playground.finetune.config import AUTO_TEMPLATE, CLASSIFIER, DATA_SUFFIXES, HUB_PREFIX, FinetuneConfig
+from playground.finetune.config import AUTO_TEMPLATE, FinetuneConfig
+from playground.finetune.data_ids import BUNDLED_DATA, DATA_SUFFIXES, HUB_PREFIX, data_label
 from playground.finetune.hub_data import HubDataSource, check_hub_dataset_id, load_hub_dataset
+from playground.finetune.methods import get_method
 from playground.finetune.templates import FinetuneTemplate, TemplateSet, load_templates
 from playground.prompting.data import UploadLimits, read_rows
-from playground.prompting.tasks import EXAMPLES_DIR
 
 TRAIN, VALIDATION, TEST = "train", "validation", "test"
 # How split names found in files and Hub datasets map onto the three splits.
@@ -49,32 +50,6 @@ SPLIT_ALIASES = MappingProxyType({
 })
 # Files given by path (the CLI, a deployer's data) may be larger than a browser upload.
 FILE_LIMITS = UploadLimits(max_bytes=50_000_000, max_rows=200_000, max_field_chars=50_000)
-
-
-@dataclass(frozen=True)
-class BundledData:
-    """A data set that ships with the project."""
-
-    name: str
-    path: Path
-    input_column: str
-    target_column: str
-    template: str  # the template "auto" picks
-    description: str
-    labels: bool = False  # the target is a class label (usable by the classifier)
-
-
-BUNDLED_DATA: Mapping[str, BundledData] = MappingProxyType({
-    "dialogues": BundledData(
-        "dialogues", EXAMPLES_DIR / "finetune" / "data" / "dialogues.jsonl", "dialogue", "summary",
-        "summarize-dialogue", "Everyday dialogues with one- or two-sentence summaries (train and test splits)."),
-    "dialogues-small": BundledData(
-        "dialogues-small", EXAMPLES_DIR / "data" / "dialogues.jsonl", "dialogue", "summary",
-        "summarize-dialogue", "The Prompt Lab's 16 dialogues: a quick smoke test, too few to learn much."),
-    "sentiment": BundledData(
-        "sentiment", EXAMPLES_DIR / "data" / "sentiment.jsonl", "text", "label", "plain",
-        "Short everyday sentences labelled positive, negative or neutral.", labels=True),
-})
 
 
 @dataclass(frozen=True)
@@ -114,14 +89,6 @@ class PromptPair:
 # ------------------------------------------------------------------------------ columns and template
 
 
-def data_label(data: str) -> str:
-    """How messages and reports name a data source: a bundled name, ``hub:owner/name``, or a file's own name
-    (an upload's server path, a deployer's folder, stays out of sight)."""
-    if data in BUNDLED_DATA or data.startswith(HUB_PREFIX):
-        return data
-    return Path(data).name or data
-
-
 def columns_for(config: FinetuneConfig) -> tuple[str, str]:
     """(input column, target column): the config's, else the bundled data set's."""
     bundled = BUNDLED_DATA.get(config.data)
@@ -139,7 +106,7 @@ def template_for(config: FinetuneConfig, templates: TemplateSet | None = None) -
     template_id = config.template
     if template_id == AUTO_TEMPLATE:
         bundled = BUNDLED_DATA.get(config.data)
-        template_id = bundled.template if bundled and config.method != CLASSIFIER else "plain"
+        template_id = bundled.template if bundled and not get_method(config.method).label_head else "plain"
     return templates.get(template_id)
 
 
@@ -328,7 +295,7 @@ def split_records(records: Sequence[Record], config: FinetuneConfig, source: str
     if config.test_limit:
         test = test[:config.test_limit]
     labels: tuple[str, ...] = ()
-    if config.method == CLASSIFIER:
+    if get_method(config.method).label_head:
         labels = tuple(sorted({r.target for r in train}))
         if len(labels) < 2:
             raise DataFileError(f"The training rows of {source!r} have {len(labels)} label ({', '.join(labels)}); "

@@ -24,11 +24,12 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from playground.errors import DataFileError
-from playground.finetune.data import PromptPair
+from playground.errors import DataFileError, TrainingError
+from playground.finetune.data import DataSplits, PromptPair, format_pairs, template_for
+from playground.finetune.weights import DECODER, ENCODER, ENCODER_DECODER
 
 IGNORE_INDEX = -100  # label value the loss skips (transformers' convention)
-DECODER, ENCODER_DECODER, ENCODER = "decoder", "encoder-decoder", "encoder"
+SPLITS = ("train", "validation", "test")
 
 
 @dataclass(frozen=True)
@@ -212,6 +213,34 @@ def _finish(features, kept, lengths, kept_lengths, truncated, dropped, targets, 
                        max_length=max_length, padding_share=padding_share(kept_lengths, batch_size),
                        target_tokens=targets)
     return EncodedSplit(tuple(features), tuple(kept), stats)
+
+
+def encode_splits(config, splits: DataSplits, trainable) -> dict[str, EncodedSplit]:
+    """The run's three splits through its template and the trainable model's tokenizer, by split name.
+
+    Raises TrainingError when no training example keeps any of its target at ``max_length``.
+    """
+    template = template_for(config)
+    label2id = {label: i for i, label in enumerate(trainable.labels)} if trainable.family == ENCODER else None
+    encoded = {}
+    for name, records in zip(SPLITS, (splits.train, splits.validation, splits.test)):
+        encoded[name] = encode_pairs(format_pairs(records, template), trainable.tokenizer, trainable.family,
+                                     config.max_length, config.batch_size, label2id)
+    if not encoded["train"].features:
+        raise TrainingError(f"Every training example lost its whole target at max_length={config.max_length}; "
+                            f"raise max_length (the longest example has {max(encoded['train'].stats.lengths)} "
+                            f"tokens).")
+    return encoded
+
+
+def data_collator(trainable):
+    """The Trainer's collator for the model's family (dynamic padding, labels padded with -100)."""
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
+
+    if trainable.family == ENCODER:
+        return DataCollatorWithPadding(trainable.tokenizer)
+    # Pads input_ids with the pad token and labels with -100 (decoders and encoder-decoders alike).
+    return DataCollatorForSeq2Seq(trainable.tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
 
 
 def preview_encoded(split: EncodedSplit, tokenizer, count: int = 3) -> list[dict[str, Any]]:

@@ -2,30 +2,28 @@
 
 - :func:`result_archive` / :func:`merged_archive`: what the app's download buttons
   hand out. Each archive is built once per run and kept in the run's
-  ``downloads/`` folder (``<run id>-adapter.zip``, ``<run id>-merged.zip``), so
-  the next click reuses it; a lock on ``downloads/.lock`` makes two clicks at
-  the same moment build it once, and the merged model's folder is removed once
-  it is zipped (only the zip stays). Before building, ``make_room(bytes)`` (the
-  data dir's budget) may free space or refuse with a message.
-- :func:`zip_directory` / :func:`zip_adapter`: the adapter folder (safetensors,
-  tokenizer, ``playground.json``) as one ``.zip``.
-- :func:`merge_adapter`: loads the base model named in the adapter's
-  ``playground.json`` through the same source order as training (catalog,
-  packaged GGUF converted once, local folder), in full precision (a QLoRA
-  adapter is merged into the unquantised weights), applies the adapter with
-  peft's ``merge_and_unload`` and saves a plain transformers model as
+  ``downloads/`` folder (``<run id>-adapter.zip``, ``<run id>-merged.zip``:
+  :meth:`RunResult.archive_path`), so the next click reuses it; a lock on
+  ``downloads/.lock`` makes two clicks at the same moment build it once, and the
+  merged model's folder is removed once it is zipped (only the zip stays). Before
+  building, ``make_room(bytes)`` (the data dir's budget) may free space or refuse
+  with a message.
+- :func:`zip_directory`: a result folder (safetensors, tokenizer, ``playground.json``) as one ``.zip``.
+- :func:`merge_adapter`: loads the base named in the adapter's ``playground.json``
+  and merges the adapter into it (:func:`~playground.finetune.methods.load_trained`,
+  the same loader the Prompt Lab uses: full precision, so a QLoRA adapter is merged
+  into the unquantised weights), and saves a plain transformers model as
   safetensors. A model that transformers loaded from GGUF refuses
   ``save_pretrained``; :func:`saveable_model` rebuilds it from its config and
   loads the state dict first.
 
-Every archive and folder is written atomically (temporary name, then rename).
+Every archive and folder is written atomically (:mod:`playground.atomic`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import shutil
 import threading
@@ -33,12 +31,13 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+from playground.atomic import atomic_directory, atomic_file, save_error
 from playground.errors import PlaygroundError, TrainingError
-from playground.finetune.config import CLASSIFIER, LORA, FinetuneConfig
-from playground.finetune.runs import DOWNLOAD_LOCK, DOWNLOADS_DIR, RunNotFoundError
-from playground.finetune.saving import atomic_directory, exclusive_lock, save_error
+from playground.finetune.methods import load_trained
+from playground.finetune.result import DOWNLOAD_LOCK, RunResult, read_info
+from playground.finetune.runs import RunNotFoundError, exclusive_lock
+from playground.finetune.weights import default_resolver
 
-INFO_FILE = "playground.json"
 MERGED = "merged"
 FP32_BYTES = 4
 
@@ -48,39 +47,19 @@ def zip_directory(source_dir: Path, zip_path: Path) -> Path:
     source_dir, zip_path = Path(source_dir), Path(zip_path)
     if not source_dir.is_dir():
         raise PlaygroundError(f"There is no folder {source_dir.name} to zip.")
-    partial = zip_path.with_name(f".{zip_path.name}.partial-{os.getpid()}-{threading.get_ident()}")
+    what = f"the archive {zip_path.name}"
     try:
         zip_path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise save_error(what, zip_path.parent, exc) from None
+    with atomic_file(zip_path, what) as partial:
         with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             for path in sorted(source_dir.rglob("*")):
                 if path.is_file():
                     # Weights barely compress and deflating hundreds of MB takes minutes on a small CPU.
                     kind = zipfile.ZIP_STORED if path.suffix in (".safetensors", ".gguf") else zipfile.ZIP_DEFLATED
                     archive.write(path, Path(source_dir.name) / path.relative_to(source_dir), compress_type=kind)
-        os.replace(partial, zip_path)
-    except OSError as exc:
-        partial.unlink(missing_ok=True)
-        raise save_error(f"the archive {zip_path.name}", zip_path.parent, exc) from None
     return zip_path
-
-
-def read_result_info(folder: Path) -> dict:
-    """The ``playground.json`` of an adapter or model folder written by a run."""
-    path = Path(folder) / INFO_FILE
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise PlaygroundError(f"{Path(folder).name} has no {INFO_FILE}: it was not written by a fine-tuning run "
-                              f"of the playground.") from None
-    except (OSError, ValueError) as exc:
-        raise PlaygroundError(f"Cannot read {path.name}: {getattr(exc, 'strerror', None) or exc}.") from None
-
-
-def zip_adapter(adapter_dir: Path, zip_path: Path | None = None) -> Path:
-    """The adapter folder as a zip (default: ``adapter.zip`` beside it)."""
-    adapter_dir = Path(adapter_dir)
-    read_result_info(adapter_dir)  # refuse a folder that is not a run's result
-    return zip_directory(adapter_dir, zip_path or adapter_dir.with_name(adapter_dir.name + ".zip"))
 
 
 def saveable_model(model):
@@ -98,22 +77,14 @@ def saveable_model(model):
 
 def merge_adapter(adapter_dir: Path, output_dir: Path, data_dir: Path, *, resolver=None, catalog=None) -> Path:
     """Merge the adapter into its base and save the merged model (safetensors + tokenizer) in ``output_dir``."""
-    from playground.finetune.finetuned import apply_adapter
-    from playground.finetune.methods import load_base_model, load_tokenizer, locate_model
-    from playground.finetune.train import _default_resolver
-
     adapter_dir, output_dir = Path(adapter_dir), Path(output_dir)
-    info = read_result_info(adapter_dir)
+    info = read_info(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise PlaygroundError(f"{Path(adapter_dir).name} holds a full model, not an adapter: there is nothing to merge.")
-    method = CLASSIFIER if info.get("method") == CLASSIFIER else LORA
-    base_config = FinetuneConfig(model=info["base_model"], method=method)
-    source = locate_model(base_config, resolver or _default_resolver(), Path(data_dir), catalog)
-    base = load_base_model(source, method, labels=tuple(info.get("labels") or ()))
-    merged = saveable_model(apply_adapter(base, adapter_dir, source.name))
-    # The run saved the tokenizer beside the adapter; older folders fall back to the base's.
-    has_tokenizer = any(adapter_dir.glob("tokenizer*"))
-    tokenizer = load_tokenizer(dataclasses.replace(source, folder=adapter_dir) if has_tokenizer else source)
+    model, tokenizer = load_trained(adapter_dir, base_model=info.base_model, method=info.method, family=info.family,
+                                    labels=info.labels, data_dir=data_dir, resolver=resolver or default_resolver(),
+                                    catalog=catalog)
+    merged = saveable_model(model)
     with atomic_directory(output_dir, "the merged model") as partial:
         try:
             merged.save_pretrained(partial, safe_serialization=True)
@@ -123,7 +94,7 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, data_dir: Path, *, resolv
         except Exception as exc:
             raise TrainingError(f"Could not save the merged model: {type(exc).__name__}: {str(exc)[:300]}") \
                 from None
-        (partial / INFO_FILE).write_text(json.dumps({**info, "merged": True}, indent=2) + "\n", encoding="utf-8")
+        dataclasses.replace(info, merged=True).write(partial)
     return output_dir
 
 
@@ -143,28 +114,14 @@ def merge_and_zip(adapter_dir: Path, zip_path: Path, data_dir: Path, *, resolver
 # ------------------------------------------------------------------ a run's downloads, built once
 
 
-def archive_path(run_dir: Path, kind: str) -> Path:
-    """Where a run keeps its archive of ``kind`` (``adapter``, ``model`` or ``merged``)."""
-    run_dir = Path(run_dir)
-    return run_dir / DOWNLOADS_DIR / f"{run_dir.name}-{kind}.zip"
-
-
-def saved_result(run_dir: Path) -> Path | None:
-    """The run's saved weights: its ``adapter/`` folder, else its ``model/`` folder (full fine-tune), else None."""
-    from playground.finetune.train import ADAPTER_DIR, MODEL_DIR
-
-    return next((Path(run_dir) / name for name in (ADAPTER_DIR, MODEL_DIR) if (Path(run_dir) / name).is_dir()),
-                None)
-
-
 def result_archive(run_dir: Path, *, make_room: Callable[[int], None] | None = None) -> Path:
     """The run's adapter (or full model) as a zip, built on the first call and reused afterwards."""
-    _check_run(run_dir)
-    folder = saved_result(run_dir)
+    result = RunResult(_check_run(run_dir))
+    folder = result.weights_dir
     if folder is None:
         raise PlaygroundError("This run saved no weights.")
-    zip_path = archive_path(run_dir, folder.name)
-    return _build_once(Path(run_dir), zip_path, lambda: zip_directory(folder, zip_path),
+    zip_path = result.archive_path(folder.name)
+    return _build_once(result.run_dir, zip_path, lambda: zip_directory(folder, zip_path),
                        lambda: folder_bytes(folder), make_room)
 
 
@@ -175,17 +132,15 @@ def merged_archive(run_dir: Path, data_dir: Path, *, resolver=None, catalog=None
     While it is built the merged folder and the zip both exist (twice the model's size), then the
     folder goes.
     """
-    from playground.finetune.train import ADAPTER_DIR
-
-    run_dir = _check_run(run_dir)
-    adapter_dir = run_dir / ADAPTER_DIR
-    if not adapter_dir.is_dir():
+    result = RunResult(_check_run(run_dir))
+    adapter_dir = result.adapter_dir
+    if adapter_dir is None:
         raise PlaygroundError("This run has no adapter to merge.")
-    zip_path = archive_path(run_dir, MERGED)
+    zip_path = result.archive_path(MERGED)
     return _build_once(
-        run_dir, zip_path,
+        result.run_dir, zip_path,
         lambda: merge_and_zip(adapter_dir, zip_path, data_dir, resolver=resolver, catalog=catalog),
-        lambda: 2 * _merged_bytes(run_dir, adapter_dir), make_room)
+        lambda: 2 * _merged_bytes(result, adapter_dir), make_room)
 
 
 def _check_run(run_dir: Path) -> Path:
@@ -207,13 +162,12 @@ def folder_bytes(folder: Path) -> int:
     return total
 
 
-def _merged_bytes(run_dir: Path, adapter_dir: Path) -> int:
+def _merged_bytes(result: RunResult, adapter_dir: Path) -> int:
     """About how big the merged model is: its parameters in fp32 (from the run's metrics), else a guess."""
-    try:
-        metrics = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-        return int(metrics["total_parameters"]) * FP32_BYTES
-    except (OSError, ValueError, KeyError, TypeError):
-        return folder_bytes(adapter_dir)
+    metrics = result.metrics()
+    if metrics is not None and metrics.total_parameters:
+        return int(metrics.total_parameters) * FP32_BYTES
+    return folder_bytes(adapter_dir)
 
 
 def _build_once(run_dir: Path, zip_path: Path, build: Callable[[], object], needed: Callable[[], int],

@@ -3,10 +3,10 @@
 A run that trained a decoder (LoRA, QLoRA or a full fine-tune) can be picked
 in the Prompt Lab under the model id ``run:<run id>``, next to the catalog
 models, by the person who owns the run and nobody else. Loading rebuilds the
-base exactly as training found it (:func:`~playground.finetune.methods.locate_model`:
-catalog, packaged GGUF converted once, local folder), applies the adapter
-with peft and merges it (``merge_and_unload``), so an answer costs what the
-base model's answer costs. A QLoRA adapter is merged into full-precision
+base exactly as training found it (catalog, packaged GGUF converted once,
+local folder), applies the adapter with peft and merges it (``merge_and_unload``:
+:func:`~playground.finetune.methods.load_trained`, the loader "merge and
+download" uses too), so an answer costs what the base model's answer costs. A QLoRA adapter is merged into full-precision
 weights: the adapter was trained against the 4-bit weights, and merging
 into unquantised ones is what peft's merge does (the same as "merge and
 download"). A full fine-tune's folder loads as it is.
@@ -17,17 +17,16 @@ text-generation engine here; they are listed with the reason instead.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from playground.errors import EngineUnavailableError, PlaygroundError, TrainingError, redact_server_paths
-from playground.finetune.config import AUTO_TEMPLATE, CLASSIFIER, FULL, LORA, FinetuneConfig
+from playground.errors import EngineUnavailableError, PlaygroundError
+from playground.finetune.config import AUTO_TEMPLATE, FinetuneConfig
 from playground.finetune.data import template_for
-from playground.finetune.export import INFO_FILE, read_result_info
-from playground.finetune.methods import DECODER, load_base_model, load_tokenizer, locate_model
+from playground.finetune.methods import LORA, TABLE, get_method, load_trained
+from playground.finetune.result import ResultInfo, RunResult
 from playground.finetune.runs import SUCCEEDED, RunNotFoundError, RunRecord, RunStore
-from playground.finetune.train import ADAPTER_DIR, MODEL_DIR
+from playground.finetune.weights import DECODER
 
 FINETUNED_PREFIX = "run:"
 
@@ -59,7 +58,7 @@ class FinetunedModel:
 
     @property
     def is_adapter(self) -> bool:
-        return self.method != FULL
+        return get_method(self.method).adapter
 
     @property
     def label(self) -> str:
@@ -67,38 +66,29 @@ class FinetunedModel:
         return f"★ {self.base_name} + {self.method.upper()} on {self.data} · run {self.run_id}"
 
 
-def _result_dir(run_dir: Path) -> Path | None:
-    for name in (ADAPTER_DIR, MODEL_DIR):
-        folder = run_dir / name
-        if (folder / INFO_FILE).is_file():
-            return folder
-    return None
-
-
 def usable_result(record: RunRecord) -> FinetunedModel:
     """The run's result as a generating model; PlaygroundError saying why when it is not one."""
     if record.status != SUCCEEDED:
         raise EngineUnavailableError(f"Run {record.id} is {record.status}; only a finished (succeeded) run can "
                                      f"answer prompts.")
-    folder = _result_dir(record.path)
-    if folder is None:
+    result = RunResult(record.path)
+    if not result.has_info():
         raise EngineUnavailableError(f"Run {record.id} has no saved adapter or model to load.")
-    info = read_result_info(folder)
-    if info.get("method") == CLASSIFIER:
+    info = result.info()
+    method = TABLE.get(info.method)
+    if method is not None and method.label_head:
         raise EngineUnavailableError(f"Run {record.id} trained a classifier head: it predicts labels and does not "
                                      f"generate text. Its accuracy is in the Fine-tune tab.")
-    if info.get("family") != DECODER:
-        raise EngineUnavailableError(f"Run {record.id} trained an {info.get('family')} model; the Prompt Lab "
+    if info.family != DECODER:
+        raise EngineUnavailableError(f"Run {record.id} trained an {info.family or None} model; the Prompt Lab "
                                      f"generates with decoder models only.")
-    return FinetunedModel(record.id, str(info.get("base_model", "")), str(info.get("base_name", "")),
-                          str(info.get("method", "")), folder, str(info.get("data", "")),
-                          str(info.get("template", "")), _task_of(info))
+    return FinetunedModel(record.id, info.base_model, info.base_name, info.method, result.weights_dir, info.data,
+                          info.template, _task_of(info))
 
 
-def _task_of(info: dict) -> str:
+def _task_of(info: ResultInfo) -> str:
     try:
-        config = FinetuneConfig(data=str(info.get("data") or "dialogues"),
-                                template=str(info.get("template") or AUTO_TEMPLATE), method=LORA)
+        config = FinetuneConfig(data=info.data or "dialogues", template=info.template or AUTO_TEMPLATE, method=LORA)
         return template_for(config).task
     except PlaygroundError:  # a template file edited since: the run still loads, only the hint is lost
         return ""
@@ -132,37 +122,7 @@ def finetuned_model(runs: RunStore, model_id: str, owner: str) -> FinetunedModel
 def load_for_generation(model: FinetunedModel, data_dir: Path, resolver, catalog=None, device: str = "cpu",
                         dtype_name: str = "float32"):
     """(model, tokenizer) ready to generate: the base with the adapter merged in, or the full fine-tune."""
-
-    if not model.is_adapter:
-        return _load_full(model, device, dtype_name)
-    source = locate_model(FinetuneConfig(model=model.base_model, method=LORA), resolver, Path(data_dir), catalog)
-    base = load_base_model(source, LORA, device="cpu", dtype_name=dtype_name)
-    merged = apply_adapter(base, model.result_dir, source.name)
-    # The run saved its tokenizer (with the chat template it trained with) beside the adapter.
-    has_tokenizer = any(model.result_dir.glob("tokenizer*"))
-    tokenizer = load_tokenizer(dataclasses.replace(source, folder=model.result_dir) if has_tokenizer else source)
-    return merged.to(device).eval(), tokenizer
-
-
-def apply_adapter(base, adapter_dir: Path, base_name: str):
-    """``base`` with the peft adapter in ``adapter_dir`` merged into its weights."""
-    try:
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
-    except Exception as exc:
-        raise TrainingError(f"Could not apply the adapter {adapter_dir.parent.name}/{adapter_dir.name} to "
-                            f"{base_name}: {type(exc).__name__}: {redact_server_paths(str(exc))[:300]}") from None
-
-
-def _load_full(model: FinetunedModel, device: str, dtype_name: str):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    try:
-        loaded = AutoModelForCausalLM.from_pretrained(model.result_dir, dtype=dtype_name, use_safetensors=True,
-                                                      trust_remote_code=False)
-        tokenizer = AutoTokenizer.from_pretrained(model.result_dir)
-    except Exception as exc:
-        raise TrainingError(f"Could not load the fine-tuned model of run {model.run_id}: "
-                            f"{type(exc).__name__}: {redact_server_paths(str(exc))[:300]}") from None
+    loaded, tokenizer = load_trained(model.result_dir, base_model=model.base_model, method=model.method,
+                                     family=DECODER, data_dir=data_dir, resolver=resolver, catalog=catalog,
+                                     dtype_name=dtype_name, name=f"run {model.run_id}")
     return loaded.to(device).eval(), tokenizer

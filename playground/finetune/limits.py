@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
 from playground.errors import FinetuneConfigError, InvalidParameterError
-from playground.finetune.config import FULL, FinetuneConfig
+from playground.finetune.config import FinetuneConfig
+from playground.finetune.methods import get_method
 
 if TYPE_CHECKING:
     from playground.config import Settings
@@ -127,8 +128,9 @@ class FinetuneLimits:
                 problems.append(f"model {config.model!r} cannot be fine-tuned {where}: only catalog models may "
                                 f"load here (no local folders, no other ids). Choose one of: "
                                 f"{', '.join(catalog.ids)}.")
-        if not self.allow_full and config.method == FULL:
-            problems.append(f"method 'full' is not available {where}: it trains every weight, needs several times "
+        adapter = get_method(config.method).adapter
+        if not self.allow_full and not adapter:
+            problems.append(f"method {config.method!r} is not available {where}: it trains every weight, needs several times "
                             f"the model's memory for gradients and optimizer states, and holds the shared training "
                             f"slot far longer than an adapter. Choose lora or qlora (Estimate still shows what full "
                             f"fine-tuning would cost).")
@@ -161,7 +163,7 @@ class FinetuneLimits:
         if self.max_new_tokens is not None:
             problems.append(_above("max_new_tokens", config.max_new_tokens, self.max_new_tokens,
                                    "new tokens per answer", where))
-        if self.max_lora_r is not None and config.method != FULL:
+        if self.max_lora_r is not None and adapter:
             problems.append(_above("lora_r", config.lora_r, self.max_lora_r, "for the adapter's rank", where))
         problems = [p for p in problems if p]
         if problems:

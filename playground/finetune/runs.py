@@ -10,8 +10,8 @@ A run directory ``<root>/<run id>/`` holds:
 - ``progress.jsonl``  one JSON event per line, appended and flushed by the trainer;
 - ``worker.log``      stdout and stderr of the worker process;
 - ``cancel``          present once a cancel was requested;
-- whatever the trainer writes (``adapter/``, ``samples.jsonl``, ``metrics.json``);
-- ``downloads/``      the archives built for download, once per run (see ``playground.finetune.export``);
+- the run's result, written by the trainer: ``adapter/`` or ``model/``, ``samples.jsonl``,
+  ``metrics.json``, and ``downloads/`` (the record and its files: :mod:`playground.finetune.result`);
 - ``.scratch-*``      a worker's scratch folders (:func:`scratch_dir`); the worker removes them, and the
                       job manager removes what a killed worker left (:meth:`RunStore.remove_scratch`).
 
@@ -26,6 +26,7 @@ dir's budget): it is renamed out of sight first, so readers see the whole run or
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -36,11 +37,12 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import yaml
 
-from playground.errors import InvalidParameterError, PlaygroundError, disk_full_error, is_disk_full
+from playground.atomic import atomic_write_json, atomic_write_text, jsonable
+from playground.errors import InvalidParameterError, PlaygroundError
 
 try:  # POSIX; elsewhere liveness falls back to the pid
     import fcntl
@@ -58,8 +60,6 @@ INPUTS_DIR = "inputs"  # the run's own copies of uploaded files it trains on
 PROGRESS_FILE = "progress.jsonl"
 LOG_FILE = "worker.log"
 CANCEL_FILE = "cancel"
-DOWNLOADS_DIR = "downloads"
-DOWNLOAD_LOCK = ".lock"  # in downloads/: held while an archive is built, and while the run is being removed
 SCRATCH_PREFIX = ".scratch-"
 REMOVING_PREFIX = ".removing-"
 
@@ -74,39 +74,7 @@ class RunNotFoundError(PlaygroundError):
     """A run id that does not exist, or that belongs to someone else (the two look the same)."""
 
 
-# ---------------------------------------------------------------- atomic files
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a mix."""
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(partial, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    except BaseException as exc:
-        partial.unlink(missing_ok=True)
-        if is_disk_full(exc):  # a clear message, not a raw [Errno 28] with the server's path
-            raise disk_full_error(f"the run file {path.name}") from None
-        raise
-
-
-def atomic_write_json(path: Path, data: Any) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2, default=jsonable) + "\n")
-
-
-def jsonable(value: Any) -> Any:
-    """``json.dumps`` fallback: numpy/torch scalars become numbers, paths and the rest become text."""
-    if hasattr(value, "item"):
-        try:
-            return value.item()
-        except (TypeError, ValueError):
-            pass
-    if isinstance(value, (set, frozenset, tuple)):
-        return list(value)
-    return str(value)
+# ---------------------------------------------------------------- locks and scratch folders
 
 
 def try_lock(path: Path, shared: bool = False) -> int | None:
@@ -124,6 +92,22 @@ def try_lock(path: Path, shared: bool = False) -> int | None:
     return fd
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) for the block, waiting for any holder.
+
+    Two threads of one process conflict too (each opens its own descriptor), and the lock goes
+    with the process however it ends, so a crashed holder never leaves it held.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o644)
+    try:
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
 def scratch_dir(run_dir: Path, name: str) -> Path:
     """A new, empty scratch folder inside ``run_dir`` for this process (``.scratch-<name>-<pid>``).
 
@@ -134,6 +118,11 @@ def scratch_dir(run_dir: Path, name: str) -> Path:
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     return path
+
+
+def _run_file(name: str) -> str:
+    """How a message names one of the store's files (a full disk reads "Could not save the run file ...")."""
+    return f"the run file {name}"
 
 
 def check_entry(entry: str) -> str:
@@ -277,9 +266,12 @@ class RunStore:
                 (staging / INPUTS_DIR).mkdir(exist_ok=True)
                 shutil.copyfile(source, staging / INPUTS_DIR / source.name)
                 plain[key] = str(self.root / run_id / INPUTS_DIR / source.name)
-            atomic_write_text(staging / CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False, allow_unicode=True))
-            atomic_write_json(staging / JOB_FILE, {"entry": entry, "owner": owner, "created": created})
-            atomic_write_json(staging / STATUS_FILE, {"status": QUEUED, "message": "", "updated": created})
+            atomic_write_text(staging / CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False, allow_unicode=True),
+                              _run_file(CONFIG_FILE))
+            atomic_write_json(staging / JOB_FILE, {"entry": entry, "owner": owner, "created": created},
+                              _run_file(JOB_FILE))
+            atomic_write_json(staging / STATUS_FILE, {"status": QUEUED, "message": "", "updated": created},
+                              _run_file(STATUS_FILE))
             os.rename(staging, self.root / run_id)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
@@ -385,11 +377,11 @@ class RunStore:
         current.update(fields, status=status, updated=now)
         if status in TERMINAL and current.get("finished") is None:
             current["finished"] = now
-        atomic_write_json(path, current)
+        atomic_write_json(path, current, _run_file(STATUS_FILE))
         return True
 
     def request_cancel(self, run_id: str) -> None:
-        atomic_write_json(self.path(run_id) / CANCEL_FILE, {"time": time.time()})
+        atomic_write_json(self.path(run_id) / CANCEL_FILE, {"time": time.time()}, _run_file(CANCEL_FILE))
 
     def cancel_requested(self, run_id: str) -> bool:
         return (self.root / run_id / CANCEL_FILE).exists()

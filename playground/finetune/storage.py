@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from playground.errors import SaveError
-from playground.finetune.runs import DOWNLOAD_LOCK, DOWNLOADS_DIR, RunNotFoundError, RunStore, try_lock
+from playground.finetune.result import DOWNLOAD_LOCK, DOWNLOADS_DIR
+from playground.finetune.runs import RunNotFoundError, RunStore, try_lock
 
 GB = 1_000_000_000
 

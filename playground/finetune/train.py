@@ -24,47 +24,34 @@ JSON-ready dicts, in this order::
     {"event": "cancelled", "step": int}
 
 Errors raise (PlaygroundError subclasses carry a message for people). A cancelled
-run saves nothing. Results, each written atomically, in this order:
-``adapter/`` (or ``model/`` for full fine-tuning; safetensors + tokenizer +
-``playground.json`` naming the base and, for a classifier, the labels),
-``samples.jsonl`` (base and tuned outputs of ``sample_count`` test examples with
-per-example ROUGE, or correctness for a classifier) and ``metrics.json``.
+run saves nothing. A finished one saves its result through
+:class:`~playground.finetune.result.RunResult`, each file atomically, in this
+order: the weights (``adapter/``, or ``model/`` when every weight trained, with the
+tokenizer and ``playground.json`` naming the base and, for a classifier, the
+labels), ``samples.jsonl`` (base and tuned outputs of ``sample_count`` test
+examples with per-example ROUGE, or correctness for a classifier) and
+``metrics.json`` (:class:`~playground.finetune.result.RunMetrics`).
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
-from playground.errors import TrainingError
-from playground.finetune.config import FULL, FinetuneConfig
-from playground.finetune.costs import FP32_BYTES, CostReport, machine_memory_budget, time_training_step
-from playground.finetune.data import DataSplits, PromptPair, format_pairs, load_splits, template_for
-from playground.finetune.encoding import (
-    DECODER,
-    ENCODER,
-    ENCODER_DECODER,
-    EncodedSplit,
-    causal_prompt_ids,
-    encode_pairs,
-)
+from playground.atomic import atomic_write_text, save_error
+from playground.finetune.config import FinetuneConfig
+from playground.finetune.costs import FP32_BYTES, machine_memory_budget
+from playground.finetune.data import DataSplits, PromptPair, load_splits
+from playground.finetune.encoding import EncodedSplit, causal_prompt_ids, data_collator, encode_pairs, encode_splits
 from playground.finetune.hub_data import hub_source_for
-from playground.finetune.methods import TrainableModel, build_trainable, check_memory, locate_model
-from playground.finetune.runs import scratch_dir
-from playground.finetune.saving import atomic_directory, atomic_write_json, atomic_write_jsonl, atomic_write_text, \
-    save_error
-
-CONFIG_FILE = "config.yaml"
-SAMPLES_FILE = "samples.jsonl"
-METRICS_FILE = "metrics.json"
-ADAPTER_DIR = "adapter"
-MODEL_DIR = "model"
-INFO_FILE = "playground.json"  # beside the weights: base model, method, labels
-STAGES = ("loading", "baseline", "training", "evaluating", "saving")
+from playground.finetune.methods import TrainableModel, build_trainable, check_memory, cost_report, get_method
+from playground.finetune.result import RunMetrics, RunResult
+from playground.finetune.runs import CONFIG_FILE, scratch_dir
+from playground.finetune.weights import DECODER, ENCODER, ENCODER_DECODER, default_resolver, locate_model
 
 
 class Control(Protocol):
@@ -89,7 +76,7 @@ class TrainOutcome:
 
     status: str  # "done" | "cancelled"
     step: int
-    metrics: dict = field(default_factory=dict)
+    metrics: RunMetrics | None = None  # what metrics.json holds (None when cancelled)
 
     @property
     def cancelled(self) -> bool:
@@ -110,7 +97,7 @@ def run_job(run_dir: Path, control: Control) -> TrainOutcome:
 
     run_dir = Path(run_dir)
     settings = Settings.load()
-    config = FinetuneConfig.from_yaml(run_dir / CONFIG_FILE)
+    config = FinetuneConfig.from_yaml(run_dir / CONFIG_FILE, check=False)  # train() checks it against the world
     resolver = SourceResolver(settings.models_dir, settings.offline)
     return train(config, run_dir, control, settings.data_dir, resolver=resolver)
 
@@ -192,7 +179,7 @@ class _Run:
         self._prepare_run_dir()
         splits = load_splits(config, hub=hub_source_for(self.data_dir, self.resolver))
         self.check_stop()
-        resolver = self.resolver or _default_resolver()
+        resolver = self.resolver or default_resolver()
         self.stage("loading", f"Loading {config.model} for {config.method} "
                               f"({'CUDA ' + dtype_name if cuda else 'CPU fp32'}).")
         source = locate_model(config, resolver, self.data_dir, self.catalog)
@@ -201,7 +188,7 @@ class _Run:
                                                len(splits.labels))
         self.check_stop()
         trainable = build_trainable(config, source, "cuda" if cuda else "cpu", dtype_name, splits.labels)
-        encoded = _encode_splits(config, splits, trainable)
+        encoded = encode_splits(config, splits, trainable)
         self.stage("loading", f"{trainable.describe()}. Data: {len(encoded['train'].features)} train, "
                               f"{len(encoded['validation'].features)} validation, {len(splits.test)} test examples; "
                               f"{encoded['train'].stats.truncated} training examples cut at {config.max_length} "
@@ -222,7 +209,7 @@ class _Run:
         before = _evaluate_test(trainer, encoded["test"])
         base_outputs = self._outputs(trainable, test_pairs)
 
-        self.stage("training", f"Training for {_planned_steps(config, len(encoded['train'].features))} steps.")
+        self.stage("training", f"Training for {config.planned_steps(len(encoded['train'].features))} steps.")
         train_output = trainer.train()
         self.step = trainer.state.global_step
         if callback.cancelled:
@@ -240,22 +227,18 @@ class _Run:
         after = _evaluate_test(trainer, encoded["test"])
         tuned_outputs = self._outputs(trainable, test_pairs)
 
-        self.stage("saving", f"Writing the {'model' if config.method == FULL else 'adapter'}, samples and metrics.")
+        self.stage("saving", f"Writing the {get_method(config.method).saves}, samples and metrics.")
         samples = _sample_rows(trainable, test_pairs, base_outputs, tuned_outputs)
-        costs = CostReport(
-            model=config.model, method=config.method, total_parameters=trainable.total_parameters,
-            trainable_parameters=trainable.trainable_parameters,
-            adapter_bytes=0 if config.method == FULL else trainable.trainable_parameters * FP32_BYTES,
-            memory=estimate, full_memory=full_estimate, budget_bytes=budget, budget_where=where,
-            total_steps=trainer.state.max_steps,
-            step_seconds=callback.mean_step_seconds)
-        metrics_out = self._metrics(trainable, splits, encoded, callback, train_output, before, after, samples,
-                                    last_eval_loss, costs)
+        costs = cost_report(config, trainable=trainable.trainable_parameters, total=trainable.total_parameters,
+                            memory=estimate, full_memory=full_estimate, budget=(budget, where),
+                            total_steps=trainer.state.max_steps, step_seconds=callback.mean_step_seconds)
+        metrics = self._metrics(trainable, splits, encoded, callback, train_output, before, after, samples,
+                                last_eval_loss, costs)
         self.check_stop()
         if self.main_process:
-            self._save(trainable, samples, metrics_out)
-        self.emit({"event": "done", "metrics": metrics_out})
-        return TrainOutcome("done", self.step, metrics_out)
+            RunResult(self.run_dir).save(trainable, config, samples, metrics)
+        self.emit({"event": "done", "metrics": metrics.to_json()})
+        return TrainOutcome("done", self.step, metrics)
 
     # -- helpers -----------------------------------------------------------------
     def _prepare_run_dir(self) -> None:
@@ -295,53 +278,37 @@ class _Run:
         return outputs
 
     def _metrics(self, trainable, splits: DataSplits, encoded, callback, train_output, before, after, samples,
-                 last_eval_loss, costs: CostReport) -> dict[str, Any]:
+                 last_eval_loss, costs) -> RunMetrics:
         config = self.config
         train_stats = encoded["train"].stats
         runtime = float(train_output.metrics.get("train_runtime") or 0.0)
-        metrics: dict[str, Any] = {
-            "model": config.model, "method": config.method, "family": trainable.family,
-            "trainable_parameters": trainable.trainable_parameters, "total_parameters": trainable.total_parameters,
-            "trainable_share": round(trainable.trainable_share, 6),
-            "steps": self.step, "epochs": round(float(_epoch_of(train_output)), 3),
-            "train_loss_first": callback.losses[0] if callback.losses else None,
-            "train_loss_last": callback.losses[-1] if callback.losses else None,
-            "train_losses": callback.losses,
-            "eval_loss": _round(last_eval_loss),
-            "test_loss_before": _round(before.get("loss")), "test_loss_after": _round(after.get("loss")),
-            "tokens_per_s": round(callback.tokens_seen / runtime, 1) if runtime else None,
-            "tokens_seen": callback.tokens_seen,
-            "padding_share": round(train_stats.padding_share, 4),
-            "truncated": train_stats.truncated,
-            "data": {"source": splits.source, "train": encoded["train"].stats.summary(),
-                     "validation": encoded["validation"].stats.summary(), "test": encoded["test"].stats.summary(),
-                     "train_token_lengths": list(train_stats.lengths)},
-            "train_duration_s": round(runtime, 2),
-            "duration_s": round(time.perf_counter() - self.started, 2),
-            "costs": costs.as_dict(),
-            "output_dir": MODEL_DIR if config.method == FULL else ADAPTER_DIR,
-            "sample_count": len(samples),
-        }
+        metrics = RunMetrics(
+            model=config.model, method=config.method, family=trainable.family,
+            trainable_parameters=trainable.trainable_parameters, total_parameters=trainable.total_parameters,
+            trainable_share=round(trainable.trainable_share, 6),
+            steps=self.step, epochs=round(float(_epoch_of(train_output)), 3),
+            train_losses=tuple(callback.losses), eval_loss=_round(last_eval_loss),
+            test_loss_before=_round(before.get("loss")), test_loss_after=_round(after.get("loss")),
+            tokens_per_s=round(callback.tokens_seen / runtime, 1) if runtime else None,
+            tokens_seen=callback.tokens_seen, padding_share=round(train_stats.padding_share, 4),
+            truncated=train_stats.truncated,
+            data={"source": splits.source, "train": encoded["train"].stats.summary(),
+                  "validation": encoded["validation"].stats.summary(), "test": encoded["test"].stats.summary(),
+                  "train_token_lengths": list(train_stats.lengths)},
+            train_duration_s=round(runtime, 2), duration_s=round(time.perf_counter() - self.started, 2),
+            costs=costs.as_dict(), output_dir=get_method(config.method).saves, sample_count=len(samples))
         if trainable.family == ENCODER:
-            metrics["labels"] = list(trainable.labels)
-            metrics["accuracy_before"] = _round(before.get("accuracy"))
-            metrics["accuracy_after"] = _round(after.get("accuracy"))
-        else:
-            from playground.prompting.evaluation import ROUGE_TYPES
+            return dataclasses.replace(metrics, labels=tuple(trainable.labels),
+                                       accuracy_before=_round(before.get("accuracy")),
+                                       accuracy_after=_round(after.get("accuracy")))
+        if not samples:
+            return metrics
+        from playground.prompting.evaluation import ROUGE_TYPES
 
-            for side in ("base", "tuned"):
-                key = "rouge_before" if side == "base" else "rouge_after"
-                metrics[key] = {name: round(_mean([s[f"{side}_{name}"] for s in samples]), 4)
-                                for name in ROUGE_TYPES} if samples else None
-            metrics["rougeL_improvement"] = round(metrics["rouge_after"]["rougeL"] - metrics["rouge_before"]["rougeL"],
-                                                  4) if samples else None
-        return metrics
-
-    def _save(self, trainable: TrainableModel, samples: list[dict], metrics: dict) -> None:
-        target = self.run_dir / (MODEL_DIR if self.config.method == FULL else ADAPTER_DIR)
-        save_result(trainable, target, self.config)
-        atomic_write_jsonl(self.run_dir / SAMPLES_FILE, samples, "the before/after samples")
-        atomic_write_json(self.run_dir / METRICS_FILE, metrics, "the metrics")
+        rouge = {side: {name: round(_mean([s[f"{side}_{name}"] for s in samples]), 4) for name in ROUGE_TYPES}
+                 for side in ("base", "tuned")}
+        return dataclasses.replace(metrics, rouge_before=rouge["base"], rouge_after=rouge["tuned"],
+                                   rougeL_improvement=round(rouge["tuned"]["rougeL"] - rouge["base"]["rougeL"], 4))
 
 
 def _epoch_of(train_output) -> float:
@@ -354,48 +321,6 @@ def _round(value: Any, digits: int = 4) -> float | None:
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values) if values else 0.0
-
-
-def _default_resolver():
-    from playground.config import Settings
-    from playground.models.sources import SourceResolver
-
-    settings = Settings.load()
-    return SourceResolver(settings.models_dir, settings.offline)
-
-
-def _planned_steps(config: FinetuneConfig, train_examples: int) -> int:
-    if config.max_steps:
-        return config.max_steps
-    per_epoch = math.ceil(train_examples / (config.batch_size * config.grad_accum))
-    return max(1, math.ceil(per_epoch * config.epochs))
-
-
-# ------------------------------------------------------------------------------ data for the trainer
-
-
-def _encode_splits(config: FinetuneConfig, splits: DataSplits, trainable: TrainableModel) -> dict[str, EncodedSplit]:
-    template = template_for(config)
-    label2id = {label: i for i, label in enumerate(trainable.labels)} if trainable.family == ENCODER else None
-    encoded = {}
-    for name, records in (("train", splits.train), ("validation", splits.validation), ("test", splits.test)):
-        encoded[name] = encode_pairs(format_pairs(records, template), trainable.tokenizer, trainable.family,
-                                     config.max_length, config.batch_size, label2id)
-    if not encoded["train"].features:
-        raise TrainingError(f"Every training example lost its whole target at max_length={config.max_length}; "
-                            f"raise max_length (the longest example has {max(encoded['train'].stats.lengths)} "
-                            f"tokens).")
-    return encoded
-
-
-def data_collator(trainable: TrainableModel):
-    """The Trainer's collator for the model's family (dynamic padding, labels padded with -100)."""
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithPadding
-
-    if trainable.family == ENCODER:
-        return DataCollatorWithPadding(trainable.tokenizer)
-    # Pads input_ids with the pad token and labels with -100 (decoders and encoder-decoders alike).
-    return DataCollatorForSeq2Seq(trainable.tokenizer, label_pad_token_id=-100, padding=True)
 
 
 def _make_trainer(config: FinetuneConfig, trainable: TrainableModel, encoded: dict[str, EncodedSplit],
@@ -628,85 +553,3 @@ def _sample_rows(trainable: TrainableModel, pairs: Sequence[PromptPair], base: l
             row["improvement"] = round(tuned_scores["rougeL"] - base_scores["rougeL"], 4)
         rows.append(row)
     return rows
-
-
-# ------------------------------------------------------------------------------ saving
-
-
-def result_info(trainable: TrainableModel, config: FinetuneConfig) -> dict[str, Any]:
-    """What ``playground.json`` records beside the weights: enough to rebuild the base and reload."""
-    return {"base_model": config.model, "base_name": trainable.source.name, "family": trainable.family,
-            "method": config.method, "labels": list(trainable.labels),
-            "label2id": {label: i for i, label in enumerate(trainable.labels)},
-            "target_modules": list(trainable.target_modules), "lora_r": config.lora_r,
-            "lora_alpha": config.lora_alpha, "max_length": config.max_length, "template": config.template,
-            "data": config.data}
-
-
-def save_result(trainable: TrainableModel, target: Path, config: FinetuneConfig) -> Path:
-    """Write the adapter (or the full model) with its tokenizer and ``playground.json``, atomically."""
-    import json
-
-    what = "the fine-tuned model" if config.method == FULL else "the adapter"
-    with atomic_directory(target, what) as partial:
-        try:
-            trainable.model.save_pretrained(partial, safe_serialization=True)
-            trainable.tokenizer.save_pretrained(partial)
-            (partial / INFO_FILE).write_text(json.dumps(result_info(trainable, config), indent=2) + "\n",
-                                             encoding="utf-8")
-        except OSError:
-            raise
-        except Exception as exc:  # a model that refuses to serialise: say so, leave nothing behind
-            raise TrainingError(f"Could not save {what}: {type(exc).__name__}: {str(exc)[:300]}") from None
-    return target
-
-
-# ------------------------------------------------------------------------------ pre-flight
-
-
-def preflight(config: FinetuneConfig, data_dir: Path, *, resolver=None, catalog=None,
-              memory_budget_bytes: int | None = None, measure: bool = True) -> CostReport:
-    """The cost report of a run before it starts.
-
-    Reads the data, resolves the model and estimates memory for the method and for full
-    fine-tuning. When the estimate fits, it also loads the model to count the trainable
-    parameters exactly and (``measure``) times one real training step on a batch.
-    """
-    import torch
-
-    from playground.finetune.costs import approx_lora_parameters
-    from playground.finetune.methods import estimate_memory, model_shape
-
-    config.check(catalog)
-    splits = load_splits(config, hub=hub_source_for(data_dir, resolver))
-    source = locate_model(config, resolver or _default_resolver(), Path(data_dir), catalog)
-    cuda = torch.cuda.is_available()
-    bf16 = cuda and torch.cuda.is_bf16_supported()
-    if memory_budget_bytes is not None:
-        budget, where = int(memory_budget_bytes), "the memory budget given"
-    else:
-        from playground.hardware import detect
-
-        budget, where = machine_memory_budget(detect())
-    estimate, full = estimate_memory(config, source, 2 if bf16 else FP32_BYTES, len(splits.labels))
-    shape = model_shape(source)
-    total = shape.parameters
-    trainable_count = total if config.method == FULL else approx_lora_parameters(
-        shape, config.lora_r, len(config.target_modules or source.lora_targets) or 2)
-    step_seconds = None
-    if estimate.total <= budget:
-        trainable = build_trainable(config, source, "cuda" if cuda else "cpu",
-                                    "bfloat16" if bf16 else "float32", splits.labels)
-        trainable_count, total = trainable.trainable_parameters, trainable.total_parameters
-        if measure:
-            encoded = _encode_splits(config, splits, trainable)
-            batch = data_collator(trainable)([dict(f) for f in encoded["train"].features[:config.batch_size]])
-            if cuda and not trainable.quantized:
-                trainable.model.to("cuda")
-            time_training_step(trainable.model, batch)  # warm-up: the first step pays one-off costs
-            step_seconds = time_training_step(trainable.model, batch, config.grad_accum)
-    return CostReport(model=config.model, method=config.method, total_parameters=total,
-                      trainable_parameters=trainable_count,
-                      adapter_bytes=0 if config.method == FULL else trainable_count * FP32_BYTES,
-                      memory=estimate, full_memory=full, budget_bytes=budget, budget_where=where,
-                      total_steps=_planned_steps(config, len(splits.train)), step_seconds=step_seconds)

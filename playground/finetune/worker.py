@@ -29,6 +29,7 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from playground.atomic import jsonable
 from playground.errors import PlaygroundError
 from playground.finetune.runs import (
     CANCEL_FILE,
@@ -40,7 +41,6 @@ from playground.finetune.runs import (
     RunNotFoundError,
     RunStore,
     check_entry,
-    jsonable,
 )
 
 EXIT_CLAIMED = 75  # another worker already holds the run

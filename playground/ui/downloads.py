@@ -26,6 +26,8 @@ import secrets
 import shutil
 from pathlib import Path
 
+from playground.atomic import atomic_file
+
 
 class PrivateDownloads:
     """Hands run archives to Gradio from its own cache, linked rather than copied; one per app."""
@@ -56,16 +58,11 @@ class PrivateDownloads:
             os.utime(served, ns=(times.st_atime_ns, times.st_mtime_ns))
             return str(served)
         folder.mkdir(parents=True, exist_ok=True)
-        partial = folder / f".{archive.name}.{secrets.token_hex(4)}"
-        try:
+        with atomic_file(served, f"the download {archive.name}") as partial:
             try:
                 os.link(archive, partial)
             except OSError:  # another filesystem (or no hard links there): one copy, reused by later clicks
                 shutil.copy2(archive, partial)
-            os.replace(partial, served)
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
         return str(served)
 
 

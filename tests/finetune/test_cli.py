@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from playground.finetune.cli import format_event, summarize_metrics
+from playground.finetune.result import RunMetrics
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,8 +50,12 @@ def test_console_lines():
                          "epoch": 0.25, "tokens_per_s": 151.2, "eta_s": 95})
     assert line == "step    3/40  loss 1.2346  lr 2.00e-04  epoch 0.25  151 tok/s  eta 1m35s"
     assert format_event({"event": "cancelled", "step": 7}).startswith("[cancelled] stopped at step 7")
-    summary = summarize_metrics({"train_loss_first": 2.0, "train_loss_last": 1.0, "steps": 5, "test_loss_before": 2.5,
-                                 "test_loss_after": 1.5, "rouge_before": {"rougeL": 0.1},
-                                 "rouge_after": {"rougeL": 0.3}, "sample_count": 4, "tokens_per_s": 150.0,
-                                 "train_duration_s": 30, "duration_s": 65})
+    summary = summarize_metrics(RunMetrics(train_losses=(2.0, 1.5, 1.0), steps=5, test_loss_before=2.5,
+                                           test_loss_after=1.5, rouge_before={"rougeL": 0.1},
+                                           rouge_after={"rougeL": 0.3}, sample_count=4, tokens_per_s=150.0,
+                                           train_duration_s=30, duration_s=65))
     assert "rougeL 0.100 -> 0.300" in summary and "150 tokens/s" in summary and "whole run 1m05s" in summary
+    assert "train loss 2.0000 -> 1.0000 over 5 steps" in summary
+    # The done event carries the metrics as JSON; its line is the same summary.
+    assert format_event({"event": "done", "metrics": RunMetrics(train_losses=(2.0, 1.0), steps=5).to_json()}) == \
+        summarize_metrics(RunMetrics(train_losses=(2.0, 1.0), steps=5))

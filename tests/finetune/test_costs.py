@@ -11,7 +11,6 @@ from playground.finetune.costs import (
     CostReport,
     MemoryEstimate,
     ModelShape,
-    adapter_bytes,
     check_fits,
     estimate_duration,
     lora_parameter_count,
@@ -34,7 +33,6 @@ def test_flan_t5_base_lora_r32_on_q_and_v_trains_1_41_percent():
     assert trainable == 3_538_944
     base = Catalog.load().get("flan-t5-base").parameters
     assert round(100 * trainable_share(trainable, base + trainable), 2) == 1.41
-    assert adapter_bytes(trainable) == 4 * trainable
     assert trainable_share(5, 0) == 0.0
 
 
@@ -47,22 +45,22 @@ def test_shape_from_a_seq2seq_config_counts_both_stacks():
 def test_full_finetuning_needs_gradients_and_adam_for_every_parameter():
     shape = ModelShape(parameters=100_000_000, hidden_size=512, layers=8, output_size=32000,
                        embedding_parameters=16_384_000)
-    full = memory_estimate(shape, "full", 0, batch_size=2, seq_len=128)
+    full = memory_estimate(shape, 0, batch_size=2, seq_len=128, full=True)
     assert full.weights == 4 * shape.parameters
     assert full.gradients == 4 * shape.parameters
     assert full.optimizer == ADAMW_BYTES_PER_PARAM * shape.parameters
-    lora = memory_estimate(shape, "lora", 1_000_000, batch_size=2, seq_len=128)
+    lora = memory_estimate(shape, 1_000_000, batch_size=2, seq_len=128)
     assert lora.gradients == 4_000_000 and lora.optimizer == 8_000_000
     assert lora.weights == 4 * shape.parameters + 4 * 1_000_000
-    qlora = memory_estimate(shape, "qlora", 1_000_000, batch_size=2, seq_len=128)
+    qlora = memory_estimate(shape, 1_000_000, batch_size=2, seq_len=128, quantized=True)
     assert qlora.weights < lora.weights / 3
     assert full.total > lora.total > qlora.total
     assert lora.activations == full.activations  # the frozen layers still keep their activations
-    checkpointed = memory_estimate(shape, "lora", 1_000_000, 2, 128, checkpointing=True)
+    checkpointed = memory_estimate(shape, 1_000_000, 2, 128, checkpointing=True)
     assert checkpointed.activations < lora.activations
-    bigger_batch = memory_estimate(shape, "lora", 1_000_000, 4, 128)
+    bigger_batch = memory_estimate(shape, 1_000_000, 4, 128)
     assert bigger_batch.activations == 2 * lora.activations
-    bf16 = memory_estimate(shape, "lora", 1_000_000, 2, 128, weight_bytes=2)
+    bf16 = memory_estimate(shape, 1_000_000, 2, 128, weight_bytes=2)
     assert bf16.weights < lora.weights and bf16.activations < lora.activations
 
 

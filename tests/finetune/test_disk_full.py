@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from playground import atomic
+from playground.atomic import atomic_directory, atomic_write_json, save_error
 from playground.errors import DiskFullError, SaveError, disk_full_error, is_disk_full
-from playground.finetune import runs as runs_module
-from playground.finetune import saving
 from playground.finetune.runs import RunStore
-from playground.finetune.saving import atomic_directory, atomic_write_json, save_error
 
 pytestmark = pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 
@@ -41,7 +40,7 @@ def assert_clear(message: str, what: str, tmp_path: Path) -> None:
 
 
 def test_an_atomic_file_write_on_a_full_disk(tmp_path, monkeypatch):
-    to_dev_full(monkeypatch, saving)
+    to_dev_full(monkeypatch, atomic)
     with pytest.raises(DiskFullError) as info:
         atomic_write_json(tmp_path / "metrics.json", {"a": 1}, "the metrics")
     assert_clear(str(info.value), "the metrics", tmp_path)
@@ -61,7 +60,7 @@ def test_an_atomic_directory_on_a_full_disk(tmp_path):
 
 def test_a_run_file_on_a_full_disk(tmp_path, monkeypatch):
     store = RunStore(tmp_path / "runs")
-    to_dev_full(monkeypatch, runs_module)
+    to_dev_full(monkeypatch, atomic)  # the run store writes through the one atomic-write helper
     with pytest.raises(DiskFullError) as info:
         store.create("someone", {"model": "x"}, entry="playground.finetune.train:run_job")
     assert_clear(str(info.value), "the run file config.yaml", tmp_path)

@@ -13,7 +13,8 @@ import pytest
 from playground.errors import PlaygroundError
 from playground.finetune import export
 from playground.finetune.config import FinetuneConfig
-from playground.finetune.export import archive_path, merged_archive, result_archive
+from playground.finetune.export import merged_archive, result_archive
+from playground.finetune.result import RunResult
 from playground.finetune.runs import RunNotFoundError
 from playground.finetune.storage import DataDirFullError, disk_usage
 from playground.finetune.train import train
@@ -57,7 +58,7 @@ def counting(monkeypatch, name: str, delay_s: float = 0.0) -> list:
 def test_the_adapter_archive_is_built_once_in_the_run_folder_and_reused(run_dir, monkeypatch):
     builds = counting(monkeypatch, "zip_directory")
     first = result_archive(run_dir)
-    assert first == run_dir / "downloads" / f"{run_dir.name}-adapter.zip" == archive_path(run_dir, "adapter")
+    assert first == run_dir / "downloads" / f"{run_dir.name}-adapter.zip" == RunResult(run_dir).archive_path("adapter")
     inode, size = first.stat().st_ino, disk_usage(run_dir)
     for _ in range(5):
         assert result_archive(run_dir) == first
@@ -151,7 +152,7 @@ def test_a_removed_run_is_no_run(run_dir, tmp_path):
 
 
 def test_a_run_removed_while_a_click_waited_for_the_lock_is_no_run(run_dir):
-    from playground.finetune.saving import exclusive_lock
+    from playground.finetune.runs import exclusive_lock
 
     downloads = run_dir / "downloads"
     downloads.mkdir()

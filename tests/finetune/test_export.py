@@ -10,8 +10,9 @@ import pytest
 
 from playground.errors import PlaygroundError, SaveError
 from playground.finetune.config import FinetuneConfig
-from playground.finetune.export import merge_and_zip, zip_adapter, zip_directory
-from playground.finetune.saving import atomic_directory, atomic_write_json
+from playground.atomic import atomic_directory, atomic_write_json
+from playground.finetune.export import merge_and_zip, zip_directory
+from playground.finetune.result import read_info
 from playground.finetune.train import train
 from tests.finetune.conftest import RecordingControl
 
@@ -27,8 +28,8 @@ def tiny_adapter(tmp_path_factory, ft_models, dialogue_file, offline_resolver):
     return run_dir / "adapter"
 
 
-def test_zip_adapter_holds_every_file(tiny_adapter, tmp_path):
-    archive = zip_adapter(tiny_adapter, tmp_path / "out" / "adapter.zip")
+def test_zip_of_the_adapter_holds_every_file(tiny_adapter, tmp_path):
+    archive = zip_directory(tiny_adapter, tmp_path / "out" / "adapter.zip")
     names = set(zipfile.ZipFile(archive).namelist())
     assert {"adapter/adapter_model.safetensors", "adapter/adapter_config.json", "adapter/playground.json"} <= names
     assert not list((tmp_path / "out").glob(".*partial*"))
@@ -36,7 +37,7 @@ def test_zip_adapter_holds_every_file(tiny_adapter, tmp_path):
 
 def test_zip_refuses_what_is_not_a_result(tmp_path):
     with pytest.raises(PlaygroundError, match="no playground.json"):
-        zip_adapter(tmp_path)
+        read_info(tmp_path)
     with pytest.raises(PlaygroundError, match="no folder"):
         zip_directory(tmp_path / "missing", tmp_path / "x.zip")
 

@@ -30,7 +30,7 @@ def test_flan_t5_base_preset_trains_on_the_gpu(preset, tmp_path):
     outcome = train(config, tmp_path / "run", control, settings.data_dir, resolver=resolver)
     assert outcome.status == "done"
     assert_event_shapes(control.events)
-    assert round(100 * outcome.metrics["trainable_share"], 2) == 1.41
+    assert round(100 * outcome.metrics.trainable_share, 2) == 1.41
     assert (tmp_path / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
 
@@ -53,8 +53,8 @@ def test_flan_t5_base_lora_on_dialogsum_reaches_the_labs_rouge(tmp_path):
         pytest.skip(f"FLAN-T5 base or DialogSum is not available here: {str(exc).splitlines()[0]}")
     outcome = train(config, tmp_path / "run", RecordingControl(), settings.data_dir, resolver=resolver)
     assert outcome.status == "done"
-    rouge = outcome.metrics["rouge_after"]
-    print(f"DialogSum test ({outcome.metrics['sample_count']} dialogues): ROUGE-1 {rouge['rouge1']:.3f}, "
+    rouge = outcome.metrics.rouge_after
+    print(f"DialogSum test ({outcome.metrics.sample_count} dialogues): ROUGE-1 {rouge['rouge1']:.3f}, "
           f"ROUGE-2 {rouge['rouge2']:.3f}, ROUGE-L {rouge['rougeL']:.3f}; base ROUGE-1 "
-          f"{outcome.metrics['rouge_before']['rouge1']:.3f}")
+          f"{outcome.metrics.rouge_before['rouge1']:.3f}")
     assert rouge["rouge1"] >= 0.40

@@ -9,13 +9,8 @@ import pytest
 
 from playground.errors import FinetuneConfigError, QuantizationUnavailableError, TrainingError
 from playground.finetune.config import FinetuneConfig
-from playground.finetune.methods import (
-    bnb_4bit_config,
-    build_trainable,
-    locate_model,
-    model_shape,
-    safetensors_parameter_count,
-)
+from playground.finetune.methods import bnb_4bit_config, build_trainable
+from playground.finetune.weights import locate_model, model_shape, safetensors_parameter_count
 
 
 def test_local_folder_is_located_with_its_family(ft_models, offline_resolver, tmp_path):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from playground.finetune.planning import DataReport
-from playground.finetune.results import aggregate_rows, comparison_rows, loss_points, read_metrics, read_samples
+from playground.finetune.preflight import DataReport
+from playground.finetune.result import RunMetrics, RunResult, aggregate_rows, comparison_rows, loss_points
 
 
 def test_loss_points_take_train_steps_and_validation_evals_in_order():
@@ -40,20 +40,21 @@ def test_classifier_rows_show_correctness():
 
 
 def test_aggregate_rows_give_one_bar_per_metric_and_model():
-    rows = aggregate_rows({"rouge_before": {"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15},
-                           "rouge_after": {"rouge1": 0.4, "rouge2": 0.2, "rougeL": 0.35}})
+    rows = aggregate_rows(RunMetrics(rouge_before={"rouge1": 0.2, "rouge2": 0.05, "rougeL": 0.15},
+                                     rouge_after={"rouge1": 0.4, "rouge2": 0.2, "rougeL": 0.35}))
     assert len(rows) == 6 and len({r["bar"] for r in rows}) == 6
     assert {"bar": "R-L tuned", "metric": "rougeL", "model": "fine-tuned", "score": 35.0} in rows
-    assert aggregate_rows({"accuracy_before": 0.5, "accuracy_after": 0.75})[1]["score"] == 75.0
-    assert aggregate_rows({}) == []
+    assert aggregate_rows(RunMetrics(accuracy_before=0.5, accuracy_after=0.75))[1]["score"] == 75.0
+    assert aggregate_rows(RunMetrics()) == [] and aggregate_rows(None) == []
 
 
 def test_missing_or_partial_files_read_as_empty(tmp_path):
-    assert read_metrics(tmp_path) == {} and read_samples(tmp_path) == []
+    result = RunResult(tmp_path)
+    assert result.metrics() is None and result.samples() == [] and result.weights_dir is None
     (tmp_path / "metrics.json").write_text("{not json")
     (tmp_path / "samples.jsonl").write_text(json.dumps({"index": 0}) + "\n{half a line")
-    assert read_metrics(tmp_path) == {}
-    assert read_samples(tmp_path) == [{"index": 0}]
+    assert result.metrics() is None
+    assert result.samples() == [{"index": 0}]
 
 
 def test_histogram_counts_every_example_and_marks_the_cut():

@@ -64,7 +64,7 @@ def _assert_learned(outcome, control, run_dir):
     losses = [e["loss"] for e in control.of("step")]
     assert losses[-1] < losses[0], losses
     metrics = outcome.metrics
-    assert metrics["test_loss_after"] < metrics["test_loss_before"]
+    assert metrics.test_loss_after < metrics.test_loss_before
     tensors = load_file(str(run_dir / "adapter" / "adapter_model.safetensors"))
     changed = [k for k, v in tensors.items() if "lora_B" in k and float(v.abs().sum()) > 0]
     assert len(changed) == len([k for k in tensors if "lora_B" in k]) > 0  # every adapter moved
@@ -76,9 +76,9 @@ def _assert_learned(outcome, control, run_dir):
 def test_lora_on_smollm2_lowers_the_loss(lora_run):
     outcome, control, run_dir, _ = lora_run
     metrics = _assert_learned(outcome, control, run_dir)
-    assert metrics["trainable_parameters"] == 921_600  # r=8 on q, k, v, o of 30 layers
-    assert 0.006 < metrics["trainable_share"] < 0.007
-    assert metrics["tokens_per_s"] > 0
+    assert metrics.trainable_parameters == 921_600  # r=8 on q, k, v, o of 30 layers
+    assert 0.006 < metrics.trainable_share < 0.007
+    assert metrics.tokens_per_s > 0
     info = json.loads((run_dir / "adapter" / "playground.json").read_text())
     assert info["base_model"] == SMOLLM2
 
@@ -86,11 +86,11 @@ def test_lora_on_smollm2_lowers_the_loss(lora_run):
 def test_qlora_on_smollm2_lowers_the_loss_on_cpu(qlora_run, lora_run):
     outcome, control, run_dir, caught = qlora_run
     metrics = _assert_learned(outcome, control, run_dir)
-    assert metrics["method"] == "qlora"
-    assert metrics["trainable_parameters"] == lora_run[0].metrics["trainable_parameters"]
+    assert metrics.method == "qlora"
+    assert metrics.trainable_parameters == lora_run[0].metrics.trainable_parameters
     # bitsandbytes' CPU inference repacking would send gradients through a kernel without autograd
     assert not [m for m in caught if "autograd kernel was not registered" in m]
-    assert metrics["costs"]["memory"]["weights_gib"] < lora_run[0].metrics["costs"]["memory"]["weights_gib"]
+    assert metrics.costs["memory"]["weights_gib"] < lora_run[0].metrics.costs["memory"]["weights_gib"]
 
 
 def test_merged_smollm2_adapter_matches_the_adapter(lora_run, tmp_path, data_dir, offline_resolver):

@@ -46,7 +46,7 @@ def test_decoder_lora_run_emits_the_documented_events(decoder_run):
     assert steps[0]["learning_rate"] == pytest.approx(1e-2) and steps[-1]["eta_s"] == 0.0
     assert all(e["tokens_per_s"] > 0 for e in steps)
     assert [e["step"] for e in control.of("eval")] == [2, 4]  # eval_every=2; no duplicate at the end
-    assert control.events[-1]["event"] == "done" and control.events[-1]["metrics"] == outcome.metrics
+    assert control.events[-1]["event"] == "done" and control.events[-1]["metrics"] == outcome.metrics.to_json()
 
 
 def test_decoder_lora_run_writes_adapter_samples_metrics(decoder_run):
@@ -80,14 +80,14 @@ def test_decoder_lora_run_writes_adapter_samples_metrics(decoder_run):
 def test_seq2seq_lora_on_tiny_t5(tmp_path, ft_models, dialogue_file, offline_resolver, control):
     config = _dialogue_config(ft_models["t5"], dialogue_file, validation_fraction=0)
     outcome = train(config, tmp_path / "run", control, tmp_path / "data", resolver=offline_resolver)
-    assert outcome.status == "done" and outcome.metrics["family"] == "encoder-decoder"
+    assert outcome.status == "done" and outcome.metrics.family == "encoder-decoder"
     assert_event_shapes(control.events)
     assert not control.of("eval")  # no validation rows, no validation loss
     tensors = _adapter_tensors(tmp_path / "run" / "adapter")
     assert {k.split(".")[-2] for k in tensors} == {"lora_A", "lora_B"}
     assert any(".q." in k for k in tensors) and any(".v." in k for k in tensors)  # peft's T5 default: q and v
     assert any(float(v.abs().sum()) > 0 for k, v in tensors.items() if "lora_B" in k)
-    assert outcome.metrics["test_loss_after"] < outcome.metrics["test_loss_before"]
+    assert outcome.metrics.test_loss_after < outcome.metrics.test_loss_before
 
 
 def test_classifier_on_tiny_bert(tmp_path, ft_models, offline_resolver, control):
@@ -100,8 +100,8 @@ def test_classifier_on_tiny_bert(tmp_path, ft_models, offline_resolver, control)
                                        "learning_rate": 5e-2, "max_steps": 6, "sample_count": 3})
     outcome = train(config, tmp_path / "run", control, tmp_path / "data", resolver=offline_resolver)
     metrics = outcome.metrics
-    assert outcome.status == "done" and metrics["labels"] == ["fast", "slow"]
-    assert metrics["accuracy_before"] is not None and metrics["accuracy_after"] is not None
+    assert outcome.status == "done" and metrics.labels == ("fast", "slow")
+    assert metrics.accuracy_before is not None and metrics.accuracy_after is not None
     assert_event_shapes(control.events)
     adapter = tmp_path / "run" / "adapter"
     info = json.loads((adapter / "playground.json").read_text())
@@ -141,7 +141,7 @@ def test_batches_follow_the_config_and_extra_callbacks_join_the_loop(tmp_path, f
     assert recorder.args.optim == "adamw_torch_fused"  # one kernel per step, not a loop over the parameters
     assert recorder.args.train_sampling_strategy == "group_by_length"  # similar lengths batched: less padding
     assert recorder.batches and max(recorder.batches) == 2  # six training rows: never all of them at once
-    assert outcome.metrics["tokens_seen"] > 0 and [e["step"] for e in control.of("step")] == [1, 2]
+    assert outcome.metrics.tokens_seen > 0 and [e["step"] for e in control.of("step")] == [1, 2]
 
 
 def test_cancel_is_honoured_within_one_step(tmp_path, ft_models, dialogue_file, offline_resolver):
@@ -210,7 +210,7 @@ def test_full_finetune_saves_the_whole_model(tmp_path, ft_models, dialogue_file,
     config = _dialogue_config(ft_models["llama"], dialogue_file, method="full", max_steps=2, learning_rate=1e-3,
                               validation_fraction=0, sample_count=1)
     outcome = train(config, tmp_path / "run", control, tmp_path / "data", resolver=offline_resolver)
-    assert outcome.metrics["trainable_share"] == 1.0 and outcome.metrics["output_dir"] == "model"
+    assert outcome.metrics.trainable_share == 1.0 and outcome.metrics.output_dir == "model"
     model_dir = tmp_path / "run" / "model"
     assert (model_dir / "model.safetensors").is_file() and (model_dir / "playground.json").is_file()
     trained = AutoModelForCausalLM.from_pretrained(model_dir)
@@ -229,6 +229,6 @@ def test_run_job_reads_the_saved_config(tmp_path, ft_models, dialogue_file, monk
     monkeypatch.setenv("PLAYGROUND_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("PLAYGROUND_OFFLINE", "1")
     outcome = run_job(run_dir, control)
-    assert outcome.status == "done" and outcome.metrics["sample_count"] == 0
-    assert outcome.metrics["rouge_before"] is None
+    assert outcome.status == "done" and outcome.metrics.sample_count == 0
+    assert outcome.metrics.rouge_before is None
     assert (run_dir / "config.yaml").read_text() == config.to_yaml()  # the job's config is never rewritten

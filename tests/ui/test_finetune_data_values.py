@@ -13,15 +13,16 @@ from playground.config import Settings
 from playground.errors import DataFileError, FinetuneConfigError, PlaygroundError
 from playground.finetune.config import FinetuneConfig
 from playground.prompting.tasks import EXAMPLES_DIR
-from playground.ui.tabs.finetune import NUMBER_FIELDS, UPLOAD, config_from_values
+from playground.finetune.session import UPLOAD, FinetuneForm
+from playground.ui.tabs.finetune import NUMBER_FIELDS
 from playground.ui.widgets import user_errors, user_message, warning_text
 
 NUMBERS = {name: getattr(FinetuneConfig(), name) for name in NUMBER_FIELDS}
 
 
 def values(data, upload=None, input_column="", target_column=""):
-    return config_from_values("smollm2-135m-instruct", "lora", data, upload, input_column, target_column, "auto",
-                              "", dict(NUMBERS))
+    return FinetuneForm("smollm2-135m-instruct", "lora", data, upload, input_column, target_column, "auto", "",
+                        dict(NUMBERS)).config()
 
 
 @pytest.mark.parametrize("data", [

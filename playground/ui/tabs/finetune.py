@@ -1,89 +1,86 @@
 """Fine-tune tab: choose a model, data and method, see the cost, start a run, watch it, compare before and after.
 
-Runs are jobs in child processes (``services.jobs``); the page only submits,
-polls the run's progress file with a timer and reads back its results, so a
-run keeps going when the browser closes and the page reattaches to it. Who
-owns a run is the identity behind the signed token the server gave this
-browser (``playground.identity``), checked on every call. The logic is
-``playground.finetune``; this module turns widget values into a
-``FinetuneConfig`` and run files into charts and tables.
+Layout and wiring only. Each handler turns the widgets' values into a
+:class:`~playground.finetune.session.FinetuneForm` (or takes the identity token
+and the chosen run), calls the app's
+:class:`~playground.finetune.session.FinetuneSession` and turns its answer into
+widget values; the handlers are plain functions of the session (``on_*``), so a
+test drives them without a running app. Runs are jobs in child processes; the
+page polls with a timer, reading only the progress lines added since its last
+poll (a :class:`~playground.finetune.session.PollCursor` kept per browser), so a
+run keeps going when the browser closes and the page reattaches to it.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from pathlib import Path
+import contextlib
+from dataclasses import dataclass
 
 import gradio as gr
 import pandas as pd
 
-from playground.errors import PlaygroundError
-from playground.finetune.config import ADAPTER_METHODS, HUB_PREFIX, METHODS, FinetuneConfig
-from playground.finetune.data import BUNDLED_DATA, data_file_columns
-from playground.finetune.export import merged_archive, result_archive, saved_result
-from playground.finetune.finetuned import usable_result
-from playground.finetune.limits import FinetuneLimits
-from playground.finetune.planning import data_report
-from playground.finetune.results import aggregate_rows, comparison_rows, loss_points, read_metrics, read_samples
-from playground.finetune.templates import load_templates
-from playground.finetune.train import preflight
+from playground.finetune.config import FinetuneConfig
+from playground.finetune.methods import METHODS
+from playground.finetune.session import (
+    INTEGER_FIELDS,
+    UPLOAD,
+    FinetuneForm,
+    FinetuneSession,
+    NoRunChosen,
+    NotAnAdapter,
+    NothingSaved,
+    PollCursor,
+    RunNotFinished,
+    RunView,
+    SessionRefusal,
+)
 from playground.services import Services
 from playground.ui.downloads import PrivateDownloads
 from playground.ui.i18n import Texts, t
-from playground.ui.identity import owner_of, person, request_address
+from playground.ui.identity import request_address
 from playground.ui.tabs.prompt_lab import ModelPickers
 from playground.ui.widgets import user_errors, warning_text
 
-TRAIN_ENTRY = "playground.finetune.train:run_job"
 POLL_S = 2.0
-UPLOAD = "upload"
 # Widgets made from FinetuneConfig fields, in the order of the hyperparameter panel.
 NUMBER_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "learning_rate", "max_steps", "epochs", "batch_size",
                  "grad_accum", "max_length", "eval_every", "validation_fraction", "test_limit", "sample_count",
                  "max_new_tokens", "seed")
-INTEGER_FIELDS = {f.name for f in fields(FinetuneConfig) if f.type in ("int", int)}
+LOSS_COLUMNS = ["step", "loss", "kind"]
+SCORE_COLUMNS = ["bar", "metric", "model", "score"]
 
 
-def _model_choices(services: Services) -> list[tuple[str, str]]:
-    resolver = services.engines.resolver
-    return [(f"{s.name} · {s.family} · {s.parameters_label} · "
-             f"{'offline' if resolver.is_available_offline(s) else 'Hub'}", s.id) for s in services.catalog.models]
+def form_from_values(model, method, data, upload, input_column, target_column, template, target_modules,
+                     *numbers) -> FinetuneForm:
+    """The form from the widgets, in the order of ``config_inputs`` (numbers in NUMBER_FIELDS order)."""
+    return FinetuneForm(model=model, method=method, data=data, upload=upload, input_column=input_column or "",
+                        target_column=target_column or "", template=template or "auto",
+                        target_modules=target_modules or "", numbers=dict(zip(NUMBER_FIELDS, numbers)))
 
 
-def config_from_values(model: str, method: str, data: str, upload_path, input_column: str, target_column: str,
-                       template: str, target_modules: str, numbers: dict) -> FinetuneConfig:
-    """A FinetuneConfig from the widgets; the dataclass refuses bad values with the field's name.
+@contextlib.contextmanager
+def shown_errors(texts: Texts, settings=None):
+    """A refusal of the session as a toast in the page's language; any other PlaygroundError with its message."""
+    with user_errors(settings):
+        try:
+            yield
+        except SessionRefusal as exc:  # worded here, in the page's language
+            raise gr.Error(refusal_text(exc, texts), print_exception=False) from None
 
-    An upload is read first, so a file that is not usable says so under its own name (never the
-    server's temporary path); a missing column mapping lists the file's columns.
-    """
-    data = str(data or "").strip()
-    source = data
-    if data == UPLOAD:
-        if not upload_path:
-            raise PlaygroundError("Upload a JSONL or CSV file first, or choose a bundled data set.")
-        source = str(upload_path)
-        file_name = Path(source).name
-        columns = data_file_columns(source)
-        chosen = (("input", str(input_column or "").strip()), ("target", str(target_column or "").strip()))
-        missing = [role for role, column in chosen if not column]
-        if missing:
-            raise PlaygroundError(f"Name the columns of {file_name}: choose the {' and the '.join(missing)} column "
-                                  f"(its columns: {', '.join(columns)}).")
-        for role, column in chosen:
-            if column not in columns:
-                raise PlaygroundError(f"{file_name} has no column {column!r} (the {role} column); its columns: "
-                                      f"{', '.join(columns)}.")
-    # A path typed into the page would read files of the server: only bundled sets, uploads and Hub ids here.
-    elif data not in BUNDLED_DATA and not data.startswith(HUB_PREFIX):
-        raise PlaygroundError(f"Data {data!r} is not available here: choose a bundled set "
-                              f"({', '.join(BUNDLED_DATA)}), upload a file, or give hub:owner/name.")
-    values = {name: (int(value) if name in INTEGER_FIELDS and value is not None else value)
-              for name, value in numbers.items()}
-    modules = tuple(m.strip() for m in (target_modules or "").split(",") if m.strip())
-    return FinetuneConfig(model=model, method=method, data=source, input_column=input_column or "",
-                          target_column=target_column or "", template=template or "auto", target_modules=modules,
-                          **values)
+
+def step(progress, fraction: float, text: str):
+    """A callback that moves the handler's progress bar (None without one)."""
+    return None if progress is None else (lambda: progress(fraction, desc=text))
+
+
+def refusal_text(exc: SessionRefusal, texts: Texts) -> str:
+    if isinstance(exc, RunNotFinished):
+        return texts("ft.not_finished", status=exc.status)
+    key = {NoRunChosen: "ft.no_run", NothingSaved: "ft.nothing_saved", NotAnAdapter: "ft.merge_full"}
+    return texts(key[type(exc)]) if type(exc) in key else str(exc)
+
+
+# ------------------------------------------------------------------------------ answers as widget values
 
 
 def progress_text(record, texts: Texts) -> str:
@@ -105,14 +102,16 @@ def progress_text(record, texts: Texts) -> str:
     return " · ".join(parts)
 
 
-def gain_text(metrics: dict, texts: Texts) -> str:
-    if metrics.get("rouge_after") and metrics.get("rouge_before"):
-        before, after = metrics["rouge_before"]["rougeL"], metrics["rouge_after"]["rougeL"]
+def gain_text(metrics, texts: Texts) -> str:
+    if metrics is None:
+        return ""
+    if metrics.rouge_after and metrics.rouge_before:
+        before, after = metrics.rouge_before["rougeL"], metrics.rouge_after["rougeL"]
         return texts("ft.gain", before=100 * before, after=100 * after, gain=100 * (after - before),
-                     examples=metrics.get("sample_count", 0), seconds=metrics.get("duration_s", 0))
-    if metrics.get("accuracy_after") is not None:
-        return texts("ft.gain_accuracy", before=100 * (metrics.get("accuracy_before") or 0),
-                     after=100 * metrics["accuracy_after"])
+                     examples=metrics.sample_count, seconds=metrics.duration_s)
+    if metrics.accuracy_after is not None:
+        return texts("ft.gain_accuracy", before=100 * (metrics.accuracy_before or 0),
+                     after=100 * metrics.accuracy_after)
     return ""
 
 
@@ -134,6 +133,89 @@ def cost_text(report, texts: Texts) -> str:
     return "\n\n".join(line for line in lines if line)
 
 
+def run_choices(runs) -> list[tuple[str, str]]:
+    return [(f"{r.id} · {r.status} · {r.config_summary}", r.id) for r in runs]
+
+
+def poll_values(view: RunView, token: str, texts: Texts, settings=None) -> tuple:
+    """(token, run picker, status, loss, scores, gain, comparison, cursor) for one poll."""
+    choices = run_choices(view.runs)
+    if view.record is None:
+        status = warning_text(view.error, settings) if view.error is not None else texts("ft.no_run")
+        return token, gr.update(choices=choices), status, None, None, "", None, view.cursor
+    points = pd.DataFrame([p.__dict__ for p in view.points], columns=LOSS_COLUMNS)
+    scores = pd.DataFrame(view.scores, columns=SCORE_COLUMNS)
+    return (token, gr.update(choices=choices, value=view.record.id), progress_text(view.record, texts),
+            points if len(points) else None, scores if len(scores) else None, gain_text(view.metrics, texts),
+            pd.DataFrame(list(view.comparison)) if view.comparison else None, view.cursor)
+
+
+# ------------------------------------------------------------------------------ the handlers, as plain functions
+
+
+def on_inspect(session: FinetuneSession, texts: Texts, form: FinetuneForm, progress=None) -> tuple:
+    with shown_errors(texts, session.settings):
+        report = session.inspect(form, progress=step(progress, 0.1, texts("ft.reading")))
+    summary = texts("ft.data_summary", train=report.counts["train"], validation=report.counts["validation"],
+                    test=report.counts["test"], source=report.source, template=report.template,
+                    truncated=report.truncated, max_length=report.max_length)
+    return (summary, pd.DataFrame(list(report.examples), columns=["line", "prompt", "completion"]),
+            pd.DataFrame(report.histogram(), columns=["tokens", "examples", "cut"]))
+
+
+def on_estimate(session: FinetuneSession, texts: Texts, form: FinetuneForm, progress=None) -> str:
+    with shown_errors(texts, session.settings):
+        report = session.estimate(form, progress=step(progress, 0.1, texts("ft.measuring")))
+    return cost_text(report, texts)
+
+
+def on_start(session: FinetuneSession, texts: Texts, token: str, address: str, form: FinetuneForm) -> tuple:
+    with shown_errors(texts, session.settings):
+        started = session.start(form, token, address)
+    gr.Info(texts("ft.started", run=started.run_id))
+    return token, gr.update(choices=run_choices(started.runs), value=started.run_id)
+
+
+def on_poll(session: FinetuneSession, texts: Texts, token: str, run_id: str | None,
+            cursor: PollCursor | None) -> tuple:
+    return poll_values(session.poll(token, run_id, cursor), token, texts, session.settings)
+
+
+def on_cancel(session: FinetuneSession, texts: Texts, token: str, run_id: str | None) -> None:
+    with shown_errors(texts, session.settings):
+        outcome = session.cancel(token, run_id)
+    if not outcome.stopping:
+        gr.Warning(texts("ft.already_ended", run=outcome.run_id, status=outcome.status))
+    elif outcome.status == "cancelled":  # it was still waiting in the queue
+        gr.Info(texts("ft.cancelled_queued", run=outcome.run_id))
+    else:
+        gr.Info(texts("ft.cancelling", run=outcome.run_id))
+
+
+def on_download(session: FinetuneSession, downloads: PrivateDownloads, texts: Texts, token: str,
+                run_id: str | None) -> str:
+    with shown_errors(texts, session.settings):
+        return downloads.serve(session.download(token, run_id))
+
+
+def on_merge(session: FinetuneSession, downloads: PrivateDownloads, texts: Texts, token: str, run_id: str | None,
+             progress=None) -> str:
+    with shown_errors(texts, session.settings):
+        archive = session.merge(token, run_id, progress=step(progress, 0.2, texts("ft.merging")))
+        return downloads.serve(archive)
+
+
+def on_use_in_lab(session: FinetuneSession, links: "FinetuneLinks", texts: Texts, token: str,
+                  run_id: str | None) -> list:
+    with shown_errors(texts, session.settings):
+        tuned = session.use_in_lab(token, run_id)
+    gr.Info(texts("ft.in_lab", name=tuned.label))
+    return [gr.Tabs(selected=links.prompt_lab_tab_id), *links.lab_models.comparison(token, tuned, session.catalog.ids)]
+
+
+# ------------------------------------------------------------------------------ layout and wiring
+
+
 @dataclass(frozen=True)
 class FinetuneLinks:
     """What the Fine-tune tab reaches outside itself: the app's tabs, to open the Prompt Lab on a tuned model."""
@@ -143,29 +225,32 @@ class FinetuneLinks:
     lab_models: ModelPickers
 
 
+def make_session(services: Services) -> FinetuneSession:
+    """The app's fine-tuning session, over its shared run store, job manager and identities."""
+    return FinetuneSession(runs=services.runs, jobs=services.jobs, identities=services.identities,
+                           catalog=services.catalog, resolver=services.engines.resolver, settings=services.settings)
+
+
 def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> None:
     """The tab; ``owner`` is the browser's identity token (shared with the Prompt Lab), issued when the page opens."""
-    settings = services.settings
-    templates = load_templates()
-    models = _model_choices(services)
-    limits = FinetuneLimits.from_settings(settings)
-    defaults = limits.fit(FinetuneConfig())  # starting values a workshop user can submit unchanged
+    session = make_session(services)
+    limits = session.limits
+    defaults = session.defaults()  # starting values a workshop user can submit unchanged
 
     gr.Markdown(t("ft.intro"), elem_classes=["tab-intro"])
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             with gr.Row():
-                model = gr.Dropdown(models, value=defaults.model, label=t("ft.model"),
+                model = gr.Dropdown(session.model_choices(), value=defaults.model, label=t("ft.model"),
                                     info=FinetuneConfig.help("model"), elem_id="ft-model")
                 method = gr.Radio(list(METHODS), value=defaults.method, label=t("ft.method"),
                                   info=FinetuneConfig.help("method"), elem_id="ft-method")
             with gr.Row():
-                data = gr.Dropdown([(f"{d.name} — {d.description}", d.name) for d in BUNDLED_DATA.values()]
-                                   + [(t("ft.upload_choice"), UPLOAD)], value=defaults.data, label=t("ft.data"),
-                                   info=t("ft.data_info"), elem_id="ft-data", allow_custom_value=True)
-                template = gr.Dropdown(["auto"] + [tpl.id for tpl in templates.templates], value="auto",
-                                       label=t("ft.template"), info=FinetuneConfig.help("template"),
-                                       elem_id="ft-template")
+                data = gr.Dropdown(session.data_choices() + [(t("ft.upload_choice"), UPLOAD)], value=defaults.data,
+                                   label=t("ft.data"), info=t("ft.data_info"), elem_id="ft-data",
+                                   allow_custom_value=True)
+                template = gr.Dropdown(session.template_choices(), value="auto", label=t("ft.template"),
+                                       info=FinetuneConfig.help("template"), elem_id="ft-template")
             with gr.Row():
                 upload = gr.File(label=t("ft.upload"), file_types=[".jsonl", ".csv", ".tsv"], type="filepath",
                                  elem_id="ft-upload", height=120)
@@ -223,140 +308,39 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
         download_file = gr.File(label=t("ft.download"), interactive=False, elem_id="ft-download", height=90)
     gr.Markdown(t("ft.notice"), elem_classes=["notice"])
     timer = gr.Timer(POLL_S)
+    cursor = gr.State(None)  # how far this browser has read the chosen run's progress (a PollCursor)
 
-    number_widgets = [numbers[name] for name in NUMBER_FIELDS]
     config_inputs = [model, method, data, upload, input_column, target_column, template, target_modules,
-                     *number_widgets]
-
-    def read_config(values) -> FinetuneConfig:
-        model_id, method_id, data_id, path, input_col, target_col, template_id, modules, *number_values = values
-        return config_from_values(model_id, method_id, data_id, path, input_col, target_col, template_id, modules,
-                                  dict(zip(NUMBER_FIELDS, number_values)))
-
-    # --- handlers ----------------------------------------------------------------
-    def inspect_data(request: gr.Request, *values, progress=gr.Progress()):
-        texts = Texts.for_request(request)
-        with user_errors():
-            config = read_config(values)
-            progress(0.1, desc=texts("ft.reading"))
-            report = data_report(config, services.engines.resolver, settings.data_dir, services.catalog)
-        summary = texts("ft.data_summary", train=report.counts["train"], validation=report.counts["validation"],
-                        test=report.counts["test"], source=report.source, template=report.template,
-                        truncated=report.truncated, max_length=report.max_length)
-        return (summary, pd.DataFrame(list(report.examples), columns=["line", "prompt", "completion"]),
-                pd.DataFrame(report.histogram(), columns=["tokens", "examples", "cut"]))
-
-    def estimate(request: gr.Request, *values, progress=gr.Progress()):
-        texts = Texts.for_request(request)
-        with user_errors():
-            config = limits.check(read_config(values), services.catalog)  # before the model loads
-            progress(0.1, desc=texts("ft.measuring"))
-            report = preflight(config, settings.data_dir, resolver=services.engines.resolver,
-                               catalog=services.catalog)
-        return cost_text(report, texts)
-
-    def start_run(request: gr.Request, token, *values):
-        texts = Texts.for_request(request)
-        with user_errors():
-            config = limits.check(read_config(values), services.catalog)  # first: it touches no file or model
-            config.check(services.catalog)
-            with services.identities.starting_run(token, request_address(request, services),
-                                                  is_active=lambda run: not services.runs.status(run).terminal
-                                                  ) as admission:
-                owner_key = admission.identity.id
-                # An upload lives in Gradio's cache, which is cleaned: the run keeps its own copy.
-                run_id = services.jobs.submit(owner_key, config.to_dict(), entry=TRAIN_ENTRY,
-                                              admit=limits.check_active,
-                                              keep_files=("data",) if values[2] == UPLOAD else ())
-                admission.started(run_id)
-        gr.Info(texts("ft.started", run=run_id))
-        return token, gr.update(choices=run_choices(owner_key), value=run_id)
-
-    def run_choices(owner_key: str) -> list[tuple[str, str]]:
-        if not owner_key:
-            return []
-        return [(f"{r.id} · {r.status} · {r.config_summary}", r.id) for r in services.jobs.list_runs(owner_key)]
-
-    def poll(request: gr.Request, token, run_id):
-        texts = Texts.for_request(request)
-        owner_key = owner_of(services, token)  # a token that is not valid sees no runs
-        choices = run_choices(owner_key)
-        if not run_id and choices:
-            run_id = choices[0][1]
-        if not run_id:
-            return token, gr.update(choices=choices), texts("ft.no_run"), None, None, "", None
-        try:
-            record = services.jobs.get(run_id, owner_key)
-            events = services.runs.read_events(run_id, 0, owner=owner_key).events
-        except PlaygroundError as exc:
-            return token, gr.update(choices=choices), warning_text(exc, settings), None, None, "", None
-        points = pd.DataFrame([p.__dict__ for p in loss_points(events)], columns=["step", "loss", "kind"])
-        metrics = read_metrics(record.path)
-        aggregate = pd.DataFrame(aggregate_rows(metrics), columns=["bar", "metric", "model", "score"])
-        rows = comparison_rows(read_samples(record.path))
-        return (token, gr.update(choices=choices, value=run_id), progress_text(record, texts),
-                points if len(points) else None, aggregate if len(aggregate) else None, gain_text(metrics, texts),
-                pd.DataFrame(rows) if rows else None)
-
-    def cancel_run(request: gr.Request, token, run_id):
-        texts = Texts.for_request(request)
-        owner_key = person(services, token).id
-        if not run_id:
-            raise gr.Error(texts("ft.no_run"), print_exception=False)
-        with user_errors():
-            stopping = services.jobs.cancel(run_id, owner_key)
-            status = services.jobs.get(run_id, owner_key).status
-        if not stopping:
-            gr.Warning(texts("ft.already_ended", run=run_id, status=status))
-        elif status == "cancelled":  # it was still waiting in the queue
-            gr.Info(texts("ft.cancelled_queued", run=run_id))
-        else:
-            gr.Info(texts("ft.cancelling", run=run_id))
-
-    def finished_run(token, run_id, texts: Texts):
-        owner_key = person(services, token).id
-        if not run_id:
-            raise gr.Error(texts("ft.no_run"), print_exception=False)
-        with user_errors():
-            record = services.jobs.get(run_id, owner_key)
-        if record.status != "succeeded":
-            raise gr.Error(texts("ft.not_finished", status=record.status), print_exception=False)
-        return record
-
+                     *(numbers[name] for name in NUMBER_FIELDS)]
     # Archives are built once per run in its downloads/ folder and linked (not copied) into Gradio's cache
     # under an unguessable name, so repeated clicks cost no disk and nobody else can fetch them.
     downloads = PrivateDownloads()
 
-    def room_for(run_id: str):
-        return lambda needed: services.jobs.make_room(needed, keep=(run_id,))
+    # --- handlers: the request's language (and address), then the plain functions above ------------------
+    def inspect_data(request: gr.Request, *values, progress=gr.Progress()):
+        return on_inspect(session, Texts.for_request(request), form_from_values(*values), progress)
+
+    def estimate(request: gr.Request, *values, progress=gr.Progress()):
+        return on_estimate(session, Texts.for_request(request), form_from_values(*values), progress)
+
+    def start_run(request: gr.Request, token, *values):
+        return on_start(session, Texts.for_request(request), token, request_address(request, services),
+                        form_from_values(*values))
+
+    def poll(request: gr.Request, token, run_id, read_so_far):
+        return on_poll(session, Texts.for_request(request), token, run_id, read_so_far)
+
+    def cancel_run(request: gr.Request, token, run_id):
+        on_cancel(session, Texts.for_request(request), token, run_id)
 
     def download(request: gr.Request, token, run_id):
-        texts = Texts.for_request(request)
-        record = finished_run(token, run_id, texts)
-        if saved_result(record.path) is None:
-            raise gr.Error(texts("ft.nothing_saved"), print_exception=False)
-        with user_errors():
-            return downloads.serve(result_archive(record.path, make_room=room_for(run_id)))
+        return on_download(session, downloads, Texts.for_request(request), token, run_id)
 
     def merge_and_download(request: gr.Request, token, run_id, progress=gr.Progress()):
-        texts = Texts.for_request(request)
-        record = finished_run(token, run_id, texts)
-        if record.config.get("method") not in ADAPTER_METHODS:
-            raise gr.Error(texts("ft.merge_full"), print_exception=False)
-        progress(0.2, desc=texts("ft.merging"))
-        with user_errors():
-            archive = merged_archive(record.path, settings.data_dir, resolver=services.engines.resolver,
-                                     catalog=services.catalog, make_room=room_for(run_id))
-            return downloads.serve(archive)
+        return on_merge(session, downloads, Texts.for_request(request), token, run_id, progress)
 
     def open_in_prompt_lab(request: gr.Request, token, run_id):
-        texts = Texts.for_request(request)
-        record = finished_run(token, run_id, texts)
-        with user_errors():
-            tuned = usable_result(record)
-        gr.Info(texts("ft.in_lab", name=tuned.label))
-        return [gr.Tabs(selected=links.prompt_lab_tab_id),
-                *links.lab_models.comparison(token, tuned, services.catalog.ids)]
+        return on_use_in_lab(session, links, Texts.for_request(request), token, run_id)
 
     # --- wiring -------------------------------------------------------------------
     inspect_button.click(inspect_data, config_inputs, [data_summary, examples, lengths], api_name="finetune_inspect",
@@ -364,10 +348,10 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     preflight_button.click(estimate, config_inputs, costs, api_name="finetune_preflight", show_progress_on=[costs],
                            concurrency_limit=1, concurrency_id="finetune-preflight")
     start.click(start_run, [owner, *config_inputs], [owner, run_picker], api_name="finetune_start")
-    poll_outputs = [owner, run_picker, status, loss_plot, scores, gain, comparison]
-    timer.tick(poll, [owner, run_picker], poll_outputs, api_name="finetune_poll", show_progress="hidden",
+    poll_outputs = [owner, run_picker, status, loss_plot, scores, gain, comparison, cursor]
+    timer.tick(poll, [owner, run_picker, cursor], poll_outputs, api_name="finetune_poll", show_progress="hidden",
                queue=False)
-    run_picker.input(poll, [owner, run_picker], poll_outputs, api_name=False, queue=False)
+    run_picker.input(poll, [owner, run_picker, cursor], poll_outputs, api_name=False, queue=False)
     # Queued, in groups of their own without a limit, so they never wait behind other work: an unqueued
     # event's gr.Error never reaches the page as a toast (Gradio 6's client drops the error's "visible" flag
     # for queue=False calls, and its toasts default to hidden), and gr.Info/gr.Warning need the queue too.

@@ -1,0 +1,375 @@
+"""A run's result: the files a finished fine-tuning run leaves in its folder, and one typed record of them.
+
+The trainer writes it (:meth:`RunResult.save`), and every reader takes it from
+here: the Fine-tune tab's session (metrics, samples, the loss curve), the
+downloads (:mod:`~playground.finetune.export`), the Prompt Lab's fine-tuned
+models (:mod:`~playground.finetune.finetuned`), the data dir's budget and the
+CLI. Beside the run store's own files (``config.yaml``, ``status.json``,
+``progress.jsonl``, ...: :mod:`~playground.finetune.runs`) a run's folder holds:
+
+- ``adapter/`` or ``model/`` (what the method saves: :attr:`Method.saves`): the
+  weights as safetensors, the tokenizer, and ``playground.json`` (:class:`ResultInfo`:
+  enough to rebuild the base and load the result back);
+- ``samples.jsonl``: base and tuned answers to the first test examples, with
+  per-example ROUGE (or correctness for a classifier);
+- ``metrics.json``: :class:`RunMetrics`;
+- ``downloads/``: the archives built for download, once each
+  (``<run id>-adapter.zip``, ``<run id>-merged.zip``; a lock on ``downloads/.lock``
+  while one is built).
+
+Each is written atomically, weights first and metrics last, so a reader sees a
+whole result or none. Missing or damaged files read as empty (a run still in
+progress has none).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from playground.atomic import atomic_directory, atomic_write_json, atomic_write_jsonl
+from playground.errors import PlaygroundError, TrainingError
+from playground.finetune.methods import ADAPTER_DIR, MODEL_DIR, get_method
+from playground.finetune.weights import ENCODER
+
+INFO_FILE = "playground.json"  # beside the weights: base model, method, labels
+SAMPLES_FILE = "samples.jsonl"
+METRICS_FILE = "metrics.json"
+DOWNLOADS_DIR = "downloads"
+DOWNLOAD_LOCK = ".lock"  # in downloads/: held while an archive is built, and while the run is being removed
+ROUGE_NAMES = ("rouge1", "rouge2", "rougeL")
+ROUGE_LABELS = {"rouge1": "ROUGE-1", "rouge2": "ROUGE-2", "rougeL": "ROUGE-L"}
+
+
+def _fields(cls, data: Mapping[str, Any]) -> dict[str, Any]:
+    """The known keys of ``data`` for a record class (older or foreign files may lack some or carry others)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in data.items() if k in names}
+
+
+@dataclass(frozen=True)
+class ResultInfo:
+    """What ``playground.json`` records beside the weights: enough to rebuild the base and load the result."""
+
+    base_model: str = ""  # the catalog id or folder the run trained
+    base_name: str = ""
+    family: str = ""
+    method: str = ""
+    labels: tuple[str, ...] = ()  # a classifier's labels, by id
+    target_modules: tuple[str, ...] = ()
+    lora_r: int = 0
+    lora_alpha: float = 0.0
+    max_length: int = 0
+    template: str = ""
+    data: str = ""
+    merged: bool = False  # the adapter merged into its base (a download's folder)
+
+    @classmethod
+    def of(cls, trainable, config) -> "ResultInfo":
+        """The info of what ``trainable`` (a methods.TrainableModel) became under ``config``."""
+        return cls(base_model=config.model, base_name=trainable.source.name, family=trainable.family,
+                   method=config.method, labels=tuple(trainable.labels),
+                   target_modules=tuple(trainable.target_modules), lora_r=config.lora_r,
+                   lora_alpha=config.lora_alpha, max_length=config.max_length, template=config.template,
+                   data=config.data)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "ResultInfo":
+        values = _fields(cls, data)
+        for name in ("labels", "target_modules"):
+            values[name] = tuple(values.get(name) or ())
+        for name in ("base_model", "base_name", "family", "method", "template", "data"):
+            values[name] = str(values.get(name) or "")
+        return cls(**values)
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {label: i for i, label in enumerate(self.labels)}
+
+    def to_json(self) -> dict[str, Any]:
+        data = {"base_model": self.base_model, "base_name": self.base_name, "family": self.family,
+                "method": self.method, "labels": list(self.labels), "label2id": self.label2id,
+                "target_modules": list(self.target_modules), "lora_r": self.lora_r, "lora_alpha": self.lora_alpha,
+                "max_length": self.max_length, "template": self.template, "data": self.data}
+        if self.merged:
+            data["merged"] = True
+        return data
+
+    def write(self, folder: Path) -> None:
+        """Into a folder being assembled (inside :func:`~playground.atomic.atomic_directory`)."""
+        (Path(folder) / INFO_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n", encoding="utf-8")
+
+
+def read_info(folder: Path) -> ResultInfo:
+    """The ``playground.json`` of an adapter or model folder written by a run; PlaygroundError otherwise."""
+    path = Path(folder) / INFO_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PlaygroundError(f"{Path(folder).name} has no {INFO_FILE}: it was not written by a fine-tuning run "
+                              f"of the playground.") from None
+    except (OSError, ValueError) as exc:
+        raise PlaygroundError(f"Cannot read {path.name}: {getattr(exc, 'strerror', None) or exc}.") from None
+    if not isinstance(data, Mapping):
+        raise PlaygroundError(f"Cannot read {path.name}: it holds no record.")
+    return ResultInfo.from_json(data)
+
+
+@dataclass(frozen=True)
+class RunMetrics:
+    """What ``metrics.json`` holds: the run's figures, before and after. Every field has a default, so a
+    file from an older run (or a job that writes only some of them) still reads."""
+
+    model: str = ""
+    method: str = ""
+    family: str = ""
+    trainable_parameters: int = 0
+    total_parameters: int = 0
+    trainable_share: float = 0.0
+    steps: int = 0
+    epochs: float = 0.0
+    train_losses: tuple[float, ...] = ()  # one per logged step
+    eval_loss: float | None = None  # the last validation loss
+    test_loss_before: float | None = None
+    test_loss_after: float | None = None
+    tokens_per_s: float | None = None
+    tokens_seen: int = 0
+    padding_share: float = 0.0
+    truncated: int = 0  # training examples cut at max_length
+    data: Mapping[str, Any] = field(default_factory=dict)  # the source and each split's token statistics
+    train_duration_s: float = 0.0
+    duration_s: float = 0.0
+    costs: Mapping[str, Any] = field(default_factory=dict)  # costs.CostReport.as_dict()
+    output_dir: str = ""  # adapter or model
+    sample_count: int = 0  # test examples answered before and after
+    # a classifier: accuracy on the test split
+    labels: tuple[str, ...] = ()
+    accuracy_before: float | None = None
+    accuracy_after: float | None = None
+    # a generative model: mean ROUGE of the samples (None without samples)
+    rouge_before: Mapping[str, float] | None = None
+    rouge_after: Mapping[str, float] | None = None
+    rougeL_improvement: float | None = None
+
+    @property
+    def classifier(self) -> bool:
+        return self.family == ENCODER
+
+    @property
+    def train_loss_first(self) -> float | None:
+        return self.train_losses[0] if self.train_losses else None
+
+    @property
+    def train_loss_last(self) -> float | None:
+        return self.train_losses[-1] if self.train_losses else None
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "RunMetrics":
+        values = _fields(cls, data)
+        for name in ("train_losses", "labels"):
+            values[name] = tuple(values.get(name) or ())
+        for name in ("data", "costs"):
+            values[name] = dict(values.get(name) or {})
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON of metrics.json and of the run's ``done`` event."""
+        data: dict[str, Any] = {
+            "model": self.model, "method": self.method, "family": self.family,
+            "trainable_parameters": self.trainable_parameters, "total_parameters": self.total_parameters,
+            "trainable_share": self.trainable_share, "steps": self.steps, "epochs": self.epochs,
+            "train_loss_first": self.train_loss_first, "train_loss_last": self.train_loss_last,
+            "train_losses": list(self.train_losses), "eval_loss": self.eval_loss,
+            "test_loss_before": self.test_loss_before, "test_loss_after": self.test_loss_after,
+            "tokens_per_s": self.tokens_per_s, "tokens_seen": self.tokens_seen, "padding_share": self.padding_share,
+            "truncated": self.truncated, "data": dict(self.data), "train_duration_s": self.train_duration_s,
+            "duration_s": self.duration_s, "costs": dict(self.costs), "output_dir": self.output_dir,
+            "sample_count": self.sample_count,
+        }
+        if self.classifier:
+            data.update(labels=list(self.labels), accuracy_before=self.accuracy_before,
+                        accuracy_after=self.accuracy_after)
+        else:
+            data.update(rouge_before=_plain(self.rouge_before), rouge_after=_plain(self.rouge_after),
+                        rougeL_improvement=self.rougeL_improvement)
+        return data
+
+
+def _plain(value: Mapping[str, float] | None) -> dict[str, float] | None:
+    return None if value is None else dict(value)
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The result files of one run's folder."""
+
+    run_dir: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "run_dir", Path(self.run_dir))
+
+    @property
+    def samples_file(self) -> Path:
+        return self.run_dir / SAMPLES_FILE
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.run_dir / METRICS_FILE
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.run_dir / DOWNLOADS_DIR
+
+    @property
+    def weights_dir(self) -> Path | None:
+        """The saved weights: ``adapter/``, else ``model/`` (a method that trains every weight), else None."""
+        return next((self.run_dir / name for name in (ADAPTER_DIR, MODEL_DIR) if (self.run_dir / name).is_dir()),
+                    None)
+
+    @property
+    def adapter_dir(self) -> Path | None:
+        """The saved adapter, when the run saved one."""
+        folder = self.run_dir / ADAPTER_DIR
+        return folder if folder.is_dir() else None
+
+    def info(self) -> ResultInfo:
+        """The saved weights' ``playground.json``; PlaygroundError when the run saved none."""
+        folder = self.weights_dir
+        if folder is None:
+            raise PlaygroundError("This run saved no weights.")
+        return read_info(folder)
+
+    def has_info(self) -> bool:
+        folder = self.weights_dir
+        return folder is not None and (folder / INFO_FILE).is_file()
+
+    def metrics(self) -> RunMetrics | None:
+        """The run's metrics, or None before they exist (or when they cannot be read)."""
+        try:
+            data = json.loads(self.metrics_file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return RunMetrics.from_json(data) if isinstance(data, Mapping) else None
+
+    def samples(self) -> list[dict[str, Any]]:
+        """The before/after rows of samples.jsonl, or [] before it exists (a half-written last line is left out)."""
+        try:
+            text = self.samples_file.read_text(encoding="utf-8")
+        except OSError:
+            return []
+        rows = []
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(row, dict):
+                rows.append(row)
+        return rows
+
+    def archive_path(self, kind: str) -> Path:
+        """Where the run keeps its download of ``kind`` (``adapter``, ``model`` or ``merged``)."""
+        return self.downloads_dir / f"{self.run_dir.name}-{kind}.zip"
+
+    # -- the trainer's writes ---------------------------------------------------------------------------
+    def save(self, trainable, config, samples: Iterable[dict], metrics: RunMetrics) -> None:
+        """Write the weights (with tokenizer and info), the samples and the metrics, each atomically, in that
+        order: a reader that finds metrics.json finds the rest."""
+        self.save_weights(trainable, config)
+        atomic_write_jsonl(self.samples_file, samples, "the before/after samples")
+        atomic_write_json(self.metrics_file, metrics.to_json(), "the metrics")
+
+    def save_weights(self, trainable, config) -> Path:
+        """The adapter (or the whole model) with its tokenizer and ``playground.json``, atomically."""
+        method = get_method(config.method)
+        target = self.run_dir / method.saves
+        what = "the adapter" if method.adapter else "the fine-tuned model"
+        with atomic_directory(target, what) as partial:
+            try:
+                trainable.model.save_pretrained(partial, safe_serialization=True)
+                trainable.tokenizer.save_pretrained(partial)
+                ResultInfo.of(trainable, config).write(partial)
+            except OSError:
+                raise
+            except Exception as exc:  # a model that refuses to serialise: say so, leave nothing behind
+                raise TrainingError(f"Could not save {what}: {type(exc).__name__}: {str(exc)[:300]}") from None
+        return target
+
+
+# ------------------------------------------------------------------------------ read back for display
+
+
+@dataclass(frozen=True)
+class LossPoint:
+    step: int
+    loss: float
+    kind: str  # "train" or "validation"
+
+
+def loss_points(events: Iterable[Mapping[str, Any]]) -> list[LossPoint]:
+    """Train losses from step events and validation losses from eval events, in order."""
+    points = []
+    for event in events:
+        kind = event.get("event")
+        if kind == "step" and event.get("loss") is not None:
+            points.append(LossPoint(int(event["step"]), float(event["loss"]), "train"))
+        elif kind == "eval" and event.get("eval_loss") is not None:
+            points.append(LossPoint(int(event["step"]), float(event["eval_loss"]), "validation"))
+    return points
+
+
+def comparison_rows(samples: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """One row per test example: reference, base and fine-tuned outputs and their scores, best gain first.
+
+    Each ROUGE cell reads "base → tuned" in percent (three narrow columns instead of six, so the texts keep
+    their width); the gain is in ROUGE-L points, a number the table can sort by.
+    """
+    rows = []
+    for sample in samples:
+        row = {"#": int(sample.get("index", 0)) + 1, "reference": sample.get("reference", ""),
+               "base": sample.get("base_output", ""), "fine-tuned": sample.get("tuned_output", "")}
+        if "base_rougeL" in sample:
+            for name, label in ROUGE_LABELS.items():
+                row[label] = f"{_percent(sample.get(f'base_{name}'))} → {_percent(sample.get(f'tuned_{name}'))}"
+            improvement = sample.get("improvement")
+            row["ROUGE-L gain"] = None if improvement is None else round(100 * improvement, 1)
+        else:
+            row["base correct"] = sample.get("base_correct")
+            row["tuned correct"] = sample.get("tuned_correct")
+            row["improvement"] = sample.get("improvement")
+        row["input"] = sample.get("input", "")  # last: the longest text, and the reader's context
+        rows.append(row)
+    return sorted(rows, key=lambda r: -(_gain(r) or 0))
+
+
+def _gain(row: Mapping[str, Any]) -> float | None:
+    return row.get("ROUGE-L gain", row.get("improvement"))
+
+
+def _percent(value: Any) -> str:
+    return "–" if value is None else f"{100 * float(value):.1f}"
+
+
+def aggregate_rows(metrics: RunMetrics | None) -> list[dict[str, Any]]:
+    """Before/after aggregate scores in percent (one bar each): ROUGE-1/2/L for generation, accuracy for a
+    classifier; none without metrics."""
+    rows: list[dict[str, Any]] = []
+    if metrics is None:
+        return rows
+    before, after = metrics.rouge_before, metrics.rouge_after
+    if before and after:
+        for name in ROUGE_NAMES:  # short bar names: six of them share half the page width
+            short = ROUGE_LABELS[name].replace("ROUGE", "R")
+            rows.append({"bar": f"{short} base", "metric": name, "model": "base",
+                         "score": round(100 * before[name], 2)})
+            rows.append({"bar": f"{short} tuned", "metric": name, "model": "fine-tuned",
+                         "score": round(100 * after[name], 2)})
+    elif metrics.accuracy_before is not None and metrics.accuracy_after is not None:
+        rows.append({"bar": "accuracy base", "metric": "accuracy", "model": "base",
+                     "score": round(100 * metrics.accuracy_before, 2)})
+        rows.append({"bar": "accuracy tuned", "metric": "accuracy", "model": "fine-tuned",
+                     "score": round(100 * metrics.accuracy_after, 2)})
+    return rows

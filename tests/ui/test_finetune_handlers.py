@@ -1,0 +1,144 @@
+"""The Fine-tune tab's handlers without a running app: each is a plain function of the session, driven here with
+the fakes of tests/finetune (a real run store and job manager running the fake jobs, real signed identities) and
+checked for the widget values, toasts and languages it gives back."""
+
+from __future__ import annotations
+
+import warnings
+from types import SimpleNamespace
+
+import gradio as gr
+import pytest
+
+from playground.finetune.runs import SUCCEEDED
+from playground.finetune.session import FinetuneForm, PollCursor
+from playground.ui.downloads import PrivateDownloads
+from playground.ui.i18n import Texts
+from playground.ui.tabs.finetune import (
+    NUMBER_FIELDS,
+    form_from_values,
+    on_cancel,
+    on_download,
+    on_estimate,
+    on_inspect,
+    on_merge,
+    on_poll,
+    on_start,
+    on_use_in_lab,
+)
+from tests.finetune.conftest import ft_models  # noqa: F401  (the tiny models, a session fixture)
+from tests.finetune.sessions import fake_session, finished_run, form
+from tests.finetune.test_session import DECODER_INFO, wait_for
+
+EN, PT = Texts("en"), Texts("pt")
+
+
+@pytest.fixture
+def session(tmp_path):
+    made = fake_session(tmp_path)
+    yield made
+    made.jobs.shutdown(cancel_running=True)
+
+
+@pytest.fixture
+def token(session):
+    return session.identities.issuer.issue()
+
+
+def owner(session, token):
+    return session.identities.person(token).id
+
+
+def toast(action) -> str:
+    with pytest.raises(gr.Error) as info:
+        action()
+    return info.value.message
+
+
+def test_the_form_takes_the_widgets_in_their_order():
+    numbers = list(range(len(NUMBER_FIELDS)))
+    made = form_from_values("m", "lora", "upload", "/tmp/x.csv", "q", "a", None, "q_proj, v_proj", *numbers)
+    assert made == FinetuneForm("m", "lora", "upload", "/tmp/x.csv", "q", "a", "auto", "q_proj, v_proj",
+                                dict(zip(NUMBER_FIELDS, numbers)))
+
+
+def test_poll_without_runs_and_with_a_finished_one(session, token):
+    values = on_poll(session, EN, token, None, None)
+    assert values[0] == token and values[2] == "No run yet: start one above." and values[3:7] == (None, None, "", None)
+    assert values[1]["choices"] == [] and isinstance(values[7], PollCursor)
+    run_id = finished_run(session, owner(session, token), weights=DECODER_INFO,
+                          samples=[{"index": 0, "reference": "r", "base_output": "a", "tuned_output": "b",
+                                    "base_rougeL": 0.1, "tuned_rougeL": 0.5, "improvement": 0.4}],
+                          metrics={"family": "decoder", "sample_count": 1, "duration_s": 3.0,
+                                   "rouge_before": {"rouge1": 0.1, "rouge2": 0.0, "rougeL": 0.1},
+                                   "rouge_after": {"rouge1": 0.6, "rouge2": 0.3, "rougeL": 0.5}})
+    _, picker, status, loss, scores, gain, comparison, cursor = on_poll(session, EN, token, None, None)
+    assert picker["value"] == run_id and picker["choices"][0][1] == run_id
+    assert f"**{run_id}** · {SUCCEEDED}" in status and loss is None  # the fake run logged no steps
+    assert len(scores) == 6 and "ROUGE-L went from **10.0** to **50.0** (**+40.0 points**)" in gain
+    assert list(comparison["ROUGE-L gain"]) == [40.0] and cursor.run_id == run_id
+    stranger = session.identities.issuer.issue()
+    assert on_poll(session, EN, stranger, run_id, None)[2].startswith("⚠ There is no run")
+
+
+def test_start_then_poll_draws_the_loss_curve(session, token, capsys):
+    started_token, picker = on_start(session, EN, token, "10.0.0.1", form())
+    run_id = picker["value"]
+    assert started_token == token and picker["choices"][0][1] == run_id
+    assert f"Run {run_id} is queued" in capsys.readouterr().out  # gr.Info outside an event prints
+    view, _ = wait_for(session, token, run_id)
+    values = on_poll(session, EN, token, run_id, None)
+    assert list(values[3]["step"]) == [1, 2, 3, 3] and list(values[3]["kind"])[-1] == "validation"
+    # Given the cursor of the last poll, a poll reads nothing new and still draws the whole curve.
+    again = on_poll(session, EN, token, run_id, values[7])
+    assert again[7] == values[7] and again[3].equals(values[3])
+
+
+def test_refusals_are_toasts_in_the_pages_language(session, token):
+    assert toast(lambda: on_cancel(session, EN, token, "")) == "No run yet: start one above."
+    assert toast(lambda: on_cancel(session, PT, token, "")) == "Ainda não há execuções: inicie uma acima."
+    no_weights = finished_run(session, owner(session, token))
+    downloads = PrivateDownloads()
+    assert toast(lambda: on_download(session, downloads, EN, token, no_weights)) == "This run saved no weights."
+    full = finished_run(session, owner(session, token), config={"method": "full"})
+    assert toast(lambda: on_merge(session, downloads, EN, token, full)).startswith("A full fine-tune is already")
+    queued = session.runs.create(owner(session, token), {"method": "lora"}, "tests.finetune.fake_jobs:quick")
+    assert toast(lambda: on_download(session, downloads, PT, token, queued)).startswith("Esta execução está queued")
+    assert "not one this server issues" in toast(lambda: on_cancel(session, EN, "someone-else", queued))
+    assert "There is no run" in toast(lambda: on_cancel(session, EN, token, "20200101-000000-000000-abcdef"))
+
+
+def test_cancel_of_a_finished_run_warns(session, token):
+    run_id = finished_run(session, owner(session, token))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        on_cancel(session, EN, token, run_id)
+    assert [str(w.message) for w in caught] == [f"{run_id} has already ended (succeeded): there is nothing to "
+                                                f"cancel."]
+
+
+def test_download_serves_a_link_and_use_in_lab_hands_over(session, token, tmp_path, capsys):
+    run_id = finished_run(session, owner(session, token), weights=DECODER_INFO)
+    downloads = PrivateDownloads(tmp_path / "gradio-cache")
+    served = on_download(session, downloads, EN, token, run_id)
+    assert served.startswith(str(tmp_path / "gradio-cache")) and served.endswith(f"{run_id}-adapter.zip")
+    assert on_download(session, downloads, EN, token, run_id) == served  # the same link for the next click
+    picked = []
+    links = SimpleNamespace(prompt_lab_tab_id="tab-prompt-lab", lab_models=SimpleNamespace(
+        comparison=lambda token_, tuned, ids: picked.append((token_, tuned.model_id)) or ["task", "model"]))
+    tabs, *rest = on_use_in_lab(session, links, EN, token, run_id)
+    assert tabs.selected == "tab-prompt-lab" and rest == ["task", "model"] and picked == [(token, f"run:{run_id}")]
+    assert "is selected in the Prompt Lab" in capsys.readouterr().out
+
+
+def test_inspect_and_estimate_on_a_tiny_model(session, ft_models):  # noqa: F811
+    moves = []
+    tiny = form(model=str(ft_models["llama"]), numbers={"max_length": 512, "batch_size": 2, "max_steps": 4})
+    summary, examples, lengths = on_inspect(session, EN, tiny, lambda fraction, desc: moves.append(desc))
+    assert summary.startswith("**3** train · **1** validation · **12** test examples from dialogues-small, "
+                              "template `summarize-dialogue`")
+    assert len(examples) == 3 and "Summarize" in examples["prompt"][0] and sum(lengths["examples"]) > 0
+    text = on_estimate(session, EN, tiny, lambda fraction, desc: moves.append(desc))
+    assert "Trainable parameters" in text and "training step took" in text
+    assert moves == ["reading and tokenising the data…", "building the model and timing one training step…"]
+    assert "is not available here" in toast(lambda: on_inspect(session, EN, form(data="/etc/hostname")))
