@@ -67,12 +67,16 @@ PEFT_TASK_TYPES = {DECODER: "CAUSAL_LM", ENCODER_DECODER: "SEQ_2_SEQ_LM", ENCODE
 GENERATIVE = (DECODER, ENCODER_DECODER)
 
 
-def lora_config(config, targets: tuple[str, ...], task_type: str):
-    """peft's LoraConfig from the run's rank, alpha and dropout (targets empty: peft's default)."""
+def lora_config(config, targets: tuple[str, ...], task_type: str, **options: Any):
+    """peft's LoraConfig from the run's rank, alpha and dropout (targets empty: peft's default).
+
+    ``options`` go to LoraConfig as they are: a variant's entry is ``functools.partial(lora_config,
+    use_dora=True)`` (DoRA) or ``use_rslora=True`` (rank-stabilised scaling).
+    """
     from peft import LoraConfig
 
     return LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(targets) or None, task_type=task_type, bias="none")
+                      target_modules=list(targets) or None, task_type=task_type, bias="none", **options)
 
 
 def lora_parameters(shape: ModelShape, config, modules_per_layer: int) -> int:

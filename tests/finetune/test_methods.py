@@ -63,3 +63,21 @@ def test_missing_bitsandbytes_is_a_clear_error(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import fails as if not installed
     with pytest.raises(QuantizationUnavailableError, match="QLoRA needs bitsandbytes .*or choose method lora"):
         bnb_4bit_config("float32")
+
+
+def test_a_new_peft_method_is_one_table_entry(ft_models, offline_resolver, tmp_path, monkeypatch):
+    """DoRA as an entry of its own: LoRA's config with one flag; the model is built, wrapped and saved from it."""
+    from functools import partial
+    from types import MappingProxyType
+
+    from playground.finetune import methods
+
+    dora = methods.Method("dora", "LoRA with a learned magnitude per weight column",
+                          peft_config=partial(methods.lora_config, use_dora=True), adapter_kind="DoRA")
+    monkeypatch.setattr(methods, "TABLE", MappingProxyType({**methods.TABLE, "dora": dora}))
+    config = FinetuneConfig(model=str(ft_models["llama"]), lora_r=4, target_modules=("q_proj",))
+    object.__setattr__(config, "method", "dora")  # the config's choices are read when the module loads
+    trainable = build_trainable(config, locate_model(config, offline_resolver, tmp_path))
+    assert trainable.is_adapter and trainable.method == "dora" and trainable.target_modules == ("q_proj",)
+    assert any("lora_magnitude_vector" in name for name, _ in trainable.model.named_parameters())
+    assert methods.get_method("dora").saves == "adapter"
