@@ -43,6 +43,9 @@ def direct_run(llm, prompt_ids: list[int], new_tokens: int, cap_s: float = RUN_C
     first: float | None = None
     tokens = 0
     pieces: list[str] = []
+    # Forget the last request, as the app does for a prompt shorter than one block: llama-cpp-python's own
+    # prefix reuse would evaluate the last prompt token alone and change the greedy text between runs.
+    llm.reset()
     stream = llm.create_completion(prompt_ids, max_tokens=new_tokens, temperature=0.0, stream=True,
                                    repeat_penalty=1.0)
     try:
