@@ -3,7 +3,8 @@
 The tab shows what quantisation buys on a CPU: every answer reports time to
 first token and tokens per second, the GGUF facts say what the file holds,
 and a side-by-side run puts the fp32 and 4-bit answers, speeds and memory
-next to each other.
+next to each other. The tab is layout and wiring over
+:class:`playground.backends.chat.QuantizedChat`.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ from __future__ import annotations
 import gradio as gr
 
 from playground.backends.base import CancelFlag
-from playground.backends.chat import build_messages, check_message
-from playground.backends.compare import PrecisionComparison, PrecisionRun, compare_precisions
-from playground.backends.selection import LLAMA_CPP
+from playground.backends.chat import ChatRequest, QuantizedChat
+from playground.backends.compare import PrecisionComparison, PrecisionRun
 from playground.errors import PlaygroundError
 from playground.services import Services
 from playground.ui.i18n import Texts, t
@@ -84,6 +84,14 @@ def facts_or_status(services: Services, model_id: str | None) -> list[list[str]]
 def build(services: Services, owner: gr.BrowserState) -> None:
     """The tab; ``owner`` is the browser's identity token, which generations are counted against."""
     settings = services.settings
+    controller = QuantizedChat(services.engines, slot=services.generation_slots.hold,
+                               max_chars=settings.max_prompt_chars)
+
+    def request_from_widgets(text, history, model_id, system_prompt, *param_values) -> ChatRequest:
+        with user_errors(settings):
+            params = params_from_widgets(*param_values, token_limit=settings.request_token_limit)
+        return ChatRequest(model_id=model_id, message=text or "", history=tuple(history or ()),
+                           system=system_prompt or "", params=params)
     choices = _model_choices(services)
     ids = [value for _, value in choices]
     default_model = settings.default_model if settings.default_model in ids else (ids[0] if ids else None)
@@ -140,60 +148,39 @@ def build(services: Services, owner: gr.BrowserState) -> None:
     def chat(text, history, model_id, system_prompt, max_new_tokens, temperature, top_p, top_k,
              repetition_penalty, seed, stop_text, identity, request: gr.Request,
              progress=gr.Progress(track_tqdm=True)):
-        param_values = (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop_text)
         texts = Texts.for_request(request)
-        history = list(history or [])
         generating(services, identity, request)
-        with user_errors(settings):
-            text = check_message(text, settings.max_prompt_chars)
-            generation_params = params_from_widgets(*param_values, token_limit=settings.request_token_limit)
-            engine = services.engines.get(model_id, LLAMA_CPP, progress=_reporter(progress))
-            prompt = engine.format_chat(build_messages(history, text, system_prompt))
-            generation = engine.stream(prompt, generation_params)
-        history += [{"role": "user", "content": text}, {"role": "assistant", "content": ""}]
-        yield history, "", f"_{texts('status.generating')}_"
+        chat_request = request_from_widgets(text, history, model_id, system_prompt, max_new_tokens, temperature,
+                                            top_p, top_k, repetition_penalty, seed, stop_text)
         session = request.session_hash or "anonymous"
         stop_flag = CancelFlag()  # Stop reaches it while the request waits for a slot and while it generates
         services.generations.start(session, CHAT_SLOT, stop_flag)
         try:
-            with services.generation_slots.hold(stop_flag) as admitted:
-                if not admitted:  # Stop was pressed while waiting for a slot: nothing was generated
-                    yield history, "", f"_{texts('status.cancelled')}_"
-                    return
-                answer = ""
-                for piece in generation:
-                    if stop_flag.is_set():
-                        generation.cancel()
-                    answer += piece
-                    history[-1] = {"role": "assistant", "content": answer}
-                    yield history, "", f"_{texts('status.generating')}_"
-        except PlaygroundError as exc:
-            raise gr.Error(user_message(exc, settings), print_exception=False) from None
+            with user_errors(settings):
+                for update in controller.reply(chat_request, stop_flag, progress=_reporter(progress)):
+                    if update.cancelled_waiting:
+                        yield update.history, "", f"_{texts('status.cancelled')}_"
+                    elif update.result is not None:
+                        yield update.history, "", answer_stats(update.result, texts)
+                    else:
+                        yield update.history, "", f"_{texts('status.generating')}_"
         finally:
             services.generations.finish(session, CHAT_SLOT, stop_flag)
-        history[-1] = {"role": "assistant", "content": generation.result.text}
-        yield history, "", answer_stats(generation.result, texts)
 
     def stop_generation(request: gr.Request):
         services.generations.cancel(request.session_hash or "anonymous")
 
     def compare(prompt, model_id, system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty,
                 seed, stop_text, identity, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
-        param_values = (max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop_text)
         texts = Texts.for_request(request)
         generating(services, identity, request)
+        compare_request = request_from_widgets(prompt or texts("quant.default_prompt"), [], model_id, system_prompt,
+                                               max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
+                                               stop_text)
         with user_errors(settings):
-            text = check_message(prompt or texts("quant.default_prompt"), settings.max_prompt_chars)
-            generation_params = params_from_widgets(*param_values, token_limit=settings.request_token_limit)
-            messages = build_messages([], text, system_prompt)
-            updates = compare_precisions(services.engines, model_id, messages, generation_params,
-                                         progress=_reporter(progress), slot=services.generation_slots.hold)
-            try:
-                for comparison in updates:
-                    yield (comparison.full.text, run_stats(comparison.full, texts), comparison.quantised.text,
-                           run_stats(comparison.quantised, texts), comparison_summary(comparison, texts))
-            finally:
-                updates.close()
+            for comparison in controller.compare(compare_request, progress=_reporter(progress)):
+                yield (comparison.full.text, run_stats(comparison.full, texts), comparison.quantised.text,
+                       run_stats(comparison.quantised, texts), comparison_summary(comparison, texts))
 
     limits = generation_event_options(settings)
     chat_inputs = [message, chatbot, model, system, *params.as_list(), owner]
