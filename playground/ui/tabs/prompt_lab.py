@@ -16,6 +16,7 @@ app.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -232,6 +233,17 @@ class PromptLabHandlers:
                                          token_limit=self.settings.request_token_limit)
             return request_from_controls(controls, params)
 
+    @contextlib.contextmanager
+    def cancellable(self, request: gr.Request, slot: str):
+        """A cancel flag that this browser session's Stop (or Cancel) button reaches while the block runs."""
+        cancel = CancelFlag()
+        session = request.session_hash or "anonymous"
+        self.services.generations.start(session, slot, cancel)
+        try:
+            yield cancel
+        finally:
+            self.services.generations.finish(session, slot, cancel)
+
     def generating(self, token: str, request: gr.Request):
         """The models of someone who may generate now (after the rate limits)."""
         return self.services.models_for(generating(self.services, token, request).id)
@@ -315,22 +327,15 @@ class PromptLabHandlers:
         texts = Texts.for_request(request)
         models = self.generating(token, request)
         lab_request = self.request(controls)
-        cancel = CancelFlag()
-        session = request.session_hash or "anonymous"
-        self.services.generations.start(session, RUN_SLOT, cancel)
-        try:
-            with user_errors(self.settings):
-                for update in self.lab.run(lab_request, models, cancel):
-                    if update.loading:
-                        progress(0.0, desc=texts("lab.loading"))
-                    elif update.run is not None:
-                        yield (update.text, run_summary(update.run, texts), vote_label(update.run),
-                               path_rows(update.run))
-                    else:
-                        status = f"_{texts('lab.sampling', n=update.sampling)}_" if update.sampling else ""
-                        yield update.text, status, None, []
-        finally:
-            self.services.generations.finish(session, RUN_SLOT, cancel)
+        with self.cancellable(request, RUN_SLOT) as cancel, user_errors(self.settings):
+            for update in self.lab.run(lab_request, models, cancel):
+                if update.loading:
+                    progress(0.0, desc=texts("lab.loading"))
+                elif update.run is not None:
+                    yield update.text, run_summary(update.run, texts), vote_label(update.run), path_rows(update.run)
+                else:
+                    status = f"_{texts('lab.sampling', n=update.sampling)}_" if update.sampling else ""
+                    yield update.text, status, None, []
 
     def stop(self, request: gr.Request):
         self.services.generations.cancel(request.session_hash or "anonymous", RUN_SLOT)
@@ -346,16 +351,10 @@ class PromptLabHandlers:
             raise gr.Error(texts("lab.no_columns"), print_exception=False)
         models = self.generating(token, request)
         lab_request = self.request(controls)
-        cancel = CancelFlag()
-        session = request.session_hash or "anonymous"
-        self.services.generations.start(session, RUN_SLOT, cancel)
-        try:
-            with user_errors(self.settings):
-                for states in self.lab.compare(lab_request, list(zip(strategies, model_ids)), models, cancel):
-                    views = [column_view(state, texts, models.label) for state in states]
-                    yield [view[j] for j in range(3) for view in views]
-        finally:
-            self.services.generations.finish(session, RUN_SLOT, cancel)
+        with self.cancellable(request, RUN_SLOT) as cancel, user_errors(self.settings):
+            for states in self.lab.compare(lab_request, list(zip(strategies, model_ids)), models, cancel):
+                views = [column_view(state, texts, models.label) for state in states]
+                yield [view[j] for j in range(3) for view in views]
 
     def evaluate(self, request: gr.Request, *values, progress=gr.Progress()):
         controls, token, rest = split_controls(values)
@@ -372,15 +371,9 @@ class PromptLabHandlers:
             upload=Path(path) if path else None,
             mapping=ColumnMapping(input_col or "", label_col or "", rationale_col or None),
             demo_rows=int(demo_count or 0), limit=int(limit or 0))
-        cancel = CancelFlag()
-        session = request.session_hash or "anonymous"
-        self.services.generations.start(session, EVAL_SLOT, cancel)
-        try:
-            with user_errors(self.settings):
-                report = self.lab.evaluate(lab_request, evaluation, models, cancel=cancel,
-                                           progress=lambda fraction, message: progress(fraction, desc=message))
-        finally:
-            self.services.generations.finish(session, EVAL_SLOT, cancel)
+        with self.cancellable(request, EVAL_SLOT) as cancel, user_errors(self.settings):
+            report = self.lab.evaluate(lab_request, evaluation, models, cancel=cancel,
+                                       progress=lambda fraction, message: progress(fraction, desc=message))
         summary_table, rows = report_tables(report)
         return report_status(report, texts), report_chart(report), summary_table, rows
 
