@@ -51,20 +51,18 @@ class GenerationSlots:
         block can end without generating.
         """
         ticket = next(self._tickets)
+        held = False
         with self._cond:
             self._line.append(ticket)
-            while not (self._line[0] == ticket and self._busy < self.slots):
-                if cancel is not None and cancel.is_set():
-                    self._line.remove(ticket)
-                    self._cond.notify_all()
+            while not (cancel is not None and cancel.is_set()):
+                if self._line[0] == ticket and self._busy < self.slots:
+                    held = True
+                    self._busy += 1
                     break
                 self._cond.wait(POLL_S)
-            else:
-                self._line.popleft()
-                self._busy += 1
-                self._cond.notify_all()
-                ticket = -1  # held
-        if ticket != -1:
+            self._line.remove(ticket)
+            self._cond.notify_all()
+        if not held:
             yield False
             return
         try:

@@ -78,10 +78,16 @@ DEFAULT_BUDGET = RenderBudget()
 class BudgetExceeded(SecurityError):
     """A render went over one of its budgets; ``budget`` is output, value, built, work or time."""
 
-    def __init__(self, budget: str, detail: str) -> None:
+    def __init__(self, budget: str, detail: str, limits: RenderBudget = DEFAULT_BUDGET) -> None:
         super().__init__(detail)
         self.budget = budget
         self.detail = detail
+        self.limits = limits
+
+    @property
+    def limit_text(self) -> str:
+        """The budget that was hit, in words: "the work budget of 100,000 loop iterations, ..."."""
+        return self.limits.describe(self.budget)
 
 
 # --------------------------------------------------------------------------- sizes
@@ -148,17 +154,17 @@ class _Meter:
         self.work += count
         if self.work > self.budget.work:
             raise BudgetExceeded("work", "its loops and calls did not end within it (loops inside macros count "
-                                         "too)")
+                                         "too)", self.budget)
         if self.clock() > self.deadline:
-            raise BudgetExceeded("time", f"it was still rendering after {self.budget.seconds:g} s")
+            raise BudgetExceeded("time", f"it was still rendering after {self.budget.seconds:g} s", self.budget)
 
     def building(self, size: int, what: str = "a value") -> None:
         """Called before a value of about ``size`` characters is made."""
         if size > self.budget.value_chars:
-            raise BudgetExceeded("value", f"{what} would have {size:,} characters")
+            raise BudgetExceeded("value", f"{what} would have {size:,} characters", self.budget)
         self.built += size
         if self.built > self.budget.built_chars:
-            raise BudgetExceeded("built", "all the text and lists it made added up to more than that")
+            raise BudgetExceeded("built", "all the text and lists it made added up to more than that", self.budget)
 
     def size(self, value: Any) -> int:
         return printed_size(value, self.budget.value_chars)
@@ -325,7 +331,9 @@ UNAVAILABLE_FILTERS = frozenset({"urlize"})  # can add long markup per word; no 
 class _MeteredCodeGenerator(CodeGenerator):
     """Jinja's code generator, with ``~``, for-loops and text collected in buffers going through the meter."""
 
-    _metered_iterables: set[int]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._metered_iterables: set[int] = set()  # ids of the for-loop iterables still to be written
 
     def visit_Concat(self, node: nodes.Concat, frame: Frame) -> None:
         self.write("environment.metered_concat((")
@@ -337,7 +345,7 @@ class _MeteredCodeGenerator(CodeGenerator):
     def visit(self, node: nodes.Node, *args: Any, **kwargs: Any) -> Any:
         # A for-loop's iterable is wrapped so that each item it hands out is one step of work.
         # (Jinja forbids new node types, so the iterable is recognised by identity.)
-        if id(node) in getattr(self, "_metered_iterables", ()):
+        if id(node) in self._metered_iterables:
             self._metered_iterables.discard(id(node))
             self.write("environment.meter.iterate(")
             super().visit(node, *args, **kwargs)
@@ -346,8 +354,6 @@ class _MeteredCodeGenerator(CodeGenerator):
         return super().visit(node, *args, **kwargs)
 
     def visit_For(self, node: nodes.For, frame: Frame) -> None:
-        if not hasattr(self, "_metered_iterables"):
-            self._metered_iterables = set()
         self._metered_iterables.add(id(node.iter))
         super().visit_For(node, frame)
 
@@ -424,7 +430,7 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
                     size = meter.size(seq) * max(times, 0)
                     if size > self.budget.value_chars:
                         raise BudgetExceeded("value", f"repeating a value {times:,} times would make {size:,} "
-                                                      f"characters")
+                                                      f"characters", self.budget)
                     meter.building(size)
             if _is_int(left) and _is_int(right):
                 self._check_bits(left.bit_length() + right.bit_length(), operator, left, right)
@@ -537,7 +543,7 @@ class BoundedTemplate:
             for piece in stream:
                 total += len(piece)
                 if total > budget.output_chars:
-                    raise BudgetExceeded("output", "the prompt reached that length before it ended")
+                    raise BudgetExceeded("output", "the prompt reached that length before it ended", budget)
                 meter.step()
                 pieces.append(piece)
         finally:

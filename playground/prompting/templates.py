@@ -85,7 +85,7 @@ def _compile(source: str, budget: RenderBudget = DEFAULT_BUDGET) -> BoundedTempl
 
 def parse_template(source: str, budget: RenderBudget = DEFAULT_BUDGET) -> "CheckedTemplate":
     """The template checked and compiled once; raises TemplateError (with the line of a syntax error)."""
-    return CheckedTemplate(source, _compile(source, budget), budget)
+    return CheckedTemplate(source, _compile(source, budget))
 
 
 def template_variables(source: str) -> frozenset[str]:
@@ -108,9 +108,8 @@ def _sandbox_error(source: str, exc: SecurityError, available: str) -> TemplateE
     line = _error_line(exc)
     where = f" on line {line}{_line_text(source, line)}" if line else ""
     if isinstance(exc, BudgetExceeded):
-        budget = DEFAULT_BUDGET if not hasattr(exc, "limits") else exc.limits
         return TemplateError(
-            f"The template went over {budget.describe(exc.budget)}{where}: {exc.detail}. Make it shorter or "
+            f"The template went over {exc.limit_text}{where}: {exc.detail}. Make it shorter or "
             f"loop over fewer items.", line=line)
     return TemplateError(
         f"The sandbox refused the template{where}: {str(exc).rstrip('.')}. Templates may read the variables they "
@@ -129,7 +128,6 @@ class CheckedTemplate:
 
     source: str
     compiled: BoundedTemplate
-    budget: RenderBudget = DEFAULT_BUDGET
 
     @property
     def variables(self) -> frozenset[str]:
@@ -148,10 +146,7 @@ class CheckedTemplate:
         available = ", ".join(sorted(variables)) or "none"
         try:
             text = self.compiled.render(variables)
-        except BudgetExceeded as exc:
-            exc.limits = self.budget
-            raise _sandbox_error(source, exc, available) from None
-        except SecurityError as exc:
+        except SecurityError as exc:  # budgets (BudgetExceeded) and the sandbox's refusals
             raise _sandbox_error(source, exc, available) from None
         except UndefinedError as exc:
             line = _error_line(exc)
