@@ -30,7 +30,7 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable
 
 from playground.config import Settings
 from playground.errors import PlaygroundError
@@ -310,14 +310,3 @@ def client_address(peer: str | None, forwarded_for: str | None, trust_proxy: boo
         if last and len(last) <= 64:
             return last
     return (peer or "unknown")[:64]
-
-
-def describe_limits(limits: RoomLimits) -> Iterable[str]:
-    """The limits in words, for the start-up line and the About tab."""
-    def per(value: int, unit: str) -> str:
-        return f"{value} per {unit}" if value else "no limit"
-
-    yield f"new identities per address: {per(limits.identities_per_hour, 'hour')}"
-    yield f"generations per person: {per(limits.generations_per_minute, 'minute')}"
-    yield f"runs started per person: {per(limits.runs_per_hour, 'hour')}"
-    yield f"active runs per address: {limits.active_runs_per_address or 'no limit'}"

@@ -55,12 +55,6 @@ def owner_of(services: Services, token: str) -> str:
         return ""
 
 
-def person(services: Services, token: str) -> Identity:
-    """The verified identity behind a token; a gr.Error with the reason otherwise."""
-    with user_errors(services.settings):
-        return services.identities.person(token)
-
-
 def generating(services: Services, token: str, request: gr.Request | None) -> Identity:
     """The identity of someone asking for a generation, after the generation rate limits; gr.Error otherwise."""
     with user_errors(services.settings):

@@ -62,23 +62,20 @@ def params_from_widgets(max_new_tokens, temperature, top_p, top_k, repetition_pe
     return params.validated(token_limit)
 
 
-def user_message(exc: BaseException | str, settings: Settings | None = None) -> str:
+def user_message(exc: BaseException | str, settings: Settings) -> str:
     """The text of an error as a person may see it: the server's places (data dir, models dir, temp
     folder, working dir, home, site-packages) replaced by short placeholders such as ``<data dir>``."""
-    if settings is None:
-        with contextlib.suppress(Exception):  # a bad variable must not hide the message it is part of
-            settings = Settings.load()
-    places = [("<data dir>", settings.data_dir), ("<models dir>", settings.models_dir)] if settings else []
+    places = [("<data dir>", settings.data_dir), ("<models dir>", settings.models_dir)]
     return redact_server_paths(str(exc), server_locations(places))
 
 
-def warning_text(exc: BaseException | str, settings: Settings | None = None) -> str:
+def warning_text(exc: BaseException | str, settings: Settings) -> str:
     """An error shown inside a component rather than as a toast: "⚠ " and its :func:`user_message`."""
     return f"⚠ {user_message(exc, settings)}"
 
 
 @contextlib.contextmanager
-def user_errors(settings: Settings | None = None):
+def user_errors(settings: Settings):
     """Show a PlaygroundError as a Gradio error toast with the same text, server paths hidden (never a
     traceback)."""
     try:

@@ -109,10 +109,10 @@ def test_user_messages_hide_the_servers_places(tmp_path):
     assert warning_text("plain words", settings) == "⚠ plain words"
 
 
-def test_user_errors_turn_a_playground_error_into_a_toast_without_paths():
+def test_user_errors_turn_a_playground_error_into_a_toast_without_paths(tmp_path):
     import gradio as gr
 
     with pytest.raises(gr.Error) as info:
-        with user_errors():
+        with user_errors(Settings(data_dir=tmp_path)):
             raise PlaygroundError(f"{Path.cwd() / 'examples' / 'x.csv'} is broken")
     assert str(Path.cwd()) not in info.value.message and "<working dir>/examples/x.csv" in info.value.message

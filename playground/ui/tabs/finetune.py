@@ -59,7 +59,7 @@ def form_from_values(model, method, data, upload, input_column, target_column, t
 
 
 @contextlib.contextmanager
-def shown_errors(texts: Texts, settings=None):
+def shown_errors(texts: Texts, settings):
     """A refusal of the session as a toast in the page's language; any other PlaygroundError with its message."""
     with user_errors(settings):
         try:
