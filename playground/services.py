@@ -14,6 +14,7 @@ model generates. Nothing here imports gradio.
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -75,8 +76,13 @@ class OwnedModels:
     def engine(self, model_id: str, engine: str = "auto") -> Engine:
         return self._services.engine(model_id, engine or "auto", self.owner)
 
-    def runs(self) -> list:
+    @functools.cached_property
+    def _runs(self) -> list:
+        # Read once per request: the columns name their models at every streamed update.
         return finetuned_models(self._services.runs, self.owner)
+
+    def runs(self) -> list:
+        return self._runs
 
     def choices(self) -> list[tuple[str, str]]:
         """(label, model id) for the model pickers."""
