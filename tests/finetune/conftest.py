@@ -81,6 +81,19 @@ def offline_resolver(tmp_path_factory):
     return SourceResolver(None, offline=True, hub_cache_dir=tmp_path_factory.mktemp("empty-hub"))
 
 
+def train_tiny_lora(run_dir: Path, model_folder: Path, data_file: Path, resolver) -> Path:
+    """``run_dir`` after a real two-step LoRA run of a tiny model on the dialogues (no samples scored)."""
+    from playground.finetune.config import FinetuneConfig
+    from playground.finetune.train import train
+
+    config = FinetuneConfig.from_dict({
+        "model": str(model_folder), "data": str(data_file), "input_column": "dialogue",
+        "target_column": "summary", "max_steps": 2, "learning_rate": 5e-2, "max_length": 128, "sample_count": 0,
+        "validation_fraction": 0})
+    train(config, run_dir, RecordingControl(), run_dir.parent / "data", resolver=resolver)
+    return run_dir
+
+
 @pytest.fixture
 def control() -> RecordingControl:
     return RecordingControl()

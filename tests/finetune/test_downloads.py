@@ -12,25 +12,18 @@ import pytest
 
 from playground.errors import PlaygroundError
 from playground.finetune import export
-from playground.finetune.config import FinetuneConfig
 from playground.finetune.export import merged_archive, result_archive
 from playground.finetune.result import RunResult
 from playground.finetune.runs import RunNotFoundError
 from playground.finetune.storage import DataDirFullError, disk_usage
-from playground.finetune.train import train
-from tests.finetune.conftest import RecordingControl
+from tests.finetune.conftest import train_tiny_lora
 
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, ft_models, dialogue_file, offline_resolver):
     """A real two-step LoRA run of the tiny Llama, in a folder named like a run id."""
-    config = FinetuneConfig.from_dict({
-        "model": str(ft_models["llama"]), "data": str(dialogue_file), "input_column": "dialogue",
-        "target_column": "summary", "max_steps": 2, "learning_rate": 5e-2, "max_length": 128, "sample_count": 0,
-        "validation_fraction": 0})
     run_dir = tmp_path_factory.mktemp("runs") / "20260101-000000-000000-abcdef"
-    train(config, run_dir, RecordingControl(), run_dir.parent / "data", resolver=offline_resolver)
-    return run_dir
+    return train_tiny_lora(run_dir, ft_models["llama"], dialogue_file, offline_resolver)
 
 
 @pytest.fixture

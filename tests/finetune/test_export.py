@@ -9,23 +9,16 @@ import zipfile
 import pytest
 
 from playground.errors import PlaygroundError, SaveError
-from playground.finetune.config import FinetuneConfig
 from playground.atomic import atomic_directory, atomic_write_json
 from playground.finetune.export import merge_and_zip, zip_directory
 from playground.finetune.result import read_info
-from playground.finetune.train import train
-from tests.finetune.conftest import RecordingControl
+from tests.finetune.conftest import train_tiny_lora
 
 
 @pytest.fixture(scope="module")
 def tiny_adapter(tmp_path_factory, ft_models, dialogue_file, offline_resolver):
-    config = FinetuneConfig.from_dict({
-        "model": str(ft_models["llama"]), "data": str(dialogue_file), "input_column": "dialogue",
-        "target_column": "summary", "max_steps": 2, "learning_rate": 5e-2, "max_length": 128, "sample_count": 0,
-        "validation_fraction": 0})
     run_dir = tmp_path_factory.mktemp("export") / "run"
-    train(config, run_dir, RecordingControl(), run_dir.parent / "data", resolver=offline_resolver)
-    return run_dir / "adapter"
+    return train_tiny_lora(run_dir, ft_models["llama"], dialogue_file, offline_resolver) / "adapter"
 
 
 def test_zip_of_the_adapter_holds_every_file(tiny_adapter, tmp_path):

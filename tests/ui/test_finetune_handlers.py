@@ -27,17 +27,10 @@ from playground.ui.tabs.finetune import (
     on_use_in_lab,
 )
 from tests.finetune.conftest import ft_models  # noqa: F401  (the tiny models, a session fixture)
-from tests.finetune.sessions import fake_session, finished_run, form
-from tests.finetune.test_session import DECODER_INFO, wait_for
+from tests.finetune.sessions import finished_run, form
+from tests.finetune.test_session import DECODER_INFO, session, wait_for  # noqa: F401 (session: a fixture)
 
 EN, PT = Texts("en"), Texts("pt")
-
-
-@pytest.fixture
-def session(tmp_path):
-    made = fake_session(tmp_path)
-    yield made
-    made.jobs.shutdown(cancel_running=True)
 
 
 @pytest.fixture
