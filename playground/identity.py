@@ -230,6 +230,13 @@ class Identities:
         """The identity behind ``token``; IdentityError if the server did not issue it."""
         return self.issuer.verify(token)
 
+    def owner_of(self, token: str) -> str:
+        """The owner id behind ``token`` for read-only listings, or "" (nobody: no runs) when it does not verify."""
+        try:
+            return self.issuer.verify(token).id
+        except IdentityError:
+            return ""
+
     def generating(self, token: str, address: str) -> Identity:
         """The identity of someone asking for a generation, after the generation rate limits.
 

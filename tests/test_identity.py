@@ -270,3 +270,11 @@ def test_two_starts_from_one_address_at_once_cannot_both_pass_the_address_rule()
 ])
 def test_the_client_address_comes_from_the_peer_or_a_trusted_proxy(peer, forwarded, trust, expected):
     assert client_address(peer, forwarded, trust) == expected
+
+
+def test_listings_see_nobody_behind_a_token_that_does_not_verify():
+    room = _room()
+    token = room.issuer.issue()
+    assert room.owner_of(token) == room.person(token).id
+    for bad in ("", "forged", token[:-1] + ("0" if token[-1] != "0" else "1")):
+        assert room.owner_of(bad) == ""

@@ -46,7 +46,7 @@ from playground.finetune.preflight import DataReport, data_report, preflight
 from playground.finetune.result import LossPoint, RunMetrics, RunResult, aggregate_rows, comparison_rows, loss_points
 from playground.finetune.runs import SUCCEEDED, RunRecord, RunStore
 from playground.finetune.templates import load_templates
-from playground.identity import Identities, IdentityError
+from playground.identity import Identities
 
 UPLOAD = "upload"  # the data choice that means "the file I uploaded"
 INTEGER_FIELDS = frozenset(f.name for f in fields(FinetuneConfig) if f.type in ("int", int))
@@ -251,7 +251,7 @@ class FinetuneSession:
 
         A token that does not verify sees no runs; a run that cannot be read comes back as ``error``.
         """
-        owner = self._owner_or_nobody(token)
+        owner = self.identities.owner_of(token)  # a token that does not verify sees no runs
         runs = tuple(self.jobs.list_runs(owner)) if owner else ()
         if not run_id and runs:
             run_id = runs[0].id
@@ -306,13 +306,6 @@ class FinetuneSession:
     def _owner(self, token: str) -> str:
         """The verified owner id behind ``token``; IdentityError with the reason otherwise."""
         return self.identities.person(token).id
-
-    def _owner_or_nobody(self, token: str) -> str:
-        """The owner id for read-only listings, or "" (no runs) when the token does not verify."""
-        try:
-            return self._owner(token)
-        except IdentityError:
-            return ""
 
     def _finished(self, token: str, run_id: str | None) -> RunRecord:
         owner = self._owner(token)

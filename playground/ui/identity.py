@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from playground.identity import Identity, IdentityError, client_address
+from playground.identity import Identity, client_address
 from playground.services import Services
 from playground.ui.widgets import user_errors
 
@@ -45,14 +45,6 @@ def welcome(services: Services):
             return services.identities.welcome(token or "", request_address(request, services))
 
     return issue
-
-
-def owner_of(services: Services, token: str) -> str:
-    """The owner id behind a token for read-only listings, or "" (no runs) when the token is not valid."""
-    try:
-        return services.identities.person(token).id
-    except IdentityError:
-        return ""
 
 
 def generating(services: Services, token: str, request: gr.Request | None) -> Identity:

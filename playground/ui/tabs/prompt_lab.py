@@ -48,7 +48,7 @@ from playground.prompting.tasks import (
 from playground.prompting.templates import TemplateLibrary
 from playground.services import Services
 from playground.ui.i18n import Texts, t
-from playground.ui.identity import generating, owner_of
+from playground.ui.identity import generating
 from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, user_errors, \
     warning_text
 
@@ -316,7 +316,7 @@ class PromptLabHandlers:
         texts = Texts.for_request(request)
         try:
             lab_request = self.request(controls)
-            models = self.services.models_for(owner_of(self.services, token))  # no valid token: no runs
+            models = self.services.models_for(self.services.identities.owner_of(token))  # no valid token: no runs
             shown = self.lab.preview(lab_request, models, code_engine)
         except (PlaygroundError, gr.Error) as exc:
             return warning_text(exc, self.settings), "", ""
@@ -562,4 +562,4 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
                           show_progress_on=[eval_status, per_example], **limits)
     cancel_button.click(handlers.stop_evaluation, None, None, api_name="prompt_lab_cancel", queue=False)
     return ModelPickers(task, model, tuple(column_strategy), tuple(column_model),
-                        lambda token: services.models_for(owner_of(services, token)).choices())
+                        lambda token: services.models_for(services.identities.owner_of(token)).choices())
