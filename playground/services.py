@@ -77,12 +77,9 @@ class OwnedModels:
         return self._services.engine(model_id, engine or "auto", self.owner)
 
     @functools.cached_property
-    def _runs(self) -> list:
-        # Read once per request: the columns name their models at every streamed update.
-        return finetuned_models(self._services.runs, self.owner)
-
     def runs(self) -> list:
-        return self._runs
+        """The owner's finished runs, read once per request (columns name their models at every update)."""
+        return finetuned_models(self._services.runs, self.owner)
 
     def choices(self) -> list[tuple[str, str]]:
         """(label, model id) for the model pickers."""
@@ -90,12 +87,12 @@ class OwnedModels:
         resolver = services.engines.resolver
         catalog = [(f"{s.name} · {s.parameters_label} · {'offline' if resolver.is_available_offline(s) else 'Hub'}",
                     s.id) for s in services.catalog.by_family("decoder")]
-        return catalog + [(model.label, model.model_id) for model in self.runs()]
+        return catalog + [(model.label, model.model_id) for model in self.runs]
 
     def label(self, model_id: str) -> str:
         if not is_finetuned_id(model_id):
             return model_id
-        return next((model.label for model in self.runs() if model.model_id == model_id), model_id)
+        return next((model.label for model in self.runs if model.model_id == model_id), model_id)
 
     def code_source(self, model_id: str, engine: str) -> dict:
         """Where the code takes the model from: the catalog's source, or a run's base plus its adapter."""
