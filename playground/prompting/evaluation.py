@@ -27,7 +27,7 @@ from playground.errors import InvalidParameterError
 from playground.prompting.data import LabelledSet
 from playground.prompting.demos import Embedder
 from playground.prompting.extraction import is_correct
-from playground.prompting.strategies import PromptSetup, StrategyRun, build_prompt, run_strategy
+from playground.prompting.strategies import PromptSetup, StrategyRun, build_prompt, run_prompt
 from playground.prompting.tasks import SIMILAR
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
@@ -185,23 +185,24 @@ def evaluate(engine: Engine, setups: Sequence[PromptSetup], data: LabelledSet,
     if embedder is not None and any(s.strategy.uses_demos and s.strategy.selection == SIMILAR for s in setups):
         embedder.embed([e.input for e in examples] + [d.input for d in data.demos])  # one batch, then cached
 
-    # Build every first prompt before generating anything, so a broken template fails fast.
-    for setup, p in zip(setups, per_setup):
-        build_prompt(engine, setup, examples[0].input, data.demos, embedder=embedder, params=p)
+    # Build every first prompt before generating anything, so a broken template fails fast (and keep them).
+    first_prompts = [build_prompt(engine, setup, examples[0].input, data.demos, embedder=embedder, params=p)
+                     for setup, p in zip(setups, per_setup)]
 
     planned = len(examples) * len(setups)
     done = 0
     cancelled = False
     rows: list[ExampleResult] = []
     scores: list[StrategyScore] = []
-    for setup, p in zip(setups, per_setup):
+    for setup, p, first_prompt in zip(setups, per_setup, first_prompts):
         mine: list[ExampleResult] = []
         for index, example in enumerate(examples):
             if cancel is not None and cancel.is_set():
                 cancelled = True
                 break
-            run = run_strategy(engine, setup, example.input, data.demos, p, embedder=embedder, cancel=cancel,
-                               slot=slot)
+            built = first_prompt if index == 0 else build_prompt(engine, setup, example.input, data.demos,
+                                                                 embedder=embedder, params=p)
+            run = run_prompt(engine, built, setup, p, cancel=cancel, slot=slot)
             if run.cancelled:
                 cancelled = True
                 break
