@@ -47,8 +47,8 @@ from playground.models.gguf_info import GGUFFacts, read_gguf_facts
 from playground.models.sources import ResolvedWeights
 
 MAX_CONTEXT = 8192  # the KV cache is allocated up front; longer contexts cost memory nobody here needs
-# Tokens per llama_decode call while evaluating a prompt, and the unit of KV-cache reuse. Prompt
-# evaluation on a CPU runs as fast in blocks of 64 as of 512 (measured), and small blocks reuse more.
+# Tokens per llama_decode call while evaluating a prompt, and the unit of KV-cache reuse: small blocks let
+# a conversation reuse most of its cached turns (the bench's decode and first-token figures use them).
 PROMPT_BLOCK = 64
 
 
@@ -99,7 +99,6 @@ class LlamaCppEngine(EngineBase):
         self.threads = threads
         self._sampling: _SamplingContext | None = None
         self.last_sample_prompt_evaluated = 0  # prompt tokens the last sample_n call had to evaluate
-        self.last_prompt_evaluated = 0  # prompt tokens the last single generation had to evaluate
         self._template = None
         template = llm.metadata.get("tokenizer.chat_template")
         if template:
@@ -197,7 +196,6 @@ class LlamaCppEngine(EngineBase):
         llm = self.llm
         keep = reusable_prefix(shared_prefix(llm.input_ids[:llm.n_tokens].tolist(), prompt_ids), len(prompt_ids))
         llm.n_tokens = keep  # Llama.eval removes the cache's cells from n_tokens on before evaluating
-        self.last_prompt_evaluated = len(prompt_ids) - keep
         return list(prompt_ids[keep:])
 
     def next_token_probabilities(self, prompt: str, k: int = 10) -> list[TokenProbability]:
