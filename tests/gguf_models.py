@@ -1,0 +1,76 @@
+"""A tiny transformers Llama written as a GGUF file llama.cpp loads, for tests of llama.cpp paths on tiny runs.
+
+It follows what llama.cpp's own converter does for a Llama: the gguf package's
+tensor-name table, the query/key row permutation, F32 tensors, and a byte-level
+BPE vocabulary with its merges.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def permute(weights, heads: int):
+    shape = weights.shape
+    return weights.reshape(heads, 2, shape[0] // heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
+
+
+def write_llama_gguf(model_dir: Path, output: Path) -> Path:
+    """``model_dir`` (a transformers Llama folder with a BPE tokenizer.json) as an F32 GGUF at ``output``."""
+    import gguf
+    import numpy as np
+    from safetensors.numpy import load_file
+    from transformers import AutoConfig
+
+    model_dir = Path(model_dir)
+    config = AutoConfig.from_pretrained(model_dir)
+    tokenizer = json.loads((model_dir / "tokenizer.json").read_text(encoding="utf-8"))
+    weights = load_file(str(model_dir / "model.safetensors"))
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
+
+    writer = gguf.GGUFWriter(str(output), "llama")
+    writer.add_name(model_dir.name)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_rope_dimension_count(config.hidden_size // config.num_attention_heads)
+    writer.add_rope_freq_base(float(getattr(config, "rope_theta", None)
+                                    or (config.rope_parameters or {}).get("rope_theta", 10000.0)))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+    vocab = tokenizer["model"]["vocab"]
+    special = {t["content"]: t["id"] for t in tokenizer.get("added_tokens", [])}
+    tokens = [""] * (max(max(vocab.values()), max(special.values(), default=0)) + 1)
+    for text, index in {**vocab, **special}.items():
+        tokens[index] = text
+    types = [gguf.TokenType.CONTROL if t in special else gguf.TokenType.NORMAL for t in tokens]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in tokenizer["model"]["merges"]]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre("default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    writer.add_bos_token_id(config.bos_token_id)
+    writer.add_eos_token_id(config.eos_token_id)
+    writer.add_pad_token_id(config.pad_token_id)
+    writer.add_add_bos_token(False)
+
+    for name, data in weights.items():
+        data = data.astype(np.float32)
+        if name.endswith("q_proj.weight"):
+            data = permute(data, config.num_attention_heads)
+        elif name.endswith("k_proj.weight"):
+            data = permute(data, config.num_key_value_heads)
+        target = names.get_name(name, try_suffixes=(".weight", ".bias"))
+        assert target is not None, name
+        writer.add_tensor(target, np.ascontiguousarray(data))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return output
