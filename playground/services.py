@@ -7,7 +7,7 @@ in flight, so the Stop button of one browser session can reach its own
 generation and nobody else's. It also holds the fine-tuning run store and the
 job manager that trains each run in its own child process (under the data dir's size budget,
 ``disk``), and ``engine`` serves a person's finished runs (``run:<id>``) next to the catalog's
-models. ``identities`` issues and checks the signed identity tokens and applies the room's rate
+models (a LoRA run on llama.cpp as its base plus its adapter, where the base has a GGUF). ``identities`` issues and checks the signed identity tokens and applies the room's rate
 limits; ``generation_slots`` lets a set number of generations run at once, each held only while a
 model generates. Nothing here imports gradio.
 """
@@ -23,10 +23,11 @@ from playground.architectures.lab import ArchitectureLab
 from playground.backends.base import Engine
 from playground.backends.provider import EngineProvider
 from playground.backends.slots import GenerationSlots
-from playground.backends.selection import LLAMA_CPP
+from playground.backends.selection import LLAMA_CPP, TRANSFORMERS
 from playground.config import Settings
 from playground.errors import EngineUnavailableError, PlaygroundError
-from playground.finetune.finetuned import finetuned_model, finetuned_models, is_finetuned_id, load_for_generation
+from playground.finetune.finetuned import FinetunedModel, finetuned_model, finetuned_models, is_finetuned_id, load_for_generation
+from playground.finetune.gguf_adapter import AdapterConversionError, run_adapter_gguf
 from playground.finetune.jobs import JobManager, automatic_slots, visible_gpus
 from playground.finetune.runs import RunStore
 from playground.finetune.storage import DataBudget
@@ -145,22 +146,53 @@ class Services:
     def engine(self, model_id: str, engine: str = "auto", owner: str = "", progress=None) -> Engine:
         """A loaded engine for a catalog id, or for ``run:<id>``: the owner's fine-tuned run.
 
-        A fine-tuned run answers through transformers (the base with its adapter merged); another owner's
-        run reads as no run at all.
+        A LoRA or QLoRA run whose base has a GGUF answers on llama.cpp where the base would (``auto`` on a
+        CPU, or when asked): the loaded base with the run's adapter converted to a llama.cpp adapter GGUF
+        (once, into the run's folder) and applied per request. Otherwise the run answers through
+        transformers (the base with its adapter merged). Another owner's run reads as no run at all.
         """
         if not is_finetuned_id(model_id):
             return self.engines.get(model_id, engine, progress)
         model = finetuned_model(self.runs, model_id, owner)
-        if engine == LLAMA_CPP:
-            raise EngineUnavailableError(
-                "A fine-tuned run answers through the transformers engine (llama.cpp would need the merged model "
-                "converted to GGUF first); choose auto or transformers.")
+        if self.run_engine_name(model, engine) == LLAMA_CPP:
+            return self._run_on_llama_cpp(model, progress)
 
         def load(device):
             return load_for_generation(model, self.settings.data_dir, self.engines.resolver, self.catalog,
                                        dtype_name=device.dtype_name)
 
         return self.engines.get_transformers(model_id, load)
+
+    def run_engine_name(self, model: FinetunedModel, engine: str = "auto") -> str:
+        """The engine a run answers on for the request ``engine``: llama.cpp or transformers.
+
+        EngineUnavailableError when llama.cpp is asked for a run it cannot serve, with the reason.
+        """
+        engine = engine or "auto"
+        spec = self.catalog.get(model.base_model) if model.base_model in self.catalog.ids else None
+        reason = ""
+        if not model.is_adapter:
+            reason = ("a full fine-tune changes every weight, so it answers through transformers; its merged "
+                      "download runs anywhere")
+        elif spec is None or not spec.has_gguf:
+            reason = f"its base {model.base_name} has no GGUF file in the catalog for llama.cpp to load"
+        if engine == LLAMA_CPP and reason:
+            raise EngineUnavailableError(f"Run {model.run_id} cannot answer on llama.cpp: {reason}. Choose auto or "
+                                         f"transformers.")
+        if reason or engine == TRANSFORMERS:
+            return TRANSFORMERS
+        return self.engines.choose(spec.id, engine).engine
+
+    def _run_on_llama_cpp(self, model: FinetunedModel, progress=None) -> Engine:
+        """The run's base on llama.cpp with the run's adapter GGUF (converted on first use) applied."""
+        base = self.engines.get(model.base_model, LLAMA_CPP, progress)
+        weights = self.engines.resolve(model.base_model, "gguf", progress)
+        try:
+            adapter = run_adapter_gguf(model.result_dir.parent, model.result_dir, weights.path, name=model.label)
+        except AdapterConversionError as exc:
+            raise EngineUnavailableError(f"Run {model.run_id} cannot answer on llama.cpp: {exc} Choose "
+                                         f"transformers.") from None
+        return base.with_adapter(model.model_id, adapter)
 
     def models_for(self, owner: str = "") -> "OwnedModels":
         """One person's view of the models: the catalog's decoders and their own finished runs."""

@@ -15,6 +15,15 @@ second time) changes the matrix kernels' batch shape, and on some CPUs (AVX2
 without AVX-512) the logits differ in their last bits, enough to change a
 greedy answer. Greedy decoding and a fixed seed give the same text every time.
 
+A fine-tuned run answers on its base: :meth:`LlamaCppEngine.with_adapter` gives a
+view of the loaded base that applies the run's llama.cpp LoRA adapter GGUF
+(:mod:`playground.finetune.gguf_adapter`). The views share the base's weights,
+lock and contexts; each adapter file is loaded once per base, and before a view
+(or the base itself) decodes, the context's adapters are switched to its own
+(``llama_set_adapters_lora``) and the cached prompt is dropped, because KV cells
+computed under another adapter are not this model's. Many people's runs over one
+base cost one model in memory plus their adapters.
+
 ``sample_n`` (self-consistency) runs several sequences at once in a second
 llama.cpp context on the same weights: the prompt is evaluated once in
 sequence 0, its KV cells are shared with sequences 1..n-1 (a unified KV
@@ -25,10 +34,13 @@ batch, each sequence with its own seeded sampler.
 from __future__ import annotations
 
 import codecs
+import copy
+import ctypes
 import random
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 from playground.backends.base import (
@@ -42,7 +54,7 @@ from playground.backends.base import (
     check_sample_count,
     sample_seeds,
 )
-from playground.errors import InvalidGGUFError
+from playground.errors import EngineUnavailableError, InvalidGGUFError
 from playground.models.gguf_info import GGUFFacts, read_gguf_facts
 from playground.models.sources import ResolvedWeights
 
@@ -50,6 +62,7 @@ MAX_CONTEXT = 8192  # the KV cache is allocated up front; longer contexts cost m
 # Tokens per llama_decode call while evaluating a prompt, and the unit of KV-cache reuse: small blocks let
 # a conversation reuse most of its cached turns (the bench's decode and first-token figures use them).
 PROMPT_BLOCK = 64
+MAX_ADAPTERS = 64  # adapter files kept loaded per base; the least recently used idle one goes first
 
 
 def reusable_prefix(shared: int, prompt_tokens: int, block: int = PROMPT_BLOCK) -> int:
@@ -83,10 +96,34 @@ class _SamplingContext:
     n_ctx: int
     n_seq: int
     prompt: list[int] = field(default_factory=list)  # the tokens whose KV cells sequence 0 holds
+    adapter: object = None  # the LoRA adapter applied to this context (None: the base alone)
 
     def close(self) -> None:
         self.batch.close()
         self.ctx.close()
+
+
+@dataclass
+class _Loaded:
+    """What a base engine and its adapter views share: the weights, the contexts and the loaded adapters."""
+
+    llm: object  # llama_cpp.Llama; None once closed
+    sampling: _SamplingContext | None = None
+    main_adapter: object = None  # the adapter applied to the Llama's own context
+    adapters: dict[Path, object] = field(default_factory=dict)  # adapter file -> handle, least recently used first
+
+
+def _apply_adapter(ctx, adapter) -> None:
+    """Make ``adapter`` (or none) the only LoRA adapter of a llama.cpp context."""
+    import llama_cpp
+
+    if adapter is None:
+        failed = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
+    else:
+        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
+        failed = llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
+    if failed:
+        raise InvalidGGUFError("llama.cpp could not apply the LoRA adapter to this model.")
 
 
 class LlamaCppEngine(EngineBase):
@@ -94,10 +131,11 @@ class LlamaCppEngine(EngineBase):
 
     def __init__(self, model_id: str, llm, facts: GGUFFacts, threads: int, token_limit: int | None = None):
         super().__init__(model_id, token_limit)
-        self.llm = llm
+        self._loaded = _Loaded(llm)
         self.facts = facts
         self.threads = threads
-        self._sampling: _SamplingContext | None = None
+        self.adapter_path: Path | None = None  # set on the views with_adapter makes
+        self.base_model_id = model_id
         self.last_sample_prompt_evaluated = 0  # prompt tokens the last sample_n call had to evaluate
         self._template = None
         template = llm.metadata.get("tokenizer.chat_template")
@@ -112,6 +150,75 @@ class LlamaCppEngine(EngineBase):
                                                  bos_token=self._bos_text)
         else:
             self._bos_text = ""
+
+    @property
+    def llm(self):
+        llm = self._loaded.llm
+        if llm is None:
+            raise EngineUnavailableError("This model was unloaded to free memory; send the request again.")
+        return llm
+
+    @property
+    def _sampling(self) -> _SamplingContext | None:
+        return self._loaded.sampling
+
+    @_sampling.setter
+    def _sampling(self, value: _SamplingContext | None) -> None:
+        self._loaded.sampling = value
+
+    def with_adapter(self, model_id: str, adapter_path: Path) -> "LlamaCppEngine":
+        """This base with the llama.cpp LoRA adapter at ``adapter_path`` applied, answering as ``model_id``.
+
+        The view shares the base's weights, contexts and lock (one generation at a time on the base);
+        the adapter file is loaded on the view's first use.
+        """
+        view = copy.copy(self)
+        view.model_id = model_id
+        view.adapter_path = Path(adapter_path)
+        return view
+
+    @property
+    def adapter_bytes(self) -> int:
+        try:
+            return self.adapter_path.stat().st_size if self.adapter_path else 0
+        except OSError:
+            return 0
+
+    def _adapter_handle(self):
+        """The loaded adapter of this view (None for the base); call with the lock held."""
+        import llama_cpp
+
+        if self.adapter_path is None:
+            return None
+        loaded = self._loaded
+        handle = loaded.adapters.pop(self.adapter_path, None)
+        if handle is None:
+            self._free_idle_adapters(MAX_ADAPTERS - 1)
+            handle = llama_cpp.llama_adapter_lora_init(self.llm.model, str(self.adapter_path).encode("utf-8"))
+            if not handle:
+                raise InvalidGGUFError(f"llama.cpp could not load the adapter {self.adapter_path.name} onto "
+                                       f"{self.base_model_id}: it was made for another model or is damaged.")
+        loaded.adapters[self.adapter_path] = handle  # now the most recently used
+        return handle
+
+    def _free_idle_adapters(self, keep: int) -> None:
+        import llama_cpp
+
+        loaded = self._loaded
+        active = {id(loaded.main_adapter), id(loaded.sampling.adapter if loaded.sampling else None)}
+        for path in list(loaded.adapters):
+            if len(loaded.adapters) <= keep:
+                break
+            if id(loaded.adapters[path]) not in active:
+                llama_cpp.llama_adapter_lora_free(loaded.adapters.pop(path))
+
+    def _use_main_context(self) -> None:
+        """Put this view's adapter on the Llama's own context; a switch drops the cached prompt."""
+        handle = self._adapter_handle()
+        if self._loaded.main_adapter is not handle:
+            _apply_adapter(self.llm.ctx, handle)
+            self._loaded.main_adapter = handle
+            self.llm.n_tokens = 0
 
     @classmethod
     def load(cls, model_id: str, weights: ResolvedWeights, threads: int, token_limit: int | None = None,
@@ -165,7 +272,8 @@ class LlamaCppEngine(EngineBase):
         return (self.context_window + sampling) * self._kv_bytes_per_token()
 
     def memory_bytes(self) -> int:
-        return self.weights_bytes + self.kv_cache_bytes
+        return self.weights_bytes + self.kv_cache_bytes + sum(
+            path.stat().st_size for path in list(self._loaded.adapters) if path.exists())
 
     def _token_pieces(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[str]:
         import llama_cpp
@@ -174,6 +282,7 @@ class LlamaCppEngine(EngineBase):
         llm.set_seed(params.seed if params.seed is not None else random.randrange(2**31))
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         vocab = llm._model.vocab
+        self._use_main_context()
         todo = self._keep_cached_blocks(prompt_ids)
         tokens = llm.generate(
             todo, top_k=params.top_k, top_p=params.top_p, min_p=0.0, temp=params.temperature,
@@ -205,6 +314,7 @@ class LlamaCppEngine(EngineBase):
         ids = self.check_prompt(prompt, GenerationParams(max_new_tokens=1))
         llm = self.llm
         with self.lock:
+            self._use_main_context()
             llm.reset()
             llm.eval(ids)
             logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(llm.ctx, -1),
@@ -288,6 +398,11 @@ class LlamaCppEngine(EngineBase):
         sampling = self._sampling_context(cells, n)
         ctx, batch = sampling.ctx, sampling.batch.batch
         memory = ctx.memory
+        adapter = self._adapter_handle()
+        if sampling.adapter is not adapter:
+            _apply_adapter(ctx.ctx, adapter)
+            sampling.adapter = adapter
+            sampling.prompt = []  # cells computed under another adapter
 
         # Sequence 0 keeps the whole blocks it shares with the last prompt; the rest is evaluated in blocks.
         keep = reusable_prefix(shared_prefix(sampling.prompt, ids), len(ids))
@@ -384,9 +499,17 @@ class LlamaCppEngine(EngineBase):
         return results
 
     def close(self) -> None:
-        sampling, self._sampling = self._sampling, None
+        """Free the base's contexts, adapters and weights (a view closes the base it shares)."""
+        import llama_cpp
+
+        loaded = self._loaded
+        sampling, loaded.sampling = loaded.sampling, None
         if sampling is not None:
             sampling.close()
-        llm, self.llm = self.llm, None
+        llm, loaded.llm = loaded.llm, None
+        adapters, loaded.adapters = loaded.adapters, {}
+        loaded.main_adapter = None
         if llm is not None:
+            for handle in adapters.values():
+                llama_cpp.llama_adapter_lora_free(handle)
             llm.close()

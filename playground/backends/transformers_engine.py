@@ -257,7 +257,7 @@ class TransformersEngine(EngineBase):
         with self.lock, torch.inference_mode():
             logits = self.model(torch.tensor([ids], device=self.device.device)).logits[0, -1].float()
         probs = torch.softmax(logits, dim=-1)
-        top = torch.topk(probs, k)
+        top = torch.topk(probs, min(int(k), probs.numel()))
         return [TokenProbability(int(i), self.tokenizer.decode([int(i)]), float(p))
                 for p, i in zip(top.values.tolist(), top.indices.tolist())]
 

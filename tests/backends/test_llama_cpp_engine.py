@@ -9,7 +9,7 @@ import pytest
 
 from playground.backends.base import Engine, GenerationParams
 from playground.backends.llama_cpp_engine import PROMPT_BLOCK, LlamaCppEngine, reusable_prefix, shared_prefix
-from playground.errors import ContextOverflowError, InvalidGGUFError, InvalidPromptError
+from playground.errors import ContextOverflowError, EngineUnavailableError, InvalidGGUFError, InvalidPromptError
 from playground.models.sources import ResolvedWeights
 
 GREEDY = GenerationParams(max_new_tokens=12, temperature=0)
@@ -241,5 +241,6 @@ def test_load_with_small_context_and_close(tmp_path, llama_engine):
         assert engine.generate("The sky is", GenerationParams(max_new_tokens=4, temperature=0)).completion_tokens >= 1
     finally:
         engine.close()
-    assert engine.llm is None
+    with pytest.raises(EngineUnavailableError, match="unloaded"):  # a closed engine says so, never crashes
+        engine.generate("The sky is", GenerationParams(max_new_tokens=4, temperature=0))
     engine.close()  # closing twice is harmless

@@ -95,7 +95,7 @@ def test_the_engine_generates_with_the_adapter_merged(services, finished_run, ft
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    with pytest.raises(EngineUnavailableError, match="transformers engine"):
+    with pytest.raises(EngineUnavailableError, match="cannot answer on llama.cpp: its base .* has no GGUF"):
         services.engine(finetuned_id(finished_run), "llama.cpp", owner="alice")
     engine = services.engine(finetuned_id(finished_run), "auto", owner="alice")
     assert engine.name == "transformers" and engine.model_id == finetuned_id(finished_run)
