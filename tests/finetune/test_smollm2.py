@@ -134,3 +134,80 @@ def test_gguf_loaded_model_is_made_saveable(data_dir, offline_resolver, tmp_path
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", use_safetensors=True)
     name = "model.layers.0.mlp.up_proj.weight"
     assert torch.equal(reloaded.state_dict()[name], gguf_marked.state_dict()[name])
+
+
+# ---------------------------------------------------------------- the same run on llama.cpp (adapter GGUF)
+
+AGREEMENT_PROMPTS = [
+    f"Summarize the dialogue.\n\n{DIALOGUE}\n\nSummary:",
+    "#Person1#: Shall we take the train?\n#Person2#: Yes, the early one.\nSummary:",
+    "The capital of France is",
+    "Write one word for a colour:",
+    "#Person1#: Is the cafe open?\n#Person2#:",
+    "Two plus two equals",
+]
+
+
+def _distributions(llm, ids_list):
+    import numpy as np
+
+    rows = []
+    for ids in ids_list:
+        llm.reset()
+        llm.eval(ids)
+        logits = np.array(llm.scores[len(ids) - 1], dtype=np.float64)
+        rows.append(np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum())
+    return rows
+
+
+def _kl(p, q) -> float:
+    import numpy as np
+
+    p, q = np.clip(p, 1e-12, 1), np.clip(q, 1e-12, 1)
+    return float(np.sum(p * np.log(p / q)))
+
+
+@pytest.mark.parametrize("which", ["lora", "qlora"])
+def test_the_run_on_llama_cpp_is_the_model_transformers_serves(which, lora_run, qlora_run, tmp_path, data_dir,
+                                                               offline_resolver):
+    """llama.cpp on the packaged Q4_1 GGUF with the adapter GGUF agrees with transformers + peft on the same
+    (dequantised) weights, within quantisation noise; both differ from the base by much more."""
+    import numpy as np
+    import torch
+    from llama_cpp import Llama
+    from peft import PeftModel
+
+    from playground.finetune.gguf_adapter import convert_adapter
+    from playground.finetune.methods import load_base_model, locate_model
+    from playground.models.catalog import Catalog
+
+    run_dir = (lora_run if which == "lora" else qlora_run)[2]
+    base_gguf = offline_resolver.resolve(Catalog.load().get(SMOLLM2), "gguf").path
+    adapter_gguf = convert_adapter(run_dir / "adapter", base_gguf, tmp_path / "adapter.gguf")
+    source = locate_model(FinetuneConfig(model=SMOLLM2), offline_resolver, data_dir)
+    adapted = PeftModel.from_pretrained(load_base_model(source, "lora"), run_dir / "adapter").eval()
+    # Scale the learned update up, so a few steps' change is clearly above quantisation noise: llama.cpp and
+    # peft must then still agree, which they only do when every tensor landed on the right weight.
+    kwargs = dict(n_ctx=256, n_threads=2, logits_all=True, verbose=False)
+    base_llm = Llama(model_path=str(base_gguf), **kwargs)
+    tuned_llm = Llama(model_path=str(base_gguf), lora_path=str(adapter_gguf), lora_scale=8.0, **kwargs)
+    try:
+        ids_list = [base_llm.tokenize(p.encode(), add_bos=False) for p in AGREEMENT_PROMPTS]
+        on_llama, untuned = _distributions(tuned_llm, ids_list), _distributions(base_llm, ids_list)
+    finally:
+        base_llm.close()
+        tuned_llm.close()
+    for module in adapted.modules():
+        if hasattr(module, "scaling") and isinstance(module.scaling, dict):
+            module.scaling = {name: value * 8.0 for name, value in module.scaling.items()}
+    on_torch = []
+    with torch.no_grad():
+        for ids in ids_list:
+            logits = adapted(input_ids=torch.tensor([ids])).logits[0, -1].double()
+            on_torch.append(torch.softmax(logits, -1).numpy())
+    agree = sum(int(a.argmax() == b.argmax()) for a, b in zip(on_llama, on_torch))
+    same = [_kl(t, q) for t, q in zip(on_torch, on_llama)]
+    apart = [_kl(t, b) for t, b in zip(on_torch, untuned)]
+    assert agree >= len(ids_list) - 1, (agree, same)
+    assert np.median(same) < 0.05, same
+    assert np.median(apart) > 20 * np.median(same), (apart, same)
