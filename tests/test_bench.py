@@ -77,3 +77,17 @@ def test_importing_the_bench_loads_no_engine_library():
     out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True,
                          text=True, check=True).stdout.split()
     assert "torch" not in out and "llama_cpp" not in out and "transformers" not in out
+
+
+def test_the_fine_tuned_run_figures_are_skipped_for_a_model_without_gguf(tmp_path):
+    from playground.bench.core import BenchOptions
+    from playground.bench.finetuned_llama import bench_finetuned_llama
+    from playground.models.catalog import Catalog
+    from tests.helpers import decoder_spec, fake_hardware, offline_settings
+
+    catalog = Catalog((decoder_spec("plain", repo="test-org/plain"),))
+    figures = bench_finetuned_llama(offline_settings(tmp_path), fake_hardware(), catalog,
+                                    BenchOptions(model="plain"), tmp_path)
+    assert [f.passed for f in figures] == [None, None, None]
+    assert all("no GGUF source" in f.detail for f in figures)
+    assert [f.target for f in figures] == ["", ">= 0.9", ">= 4"]

@@ -85,6 +85,7 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
     from playground.backends.provider import EngineProvider
     from playground.bench.architectures import ARCHITECTURES_WARM, bench_architectures
     from playground.bench.finetune import APP_OVER_PLAIN, bench_finetune
+    from playground.bench.finetuned_llama import RUN_OVER_BASE, bench_finetuned_llama
     from playground.bench.llama_decode import APP_OVER_DIRECT, bench_llama_cpp
     from playground.bench.prompt_lab import bench_prompt_lab
     from playground.bench.startup import STARTUP, bench_startup
@@ -125,6 +126,7 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
 
         figures += _guarded(SECOND_LOAD, lambda: bench_transformers(settings, hardware, catalog, options, scratch,
                                                                     llama_speed))
+        figures += _guarded(RUN_OVER_BASE, lambda: bench_finetuned_llama(settings, hardware, catalog, options, scratch))
         if options.skip_finetune:
             figures.append(APP_OVER_PLAIN.skipped("skipped (--skip-finetune)"))
         else:

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from playground.atomic import atomic_file
-from playground.errors import PlaygroundError
+from playground.errors import InvalidGGUFError, PlaygroundError
 from playground.finetune.runs import exclusive_lock
 
 ADAPTER_GGUF_DIR = "gguf"  # in a run's folder, beside adapter/
@@ -65,10 +65,12 @@ class BaseLayout:
     def read(cls, base_gguf: Path) -> "BaseLayout":
         from gguf import GGUFReader
 
-        from playground.models.gguf_info import read_gguf_facts
-
-        read_gguf_facts(base_gguf)  # refuses a damaged file with a clear message
-        reader = GGUFReader(base_gguf, "r")
+        # One read of the header: parsing a large vocabulary is most of a conversion's time.
+        try:
+            reader = GGUFReader(base_gguf, "r")
+        except Exception as exc:
+            raise InvalidGGUFError(f"The base model's GGUF {Path(base_gguf).name} cannot be read "
+                                   f"({type(exc).__name__}); download it again.") from None
 
         def value(key: str, default=0):
             field = reader.fields.get(key)
