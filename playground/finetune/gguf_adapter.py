@@ -29,6 +29,7 @@ are refused with the reason, before anything is written.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import re
@@ -63,6 +64,13 @@ class BaseLayout:
 
     @classmethod
     def read(cls, base_gguf: Path) -> "BaseLayout":
+        """The layout of ``base_gguf``, read once per file version (the header of a large vocabulary takes
+        seconds to parse, and every run over that base needs the same layout)."""
+        stat = Path(base_gguf).stat()
+        return _read_layout(str(base_gguf), stat.st_size, stat.st_mtime_ns)
+
+    @classmethod
+    def _parse(cls, base_gguf: Path) -> "BaseLayout":
         from gguf import GGUFReader
 
         # One read of the header: parsing a large vocabulary is most of a conversion's time.
@@ -84,6 +92,11 @@ class BaseLayout:
         return cls(arch, int(value(f"{arch}.block_count", 0) or 0), heads,
                    int(value(f"{arch}.attention.head_count_kv", heads) or heads),
                    {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors})
+
+
+@functools.lru_cache(maxsize=8)
+def _read_layout(path: str, size: int, mtime_ns: int) -> BaseLayout:
+    return BaseLayout._parse(Path(path))
 
 
 def adapter_gguf_path(run_dir: Path) -> Path:
@@ -168,7 +181,10 @@ def convert_adapter(adapter_dir: Path, base_gguf: Path, output: Path, name: str 
     alpha = float(config.get("lora_alpha", 8))
     tensors: list[tuple[str, object]] = []
     for module, pair in sorted(_adapter_tensors(adapter_dir).items()):
-        target = names.get_name(module + ".weight", try_suffixes=(".weight", ".bias"))
+        # A multimodal checkpoint's text layers (model.language_model.layers...) are the text model's layers.
+        target = (names.get_name(module + ".weight", try_suffixes=(".weight", ".bias"))
+                  or names.get_name(module.replace(".language_model.", ".") + ".weight",
+                                    try_suffixes=(".weight", ".bias")))
         if target is None:
             raise AdapterConversionError(f"No GGUF tensor of a {layout.architecture} model matches the adapted "
                                          f"module {module}.")
