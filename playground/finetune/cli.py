@@ -93,6 +93,14 @@ def summarize_metrics(metrics: RunMetrics) -> str:
         before, after = metrics.rouge_before, metrics.rouge_after
         lines.append("  ROUGE (base -> tuned, " + f"{metrics.sample_count} test examples): " + ", ".join(
             f"{k} {before[k]:.3f} -> {after[k]:.3f}" for k in before))
+        engines = [(side, metrics.engine_of(side)) for side in ("base", "tuned", "quantized")]
+        lines.append("  answered on " + ", ".join(f"{side}: {engine.label}" for side, engine in engines if engine))
+        if metrics.rouge_quantized:
+            quantized = metrics.rouge_quantized
+            lines.append("  ROUGE fine-tuned, quantized: " + ", ".join(f"{k} {quantized[k]:.3f}" for k in quantized)
+                         + f" ({metrics.quantization_points:+.1f} ROUGE-L points against the fine-tuned model)")
+        elif metrics.quantized_unavailable:
+            lines.append(f"  no quantized answers: {metrics.quantized_unavailable}")
     if metrics.accuracy_before is not None and metrics.accuracy_after is not None:
         lines.append(f"  accuracy {metrics.accuracy_before:.3f} -> {metrics.accuracy_after:.3f}")
     if metrics.tokens_per_s:

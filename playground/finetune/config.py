@@ -27,6 +27,7 @@ import yaml
 
 from playground.errors import DataFileError, FinetuneConfigError, UnknownModelError
 from playground.finetune.data_ids import BUNDLED_DATA, DATA_SUFFIXES, HUB_PREFIX, data_label
+from playground.finetune.gguf_samples import AUTO, LLAMA_CPP, SAMPLE_ENGINES, llama_cpp_problem
 from playground.finetune.hub_data import check_hub_dataset_id
 from playground.finetune.methods import LORA, METHODS, family_problem, get_method, methods_help
 from playground.finetune.templates import load_templates
@@ -103,6 +104,13 @@ class FinetuneConfig:
                                   "one (0: none).", minimum=0, maximum=1000)
     max_new_tokens: int = _field(64, "Longest generated answer in the before/after comparison.",
                                  minimum=1, maximum=2048)
+    sample_engine: str = _field(AUTO, "What generates the before/after answers. transformers: the model that "
+                                      "trains (fp32 on a CPU); a LoRA or QLoRA run of a catalog decoder with a "
+                                      "GGUF also answers on that GGUF with its adapter, a third column showing "
+                                      "what quantisation costs. llama.cpp: the base's quantised GGUF, alone and "
+                                      "with the run's adapter (several times faster on a CPU; LoRA and QLoRA of "
+                                      "a catalog decoder with a GGUF only). auto: llama.cpp on a CPU where it "
+                                      "can, else transformers.", choices=SAMPLE_ENGINES)
 
     # ------------------------------------------------------------------ checks on values
     def __post_init__(self) -> None:
@@ -226,6 +234,12 @@ class FinetuneConfig:
             self._require_columns()
         if self.template != AUTO_TEMPLATE:
             load_templates().get(self.template)  # raises TemplateError naming the choices
+        if self.sample_engine == LLAMA_CPP:
+            problem = llama_cpp_problem(self.method, self.model, model_family(self.model, catalog),
+                                        catalog or _default_catalog())
+            if problem:
+                raise FinetuneConfigError(f"sample_engine is llama.cpp, but {problem}. Choose auto or "
+                                          f"transformers.")
         return self
 
     def _require_columns(self) -> None:
@@ -233,6 +247,12 @@ class FinetuneConfig:
         if missing:
             raise FinetuneConfigError(f"data {data_label(self.data)!r} is not a bundled data set, so name its "
                                       f"columns: set {' and '.join(missing)}.")
+
+
+def _default_catalog():
+    from playground.models.catalog import Catalog
+
+    return Catalog.load()
 
 
 def model_family(model: str, catalog=None) -> str:

@@ -101,6 +101,10 @@ class Method:
     adapter_kind: str = "LoRA"  # how messages name the adapter
     quantized: bool = False  # the frozen base loads in 4-bit NF4 (bitsandbytes)
     label_head: bool = False  # a classification head over the data's labels (the target column holds the label)
+    # llama.cpp can apply the saved adapter to the base's GGUF (a plain LoRA: gguf_adapter converts it), so the
+    # run's answers can also come from the quantised base on llama.cpp. DoRA's magnitudes, a full fine-tune's
+    # weights and a label head have no place in a llama.cpp LoRA adapter.
+    gguf_adapter: bool = True
     # Trainable parameters before the model loads, from (shape, config, target modules per layer).
     estimate_trainable: Callable[[ModelShape, Any, int], int] = field(default=lora_parameters, repr=False)
 
@@ -123,8 +127,8 @@ TABLE: Mapping[str, Method] = MappingProxyType({m.name: m for m in (
     Method(LORA, "small adapter matrices on a frozen model"),
     Method(QLORA, "the same on a 4-bit (NF4) model", quantized=True),
     Method(FULL, "every weight (needs about 4x the model's size for gradients and optimizer)", peft_config=None,
-           estimate_trainable=every_parameter),
-    Method(CLASSIFIER, "a label head on an encoder", families=(ENCODER,), label_head=True),
+           estimate_trainable=every_parameter, gguf_adapter=False),
+    Method(CLASSIFIER, "a label head on an encoder", families=(ENCODER,), label_head=True, gguf_adapter=False),
 )})
 METHODS = tuple(TABLE)
 

@@ -11,7 +11,11 @@ CLI. Beside the run store's own files (``config.yaml``, ``status.json``,
   weights as safetensors, the tokenizer, and ``playground.json`` (:class:`ResultInfo`:
   enough to rebuild the base and load the result back);
 - ``samples.jsonl``: base and tuned answers to the first test examples, with
-  per-example ROUGE (or correctness for a classifier);
+  per-example ROUGE (or correctness for a classifier), and where llama.cpp could
+  serve the run, the fine-tuned model's answers on the quantised base with its
+  adapter (``quantized_output``, ``quantized_rouge1``, ...);
+- ``gguf/adapter.gguf``: the adapter as a llama.cpp LoRA adapter, when the run
+  answered on llama.cpp (:mod:`~playground.finetune.gguf_adapter`);
 - ``metrics.json``: :class:`RunMetrics`;
 - ``downloads/``: the archives built for download, once each
   (``<run id>-adapter.zip``, ``<run id>-merged.zip``; a lock on ``downloads/.lock``
@@ -32,6 +36,7 @@ from typing import Any, Iterable, Mapping
 
 from playground.atomic import atomic_directory, atomic_write_json, atomic_write_jsonl
 from playground.errors import PlaygroundError, TrainingError
+from playground.finetune.gguf_samples import BASE, QUANTIZED, TRANSFORMERS, TUNED, SampleEngine
 from playground.finetune.methods import ADAPTER_DIR, MODEL_DIR, get_method
 from playground.finetune.weights import ENCODER
 
@@ -153,10 +158,33 @@ class RunMetrics:
     rouge_before: Mapping[str, float] | None = None
     rouge_after: Mapping[str, float] | None = None
     rougeL_improvement: float | None = None
+    # What produced the answers: the engine of the base and fine-tuned columns (transformers | llama.cpp; ""
+    # in runs older than the choice, which all answered on transformers), and per system (base, tuned,
+    # quantized) its SampleEngine as JSON.
+    sample_engine: str = ""
+    engines: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # The fine-tuned model on the quantised base with its adapter (llama.cpp): mean ROUGE, or None and the
+    # reason there is no such column ("" in older runs, which never had one).
+    rouge_quantized: Mapping[str, float] | None = None
+    quantized_unavailable: str = ""
 
     @property
     def classifier(self) -> bool:
         return self.family == ENCODER
+
+    def engine_of(self, system: str) -> SampleEngine | None:
+        """What answered for ``system`` (base, tuned or quantized); older runs answered on transformers."""
+        engine = SampleEngine.from_json(self.engines.get(system))
+        if engine is None and not self.engines and system in (BASE, TUNED):
+            return SampleEngine(TRANSFORMERS)
+        return engine
+
+    @property
+    def quantization_points(self) -> float | None:
+        """ROUGE-L points the fine-tune keeps or loses on the quantised base (quantized - tuned)."""
+        if not self.rouge_quantized or not self.rouge_after:
+            return None
+        return round(100 * (self.rouge_quantized["rougeL"] - self.rouge_after["rougeL"]), 2)
 
     @property
     def train_loss_first(self) -> float | None:
@@ -173,6 +201,10 @@ class RunMetrics:
             values[name] = tuple(values.get(name) or ())
         for name in ("data", "costs"):
             values[name] = dict(values.get(name) or {})
+        values["engines"] = {str(k): dict(v) for k, v in dict(values.get("engines") or {}).items()
+                             if isinstance(v, Mapping)}
+        for name in ("sample_engine", "quantized_unavailable"):
+            values[name] = str(values.get(name) or "")
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
@@ -194,7 +226,10 @@ class RunMetrics:
                         accuracy_after=self.accuracy_after)
         else:
             data.update(rouge_before=_plain(self.rouge_before), rouge_after=_plain(self.rouge_after),
-                        rougeL_improvement=self.rougeL_improvement)
+                        rougeL_improvement=self.rougeL_improvement, sample_engine=self.sample_engine,
+                        engines={k: dict(v) for k, v in self.engines.items()},
+                        rouge_quantized=_plain(self.rouge_quantized))
+        data["quantized_unavailable"] = self.quantized_unavailable
         return data
 
 
@@ -275,10 +310,12 @@ class RunResult:
         return self.downloads_dir / f"{self.run_dir.name}-{kind}.zip"
 
     # -- the trainer's writes ---------------------------------------------------------------------------
-    def save(self, trainable, config, samples: Iterable[dict], metrics: RunMetrics) -> None:
+    def save(self, trainable, config, samples: Iterable[dict], metrics: RunMetrics, weights: bool = True) -> None:
         """Write the weights (with tokenizer and info), the samples and the metrics, each atomically, in that
-        order: a reader that finds metrics.json finds the rest."""
-        self.save_weights(trainable, config)
+        order: a reader that finds metrics.json finds the rest. ``weights`` False: the run saved them already
+        (to convert its adapter for llama.cpp)."""
+        if weights:
+            self.save_weights(trainable, config)
         atomic_write_jsonl(self.samples_file, samples, "the before/after samples")
         atomic_write_json(self.metrics_file, metrics.to_json(), "the metrics")
 
@@ -321,21 +358,35 @@ def loss_points(events: Iterable[Mapping[str, Any]]) -> list[LossPoint]:
     return points
 
 
+# The systems' names in the before/after table and chart, by their field prefix in samples.jsonl.
+SYSTEM_NAMES = {BASE: "base", TUNED: "fine-tuned", QUANTIZED: "fine-tuned, quantized"}
+QUANTIZATION_COLUMN = "quantization (ROUGE-L points)"
+
+
 def comparison_rows(samples: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per test example: reference, base and fine-tuned outputs and their scores, best gain first.
 
     Each ROUGE cell reads "base → tuned" in percent (three narrow columns instead of six, so the texts keep
-    their width); the gain is in ROUGE-L points, a number the table can sort by.
+    their width); the gain is in ROUGE-L points, a number the table can sort by. Samples with the fine-tuned
+    model's answers on the quantised base add them as a third system: the cells read "base → tuned →
+    quantized", and a column gives what quantisation costs the fine-tune in ROUGE-L points (quantized - tuned).
     """
     rows = []
     for sample in samples:
+        quantized = "quantized_output" in sample
         row = {"#": int(sample.get("index", 0)) + 1, "reference": sample.get("reference", ""),
-               "base": sample.get("base_output", ""), "fine-tuned": sample.get("tuned_output", "")}
+               SYSTEM_NAMES[BASE]: sample.get("base_output", ""), SYSTEM_NAMES[TUNED]: sample.get("tuned_output", "")}
+        if quantized:
+            row[SYSTEM_NAMES[QUANTIZED]] = sample.get("quantized_output", "")
         if "base_rougeL" in sample:
+            systems = (BASE, TUNED, QUANTIZED) if quantized else (BASE, TUNED)
             for name, label in ROUGE_LABELS.items():
-                row[label] = f"{_percent(sample.get(f'base_{name}'))} → {_percent(sample.get(f'tuned_{name}'))}"
+                row[label] = " → ".join(_percent(sample.get(f"{system}_{name}")) for system in systems)
             improvement = sample.get("improvement")
             row["ROUGE-L gain"] = None if improvement is None else round(100 * improvement, 1)
+            if quantized:
+                tuned, after = sample.get("tuned_rougeL"), sample.get("quantized_rougeL")
+                row[QUANTIZATION_COLUMN] = None if tuned is None or after is None else round(100 * (after - tuned), 1)
         else:
             row["base correct"] = sample.get("base_correct")
             row["tuned correct"] = sample.get("tuned_correct")
@@ -354,19 +405,22 @@ def _percent(value: Any) -> str:
 
 
 def aggregate_rows(metrics: RunMetrics | None) -> list[dict[str, Any]]:
-    """Before/after aggregate scores in percent (one bar each): ROUGE-1/2/L for generation, accuracy for a
+    """Before/after aggregate scores in percent (one bar each): ROUGE-1/2/L for generation (with a third bar
+    per metric for the fine-tuned model on the quantised base, when the run has it), accuracy for a
     classifier; none without metrics."""
     rows: list[dict[str, Any]] = []
     if metrics is None:
         return rows
     before, after = metrics.rouge_before, metrics.rouge_after
     if before and after:
-        for name in ROUGE_NAMES:  # short bar names: six of them share half the page width
+        systems = [(BASE, "base", before), (TUNED, "tuned", after)]
+        if metrics.rouge_quantized:
+            systems.append((QUANTIZED, "quant", metrics.rouge_quantized))
+        for name in ROUGE_NAMES:  # short bar names: six to nine of them share half the page width
             short = ROUGE_LABELS[name].replace("ROUGE", "R")
-            rows.append({"bar": f"{short} base", "metric": name, "model": "base",
-                         "score": round(100 * before[name], 2)})
-            rows.append({"bar": f"{short} tuned", "metric": name, "model": "fine-tuned",
-                         "score": round(100 * after[name], 2)})
+            for system, bar, scores in systems:
+                rows.append({"bar": f"{short} {bar}", "metric": name, "model": SYSTEM_NAMES[system],
+                             "score": round(100 * scores[name], 2)})
     elif metrics.accuracy_before is not None and metrics.accuracy_after is not None:
         rows.append({"bar": "accuracy base", "metric": "accuracy", "model": "base",
                      "score": round(100 * metrics.accuracy_before, 2)})

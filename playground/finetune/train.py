@@ -31,6 +31,16 @@ tokenizer and ``playground.json`` naming the base and, for a classifier, the
 labels), ``samples.jsonl`` (base and tuned outputs of ``sample_count`` test
 examples with per-example ROUGE, or correctness for a classifier) and
 ``metrics.json`` (:class:`~playground.finetune.result.RunMetrics`).
+
+The answers come from the engine ``sample_engine`` names
+(:mod:`~playground.finetune.gguf_samples`): transformers, or llama.cpp on the
+base's GGUF (alone before training, with the run's adapter after). A LoRA or
+QLoRA run of a decoder whose base has a GGUF saves its adapter and converts it
+for llama.cpp (``gguf/adapter.gguf``) right after training; when the answers
+came from transformers it then answers a third time on the quantised base with
+that adapter (``quantized_*`` fields, ``rouge_quantized``). Without llama.cpp,
+``quantized_unavailable`` in the metrics says why. While answering, stage events
+count the examples ("Base model: generating 3 of 12 on llama.cpp Q4_1.").
 """
 
 from __future__ import annotations
@@ -47,6 +57,19 @@ from playground.finetune.config import FinetuneConfig
 from playground.finetune.costs import FP32_BYTES, machine_memory_budget
 from playground.finetune.data import DataSplits, PromptPair, load_splits
 from playground.finetune.encoding import EncodedSplit, causal_prompt_ids, data_collator, encode_pairs, encode_splits
+from playground.finetune.gguf_adapter import AdapterConversionError, adapter_gguf_path, run_adapter_gguf
+from playground.finetune.gguf_samples import (
+    BASE,
+    LLAMA_CPP,
+    QUANTIZED,
+    TRANSFORMERS,
+    TUNED,
+    GgufAnswers,
+    GgufPlan,
+    SampleEngine,
+    gguf_plan,
+    sample_engine_for,
+)
 from playground.finetune.hub_data import hub_source_for
 from playground.finetune.methods import TrainableModel, build_trainable, check_memory, cost_report, get_method
 from playground.finetune.result import RunMetrics, RunResult
@@ -138,6 +161,15 @@ class _Run:
         # The Trainer's output_dir (it saves nothing there), inside the run directory: removed when the run ends,
         # and by the job manager when a killed worker could not remove it.
         self.scratch_dir: Path | None = None
+        # What the run wrote before its results (the adapter, converted for llama.cpp): removed when it does
+        # not finish, since a cancelled or failed run saves nothing.
+        self.written: list[Path] = []
+        # The engines of the before/after answers (decided by _plan_samples once the base is located).
+        self.plan = GgufPlan(reason="not planned")
+        self.sample_engine = TRANSFORMERS
+        self.engines: dict[str, SampleEngine] = {}  # system (base, tuned, quantized) -> what answered for it
+        self.saved_weights: Path | None = None  # the adapter, when it was saved early to be converted
+        self.gguf_problem = ""  # why llama.cpp could not answer after training (the conversion refused)
 
     # -- events ----------------------------------------------------------------
     def emit(self, event: dict) -> None:
@@ -156,8 +188,12 @@ class _Run:
         try:
             return self._execute()
         except _Cancelled:
+            self._discard_written()
             self.emit({"event": "cancelled", "step": self.step})
             return TrainOutcome("cancelled", self.step)
+        except BaseException:
+            self._discard_written()
+            raise
         finally:
             if self.scratch_dir is not None:
                 shutil.rmtree(self.scratch_dir, ignore_errors=True)
@@ -183,6 +219,7 @@ class _Run:
         self.stage("loading", f"Loading {config.model} for {config.method} "
                               f"({'CUDA ' + dtype_name if cuda else 'CPU fp32'}).")
         source = locate_model(config, resolver, self.data_dir, self.catalog)
+        self._plan_samples(source.family, resolver, cuda, dtype_name)
         budget, where = self._memory_budget()
         estimate, full_estimate = check_memory(config, source, budget, where, 2 if bf16 else FP32_BYTES,
                                                len(splits.labels))
@@ -207,7 +244,7 @@ class _Run:
                                f"answers to {answers}.")
         test_pairs = list(encoded["test"].pairs)
         before = _evaluate_test(trainer, encoded["test"])
-        base_outputs = self._outputs(trainable, test_pairs)
+        base_outputs = self._answers(BASE, "baseline", "Base model", trainable, test_pairs)
 
         self.stage("training", f"Training for {config.planned_steps(len(encoded['train'].features))} steps.")
         train_output = trainer.train()
@@ -225,10 +262,15 @@ class _Run:
         else:
             last_eval_loss = None
         after = _evaluate_test(trainer, encoded["test"])
-        tuned_outputs = self._outputs(trainable, test_pairs)
+        adapter_gguf = self._adapter_gguf(trainable, test_pairs)
+        tuned_outputs = self._answers(TUNED, "evaluating", "Fine-tuned model", trainable, test_pairs, adapter_gguf)
+        quantized_outputs = None
+        if self.sample_engine == TRANSFORMERS and adapter_gguf is not None:
+            quantized_outputs = self._answers(QUANTIZED, "evaluating", "Fine-tuned model, quantized", trainable,
+                                              test_pairs, adapter_gguf)
 
         self.stage("saving", f"Writing the {get_method(config.method).saves}, samples and metrics.")
-        samples = _sample_rows(trainable, test_pairs, base_outputs, tuned_outputs)
+        samples = _sample_rows(trainable, test_pairs, base_outputs, tuned_outputs, quantized_outputs)
         costs = cost_report(config, trainable=trainable.trainable_parameters, total=trainable.total_parameters,
                             memory=estimate, full_memory=full_estimate, budget=(budget, where),
                             total_steps=trainer.state.max_steps, step_seconds=callback.mean_step_seconds)
@@ -236,7 +278,8 @@ class _Run:
                                 last_eval_loss, costs)
         self.check_stop()
         if self.main_process:
-            RunResult(self.run_dir).save(trainable, config, samples, metrics)
+            RunResult(self.run_dir).save(trainable, config, samples, metrics, weights=self.saved_weights is None)
+        self.written = []  # the run finished: what it wrote is its result
         self.emit({"event": "done", "metrics": metrics.to_json()})
         return TrainOutcome("done", self.step, metrics)
 
@@ -252,6 +295,81 @@ class _Run:
         if not config_file.exists():  # the job manager writes it first; the CLI leaves it to us
             atomic_write_text(config_file, self.config.to_yaml(), "the resolved config")
 
+    def _discard_written(self) -> None:
+        for path in reversed(self.written):
+            shutil.rmtree(path, ignore_errors=True)
+        self.written = []
+
+    # -- the engines of the before/after answers ------------------------------------------------------------
+    def _plan_samples(self, family: str, resolver, cuda: bool, dtype_name: str) -> None:
+        """Decide which engine answers (sample_engine, auto resolved) and whether llama.cpp can serve the run."""
+        from playground.models.catalog import Catalog
+
+        config = self.config
+        self.plan = gguf_plan(config, family, self.catalog or Catalog.load(), resolver)
+        self.sample_engine = sample_engine_for(config.sample_engine, cuda, self.plan)
+        precision = "NF4" if get_method(config.method).quantized else {"float32": "fp32", "bfloat16": "bf16"}.get(
+            dtype_name, dtype_name)
+        self._transformers_engine = SampleEngine(TRANSFORMERS, precision)
+        self._llama_engine = SampleEngine(LLAMA_CPP, self.plan.file_type)
+
+    def _answers(self, system: str, stage: str, who: str, trainable: TrainableModel, pairs: Sequence[PromptPair],
+                 adapter: Path | None = None) -> list[str]:
+        """One system's answers to the first ``sample_count`` pairs, on the engine the run chose for it."""
+        on_llama = system == QUANTIZED or (self.sample_engine == LLAMA_CPP and (system == BASE or adapter))
+        engine = self._llama_engine if on_llama else self._transformers_engine
+        if on_llama and system != BASE:
+            engine = dataclasses.replace(engine, adapter=True)
+        count = min(self.config.sample_count, len(pairs))
+        if count:
+            self.engines[system] = engine
+
+        def progress(done: int) -> None:
+            self.stage(stage, f"{who}: generating {done} of {count} on {engine.label}.")
+
+        if on_llama:
+            return self._gguf_outputs(trainable, pairs[:count], adapter, progress)
+        return self._outputs(trainable, pairs, progress)
+
+    def _adapter_gguf(self, trainable: TrainableModel, pairs: Sequence[PromptPair]) -> Path | None:
+        """After training: the adapter saved and converted for llama.cpp, when llama.cpp answers for this run."""
+        if not (self.plan.available and self.main_process and min(self.config.sample_count, len(pairs))):
+            return None
+        result = RunResult(self.run_dir)
+        target = self.run_dir / get_method(self.config.method).saves
+        self.written.append(target)
+        self.saved_weights = result.save_weights(trainable, self.config)
+        gguf_dir = adapter_gguf_path(self.run_dir).parent
+        if not gguf_dir.exists():
+            self.written.append(gguf_dir)
+        try:
+            return run_adapter_gguf(self.run_dir, self.saved_weights, self.plan.weights.path,
+                                    name=f"{trainable.source.name} {self.run_dir.name}")
+        except AdapterConversionError as exc:
+            self.gguf_problem = str(exc).rstrip(".")
+            return None
+
+    def _gguf_outputs(self, trainable: TrainableModel, pairs: Sequence[PromptPair], adapter: Path | None,
+                      progress: Callable[[int], None]) -> list[str]:
+        """Greedy answers on the base GGUF (with ``adapter``), to the same token ids transformers reads."""
+        if not pairs or not self.main_process:  # only the main process saves answers
+            return []
+        import torch
+
+        config = self.config
+        tokenizer = trainable.tokenizer
+        outputs: list[str] = []
+        with GgufAnswers(config.model, self.plan, max(1, torch.get_num_threads()),
+                         n_ctx=config.max_length + config.max_new_tokens) as answers:
+            for index, pair in enumerate(pairs):
+                self.check_stop()
+                progress(index + 1)
+                ids = causal_prompt_ids(tokenizer, pair.prompt)[-config.max_length:]
+                outputs.append(answers.answer(pair.prompt, ids, config.max_new_tokens, adapter,
+                                              self.control.should_stop))
+                self.check_stop()  # an answer cut short by a cancel is not one to keep
+        return outputs
+
     def _memory_budget(self) -> tuple[int, str]:
         if self.memory_budget_bytes is not None:
             return int(self.memory_budget_bytes), "the memory budget given to this run"
@@ -259,7 +377,8 @@ class _Run:
 
         return machine_memory_budget(detect())
 
-    def _outputs(self, trainable: TrainableModel, pairs: Sequence[PromptPair]) -> list[str]:
+    def _outputs(self, trainable: TrainableModel, pairs: Sequence[PromptPair],
+                 progress: Callable[[int], None] | None = None) -> list[str]:
         count = min(self.config.sample_count, len(pairs))
         if not count:
             return []
@@ -271,6 +390,8 @@ class _Run:
         for start in range(0, count, self.config.batch_size):
             self.check_stop()
             batch = chosen[start:start + self.config.batch_size]
+            if progress is not None:
+                progress(start + len(batch))
             outputs += generate(trainable.model, trainable.tokenizer, trainable.family, [p.prompt for p in batch],
                                 self.config.max_new_tokens, self.config.max_length,
                                 should_stop=self.control.should_stop)
@@ -296,7 +417,9 @@ class _Run:
                   "validation": encoded["validation"].stats.summary(), "test": encoded["test"].stats.summary(),
                   "train_token_lengths": list(train_stats.lengths)},
             train_duration_s=round(runtime, 2), duration_s=round(time.perf_counter() - self.started, 2),
-            costs=costs.as_dict(), output_dir=get_method(config.method).saves, sample_count=len(samples))
+            costs=costs.as_dict(), output_dir=get_method(config.method).saves, sample_count=len(samples),
+            sample_engine=self.sample_engine, engines={k: v.to_json() for k, v in self.engines.items()},
+            quantized_unavailable=self._quantized_unavailable(samples))
         if trainable.family == ENCODER:
             return dataclasses.replace(metrics, labels=tuple(trainable.labels),
                                        accuracy_before=_round(before.get("accuracy")),
@@ -305,10 +428,27 @@ class _Run:
             return metrics
         from playground.prompting.evaluation import ROUGE_TYPES
 
+        sides = (BASE, TUNED, QUANTIZED) if "quantized_rougeL" in samples[0] else (BASE, TUNED)
         rouge = {side: {name: round(_mean([s[f"{side}_{name}"] for s in samples]), 4) for name in ROUGE_TYPES}
-                 for side in ("base", "tuned")}
+                 for side in sides}
         return dataclasses.replace(metrics, rouge_before=rouge["base"], rouge_after=rouge["tuned"],
-                                   rougeL_improvement=round(rouge["tuned"]["rougeL"] - rouge["base"]["rougeL"], 4))
+                                   rougeL_improvement=round(rouge["tuned"]["rougeL"] - rouge["base"]["rougeL"], 4),
+                                   rouge_quantized=rouge.get(QUANTIZED))
+
+    def _quantized_unavailable(self, samples) -> str:
+        """Why the run has no "fine-tuned, quantized" answers ("" when it has them)."""
+        if samples and "quantized_output" in samples[0]:
+            return ""
+        if not self.plan.available:
+            return self.plan.reason
+        if self.gguf_problem:
+            return self.gguf_problem
+        if not samples:
+            return "the run answered no test examples (sample_count 0, or no test data)"
+        if self.sample_engine == LLAMA_CPP:
+            return ("the samples ran on llama.cpp: the fine-tuned answers are already the quantised base with the "
+                    "run's adapter")
+        return "only the main process answers the test examples"
 
 
 def _epoch_of(train_output) -> float:
@@ -533,8 +673,8 @@ def _predict_labels(trainable: TrainableModel, pairs: Sequence[PromptPair], max_
     return [trainable.labels[i] for i in predicted]
 
 
-def _sample_rows(trainable: TrainableModel, pairs: Sequence[PromptPair], base: list[str], tuned: list[str]
-                 ) -> list[dict[str, Any]]:
+def _sample_rows(trainable: TrainableModel, pairs: Sequence[PromptPair], base: list[str], tuned: list[str],
+                 quantized: list[str] | None = None) -> list[dict[str, Any]]:
     rows = []
     for index, (pair, before, after) in enumerate(zip(pairs, base, tuned)):
         reference = pair.record.target
@@ -551,5 +691,9 @@ def _sample_rows(trainable: TrainableModel, pairs: Sequence[PromptPair], base: l
             row.update({f"base_{k}": round(v, 4) for k, v in base_scores.items()})
             row.update({f"tuned_{k}": round(v, 4) for k, v in tuned_scores.items()})
             row["improvement"] = round(tuned_scores["rougeL"] - base_scores["rougeL"], 4)
+            if quantized is not None and index < len(quantized):  # the fine-tuned model on the quantised base
+                row["quantized_output"] = quantized[index]
+                row.update({f"quantized_{k}": round(v, 4)
+                            for k, v in rouge_scores(quantized[index], reference).items()})
         rows.append(row)
     return rows

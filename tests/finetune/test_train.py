@@ -74,6 +74,11 @@ def test_decoder_lora_run_writes_adapter_samples_metrics(decoder_run):
                     "tuned_rouge1", "tuned_rouge2", "tuned_rougeL", "improvement"):
             assert key in row, key
         assert row["improvement"] == pytest.approx(row["tuned_rougeL"] - row["base_rougeL"], abs=1e-4)
+        assert "quantized_output" not in row and "quantized_rougeL" not in row
+    # A folder has no GGUF for llama.cpp: auto answers on transformers, with no quantized system, and says why.
+    assert metrics["sample_engine"] == "transformers" and metrics["rouge_quantized"] is None
+    assert "local folder" in metrics["quantized_unavailable"]
+    assert set(metrics["engines"]) == {"base", "tuned"}
     assert not [p for p in run_dir.parent.rglob(".*partial*")]
 
 

@@ -68,7 +68,10 @@ def test_a_tiny_run_trains_in_the_background_and_fills_the_results(client, tmp_p
     assert "succeeded" in status, status
     assert loss is not None and scores is not None
     assert "ROUGE-L went from" in gain
-    assert comparison["data"] and {"reference", "base", "fine-tuned"} <= set(comparison["headers"])
+    headers = comparison["headers"]
+    assert comparison["data"] and "reference" in headers
+    # The systems carry the engine that answered (on a CPU: llama.cpp on SmolLM2's Q4_1 GGUF).
+    assert any(h.startswith("base · ") for h in headers) and any(h.startswith("fine-tuned · ") for h in headers)
 
     archive = client.predict(owner, run_id, api_name="/finetune_download")
     with zipfile.ZipFile(archive) as zipped:

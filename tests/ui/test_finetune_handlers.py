@@ -28,6 +28,7 @@ from playground.ui.tabs.finetune import (
 )
 from tests.finetune.conftest import ft_models  # noqa: F401  (the tiny models, a session fixture)
 from tests.finetune.sessions import finished_run, form
+from tests.finetune.test_results import QUANTIZED_METRICS, QUANTIZED_SAMPLE
 from tests.finetune.test_session import DECODER_INFO, session, wait_for  # noqa: F401 (session: a fixture)
 
 EN, PT = Texts("en"), Texts("pt")
@@ -70,8 +71,37 @@ def test_poll_without_runs_and_with_a_finished_one(session, token):
     assert f"**{run_id}** · {SUCCEEDED}" in status and loss is None  # the fake run logged no steps
     assert len(scores) == 6 and "ROUGE-L went from **10.0** to **50.0** (**+40.0 points**)" in gain
     assert list(comparison["ROUGE-L gain"]) == [40.0] and cursor.run_id == run_id
+    # An older run's metrics name no engine: its answers came from transformers, and it has no third system.
+    assert {"base · transformers", "fine-tuned · transformers"} <= set(comparison.columns)
+    assert set(scores["model"]) == {"base · transformers", "fine-tuned · transformers"}
+    assert "quantized" not in gain
     stranger = session.identities.issuer.issue()
     assert on_poll(session, EN, stranger, run_id, None)[2].startswith("⚠ There is no run")
+
+
+def test_the_quantized_system_shows_with_its_engine_in_the_pages_language(session, token):
+    run_id = finished_run(session, owner(session, token), weights=DECODER_INFO, samples=[QUANTIZED_SAMPLE],
+                          metrics={**QUANTIZED_METRICS, "duration_s": 3.0})
+    _, _, _, _, scores, gain, comparison, _ = on_poll(session, EN, token, run_id, None)
+    systems = ["base · transformers fp32", "fine-tuned · transformers fp32",
+               "fine-tuned, quantized · llama.cpp Q4_1 + adapter"]
+    assert list(comparison.columns[2:5]) == systems and "quantization (ROUGE-L points)" in comparison.columns
+    assert list(comparison["fine-tuned, quantized · llama.cpp Q4_1 + adapter"]) == ["z"]
+    assert list(scores["model"][:3]) == systems and len(scores) == 9
+    assert "Fine-tuned and quantized (llama.cpp Q4_1 + adapter): ROUGE-L **45.0**, **-5.0 points**" in gain
+    _, _, _, _, scores, gain, comparison, _ = on_poll(session, PT, token, run_id, None)
+    assert "afinado, quantizado · llama.cpp Q4_1 + adaptador" in comparison.columns
+    assert "afinado · transformers fp32" in set(scores["model"]) and "Afinado e quantizado" in gain
+    # A run whose samples ran on llama.cpp names the engines of its two systems and why there is no third.
+    on_llama = {**QUANTIZED_METRICS, "sample_engine": "llama.cpp", "rouge_quantized": None,
+                "quantized_unavailable": "the samples ran on llama.cpp",
+                "engines": {"base": {"engine": "llama.cpp", "weights": "Q4_1"},
+                            "tuned": {"engine": "llama.cpp", "weights": "Q4_1", "adapter": True}}}
+    sample = {k: v for k, v in QUANTIZED_SAMPLE.items() if not k.startswith("quantized")}
+    run_id = finished_run(session, owner(session, token), weights=DECODER_INFO, samples=[sample], metrics=on_llama)
+    _, _, _, _, scores, gain, comparison, _ = on_poll(session, EN, token, run_id, None)
+    assert list(comparison.columns[2:4]) == ["base · llama.cpp Q4_1", "fine-tuned · llama.cpp Q4_1 + adapter"]
+    assert len(scores) == 6 and "No quantized column: the samples ran on llama.cpp." in gain
 
 
 def test_start_then_poll_draws_the_loss_curve(session, token, capsys):

@@ -20,7 +20,9 @@ import gradio as gr
 import pandas as pd
 
 from playground.finetune.config import FinetuneConfig
+from playground.finetune.gguf_samples import BASE, QUANTIZED, TUNED
 from playground.finetune.methods import METHODS
+from playground.finetune.result import QUANTIZATION_COLUMN, SYSTEM_NAMES
 from playground.finetune.session import (
     INTEGER_FIELDS,
     UPLOAD,
@@ -102,13 +104,39 @@ def progress_text(record, texts: Texts) -> str:
     return " · ".join(parts)
 
 
+def engine_text(engine, texts: Texts) -> str:
+    """What answered for one system, e.g. "llama.cpp Q4_1 + adapter" (the adapter in the page's language)."""
+    text = " ".join(part for part in (engine.engine, engine.weights) if part)
+    return texts("ft.engine_adapter", engine=text) if engine.adapter else text
+
+
+def system_labels(metrics, texts: Texts) -> dict[str, str]:
+    """The before/after table's and chart's system names ("base", "fine-tuned", ...) as the page shows them:
+    translated, with the engine that answered ("base · llama.cpp Q4_1")."""
+    labels = {}
+    if metrics is None:
+        return labels
+    for system, key in ((BASE, "ft.system_base"), (TUNED, "ft.system_tuned"), (QUANTIZED, "ft.system_quantized")):
+        engine = metrics.engine_of(system)
+        if engine is not None:
+            labels[SYSTEM_NAMES[system]] = texts(key, engine=engine_text(engine, texts))
+    return labels
+
+
 def gain_text(metrics, texts: Texts) -> str:
     if metrics is None:
         return ""
     if metrics.rouge_after and metrics.rouge_before:
         before, after = metrics.rouge_before["rougeL"], metrics.rouge_after["rougeL"]
-        return texts("ft.gain", before=100 * before, after=100 * after, gain=100 * (after - before),
-                     examples=metrics.sample_count, seconds=metrics.duration_s)
+        lines = [texts("ft.gain", before=100 * before, after=100 * after, gain=100 * (after - before),
+                       examples=metrics.sample_count, seconds=metrics.duration_s)]
+        quantized = metrics.engine_of(QUANTIZED)
+        if metrics.rouge_quantized and quantized is not None:
+            lines.append(texts("ft.quantized_gain", engine=engine_text(quantized, texts),
+                               quantized=100 * metrics.rouge_quantized["rougeL"], points=metrics.quantization_points))
+        elif metrics.quantized_unavailable:
+            lines.append(texts("ft.no_quantized", reason=metrics.quantized_unavailable))
+        return "\n\n".join(lines)
     if metrics.accuracy_after is not None:
         return texts("ft.gain_accuracy", before=100 * (metrics.accuracy_before or 0),
                      after=100 * metrics.accuracy_after)
@@ -144,10 +172,16 @@ def poll_values(view: RunView, token: str, texts: Texts, settings=None) -> tuple
         status = warning_text(view.error, settings) if view.error is not None else texts("ft.no_run")
         return token, gr.update(choices=choices), status, None, None, "", None, view.cursor
     points = pd.DataFrame([p.__dict__ for p in view.points], columns=LOSS_COLUMNS)
+    labels = system_labels(view.metrics, texts)
     scores = pd.DataFrame(view.scores, columns=SCORE_COLUMNS)
+    scores["model"] = scores["model"].map(lambda name: labels.get(name, name))
+    comparison = None
+    if view.comparison:
+        comparison = pd.DataFrame(list(view.comparison)).rename(
+            columns={**labels, QUANTIZATION_COLUMN: texts("ft.quantization_column")})
     return (token, gr.update(choices=choices, value=view.record.id), progress_text(view.record, texts),
             points if len(points) else None, scores if len(scores) else None, gain_text(view.metrics, texts),
-            pd.DataFrame(list(view.comparison)) if view.comparison else None, view.cursor)
+            comparison, view.cursor)
 
 
 # ------------------------------------------------------------------------------ the handlers, as plain functions
