@@ -294,8 +294,10 @@ class LlamaCppEngine(EngineBase):
                 if llama_cpp.llama_vocab_is_eog(vocab, token):
                     break
                 produced += 1
-                yield decoder.decode(llm.detokenize([token]))
-                if produced >= params.max_new_tokens:
+                last = produced >= params.max_new_tokens
+                # The last token flushes a dangling half character (as "replacement"), like sample_n does.
+                yield decoder.decode(llm.detokenize([token]), final=last)
+                if last:
                     break
         finally:
             tokens.close()
