@@ -7,7 +7,8 @@ in flight, so the Stop button of one browser session can reach its own
 generation and nobody else's. It also holds the fine-tuning run store and the
 job manager that trains each run in its own child process (under the data dir's size budget,
 ``disk``), and ``engine`` serves a person's finished runs (``run:<id>``) next to the catalog's
-models (a LoRA run on llama.cpp as its base plus its adapter, where the base has a GGUF). ``identities`` issues and checks the signed identity tokens and applies the room's rate
+models (a LoRA run on llama.cpp as its base plus its adapter, where the base has a GGUF);
+``models_for(owner)`` is one person's view of them for the tabs. ``identities`` issues and checks the signed identity tokens and applies the room's rate
 limits; ``generation_slots`` lets a set number of generations run at once, each held only while a
 model generates. Nothing here imports gradio.
 """
@@ -17,17 +18,20 @@ from __future__ import annotations
 import functools
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol
 
 from playground.architectures.lab import ArchitectureLab
 from playground.backends.base import Engine
+from playground.backends.chat import QuantizedFacts
 from playground.backends.provider import EngineProvider
 from playground.backends.slots import GenerationSlots
 from playground.backends.selection import LLAMA_CPP, TRANSFORMERS
 from playground.config import Settings
 from playground.errors import EngineUnavailableError, PlaygroundError
 from playground.finetune.finetuned import FinetunedModel, finetuned_model, finetuned_models, is_finetuned_id, load_for_generation
-from playground.finetune.gguf_adapter import AdapterConversionError, run_adapter_gguf
+from playground.finetune.gguf_adapter import AdapterConversionError, adapter_download_name, check_adapter, \
+    read_adapter_facts, run_adapter_gguf
 from playground.finetune.jobs import JobManager, automatic_slots, visible_gpus
 from playground.finetune.runs import RunStore
 from playground.finetune.storage import DataBudget
@@ -67,15 +71,20 @@ class ActiveGenerations:
 
 
 class OwnedModels:
-    """The models one person may use (``ModelChoices`` of the Prompt Lab): the catalog's decoders, then their
-    own finished fine-tuning runs, newest first; another person's run reads as no run at all."""
+    """The models one person may use (``ModelChoices`` of the Prompt Lab, ``QuantizedModels`` of the Quantized
+    CPU tab): the catalog's models, then their own finished fine-tuning runs, newest first; another person's run
+    reads as no run at all."""
 
     def __init__(self, services: "Services", owner: str) -> None:
         self._services = services
         self.owner = owner
 
-    def engine(self, model_id: str, engine: str = "auto") -> Engine:
-        return self._services.engine(model_id, engine or "auto", self.owner)
+    @property
+    def hardware(self) -> Hardware:
+        return self._services.hardware
+
+    def engine(self, model_id: str, engine: str = "auto", progress=None) -> Engine:
+        return self._services.engine(model_id, engine or "auto", self.owner, progress)
 
     @functools.cached_property
     def runs(self) -> list:
@@ -90,6 +99,30 @@ class OwnedModels:
                     s.id) for s in services.catalog.by_family("decoder")]
         return catalog + [(model.label, model.model_id) for model in self.runs]
 
+    def gguf_choices(self) -> list[tuple[str, str]]:
+        """(label, model id) for the Quantized CPU tab: the catalog's GGUF models, then the owner's runs that
+        answer on llama.cpp (a LoRA or QLoRA adapter over a base with a GGUF); the others stay in the Prompt Lab."""
+        services = self._services
+        resolver = services.engines.resolver
+        catalog = [(f"{s.name} · {s.parameters_label} · "
+                    f"{'offline' if resolver.is_available_offline(s, 'gguf') else 'Hub'}", s.id)
+                   for s in services.catalog.with_gguf()]
+        return catalog + [(model.label, model.model_id) for model in self.runs
+                          if not services.llama_cpp_refusal(model)]
+
+    def quantized_facts(self, model_id: str, progress=None) -> QuantizedFacts:
+        """What llama.cpp loads for ``model_id``: a catalog model's GGUF, or a run's base GGUF and its adapter
+        (converted on first use). A run that cannot answer on llama.cpp raises EngineUnavailableError."""
+        services = self._services
+        if not is_finetuned_id(model_id):
+            return QuantizedFacts(services.engines.gguf_facts(model_id))
+        tuned = finetuned_model(services.runs, model_id, self.owner)
+        services.run_engine_name(tuned, LLAMA_CPP)
+        adapter = read_adapter_facts(services.run_adapter_gguf(tuned, progress))
+        return QuantizedFacts(services.engines.gguf_facts(tuned.base_model),
+                              (*tuned.facts_rows(), ("adapter file", adapter_download_name(tuned.run_id)),
+                               *adapter.as_rows()), tuned.method.upper())
+
     def label(self, model_id: str) -> str:
         if not is_finetuned_id(model_id):
             return model_id
@@ -103,10 +136,15 @@ class OwnedModels:
             return dict(engine=engine, spec=services.catalog.get(model_id), threads=threads)
         tuned = finetuned_model(services.runs, model_id, self.owner)
         base_spec = services.catalog.get(tuned.base_model) if tuned.base_model in services.catalog.ids else None
+        refusal = services.llama_cpp_refusal(tuned)
+        if engine == LLAMA_CPP and not refusal:  # the quantised base with the run's adapter GGUF
+            return dict(engine=LLAMA_CPP, spec=base_spec, lora_path=adapter_download_name(tuned.run_id),
+                        threads=threads)
+        note = f"llama.cpp cannot run this run: {refusal}." if engine == LLAMA_CPP else ""
         if not tuned.is_adapter:  # a full fine-tune: the downloaded model folder is the model
-            return dict(engine="transformers", model_ref=tuned.result_dir.name, threads=threads)
-        return dict(engine="transformers", spec=base_spec, model_ref=None if base_spec else tuned.base_model,
-                    adapter=tuned.result_dir.name, threads=threads)
+            return dict(engine=TRANSFORMERS, model_ref=tuned.result_dir.name, threads=threads, note=note)
+        return dict(engine=TRANSFORMERS, spec=base_spec, model_ref=None if base_spec else tuned.base_model,
+                    adapter=tuned.result_dir.name, threads=threads, note=note)
 
 
 @dataclass
@@ -169,30 +207,42 @@ class Services:
         EngineUnavailableError when llama.cpp is asked for a run it cannot serve, with the reason.
         """
         engine = engine or "auto"
-        spec = self.catalog.get(model.base_model) if model.base_model in self.catalog.ids else None
-        reason = ""
-        if not model.is_adapter:
-            reason = ("a full fine-tune changes every weight, so it answers through transformers; its merged "
-                      "download runs anywhere")
-        elif spec is None or not spec.has_gguf:
-            reason = f"its base {model.base_name} has no GGUF file in the catalog for llama.cpp to load"
+        reason = self.llama_cpp_refusal(model)
         if engine == LLAMA_CPP and reason:
             raise EngineUnavailableError(f"Run {model.run_id} cannot answer on llama.cpp: {reason}. Choose auto or "
                                          f"transformers.")
         if reason or engine == TRANSFORMERS:
             return TRANSFORMERS
-        return self.engines.choose(spec.id, engine).engine
+        return self.engines.choose(model.base_model, engine).engine
+
+    def llama_cpp_refusal(self, model: FinetunedModel) -> str:
+        """Why the run cannot answer on llama.cpp ("" when it can): a full fine-tune, a base without a GGUF in
+        the catalog, or an adapter with parts a llama.cpp adapter cannot carry (DoRA, trained biases, ...)."""
+        spec = self.catalog.get(model.base_model) if model.base_model in self.catalog.ids else None
+        if not model.is_adapter:
+            return ("a full fine-tune changes every weight, so it answers through transformers; its merged "
+                    "download runs anywhere")
+        if spec is None or not spec.has_gguf:
+            return f"its base {model.base_name} has no GGUF file in the catalog for llama.cpp to load"
+        try:
+            check_adapter(model.result_dir)
+        except AdapterConversionError as exc:
+            return str(exc).rstrip(".")
+        return ""
 
     def _run_on_llama_cpp(self, model: FinetunedModel, progress=None) -> Engine:
         """The run's base on llama.cpp with the run's adapter GGUF (converted on first use) applied."""
         base = self.engines.get(model.base_model, LLAMA_CPP, progress)
+        return base.with_adapter(model.model_id, self.run_adapter_gguf(model, progress))
+
+    def run_adapter_gguf(self, model: FinetunedModel, progress=None) -> Path:
+        """The run's llama.cpp adapter GGUF for its base's GGUF, converted on first use (in the run's folder)."""
         weights = self.engines.resolve(model.base_model, "gguf", progress)
         try:
-            adapter = run_adapter_gguf(model.result_dir.parent, model.result_dir, weights.path, name=model.label)
+            return run_adapter_gguf(model.result_dir.parent, model.result_dir, weights.path, name=model.label)
         except AdapterConversionError as exc:
             raise EngineUnavailableError(f"Run {model.run_id} cannot answer on llama.cpp: {exc} Choose "
                                          f"transformers.") from None
-        return base.with_adapter(model.model_id, adapter)
 
     def models_for(self, owner: str = "") -> "OwnedModels":
         """One person's view of the models: the catalog's decoders and their own finished runs."""

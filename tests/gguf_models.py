@@ -74,3 +74,47 @@ def write_llama_gguf(model_dir: Path, output: Path) -> Path:
     writer.write_tensors_to_file()
     writer.close()
     return output
+
+
+# ---------------------------------------------------------------- a catalog over the tiny GGUF, and runs on it
+
+TINY_GGUF = "tiny-llama-gguf"
+TINY_GGUF_REPO = "test-org/Tiny-Llama-Gguf"
+
+
+def tiny_gguf_catalog(models_dir: Path, tokenizer):
+    """(model folder, Catalog) of one tiny Llama with safetensors and an F32 GGUF twin in ``models_dir``."""
+    from playground.models.catalog import Catalog
+    from tests.helpers import build_tiny_causal_lm, decoder_spec
+
+    folder = build_tiny_causal_lm(Path(models_dir) / TINY_GGUF_REPO.split("/")[-1], "llama", tokenizer, 128)
+    write_llama_gguf(folder, folder / f"{TINY_GGUF}.gguf")
+    spec = decoder_spec(TINY_GGUF, repo=TINY_GGUF_REPO, gguf_file=f"{TINY_GGUF}.gguf", context_length=128)
+    return folder, Catalog((spec,))
+
+
+def make_lora_run(services, folder: Path, owner: str, seed: int, **lora) -> str:
+    """A succeeded run of ``owner`` on the tiny GGUF model whose adapter is a peft LoRA with large random B
+    matrices (so the run clearly differs from its base); ``lora`` overrides LoraConfig options."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from playground.finetune.runs import SUCCEEDED
+
+    run_id = services.runs.create(owner, {"model": TINY_GGUF}, "playground.finetune.train:run_job")
+    adapter_dir = services.runs.path(run_id) / "adapter"
+    torch.manual_seed(seed)
+    options = dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
+                   init_lora_weights=False) | lora
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder), LoraConfig(**options))
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_B" in name:
+                parameter.normal_(0.0, 0.4)
+    model.save_pretrained(adapter_dir)
+    (adapter_dir / "playground.json").write_text(json.dumps({
+        "base_model": TINY_GGUF, "base_name": TINY_GGUF, "method": "lora", "family": "decoder", "data": "dialogues",
+        "template": "auto"}))
+    services.runs.set_status(run_id, SUCCEEDED, force=True)
+    return run_id

@@ -1,17 +1,25 @@
 """Chat: a history and a new message into a prompt, with the checks every tab needs, and the Quantized CPU
-tab's controller (:class:`QuantizedChat`: a streamed answer on llama.cpp, and the precision comparison)."""
+tab's controller (:class:`QuantizedChat`: a streamed answer on llama.cpp, the GGUF facts, and the precision
+comparison), for the catalog's GGUF models and a person's fine-tuned runs alike.
+
+The controller reaches models through :class:`QuantizedModels`, one person's view of them (made by
+``Services.models_for``): a run (``run:<id>``) answers on llama.cpp as its quantised base with the run's
+adapter GGUF applied, and someone else's run reads as no run at all.
+"""
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from typing import Iterator, Protocol, Sequence
 
-from playground.backends.base import GenerationParams, GenerationResult, Message
+from playground.backends.base import Engine, GenerationParams, GenerationResult, Message
 from playground.backends.compare import PrecisionComparison, compare_precisions
 from playground.backends.selection import LLAMA_CPP
 from playground.backends.slots import SlotHolder, no_slot
 from playground.errors import InvalidPromptError
+from playground.hardware import Hardware
+from playground.models.gguf_info import GGUFFacts
 
 ROLES = ("system", "user", "assistant")
 
@@ -78,23 +86,60 @@ class ChatUpdate:
     cancelled_waiting: bool = False  # stopped before a generation slot was free: nothing was generated
 
 
-class QuantizedChat:
-    """Chat with a GGUF model on llama.cpp, and the full-precision against quantised comparison.
+@dataclass(frozen=True)
+class QuantizedFacts:
+    """What llama.cpp loads for a model: its GGUF file and, for a fine-tuned run, the adapter applied to it."""
 
-    ``engines`` is the app's engine provider (``get(model_id, engine, progress)``, ``gguf_facts``);
-    ``slot`` is held only while the model generates.
+    gguf: GGUFFacts  # the model's GGUF, or a run's base GGUF
+    adapter: tuple[tuple[str, str], ...] = ()  # a run: what was trained and the adapter GGUF's facts
+    method: str = ""  # a run's method as shown (LORA, QLORA); "" for a catalog model
+
+    @property
+    def is_run(self) -> bool:
+        return bool(self.method)
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        """(fact, value) rows: a run's own rows first, then the GGUF's (its name then reads "base GGUF")."""
+        rows = self.gguf.as_rows()
+        if self.is_run:
+            rows = [("base GGUF" if name == "name" else name, value) for name, value in rows]
+        return [*self.adapter, *rows]
+
+
+class QuantizedModels(Protocol):
+    """One person's models as the Quantized CPU tab uses them: the catalog's GGUF models and their own runs."""
+
+    @property
+    def hardware(self) -> Hardware: ...
+
+    def engine(self, model_id: str, engine: str = "auto", progress=None) -> Engine:
+        """A loaded engine: ``llama.cpp`` (a run: its base with its adapter) or ``transformers``."""
+
+    def quantized_facts(self, model_id: str, progress=None) -> QuantizedFacts:
+        """What llama.cpp loads for the model; a run that cannot answer on llama.cpp raises with the reason."""
+
+
+class QuantizedChat:
+    """Chat with a GGUF model (or a fine-tuned run over one) on llama.cpp, its facts, and the full-precision
+    against quantised comparison.
+
+    Every call takes ``models``, the asking person's :class:`QuantizedModels`; ``slot`` is held only while a
+    model generates.
     """
 
-    def __init__(self, engines, *, slot: SlotHolder = no_slot, max_chars: int = 20_000) -> None:
-        self.engines = engines
+    def __init__(self, *, slot: SlotHolder = no_slot, max_chars: int = 20_000) -> None:
         self.slot = slot
         self.max_chars = max_chars
 
-    def reply(self, request: ChatRequest, cancel: threading.Event | None = None, progress=None
-              ) -> Iterator[ChatUpdate]:
+    def facts(self, model_id: str, models: QuantizedModels, progress=None) -> list[tuple[str, str]]:
+        """(fact, value) rows of what llama.cpp loads for ``model_id`` (a run: its adapter, then its base)."""
+        return models.quantized_facts(model_id, progress).as_rows()
+
+    def reply(self, request: ChatRequest, models: QuantizedModels, cancel: threading.Event | None = None,
+              progress=None) -> Iterator[ChatUpdate]:
         """The answer to the new message, streamed: the conversation after each piece, then the result."""
         text = check_message(request.message, self.max_chars)
-        engine = self.engines.get(request.model_id, LLAMA_CPP, progress=progress)
+        engine = models.engine(request.model_id, LLAMA_CPP, progress=progress)
         generation = engine.stream(engine.format_chat(build_messages(request.history, text, request.system)),
                                    request.params)
         history = [*request.history, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
@@ -114,12 +159,28 @@ class QuantizedChat:
         history[-1] = {"role": "assistant", "content": generation.result.text}
         yield ChatUpdate(list(history), result=generation.result)
 
-    def compare(self, request: ChatRequest, progress=None) -> Iterator[PrecisionComparison]:
-        """The same message in full precision (transformers) and quantised (llama.cpp): each step of both."""
+    def compare(self, request: ChatRequest, models: QuantizedModels, progress=None) -> Iterator[PrecisionComparison]:
+        """The same message in full precision (transformers) and quantised (llama.cpp): each step of both.
+
+        A run compares its adapter merged into the full-precision base against its adapter GGUF on the
+        quantised base.
+        """
         text = check_message(request.message, self.max_chars)
-        updates = compare_precisions(self.engines, request.model_id, build_messages([], text, request.system),
-                                     request.params, progress=progress, slot=self.slot)
+        facts = models.quantized_facts(request.model_id, progress)
+        full, quantised = precision_labels(facts, models.hardware)
+        updates = compare_precisions(models.engine, request.model_id, build_messages([], text, request.system),
+                                     request.params, full_precision=full, quantised_precision=quantised,
+                                     progress=progress, slot=self.slot)
         try:
             yield from updates
         finally:
             updates.close()
+
+
+def precision_labels(facts: QuantizedFacts, hardware: Hardware) -> tuple[str, str]:
+    """(full precision, quantised) as the comparison names them, e.g. ("fp32 (dequantised from GGUF)", "Q4_1")."""
+    full = "bf16" if hardware.cuda else "fp32 (dequantised from GGUF)"
+    quantised = facts.gguf.file_type
+    if facts.is_run:
+        full, quantised = f"{full} + {facts.method} merged", f"{quantised} + {facts.method} adapter"
+    return full, quantised

@@ -9,11 +9,13 @@ the other so neither slows the other down.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Iterator
+from typing import Callable, Iterator
 
-from playground.backends.base import GenerationParams, GenerationResult, Message
+from playground.backends.base import Engine, GenerationParams, GenerationResult, Message
 from playground.backends.slots import SlotHolder, no_slot
 from playground.backends.selection import LLAMA_CPP, TRANSFORMERS
+
+EngineFor = Callable[..., Engine]  # (model id, engine name, progress=...) -> a loaded engine
 
 
 @dataclass(frozen=True)
@@ -48,23 +50,26 @@ class PrecisionComparison:
         return 0.0
 
 
-def compare_precisions(provider, model_id: str, messages: list[Message], params: GenerationParams,
-                       progress=None, slot: SlotHolder = no_slot) -> Iterator[PrecisionComparison]:
+def compare_precisions(engine_for: EngineFor, model_id: str, messages: list[Message], params: GenerationParams,
+                       *, full_precision: str, quantised_precision: str, progress=None, slot: SlotHolder = no_slot
+                       ) -> Iterator[PrecisionComparison]:
     """Yields the comparison as it fills: after each load and each generated piece.
 
+    ``engine_for(model_id, engine, progress=...)`` loads the model on transformers, then on llama.cpp (an
+    engine provider's ``get``, or one person's models, whose fine-tuned runs answer as their base plus their
+    adapter). ``full_precision`` and ``quantised_precision`` name what each side holds (e.g. "fp32", "Q4_1").
     ``progress(fraction, message)`` hears about slow loads (the first GGUF conversion). ``slot`` is held
     while each of the two models generates, not while they load.
     """
-    facts = provider.gguf_facts(model_id)
-    full = PrecisionRun(TRANSFORMERS, "fp32 (dequantised from GGUF)" if not provider.hardware.cuda else "bf16")
-    quant = PrecisionRun(LLAMA_CPP, facts.file_type)
+    full = PrecisionRun(TRANSFORMERS, full_precision)
+    quant = PrecisionRun(LLAMA_CPP, quantised_precision)
     # A fixed seed makes the two runs comparable when sampling.
     if params.seed is None:
         params = replace(params, seed=0)
 
     full = replace(full, status="loading")
     yield PrecisionComparison(full, quant)
-    engine = provider.get(model_id, TRANSFORMERS, progress=progress)
+    engine = engine_for(model_id, TRANSFORMERS, progress=progress)
     full = replace(full, status="generating", weights_bytes=engine.memory_bytes())
     yield PrecisionComparison(full, quant)
     for run in _stream(engine, messages, params, full, slot):
@@ -73,8 +78,10 @@ def compare_precisions(provider, model_id: str, messages: list[Message], params:
 
     quant = replace(quant, status="loading")
     yield PrecisionComparison(full, quant)
-    engine = provider.get(model_id, LLAMA_CPP, progress=progress)
-    quant = replace(quant, status="generating", weights_bytes=engine.weights_bytes)
+    engine = engine_for(model_id, LLAMA_CPP, progress=progress)
+    # A run's adapter GGUF sits in memory beside the quantised base.
+    adapter_bytes = getattr(engine, "adapter_bytes", 0)
+    quant = replace(quant, status="generating", weights_bytes=engine.weights_bytes + adapter_bytes)
     yield PrecisionComparison(full, quant)
     for run in _stream(engine, messages, params, quant, slot):
         quant = run

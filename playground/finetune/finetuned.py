@@ -65,6 +65,11 @@ class FinetunedModel:
         """How the model lists next to the catalog's: what was trained, how, on what, and when."""
         return f"★ {self.base_name} + {self.method.upper()} on {self.data} · run {self.run_id}"
 
+    def facts_rows(self) -> list[tuple[str, str]]:
+        """What was trained, as (fact, value) rows beside a model's other facts."""
+        return [("fine-tuned run", self.run_id), ("base model", self.base_name), ("method", self.method.upper()),
+                ("trained on", self.data)]
+
 
 def usable_result(record: RunRecord) -> FinetunedModel:
     """The run's result as a generating model; PlaygroundError saying why when it is not one."""

@@ -104,6 +104,18 @@ def adapter_gguf_path(run_dir: Path) -> Path:
     return Path(run_dir) / ADAPTER_GGUF_DIR / ADAPTER_GGUF_FILE
 
 
+def adapter_download_name(run_id: str) -> str:
+    """The file name a run's llama.cpp adapter is downloaded under (the Fine-tune tab's "Download adapter
+    (GGUF)"), which "show the code" loads with ``lora_path=``."""
+    return f"{run_id}-adapter.gguf"
+
+
+def check_adapter(adapter_dir: Path) -> None:
+    """Raise AdapterConversionError with the reason when the peft adapter in ``adapter_dir`` has parts a llama.cpp
+    adapter cannot carry (it reads the adapter's config only: cheap enough to ask before listing a run)."""
+    _read_config(Path(adapter_dir))
+
+
 def _read_config(adapter_dir: Path) -> dict:
     try:
         config = json.loads((adapter_dir / "adapter_config.json").read_text(encoding="utf-8"))
@@ -246,3 +258,51 @@ def run_adapter_gguf(run_dir: Path, adapter_dir: Path, base_gguf: Path, name: st
         if not fresh():
             convert_adapter(adapter_dir, base_gguf, output, name)
     return output
+
+
+@dataclass(frozen=True)
+class AdapterFacts:
+    """What a llama.cpp LoRA adapter GGUF holds, read from its header."""
+
+    file_size_bytes: int
+    architecture: str
+    alpha: float
+    ranks: tuple[int, ...]  # the distinct ranks of its weights, smallest first
+    weights: int  # adapted base weights (each has a lora_a and a lora_b tensor)
+    tensors: int
+    name: str = ""
+
+    def as_rows(self) -> list[tuple[str, str]]:
+        ranks = " / ".join(str(rank) for rank in self.ranks)
+        return [
+            ("adapter file size", f"{self.file_size_bytes / 1e6:.2f} MB"),
+            ("adapter rank", ranks),
+            ("adapter alpha", f"{self.alpha:g}"),
+            ("adapted weights", f"{self.weights} ({self.tensors} tensors)"),
+        ]
+
+
+def read_adapter_facts(path: Path) -> AdapterFacts:
+    """The facts of the llama.cpp adapter GGUF at ``path``; AdapterConversionError when it is not one."""
+    from gguf import GGUFReader
+
+    path = Path(path)
+    try:
+        reader = GGUFReader(path, "r")
+    except (OSError, ValueError) as exc:
+        raise AdapterConversionError(f"{path.name} is not a readable GGUF file ({exc}).") from None
+
+    def value(key: str, default=None):
+        field = reader.fields.get(key)
+        return default if field is None or not field.data else field.contents()
+
+    if value("general.type") != "adapter" or value("adapter.type") != "lora":
+        raise AdapterConversionError(f"{path.name} is not a llama.cpp LoRA adapter GGUF.")
+    ranks, weights = set(), set()
+    for tensor in reader.tensors:
+        if tensor.name.endswith(".lora_a"):
+            weights.add(tensor.name[:-len(".lora_a")])
+            ranks.add(int(tensor.shape[1]))  # ggml order: [in, r]
+    return AdapterFacts(path.stat().st_size, str(value("general.architecture", "")),
+                        float(value("adapter.lora.alpha", 0.0)), tuple(sorted(ranks)), len(weights),
+                        len(reader.tensors), str(value("general.name", "") or ""))

@@ -4,7 +4,8 @@ The script sends the final prompt string (after the chat template) with the
 same generation parameters, through llama-cpp-python or transformers, so a
 learner can take what they built in the Prompt Lab to their own notebook. The
 model comes from the same place the app takes it from (a PyPI package, a Hub
-repo). Every string is written as a valid Python literal, so the script always
+repo); a fine-tuned run's adapter comes from the Fine-tune tab's downloads (the
+peft folder for transformers, the adapter GGUF for llama.cpp). Every string is written as a valid Python literal, so the script always
 compiles, whatever the prompt holds.
 """
 
@@ -59,14 +60,23 @@ def _gguf_path_code(spec: ModelSpec | None, model_ref: str | None) -> list[str]:
 
 
 def _llama_cpp_code(built: BuiltPrompt, params: GenerationParams, samples: int, spec: ModelSpec | None,
-                    model_ref: str | None, threads: int | None) -> str:
-    lines = ['"""Reproduce the Prompt Lab run with llama-cpp-python (pip install llama-cpp-python)."""', ""]
+                    model_ref: str | None, threads: int | None, lora_path: str | None) -> str:
+    if lora_path:
+        lines = ['"""Reproduce the Prompt Lab run of your fine-tuned adapter with llama-cpp-python',
+                 '(pip install llama-cpp-python): the quantised base model with the adapter applied."""', ""]
+    else:
+        lines = ['"""Reproduce the Prompt Lab run with llama-cpp-python (pip install llama-cpp-python)."""', ""]
     lines += _gguf_path_code(spec, model_ref)
     lines += ["", "from llama_cpp import Llama", ""]
     thread_args = f", n_threads={threads}" if threads else ""
+    lora_args = ""
+    if lora_path:
+        lines += [f"ADAPTER_PATH = {lora_path!r}  # the Fine-tune tab's \"Download adapter (GGUF)\": the run's LoRA "
+                  f"as a llama.cpp adapter", ""]
+        lora_args = ", lora_path=ADAPTER_PATH"
     lines += ["# The app evaluates prompts in blocks of this many tokens; the same blocks give the same numbers,",
               "# so greedy decoding here gives the app's text.",
-              f"llm = Llama(model_path=str(MODEL_PATH), n_ctx={built.context_window}{thread_args}, "
+              f"llm = Llama(model_path=str(MODEL_PATH){lora_args}, n_ctx={built.context_window}{thread_args}, "
               f"n_batch={PROMPT_BLOCK}, n_ubatch={PROMPT_BLOCK}, verbose=False)",
               "",
               "# The chat messages the template produced (for reference) ...",
@@ -105,11 +115,12 @@ def _llama_cpp_code(built: BuiltPrompt, params: GenerationParams, samples: int, 
 
 
 def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: int, spec: ModelSpec | None,
-                       model_ref: str | None, adapter: str | None) -> str:
+                       model_ref: str | None, adapter: str | None, note: str = "") -> str:
     repo = model_ref or (spec.hub_repo if spec is not None else "") or "path/to/model-folder"
+    notes = ["# " + " ".join(note.split()), ""] if note else []
     if adapter:
         lines = ['"""Reproduce the Prompt Lab run of your fine-tuned adapter with transformers and peft',
-                 '(pip install transformers peft torch)."""', "",
+                 '(pip install transformers peft torch)."""', "", *notes,
                  "import torch",
                  "from peft import PeftModel",
                  "from transformers import AutoModelForCausalLM, AutoTokenizer",
@@ -122,7 +133,7 @@ def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: in
                  "model = PeftModel.from_pretrained(model, ADAPTER).merge_and_unload().eval()",
                  ""]
     else:
-        lines = ['"""Reproduce the Prompt Lab run with transformers (pip install transformers torch)."""', "",
+        lines = ['"""Reproduce the Prompt Lab run with transformers (pip install transformers torch)."""', "", *notes,
                  "import torch",
                  "from transformers import AutoModelForCausalLM, AutoTokenizer",
                  "",
@@ -169,19 +180,25 @@ def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: in
 
 def code_snippet(built: BuiltPrompt, params: GenerationParams, *, engine: str = "llama.cpp",
                  spec: ModelSpec | None = None, samples: int = 1, model_ref: str | None = None,
-                 threads: int | None = None, adapter: str | None = None) -> str:
+                 threads: int | None = None, adapter: str | None = None, lora_path: str | None = None,
+                 note: str = "") -> str:
     """A Python script that sends ``built``'s prompt with ``params`` through ``engine``.
 
     ``spec`` says where the model comes from (package, Hub); ``model_ref`` overrides it
-    with a path or repo id. ``adapter`` (a peft adapter folder) is applied to that model,
-    with transformers only. ``samples`` > 1 writes the self-consistency loop (llama.cpp)
-    or ``num_return_sequences`` (transformers).
+    with a path or repo id. A fine-tuned run's adapter is applied to that model: ``adapter``
+    (a peft adapter folder) with transformers, ``lora_path`` (a llama.cpp adapter GGUF) with
+    llama.cpp. ``samples`` > 1 writes the self-consistency loop (llama.cpp) or
+    ``num_return_sequences`` (transformers). ``note`` becomes a comment at the top of the
+    transformers script (why it is not the llama.cpp one that was asked for).
     """
     if engine not in SNIPPET_ENGINES:
         raise InvalidParameterError(f"Code can be shown for {' or '.join(SNIPPET_ENGINES)}, not {engine!r}.")
     if engine == "llama.cpp":
         if adapter:
-            raise InvalidParameterError("A fine-tuned adapter runs through transformers here; show the "
-                                        "transformers code.")
-        return _llama_cpp_code(built, params, samples, spec, model_ref, threads)
-    return _transformers_code(built, params, samples, spec, model_ref, adapter)
+            raise InvalidParameterError("llama.cpp loads a run's adapter as a GGUF file (lora_path), not as a peft "
+                                        "adapter folder; pass lora_path, or show the transformers code.")
+        return _llama_cpp_code(built, params, samples, spec, model_ref, threads, lora_path)
+    if lora_path:
+        raise InvalidParameterError("transformers applies a run's peft adapter folder (adapter), not a llama.cpp "
+                                    "adapter GGUF; pass adapter, or show the llama.cpp code.")
+    return _transformers_code(built, params, samples, spec, model_ref, adapter, note)

@@ -1,7 +1,8 @@
 """Build the Blocks app from ``Services`` and launch it.
 
 The app is one ``gr.Blocks`` with a tab per module in ``playground.ui.tabs``; the
-browser's identity token and the Prompt Lab's model pickers are shared between tabs here.
+browser's identity token and the model pickers that list a person's runs (Prompt Lab,
+Quantized CPU) are shared between tabs and refreshed here.
 The queue is on: generating events wait for one of the app's generation slots
 (``services.generation_slots``), held only while a model generates, so rendering
 a template, loading a model and everything that does not generate never wait
@@ -45,17 +46,23 @@ def build_app(services: Services) -> gr.Blocks:
                     lab_models = prompt_lab.build(services, owner)
                 with _tab("tab.finetune", TAB_IDS["finetune"]):
                     finetune.build(services, owner, FinetuneLinks(tabs, TAB_IDS["prompt_lab"], lab_models))
-                with _tab("tab.quantized", TAB_IDS["quantized"]):
-                    quantized_cpu.build(services, owner)
+                with _tab("tab.quantized", TAB_IDS["quantized"]) as quantized_tab:
+                    quantized_models = quantized_cpu.build(services, owner)
                 with _tab("tab.about", TAB_IDS["about"]):
                     about.build(services)
         # The token first (a script gets one from /identity), then this person's fine-tuned models; runs
-        # finish while the page is open, so opening the Prompt Lab lists them again.
-        demo.load(welcome(services), owner, owner, api_name="identity", show_progress="hidden",
-                  concurrency_id="identity", concurrency_limit=8).then(
-            lab_models.refresh, owner, lab_models.dropdowns, api_name=False, queue=False, show_progress="hidden")
+        # finish while the page is open, so opening the Prompt Lab or the Quantized CPU tab lists them again.
+        loaded = demo.load(welcome(services), owner, owner, api_name="identity", show_progress="hidden",
+                           concurrency_id="identity", concurrency_limit=8)
+        loaded.then(lab_models.refresh, owner, lab_models.dropdowns, api_name=False, queue=False,
+                    show_progress="hidden")
+        loaded.then(quantized_models.refresh, owner, quantized_models.model, api_name=False, queue=False,
+                    show_progress="hidden")
         lab_tab.select(lab_models.refresh, owner, lab_models.dropdowns, api_name=False, queue=False,
                        show_progress="hidden")
+        # Also an endpoint: a script sees the models its token may chat with.
+        quantized_tab.select(quantized_models.refresh, owner, quantized_models.model, api_name="quantized_models",
+                             queue=False, show_progress="hidden")
     demo.queue(default_concurrency_limit=services.settings.concurrency, max_size=256)
     return demo
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from playground.backends.base import GenerationParams
+from playground.backends.chat import QuantizedFacts, precision_labels
 from playground.backends.compare import PrecisionComparison, PrecisionRun, compare_precisions
 from tests.helpers import SMOLLM2
 
@@ -12,7 +13,9 @@ from tests.helpers import SMOLLM2
 @pytest.mark.slow
 def test_compare_precisions_on_smollm2(provider, transformers_engine, llama_engine):
     messages = [{"role": "user", "content": "What is the capital of France?"}]
-    steps = list(compare_precisions(provider, SMOLLM2, messages, GenerationParams(max_new_tokens=16, temperature=0)))
+    full, quantised = precision_labels(QuantizedFacts(provider.gguf_facts(SMOLLM2)), provider.hardware)
+    steps = list(compare_precisions(provider.get, SMOLLM2, messages, GenerationParams(max_new_tokens=16, temperature=0),
+                                    full_precision=full, quantised_precision=quantised))
     assert all(isinstance(s, PrecisionComparison) for s in steps)
     first, last = steps[0], steps[-1]
     assert first.full.status == "loading" and first.quantised.status == "waiting"

@@ -19,16 +19,13 @@ from playground.backends.transformers_engine import TransformersEngine
 from playground.errors import EngineUnavailableError
 from playground.finetune.finetuned import finetuned_id
 from playground.finetune.gguf_adapter import AdapterConversionError, adapter_gguf_path, convert_adapter
-from playground.finetune.runs import SUCCEEDED
-from playground.models.catalog import Catalog
 from playground.services import Services
-from tests.gguf_models import write_llama_gguf
-from tests.helpers import build_tiny_causal_lm, decoder_spec, fake_hardware, offline_settings
+from tests.gguf_models import TINY_GGUF, make_lora_run, tiny_gguf_catalog, write_llama_gguf
+from tests.helpers import build_tiny_causal_lm, fake_hardware, offline_settings
 
 pytestmark = pytest.mark.slow
 
-TINY = "tiny-llama-gguf"
-REPO = "test-org/Tiny-Llama-Gguf"
+TINY = TINY_GGUF
 PROMPTS = ["The quick brown fox", "A language model predicts", "Paris is the capital of", "Hello world, this",
            "Small models run fast on", "Lisbon is the capital"]
 GREEDY = GenerationParams(max_new_tokens=12, temperature=0.0, seed=0, repetition_penalty=1.0)
@@ -38,46 +35,20 @@ GREEDY = GenerationParams(max_new_tokens=12, temperature=0.0, seed=0, repetition
 def tiny_room(tmp_path_factory, tiny_tokenizer):
     """Services over a catalog whose one decoder has safetensors and a GGUF in the models folder."""
     models = tmp_path_factory.mktemp("gguf-models")
-    folder = build_tiny_causal_lm(models / REPO.split("/")[-1], "llama", tiny_tokenizer, 128)
-    write_llama_gguf(folder, folder / f"{TINY}.gguf")
-    spec = decoder_spec(TINY, repo=REPO, gguf_file=f"{TINY}.gguf", context_length=128)
+    folder, catalog = tiny_gguf_catalog(models, tiny_tokenizer)
     services = Services.create(offline_settings(tmp_path_factory.mktemp("gguf-data"), models),
-                               fake_hardware(cuda=False), Catalog((spec,)))
+                               fake_hardware(cuda=False), catalog)
     yield services, folder
     services.close()
-
-
-def make_run(services: Services, folder, owner: str, seed: int, **lora) -> str:
-    """A succeeded run of ``owner`` whose adapter is a peft LoRA with large random B matrices."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    run_id = services.runs.create(owner, {"model": TINY}, "playground.finetune.train:run_job")
-    adapter_dir = services.runs.path(run_id) / "adapter"
-    torch.manual_seed(seed)
-    options = dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
-                   init_lora_weights=False) | lora
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder), LoraConfig(**options))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0.0, 0.4)
-    model.save_pretrained(adapter_dir)
-    (adapter_dir / "playground.json").write_text(json.dumps({
-        "base_model": TINY, "base_name": TINY, "method": "lora", "family": "decoder", "data": "dialogues",
-        "template": "auto"}))
-    services.runs.set_status(run_id, SUCCEEDED, force=True)
-    return run_id
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_room):
     services, folder = tiny_room
-    return {"alice": make_run(services, folder, "alice", 1), "bob": make_run(services, folder, "bob", 2),
-            "rslora": make_run(services, folder, "alice", 3, use_rslora=True, r=8, lora_alpha=4,
-                               rank_pattern={"o_proj": 2}),
-            "dora": make_run(services, folder, "alice", 4, use_dora=True)}
+    return {"alice": make_lora_run(services, folder, "alice", 1), "bob": make_lora_run(services, folder, "bob", 2),
+            "rslora": make_lora_run(services, folder, "alice", 3, use_rslora=True, r=8, lora_alpha=4,
+                                    rank_pattern={"o_proj": 2}),
+            "dora": make_lora_run(services, folder, "alice", 4, use_dora=True)}
 
 
 def distribution(engine, prompt: str) -> np.ndarray:

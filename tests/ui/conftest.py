@@ -1,8 +1,12 @@
-"""A real app on a free local port, shared by the gradio_client and browser tests of a session."""
+"""A real app on a free local port, shared by the gradio_client and browser tests of a session, and a second
+app over the tiny GGUF catalog, whose fine-tuned runs are made in seconds (``gguf_app``)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -33,16 +37,58 @@ def app_services(tmp_path_factory):
     services.close()
 
 
-@pytest.fixture(scope="session")
-def app_url(app_services):
+@contextlib.contextmanager
+def launched(services):
+    """The app of ``services`` served on its settings' host and port, for the block; yields its URL."""
     from playground.ui.app import build_app, launch_options
 
-    demo = build_app(app_services)
-    options = launch_options(app_services)
+    demo = build_app(services)
+    options = launch_options(services)
     options.update(prevent_thread_lock=True, quiet=True, share=False)
     demo.launch(**options)
-    yield f"http://127.0.0.1:{app_services.settings.port}/"
-    demo.close()
+    try:
+        yield f"http://{services.settings.host}:{services.settings.port}/"
+    finally:
+        demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_services):
+    with launched(app_services) as url:
+        yield url
+
+
+@dataclass(frozen=True)
+class GgufApp:
+    """An app over one tiny Llama with a GGUF twin: make runs for a token with ``run_for``."""
+
+    services: object
+    url: str
+    folder: Path  # the tiny model's transformers folder (what a run's adapter is made on)
+
+    def run_for(self, token: str, seed: int = 1) -> str:
+        """A finished LoRA run (random adapter) owned by the token's person; returns its run id."""
+        from tests.gguf_models import make_lora_run
+
+        return make_lora_run(self.services, self.folder, owner_id(self.services, token), seed)
+
+
+@pytest.fixture(scope="session")
+def gguf_app(tmp_path_factory, tiny_tokenizer):
+    from playground.services import Services
+    from tests.gguf_models import TINY_GGUF, tiny_gguf_catalog
+    from tests.helpers import fake_hardware, offline_settings
+
+    models = tmp_path_factory.mktemp("gguf-app-models")
+    folder, catalog = tiny_gguf_catalog(models, tiny_tokenizer)
+    settings = offline_settings(tmp_path_factory.mktemp("gguf-app-data"), models, PLAYGROUND_HOST="127.0.0.1",
+                                PLAYGROUND_PORT=str(_free_port()), PLAYGROUND_DEFAULT_MODEL=TINY_GGUF)
+    services = Services.create(settings, fake_hardware(cuda=False), catalog)
+    try:
+        with launched(services) as url:
+            yield GgufApp(services, url, folder)
+    finally:
+        services.close()
 
 
 @pytest.fixture

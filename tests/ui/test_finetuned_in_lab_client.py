@@ -39,11 +39,17 @@ def summary_form(owner: str, run_id: str, **overrides) -> list:
 
 def test_the_preview_and_code_use_the_adapter(client, tuned):
     owner, run_id = tuned
-    tokens, prompt, code = client.predict(*summary_form(owner, run_id), "llama.cpp", api_name="/prompt_lab_preview")
+    tokens, prompt, code = client.predict(*summary_form(owner, run_id), "transformers",
+                                          api_name="/prompt_lab_preview")
     assert "<|im_start|>user" in prompt and "bakery" in prompt and "chat template applied" in tokens
-    # llama.cpp cannot load a peft adapter: the code is the transformers + peft one, whatever was asked.
     assert "from peft import PeftModel" in code and "ADAPTER = 'adapter'" in code
     assert "HuggingFaceTB/SmolLM2-135M-Instruct" in code and "merge_and_unload" in code
+    compile(code, "snippet.py", "exec")
+    # On llama.cpp: the packaged base GGUF with the run's adapter GGUF (the Fine-tune tab's download).
+    _, _, code = client.predict(*summary_form(owner, run_id), "llama.cpp", api_name="/prompt_lab_preview")
+    assert "from llama_cpp import Llama" in code and "SmolLM2-135M-Instruct.Q4_1.gguf" in code
+    assert f"ADAPTER_PATH = '{run_id}-adapter.gguf'" in code and "lora_path=ADAPTER_PATH" in code
+    assert "peft" not in code
     compile(code, "snippet.py", "exec")
 
 
@@ -88,5 +94,13 @@ def test_nobody_else_can_use_the_run(client, tuned):
             client.predict(token, run_id, api_name="/finetune_use_in_lab")
     with pytest.raises(AppError, match="signature does not match"):
         client.predict(*summary_form(forged, run_id), api_name="/prompt_lab_run")
-    with pytest.raises(AppError, match="transformers engine"):
-        client.predict(*summary_form(tuned[0], run_id, engine="llama.cpp"), api_name="/prompt_lab_run")
+
+
+def test_the_run_answers_on_llama_cpp_which_auto_picks_on_a_cpu(client, tuned, app_services):
+    owner, run_id = tuned
+    on_llama, result, _, _ = client.predict(*summary_form(owner, run_id, engine="llama.cpp"),
+                                            api_name="/prompt_lab_run")
+    assert on_llama.strip() and "prompt tokens" in result
+    if not app_services.hardware.cuda:
+        automatic, _, _, _ = client.predict(*summary_form(owner, run_id, engine="auto"), api_name="/prompt_lab_run")
+        assert automatic == on_llama

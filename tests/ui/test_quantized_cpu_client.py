@@ -25,7 +25,7 @@ def assistant_text(history) -> str:
 
 
 def test_facts_describe_the_packaged_gguf(client):
-    table = client.predict(MODEL, api_name="/quantized_facts")
+    table = client.predict(MODEL, "", api_name="/quantized_facts")  # model, identity token (none: catalog only)
     rows = {row[0]: row[1] for row in table["data"]}
     assert rows["quantisation"] == "Q4_1"
     assert rows["architecture"] == "llama"

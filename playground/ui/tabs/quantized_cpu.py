@@ -3,11 +3,16 @@
 The tab shows what quantisation buys on a CPU: every answer reports time to
 first token and tokens per second, the GGUF facts say what the file holds,
 and a side-by-side run puts the fp32 and 4-bit answers, speeds and memory
-next to each other. The tab is layout and wiring over
-:class:`playground.backends.chat.QuantizedChat`.
+next to each other. A person's own finished LoRA/QLoRA runs (★) are listed
+after the catalog's models: the quantised base with the run's adapter GGUF.
+The tab is layout and wiring over :class:`playground.backends.chat.QuantizedChat`,
+with the asking person's models (``Services.models_for``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import gradio as gr
 
@@ -25,18 +30,22 @@ CHAT_SLOT = "quantized-chat"
 COMPARE_SLOT = "quantized-compare"
 
 
-def _model_choices(services: Services) -> list[tuple[str, str]]:
-    resolver = services.engines.resolver
-    choices = []
-    for spec in services.catalog.with_gguf():
-        where = "offline" if resolver.is_available_offline(spec, "gguf") else "Hub"
-        choices.append((f"{spec.name} · {spec.parameters_label} · {where}", spec.id))
-    return choices
+@dataclass(frozen=True)
+class GgufModelPicker:
+    """The tab's model list, which the app refreshes per person (page load, opening the tab): the catalog's
+    GGUF models, then the person's runs that answer on llama.cpp."""
+
+    model: gr.Dropdown
+    choices: Callable[[str], list[tuple[str, str]]]  # identity token -> (label, model id)
+
+    def refresh(self, token: str) -> dict:
+        """An update of ``model``: the token's owner's choices, the value kept."""
+        return gr.update(choices=self.choices(token or ""))
 
 
-def facts_rows(services: Services, model_id: str) -> list[list[str]]:
-    facts = services.engines.gguf_facts(model_id)
-    return [[name, value] for name, value in facts.as_rows()]
+def models_of(services: Services, token: str):
+    """The models of the token's owner, for read-only uses (no valid token: the catalog's only)."""
+    return services.models_for(services.identities.owner_of(token or ""))
 
 
 def answer_stats(result, texts: Texts) -> str:
@@ -71,36 +80,39 @@ def _reporter(progress: gr.Progress):
     return lambda fraction, message: progress(fraction, desc=message)
 
 
-def facts_or_status(services: Services, model_id: str | None) -> list[list[str]]:
-    """The GGUF facts of ``model_id``, or the reason they are missing as table rows."""
+def facts_or_status(services: Services, controller: QuantizedChat, model_id: str | None, token: str = ""
+                    ) -> list[list[str]]:
+    """The facts of what llama.cpp loads for ``model_id`` (a run: its adapter and its base GGUF), or the reason
+    they are missing as table rows."""
     if not model_id:
         return []
     try:
-        return facts_rows(services, model_id)
+        return [[name, value] for name, value in controller.facts(model_id, models_of(services, token))]
     except PlaygroundError as exc:
         return [["status", line] for line in user_message(exc, services.settings).splitlines()]
 
 
-def build(services: Services, owner: gr.BrowserState) -> None:
-    """The tab; ``owner`` is the browser's identity token, which generations are counted against."""
+def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
+    """The tab; ``owner`` is the browser's identity token, which generations are counted against and which
+    unlocks one's own runs. Returns the model list for the app to refresh per person."""
     settings = services.settings
-    controller = QuantizedChat(services.engines, slot=services.generation_slots.hold,
-                               max_chars=settings.max_prompt_chars)
+    controller = QuantizedChat(slot=services.generation_slots.hold, max_chars=settings.max_prompt_chars)
 
     def request_from_widgets(text, history, model_id, system_prompt, *param_values) -> ChatRequest:
         with user_errors(settings):
             params = params_from_widgets(*param_values, token_limit=settings.request_token_limit)
         return ChatRequest(model_id=model_id, message=text or "", history=tuple(history or ()),
                            system=system_prompt or "", params=params)
-    choices = _model_choices(services)
+    choices = services.models_for().gguf_choices()  # the catalog's; a person's runs join after the page loads
     ids = [value for _, value in choices]
     default_model = settings.default_model if settings.default_model in ids else (ids[0] if ids else None)
 
     gr.Markdown(t("quant.intro"), elem_classes=["tab-intro"])
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
+            # Custom values: a run (run:<id>) is in its owner's list only; the logic refuses anyone else's.
             model = gr.Dropdown(choices, value=default_model, label=t("quant.model"), info=t("quant.model_info"),
-                                elem_id="quant-model")
+                                allow_custom_value=True, elem_id="quant-model")
             chatbot = gr.Chatbot(label=t("quant.chatbot"), height=420, elem_id="quant-chatbot",
                                  buttons=["copy"], layout="bubble")
             message = gr.Textbox(label=t("quant.input"), placeholder=t("quant.input_placeholder"), lines=1,
@@ -115,8 +127,10 @@ def build(services: Services, owner: gr.BrowserState) -> None:
                 system = gr.Textbox(value="", label=t("quant.system"), info=t("quant.system_info"), lines=2,
                                     elem_id="quant-system")
                 params = parameter_widgets(settings, "quant", max_new_tokens=256)
-            # A callable value is computed when a page opens, so reading the GGUF never delays start-up.
-            facts = gr.Dataframe(value=lambda model_id: facts_or_status(services, model_id), inputs=[model],
+            # A callable value is computed when a page opens, so reading the GGUF never delays start-up. It takes
+            # no inputs: with some, Gradio would compute it again on each change of the model, without the
+            # identity, racing the facts of the chosen model (a run's) that ``show_facts`` shows.
+            facts = gr.Dataframe(value=lambda: facts_or_status(services, controller, default_model),
                                  headers=["fact", "value"], label=t("quant.facts"), interactive=False,
                                  wrap=True, elem_id="quant-facts", column_widths=["40%", "60%"])
 
@@ -139,8 +153,8 @@ def build(services: Services, owner: gr.BrowserState) -> None:
     gr.Markdown(t("quant.compare_notice"), elem_classes=["notice"])
 
     # --- handlers: widget values in, logic called, widget values out ---------
-    def show_facts(model_id: str):
-        rows = facts_or_status(services, model_id)
+    def show_facts(model_id: str, identity: str):
+        rows = facts_or_status(services, controller, model_id, identity)
         if rows and rows[0][0] == "status":
             gr.Warning(rows[0][1])
         return rows
@@ -149,7 +163,7 @@ def build(services: Services, owner: gr.BrowserState) -> None:
              repetition_penalty, seed, stop_text, identity, request: gr.Request,
              progress=gr.Progress(track_tqdm=True)):
         texts = Texts.for_request(request)
-        generating(services, identity, request)
+        models = services.models_for(generating(services, identity, request).id)
         chat_request = request_from_widgets(text, history, model_id, system_prompt, max_new_tokens, temperature,
                                             top_p, top_k, repetition_penalty, seed, stop_text)
         session = request.session_hash or "anonymous"
@@ -157,7 +171,7 @@ def build(services: Services, owner: gr.BrowserState) -> None:
         services.generations.start(session, CHAT_SLOT, stop_flag)
         try:
             with user_errors(settings):
-                for update in controller.reply(chat_request, stop_flag, progress=_reporter(progress)):
+                for update in controller.reply(chat_request, models, stop_flag, progress=_reporter(progress)):
                     if update.cancelled_waiting:
                         yield update.history, "", f"_{texts('status.cancelled')}_"
                     elif update.result is not None:
@@ -173,12 +187,12 @@ def build(services: Services, owner: gr.BrowserState) -> None:
     def compare(prompt, model_id, system_prompt, max_new_tokens, temperature, top_p, top_k, repetition_penalty,
                 seed, stop_text, identity, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         texts = Texts.for_request(request)
-        generating(services, identity, request)
+        models = services.models_for(generating(services, identity, request).id)
         compare_request = request_from_widgets(prompt or texts("quant.default_prompt"), [], model_id, system_prompt,
                                                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
                                                stop_text)
         with user_errors(settings):
-            for comparison in controller.compare(compare_request, progress=_reporter(progress)):
+            for comparison in controller.compare(compare_request, models, progress=_reporter(progress)):
                 yield (comparison.full.text, run_stats(comparison.full, texts), comparison.quantised.text,
                        run_stats(comparison.quantised, texts), comparison_summary(comparison, texts))
 
@@ -189,7 +203,8 @@ def build(services: Services, owner: gr.BrowserState) -> None:
     message.submit(chat, chat_inputs, chat_outputs, api_name=False, show_progress_on=[chatbot], **limits)
     stop.click(stop_generation, None, None, api_name="quantized_stop", queue=False)
     clear.click(lambda: ([], "", ""), None, [chatbot, message, stats], api_name=False, queue=False)
-    model.change(show_facts, model, facts, api_name="quantized_facts")
+    model.change(show_facts, [model, owner], facts, api_name="quantized_facts")
     compare_button.click(compare, [compare_prompt, model, system, *params.as_list(), owner],
                          [full_text, full_stats, quant_text, quant_stats, compare_summary],
                          api_name="quantized_compare", show_progress_on=[full_text, quant_text], **limits)
+    return GgufModelPicker(model, lambda token: models_of(services, token).gguf_choices())
