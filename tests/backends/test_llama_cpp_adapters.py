@@ -19,10 +19,9 @@ from playground.backends.transformers_engine import TransformersEngine
 from playground.errors import EngineUnavailableError
 from playground.finetune.finetuned import finetuned_id
 from playground.finetune.gguf_adapter import AdapterConversionError, adapter_gguf_path, convert_adapter
-from playground.finetune.runs import SUCCEEDED
 from playground.models.catalog import Catalog
 from playground.services import Services
-from tests.gguf_models import write_llama_gguf
+from tests.gguf_models import make_lora_run, write_llama_gguf
 from tests.helpers import build_tiny_causal_lm, decoder_spec, fake_hardware, offline_settings
 
 pytestmark = pytest.mark.slow
@@ -49,26 +48,7 @@ def tiny_room(tmp_path_factory, tiny_tokenizer):
 
 def make_run(services: Services, folder, owner: str, seed: int, **lora) -> str:
     """A succeeded run of ``owner`` whose adapter is a peft LoRA with large random B matrices."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    run_id = services.runs.create(owner, {"model": TINY}, "playground.finetune.train:run_job")
-    adapter_dir = services.runs.path(run_id) / "adapter"
-    torch.manual_seed(seed)
-    options = dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
-                   init_lora_weights=False) | lora
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(folder), LoraConfig(**options))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0.0, 0.4)
-    model.save_pretrained(adapter_dir)
-    (adapter_dir / "playground.json").write_text(json.dumps({
-        "base_model": TINY, "base_name": TINY, "method": "lora", "family": "decoder", "data": "dialogues",
-        "template": "auto"}))
-    services.runs.set_status(run_id, SUCCEEDED, force=True)
-    return run_id
+    return make_lora_run(services.runs, folder, owner, seed, TINY, **lora)
 
 
 @pytest.fixture(scope="module")
