@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Callable
 
 from playground.atomic import atomic_file
-from playground.errors import PlaygroundError
+from playground.errors import InvalidGGUFError, PlaygroundError, redact_server_paths
 from playground.finetune.export import _build_once, _check_run, folder_bytes
 from playground.finetune.gguf_adapter import adapter_gguf_path, run_adapter_gguf
 from playground.finetune.result import RunResult
@@ -64,6 +64,22 @@ class NoGGUFBaseError(GGUFExportError):
 
 
 # ------------------------------------------------------------------------------ the merge
+
+
+def _reader(path: Path):
+    """The gguf package's reader over ``path`` (memory-mapped); a clear error for a missing or damaged file."""
+    from gguf import GGUFReader
+
+    if not path.is_file():
+        raise InvalidGGUFError(f"GGUF file not found: {path.name}")
+    try:
+        reader = GGUFReader(path, "r")
+        if not reader.tensors:
+            raise ValueError("no tensors")
+    except Exception as exc:
+        raise InvalidGGUFError(f"{path.name} is damaged or truncated and cannot be read ({type(exc).__name__}: "
+                               f"{redact_server_paths(str(exc))[:160]}).") from None
+    return reader
 
 
 def _field(reader, key: str):
@@ -119,15 +135,12 @@ def merge_to_gguf(base_gguf: Path, adapter_gguf: Path, output: Path) -> Path:
     import gguf
     import numpy as np
 
-    from playground.models.gguf_info import read_gguf_facts
-
     base_gguf, adapter_gguf, output = Path(base_gguf), Path(adapter_gguf), Path(output)
-    read_gguf_facts(base_gguf)  # a damaged base is refused with a clear message
-    base = gguf.GGUFReader(base_gguf, "r")
+    base = _reader(base_gguf)
     if base.endianess != gguf.GGUFEndian.LITTLE:
         raise GGUFExportError(f"{base_gguf.name} is a big-endian GGUF; only little-endian bases can be merged.")
     architecture = _field(base, "general.architecture")
-    alpha, pairs = _lora_pairs(gguf.GGUFReader(adapter_gguf, "r"), architecture)
+    alpha, pairs = _lora_pairs(_reader(adapter_gguf), architecture)
     tensors = {tensor.name: tensor for tensor in base.tensors}
     updates = {}  # base tensor name -> (scale, B, A) in numpy order
     for name, (lora_a, lora_b) in pairs.items():
@@ -215,9 +228,9 @@ def base_gguf_of(run_dir: Path, catalog, resolver) -> Path:
 
 def f32_bytes(base_gguf: Path) -> int:
     """The size of the base's tensors in F32 (the merged intermediate, give or take its metadata)."""
-    from gguf import GGUFReader
+    from playground.models.gguf_info import read_gguf_facts
 
-    return sum(4 * int(tensor.n_elements) for tensor in GGUFReader(Path(base_gguf), "r").tensors)
+    return 4 * read_gguf_facts(base_gguf).parameters
 
 
 def export_bytes(base_gguf: Path, type_name: str) -> int:

@@ -19,7 +19,7 @@ import pytest
 from playground.backends.base import GenerationParams
 from playground.backends.llama_cpp_engine import LlamaCppEngine
 from playground.backends.provider import EngineProvider
-from playground.errors import InvalidParameterError
+from playground.errors import InvalidGGUFError, InvalidParameterError
 from playground.finetune import gguf_export
 from playground.finetune.gguf_adapter import adapter_gguf_path, run_adapter_gguf
 from playground.finetune.gguf_export import (
@@ -248,6 +248,11 @@ def test_an_adapter_for_another_model_is_refused_before_writing(room, run_dir, t
     assert not (tmp_path / "out.gguf").exists()
     with pytest.raises(gguf_export.GGUFExportError, match="not a llama.cpp LoRA adapter"):
         merge_to_gguf(base, base, tmp_path / "out.gguf")
+    broken = tmp_path / "broken.gguf"
+    broken.write_bytes(base.read_bytes()[:5000])
+    with pytest.raises(InvalidGGUFError, match="broken.gguf is damaged or truncated"):
+        merge_to_gguf(broken, adapter, tmp_path / "out.gguf")
+    assert not (tmp_path / "out.gguf").exists()
 
 
 def test_the_quantized_cpu_tab_loads_an_export_from_the_models_folder(room, run_dir, tmp_path):
