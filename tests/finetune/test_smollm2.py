@@ -134,3 +134,21 @@ def test_gguf_loaded_model_is_made_saveable(data_dir, offline_resolver, tmp_path
     reloaded = AutoModelForCausalLM.from_pretrained(tmp_path / "saved", use_safetensors=True)
     name = "model.layers.0.mlp.up_proj.weight"
     assert torch.equal(reloaded.state_dict()[name], gguf_marked.state_dict()[name])
+
+
+def test_the_lora_run_exported_as_q4_k_m_gguf_runs_on_llama_cpp(lora_run, catalog, offline_resolver):
+    from playground.backends.base import GenerationParams
+    from playground.backends.llama_cpp_engine import LlamaCppEngine
+    from playground.finetune.gguf_export import base_gguf_of, quantized_export
+    from playground.models.sources import ResolvedWeights
+
+    _, _, run_dir, _ = lora_run
+    output = quantized_export(run_dir, base_gguf_of(run_dir, catalog, offline_resolver), "Q4_K_M")
+    assert output.name == f"{run_dir.name}-Q4_K_M.gguf"
+    engine = LlamaCppEngine.load("tuned", ResolvedWeights("tuned", "gguf", output, "local", output.name), 2)
+    try:
+        answer = engine.generate(f"{DIALOGUE}\nTL;DR:", GenerationParams(max_new_tokens=12, temperature=0.0))
+        print(f"\nQ4_K_M export answers: {answer.text!r}")
+        assert answer.completion_tokens > 0 and engine.has_chat_template
+    finally:
+        engine.close()
