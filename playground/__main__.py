@@ -1,4 +1,5 @@
-"""``python -m playground serve | finetune | bench``: the app, training and benchmarks from the command line."""
+"""``python -m playground serve | finetune | export | bench``: the app, training, a run's llama.cpp files and
+benchmarks from the command line."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ commands:
   serve     run the web app (same flags as python app.py; see serve --help)
   finetune  train a YAML config in this process (finetune CONFIG.yaml [--max-steps N]
             [--data-dir DIR] [--output RUN_DIR]; also under accelerate launch -m playground)
+  export    a LoRA run as llama.cpp files: export RUN_DIR --gguf TYPE (merged and quantized, e.g. Q4_K_M)
+            or export RUN_DIR --adapter-gguf (the adapter for llama.cpp's --lora); prints the file's path
   bench     measure speed and memory and print the figures (bench --help)
 """
 
@@ -28,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
         from playground.finetune.cli import main as finetune_main
 
         return finetune_main(rest)
+    if command == "export":
+        from playground.finetune.export_cli import main as export_main
+
+        return export_main(rest)
     if command == "bench":
         from playground.bench import main as bench_main
 

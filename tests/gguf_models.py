@@ -1,8 +1,12 @@
-"""A tiny transformers Llama written as a GGUF file llama.cpp loads, for tests of llama.cpp paths on tiny runs.
+"""A tiny transformers Llama written as a GGUF file llama.cpp loads, and finished LoRA runs over a GGUF base,
+for tests of llama.cpp paths on tiny runs.
 
-It follows what llama.cpp's own converter does for a Llama: the gguf package's
+:func:`write_llama_gguf` follows what llama.cpp's own converter does for a Llama: the gguf package's
 tensor-name table, the query/key row permutation, F32 tensors, and a byte-level
-BPE vocabulary with its merges.
+BPE vocabulary with its merges (and, when asked, the tokenizer's chat template).
+:func:`make_lora_run` files a succeeded run whose adapter is a peft LoRA of a transformers model with
+large random B matrices; :func:`fabricated_run` does the same from a GGUF's shapes alone (no model is
+loaded), for the packaged SmolLM2.
 """
 
 from __future__ import annotations
@@ -16,8 +20,9 @@ def permute(weights, heads: int):
     return weights.reshape(heads, 2, shape[0] // heads // 2, *shape[1:]).swapaxes(1, 2).reshape(shape)
 
 
-def write_llama_gguf(model_dir: Path, output: Path) -> Path:
-    """``model_dir`` (a transformers Llama folder with a BPE tokenizer.json) as an F32 GGUF at ``output``."""
+def write_llama_gguf(model_dir: Path, output: Path, chat_template: bool = False) -> Path:
+    """``model_dir`` (a transformers Llama folder with a BPE tokenizer.json) as an F32 GGUF at ``output``;
+    ``chat_template`` also writes the tokenizer's chat template."""
     import gguf
     import numpy as np
     from safetensors.numpy import load_file
@@ -59,6 +64,10 @@ def write_llama_gguf(model_dir: Path, output: Path) -> Path:
     writer.add_eos_token_id(config.eos_token_id)
     writer.add_pad_token_id(config.pad_token_id)
     writer.add_add_bos_token(False)
+    if chat_template:
+        from transformers import AutoTokenizer
+
+        writer.add_chat_template(AutoTokenizer.from_pretrained(model_dir).chat_template)
 
     for name, data in weights.items():
         data = data.astype(np.float32)
@@ -93,17 +102,19 @@ def tiny_gguf_catalog(models_dir: Path, tokenizer):
     return folder, Catalog((spec,))
 
 
-def make_lora_run(services, folder: Path, owner: str, seed: int, **lora) -> str:
-    """A succeeded run of ``owner`` on the tiny GGUF model whose adapter is a peft LoRA with large random B
-    matrices (so the run clearly differs from its base); ``lora`` overrides LoraConfig options."""
+def make_lora_run(store, folder: Path, owner: str, seed: int, base_model: str = TINY_GGUF, **lora) -> str:
+    """A succeeded LoRA run of ``owner`` on ``base_model`` (the transformers Llama in ``folder``) whose adapter
+    is a peft LoRA with large random B matrices (so the run clearly differs from its base); ``store`` is the
+    Services or their RunStore; ``lora`` overrides LoraConfig options."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
     from playground.finetune.runs import SUCCEEDED
 
-    run_id = services.runs.create(owner, {"model": TINY_GGUF}, "playground.finetune.train:run_job")
-    adapter_dir = services.runs.path(run_id) / "adapter"
+    runs = getattr(store, "runs", store)
+    run_id = runs.create(owner, {"model": base_model, "method": "lora"}, "playground.finetune.train:run_job")
+    adapter_dir = runs.path(run_id) / "adapter"
     torch.manual_seed(seed)
     options = dict(r=4, lora_alpha=8, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "down_proj"],
                    init_lora_weights=False) | lora
@@ -114,7 +125,18 @@ def make_lora_run(services, folder: Path, owner: str, seed: int, **lora) -> str:
                 parameter.normal_(0.0, 0.4)
     model.save_pretrained(adapter_dir)
     (adapter_dir / "playground.json").write_text(json.dumps({
-        "base_model": TINY_GGUF, "base_name": TINY_GGUF, "method": "lora", "family": "decoder", "data": "dialogues",
-        "template": "auto"}))
-    services.runs.set_status(run_id, SUCCEEDED, force=True)
+        "base_model": base_model, "base_name": base_model, "method": "lora", "family": "decoder",
+        "data": "dialogues", "template": "auto"}))
+    runs.set_status(run_id, SUCCEEDED, force=True)
+    return run_id
+
+
+def fabricated_run(runs, owner: str, base_model: str, base_gguf: Path, seed: int = 0) -> str:
+    """A succeeded LoRA run of ``owner`` in the run store ``runs``, its random adapter shaped from ``base_gguf``."""
+    from playground.bench.gguf_export import write_random_lora
+    from playground.finetune.runs import SUCCEEDED
+
+    run_id = runs.create(owner, {"model": base_model, "method": "lora"}, "playground.finetune.train:run_job")
+    write_random_lora(base_gguf, runs.path(run_id) / "adapter", rank=4, alpha=8.0, seed=seed, base_model=base_model)
+    runs.set_status(run_id, SUCCEEDED, force=True)
     return run_id

@@ -31,4 +31,4 @@ def test_bad_environment_value_names_the_variable():
 def test_unknown_command_prints_usage():
     result = _run(["-m", "playground", "frobnicate"])
     assert result.returncode == 2
-    assert "serve" in result.stderr and "bench" in result.stderr
+    assert "serve" in result.stderr and "bench" in result.stderr and "export RUN_DIR --gguf TYPE" in result.stderr

@@ -12,7 +12,9 @@ measures every figure on this machine, suite by suite:
   second load (< 5 s), and llama.cpp's speed over its CPU speed;
 - :mod:`~playground.bench.finetune`: the app's trainer over the textbook peft + ``Trainer`` script of
   :mod:`~playground.bench.plain_trainer` (>= 1.0 x; ``--skip-finetune`` leaves it out);
-- :mod:`~playground.bench.architectures`: the whole Architectures tab, warm (< 2 s).
+- :mod:`~playground.bench.architectures`: the whole Architectures tab, warm (< 2 s);
+- :mod:`~playground.bench.gguf_export`: a random LoRA of the model turned into a llama.cpp adapter GGUF,
+  and merged into its GGUF and quantized to Q4_K_M (informational).
 
 :mod:`~playground.bench.core` holds what they share (the figure record and its target, the options,
 the CPU watch, ABBA rounds), :mod:`~playground.bench.streams` the timed generation streams, and

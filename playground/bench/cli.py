@@ -86,6 +86,7 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
     from playground.bench.architectures import ARCHITECTURES_WARM, bench_architectures
     from playground.bench.finetune import APP_OVER_PLAIN, bench_finetune
     from playground.bench.finetuned_llama import RUN_OVER_BASE, bench_finetuned_llama
+    from playground.bench.gguf_export import MERGE_Q4_K_M, bench_gguf_export
     from playground.bench.llama_decode import APP_OVER_DIRECT, bench_llama_cpp
     from playground.bench.prompt_lab import bench_prompt_lab
     from playground.bench.startup import STARTUP, bench_startup
@@ -132,6 +133,7 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
         else:
             figures += _guarded(APP_OVER_PLAIN, lambda: bench_finetune(settings, hardware, catalog, options, scratch))
         figures += _guarded(ARCHITECTURES_WARM, lambda: bench_architectures(settings, hardware, catalog, options))
+        figures += _guarded(MERGE_Q4_K_M, lambda: bench_gguf_export(settings, catalog, options, scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return figures

@@ -17,9 +17,10 @@ CLI. Beside the run store's own files (``config.yaml``, ``status.json``,
 - ``gguf/adapter.gguf``: the adapter as a llama.cpp LoRA adapter, when the run
   answered on llama.cpp (:mod:`~playground.finetune.gguf_adapter`);
 - ``metrics.json``: :class:`RunMetrics`;
-- ``downloads/``: the archives built for download, once each
-  (``<run id>-adapter.zip``, ``<run id>-merged.zip``; a lock on ``downloads/.lock``
-  while one is built).
+- ``downloads/``: the files built for download, once each
+  (``<run id>-adapter.zip``, ``<run id>-merged.zip``, and for llama.cpp
+  ``<run id>-adapter.gguf`` and ``<run id>-<TYPE>.gguf``: :mod:`~playground.finetune.gguf_export`;
+  a lock on ``downloads/.lock`` while one is built).
 
 Each is written atomically, weights first and metrics last, so a reader sees a
 whole result or none. Missing or damaged files read as empty (a run still in

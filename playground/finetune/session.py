@@ -15,7 +15,8 @@ same way:
   stopped (a :class:`PollCursor` the page keeps), so each poll reads only the
   lines the trainer appended since;
 - :meth:`~FinetuneSession.cancel`, :meth:`~FinetuneSession.download`,
-  :meth:`~FinetuneSession.merge` and :meth:`~FinetuneSession.use_in_lab` act on
+  :meth:`~FinetuneSession.merge`, :meth:`~FinetuneSession.adapter_gguf`,
+  :meth:`~FinetuneSession.merged_gguf` and :meth:`~FinetuneSession.use_in_lab` act on
   one of the person's runs.
 
 Who asks is the identity behind the signed token the server gave the browser
@@ -39,6 +40,7 @@ from playground.finetune.data import data_file_columns
 from playground.finetune.data_ids import BUNDLED_DATA, HUB_PREFIX
 from playground.finetune.export import merged_archive, result_archive
 from playground.finetune.finetuned import FinetunedModel, usable_result
+from playground.finetune.gguf_export import NoGGUFBaseError, adapter_gguf_export, base_gguf_of, quantized_export
 from playground.finetune.jobs import TRAIN_ENTRY, JobManager
 from playground.finetune.limits import FinetuneLimits
 from playground.finetune.methods import TABLE
@@ -47,6 +49,7 @@ from playground.finetune.result import LossPoint, RunMetrics, RunResult, aggrega
 from playground.finetune.runs import SUCCEEDED, RunRecord, RunStore
 from playground.finetune.templates import load_templates
 from playground.identity import Identities
+from playground.models.quantize import quant_type
 
 UPLOAD = "upload"  # the data choice that means "the file I uploaded"
 INTEGER_FIELDS = frozenset(f.name for f in fields(FinetuneConfig) if f.type in ("int", int))
@@ -76,6 +79,13 @@ class NotAnAdapter(SessionRefusal):
     def __init__(self) -> None:
         super().__init__("This run trained every weight: its result is already a whole model, with no adapter to "
                          "merge. Download it instead.")
+
+
+class NoGGUFBase(SessionRefusal):
+    def __init__(self, base: str) -> None:
+        super().__init__(f"This run's base {base} has no GGUF file for llama.cpp; download the merged model "
+                         f"(safetensors) instead.")
+        self.base = base
 
 
 # ------------------------------------------------------------------------------ requests and answers
@@ -298,6 +308,23 @@ class FinetuneSession:
         return merged_archive(record.path, self.settings.data_dir, resolver=self.resolver, catalog=self.catalog,
                               make_room=self._room_for(record.id))
 
+    def adapter_gguf(self, token: str, run_id: str | None, progress: Callable[[], None] | None = None) -> Path:
+        """The finished LoRA run's adapter as a llama.cpp adapter GGUF (for ``--lora`` over its base's GGUF), built
+        once; ``progress`` is called when the conversion begins."""
+        record, base = self._gguf_run(token, run_id)
+        _report(progress)
+        return adapter_gguf_export(record.path, base, make_room=self._room_for(record.id))
+
+    def merged_gguf(self, token: str, run_id: str | None, type_name: str,
+                    progress: Callable[[], None] | None = None) -> Path:
+        """The finished LoRA run merged into its base's GGUF and quantized to ``type_name`` (one of QUANT_TYPES),
+        built once per type; ``progress`` is called when the merge begins."""
+        chosen = quant_type(type_name)  # a bad type is refused before anything is read
+        record, base = self._gguf_run(token, run_id)
+        _report(progress)
+        return quantized_export(record.path, base, chosen.name, make_room=self._room_for(record.id),
+                                threads=self.settings.threads or 0)
+
     def use_in_lab(self, token: str, run_id: str | None) -> FinetunedModel:
         """The finished run as a model the Prompt Lab can generate with."""
         return usable_result(self._finished(token, run_id))
@@ -315,6 +342,17 @@ class FinetuneSession:
         if record.status != SUCCEEDED:
             raise RunNotFinished(record.status)
         return record
+
+    def _gguf_run(self, token: str, run_id: str | None) -> tuple[RunRecord, Path]:
+        """The person's finished adapter run and its base's GGUF file, or the refusal that says why not."""
+        record = self._finished(token, run_id)
+        method = TABLE.get(str(record.config.get("method")))
+        if method is None or not method.adapter:
+            raise NotAnAdapter()
+        try:
+            return record, base_gguf_of(record.path, self.catalog, self.resolver)
+        except NoGGUFBaseError as exc:
+            raise NoGGUFBase(exc.base) from None
 
     def _active(self, run_id: str) -> bool:
         return not self.runs.status(run_id).terminal

@@ -211,3 +211,19 @@ def test_the_run_on_llama_cpp_is_the_model_transformers_serves(which, lora_run, 
     assert agree >= len(ids_list) - 1, (agree, same)
     assert np.median(same) < 0.05, same
     assert np.median(apart) > 20 * np.median(same), (apart, same)
+def test_the_lora_run_exported_as_q4_k_m_gguf_runs_on_llama_cpp(lora_run, catalog, offline_resolver):
+    from playground.backends.base import GenerationParams
+    from playground.backends.llama_cpp_engine import LlamaCppEngine
+    from playground.finetune.gguf_export import base_gguf_of, quantized_export
+    from playground.models.sources import ResolvedWeights
+
+    _, _, run_dir, _ = lora_run
+    output = quantized_export(run_dir, base_gguf_of(run_dir, catalog, offline_resolver), "Q4_K_M")
+    assert output.name == f"{run_dir.name}-Q4_K_M.gguf"
+    engine = LlamaCppEngine.load("tuned", ResolvedWeights("tuned", "gguf", output, "local", output.name), 2)
+    try:
+        answer = engine.generate(f"{DIALOGUE}\nTL;DR:", GenerationParams(max_new_tokens=12, temperature=0.0))
+        print(f"\nQ4_K_M export answers: {answer.text!r}")
+        assert answer.completion_tokens > 0 and engine.has_chat_template
+    finally:
+        engine.close()

@@ -199,6 +199,42 @@ def test_finetune_runs_a_tiny_job_and_shows_loss_and_before_after(page):
     page.screenshot(path=str(ARTIFACTS / "prompt-lab-finetuned.png"), full_page=True)
 
 
+def test_finetune_merged_gguf_download_gives_a_file_link(browser, app_url, app_services, monkeypatch):
+    """A finished LoRA run of this page's person (a random adapter over SmolLM2, nothing trained): the merged
+    GGUF button builds the chosen type and the download box links the file."""
+    from tests.gguf_models import fabricated_run
+    from tests.helpers import SMOLLM2
+
+    issuer = app_services.identities.issuer
+    issued = []
+    original = issuer.issue
+    monkeypatch.setattr(issuer, "issue", lambda: issued.append(original()) or issued[-1])
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
+    try:
+        page = context.new_page()
+        page.goto(app_url)
+        _stored_identity(page)
+        owner = app_services.identities.person(issued[0]).id
+        base = app_services.engines.resolve(SMOLLM2, "gguf").path
+        run_id = fabricated_run(app_services.runs, owner, SMOLLM2, base, seed=21)
+        page.get_by_role("tab", name="Fine-tune").click()
+        page.wait_for_selector("#ft-download-gguf", state="visible", timeout=30_000)
+        _wait_for_text(page, "#ft-status", run_id, 60)  # the page's poll found the run and chose it
+        page.locator("#ft-gguf-type input").click()
+        page.get_by_role("option", name="Q8_0", exact=True).click()
+        page.click("#ft-download-gguf")
+        name = f"{run_id}-Q8_0.gguf"
+        link = page.locator(f'#ft-download a[href$="{name}"]').first  # the file's download link
+        link.wait_for(state="visible", timeout=600_000)
+        assert f"{run_id}-Q8_0" in page.locator("#ft-download").inner_text()  # its name, shown in the box
+        assert (app_services.runs.path(run_id) / "downloads" / name).is_file()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.locator("#ft-download-gguf").scroll_into_view_if_needed()
+        page.screenshot(path=str(ARTIFACTS / "finetune-gguf-download.png"), full_page=True)
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("locale, message", [("en-US", "No run yet: start one above."),
                                              ("pt-PT", "Ainda não há execuções")])
 def test_finetune_cancel_without_a_run_shows_a_toast(browser, app_url, locale, message):

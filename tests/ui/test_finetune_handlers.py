@@ -17,11 +17,13 @@ from playground.ui.i18n import Texts
 from playground.ui.tabs.finetune import (
     NUMBER_FIELDS,
     form_from_values,
+    on_adapter_gguf,
     on_cancel,
     on_download,
     on_estimate,
     on_inspect,
     on_merge,
+    on_merged_gguf,
     on_poll,
     on_start,
     on_use_in_lab,
@@ -31,7 +33,7 @@ from tests.finetune.sessions import finished_run, form
 from tests.finetune.test_results import QUANTIZED_METRICS, QUANTIZED_SAMPLE
 from tests.finetune.test_session import DECODER_INFO, session, wait_for  # noqa: F401 (session: a fixture)
 
-EN, PT = Texts("en"), Texts("pt")
+EN, PT, FR = Texts("en"), Texts("pt"), Texts("fr")
 
 
 @pytest.fixture
@@ -129,6 +131,21 @@ def test_refusals_are_toasts_in_the_pages_language(session, token):
     assert toast(lambda: on_download(session, downloads, PT, token, queued)).startswith("Esta execução está queued")
     assert "not one this server issues" in toast(lambda: on_cancel(session, EN, "someone-else", queued))
     assert "There is no run" in toast(lambda: on_cancel(session, EN, token, "20200101-000000-000000-abcdef"))
+
+
+def test_gguf_refusals_are_toasts_in_the_pages_language(session, token, tmp_path):
+    downloads = PrivateDownloads(tmp_path / "gradio-cache")
+    full = finished_run(session, owner(session, token), config={"method": "full"})
+    assert toast(lambda: on_merged_gguf(session, downloads, PT, token, full, "Q4_K_M")).startswith(
+        "Um fine-tuning completo já é um modelo inteiro")
+    local = finished_run(session, owner(session, token), weights={**DECODER_INFO, "base_model": "/models/my-llama",
+                                                                  "base_name": "my-llama"})
+    assert toast(lambda: on_adapter_gguf(session, downloads, FR, token, local)) == (
+        "Le modèle de base de cette exécution, my-llama, n'a pas de fichier GGUF pour llama.cpp : téléchargez "
+        "plutôt le modèle fusionné (safetensors).")
+    assert "Unknown GGUF type 'Q1'" in toast(lambda: on_merged_gguf(session, downloads, EN, token, local, "Q1"))
+    assert "not one this server issues" in toast(lambda: on_adapter_gguf(session, downloads, EN, "someone-else", local))
+    assert not (tmp_path / "gradio-cache").exists()
 
 
 def test_cancel_of_a_finished_run_warns(session, token):

@@ -21,6 +21,7 @@ import pandas as pd
 
 from playground.finetune.config import FinetuneConfig
 from playground.finetune.gguf_samples import BASE, QUANTIZED, TUNED
+from playground.finetune.gguf_export import DEFAULT_TYPE
 from playground.finetune.methods import METHODS
 from playground.finetune.result import QUANTIZATION_COLUMN, SYSTEM_NAMES
 from playground.finetune.session import (
@@ -28,6 +29,7 @@ from playground.finetune.session import (
     UPLOAD,
     FinetuneForm,
     FinetuneSession,
+    NoGGUFBase,
     NoRunChosen,
     NotAnAdapter,
     NothingSaved,
@@ -36,6 +38,7 @@ from playground.finetune.session import (
     RunView,
     SessionRefusal,
 )
+from playground.models.quantize import QUANT_TYPE_NAMES
 from playground.services import Services
 from playground.ui.downloads import PrivateDownloads
 from playground.ui.i18n import Texts, t
@@ -78,6 +81,8 @@ def step(progress, fraction: float, text: str):
 def refusal_text(exc: SessionRefusal, texts: Texts) -> str:
     if isinstance(exc, RunNotFinished):
         return texts("ft.not_finished", status=exc.status)
+    if isinstance(exc, NoGGUFBase):
+        return texts("ft.no_gguf_base", base=exc.base)
     key = {NoRunChosen: "ft.no_run", NothingSaved: "ft.nothing_saved", NotAnAdapter: "ft.merge_full"}
     return texts(key[type(exc)]) if type(exc) in key else str(exc)
 
@@ -239,6 +244,21 @@ def on_merge(session: FinetuneSession, downloads: PrivateDownloads, texts: Texts
         return downloads.serve(archive)
 
 
+def on_adapter_gguf(session: FinetuneSession, downloads: PrivateDownloads, texts: Texts, token: str,
+                    run_id: str | None, progress=None) -> str:
+    with shown_errors(texts, session.settings):
+        adapter = session.adapter_gguf(token, run_id, progress=step(progress, 0.2, texts("ft.converting_adapter")))
+        return downloads.serve(adapter)
+
+
+def on_merged_gguf(session: FinetuneSession, downloads: PrivateDownloads, texts: Texts, token: str,
+                   run_id: str | None, type_name: str, progress=None) -> str:
+    with shown_errors(texts, session.settings):
+        merged = session.merged_gguf(token, run_id, type_name or DEFAULT_TYPE,
+                                     progress=step(progress, 0.2, texts("ft.merging_gguf", type=type_name)))
+        return downloads.serve(merged)
+
+
 def on_use_in_lab(session: FinetuneSession, links: "FinetuneLinks", texts: Texts, token: str,
                   run_id: str | None) -> list:
     with shown_errors(texts, session.settings):
@@ -340,6 +360,11 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
         merge = gr.Button(t("ft.merge"), elem_id="ft-merge")
         use_in_lab = gr.Button(t("ft.use_in_lab"), variant="primary", elem_id="ft-use-in-lab")
         download_file = gr.File(label=t("ft.download"), interactive=False, elem_id="ft-download", height=90)
+    with gr.Row(equal_height=False):
+        download_adapter_gguf = gr.Button(t("ft.download_adapter_gguf"), elem_id="ft-download-adapter-gguf")
+        gguf_type = gr.Dropdown(list(QUANT_TYPE_NAMES), value=DEFAULT_TYPE, label=t("ft.gguf_type"),
+                                info=t("ft.gguf_type_info"), elem_id="ft-gguf-type")
+        download_gguf = gr.Button(t("ft.download_gguf"), elem_id="ft-download-gguf")
     gr.Markdown(t("ft.notice"), elem_classes=["notice"])
     timer = gr.Timer(POLL_S)
     cursor = gr.State(None)  # how far this browser has read the chosen run's progress (a PollCursor)
@@ -373,6 +398,12 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     def merge_and_download(request: gr.Request, token, run_id, progress=gr.Progress()):
         return on_merge(session, downloads, Texts.for_request(request), token, run_id, progress)
 
+    def adapter_gguf_download(request: gr.Request, token, run_id, progress=gr.Progress()):
+        return on_adapter_gguf(session, downloads, Texts.for_request(request), token, run_id, progress)
+
+    def merged_gguf_download(request: gr.Request, token, run_id, type_name, progress=gr.Progress()):
+        return on_merged_gguf(session, downloads, Texts.for_request(request), token, run_id, type_name, progress)
+
     def open_in_prompt_lab(request: gr.Request, token, run_id):
         return on_use_in_lab(session, links, Texts.for_request(request), token, run_id)
 
@@ -394,5 +425,10 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     download_adapter.click(download, [owner, run_picker], download_file, api_name="finetune_download")
     merge.click(merge_and_download, [owner, run_picker], download_file, api_name="finetune_merge",
                 concurrency_limit=1, concurrency_id="finetune-merge")
+    # The GGUF builds share the merge's group: one merge or quantization at a time, app-wide.
+    download_adapter_gguf.click(adapter_gguf_download, [owner, run_picker], download_file,
+                                api_name="finetune_adapter_gguf", concurrency_limit=1, concurrency_id="finetune-merge")
+    download_gguf.click(merged_gguf_download, [owner, run_picker, gguf_type], download_file,
+                        api_name="finetune_merged_gguf", concurrency_limit=1, concurrency_id="finetune-merge")
     use_in_lab.click(open_in_prompt_lab, [owner, run_picker], [links.tabs, *links.lab_models.comparison_outputs],
                      api_name="finetune_use_in_lab", concurrency_limit=None, concurrency_id="finetune-use-in-lab")
