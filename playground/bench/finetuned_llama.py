@@ -1,9 +1,9 @@
 """A fine-tuned run on llama.cpp: converting its adapter, and its decode speed against its base and transformers.
 
-The run is made here, not trained: a peft LoRA adapter (r=8 on q, k, v, o, as the catalog trains) with
-random B matrices over the model's transformers copy, which costs exactly what a trained one costs to
-convert and apply. Its adapter is converted to a llama.cpp adapter GGUF (timed), then the app serves
-the run the way it serves ``run:<id>``: the loaded base with the adapter view (``with_adapter``).
+The run is made here, not trained: a random peft LoRA adapter (r=8 on q, k, v, o, as the catalog trains;
+:func:`~playground.bench.gguf_export.write_random_lora`), which costs what a trained one costs to apply.
+It is converted to a llama.cpp adapter GGUF (the GGUF export suite times that), and the app serves the
+run the way it serves ``run:<id>``: the loaded base with the adapter view (``with_adapter``).
 Base and run decode in alternating rounds on the same engine, prompt and threads (target: the run at
 0.9x its base or better), and the same run merged on transformers fp32 decodes once more (target: llama.cpp
 4x faster or better).
@@ -12,35 +12,20 @@ Base and run decode in alternating rounds on the same engine, prompt and threads
 from __future__ import annotations
 
 import dataclasses
-import time
 from pathlib import Path
 
 from playground.bench.core import BenchOptions, CpuWatch, Figure, Measure, alternate, log, median_speed, per_round
+from playground.bench.gguf_export import write_random_lora
 from playground.bench.streams import THROUGHPUT_PROMPT, app_run, speed_detail
 from playground.bench.transformers_engine import TRANSFORMERS_RUN_CAP_S
 
-CONVERT = Measure("adapter to llama.cpp GGUF conversion", "s")
 RUN_OVER_BASE = Measure("fine-tuned run / its base, llama.cpp decode", "x", ">= 0.9")
 RUN_LLAMA_OVER_TRANSFORMERS = Measure("fine-tuned run, llama.cpp / transformers fp32 decode", "x", ">= 4")
 
 
-def _random_adapter(model, targets, folder: Path):
-    """(folder, peft model): the adapter saved in ``folder`` and the model it wraps."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    torch.manual_seed(0)
-    tuned = get_peft_model(model, LoraConfig(r=8, lora_alpha=16, target_modules=list(targets),
-                                             init_lora_weights=False))
-    with torch.no_grad():
-        for name, parameter in tuned.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0.0, 0.01)
-    tuned.save_pretrained(folder)
-    return folder, tuned
-
-
 def bench_finetuned_llama(settings, hardware, catalog, options: BenchOptions, scratch: Path) -> list[Figure]:
+    from peft import PeftModel
+
     from playground.backends.base import GenerationParams
     from playground.backends.provider import EngineProvider
     from playground.backends.transformers_engine import TransformersEngine
@@ -49,22 +34,19 @@ def bench_finetuned_llama(settings, hardware, catalog, options: BenchOptions, sc
     spec = catalog.get(options.model)
     if not spec.has_gguf:
         reason = f"skipped: {options.model} has no GGUF source"
-        return [CONVERT.skipped(reason), RUN_OVER_BASE.skipped(reason), RUN_LLAMA_OVER_TRANSFORMERS.skipped(reason)]
+        return [RUN_OVER_BASE.skipped(reason), RUN_LLAMA_OVER_TRANSFORMERS.skipped(reason)]
     data_dir = scratch / "transformers-data"  # the transformers suite's converted copy, when it ran first
     data_dir.mkdir(parents=True, exist_ok=True)
     provider = EngineProvider(dataclasses.replace(settings, data_dir=data_dir), hardware, catalog)
     figures: list[Figure] = []
     try:
-        log("fine-tuned run: a random LoRA adapter over the transformers copy, converted to a llama.cpp adapter")
-        torch_engine = provider.get(options.model, "transformers")
-        adapter_dir, tuned = _random_adapter(torch_engine.model, spec.lora_targets, scratch / "bench-run" / "adapter")
+        log("fine-tuned run: a random LoRA adapter, on llama.cpp (adapter GGUF) and on transformers (merged)")
         base_gguf = provider.resolve(options.model, "gguf").path
-        started = time.perf_counter()
+        adapter_dir = write_random_lora(base_gguf, scratch / "bench-run" / "adapter", rank=8, alpha=16.0,
+                                        targets=tuple(spec.lora_targets), b_std=0.01, base_model=spec.id)
         adapter_gguf = convert_adapter(adapter_dir, base_gguf, scratch / "bench-run" / "gguf" / "adapter.gguf")
-        convert_s = time.perf_counter() - started
-        figures.append(CONVERT.measured(convert_s, f"r=8 on {', '.join(spec.lora_targets)}; "
-                                                   f"{adapter_gguf.stat().st_size / 1e6:.1f} MB adapter GGUF"))
-        merged = tuned.merge_and_unload().eval()  # what the app serves a run on transformers
+        torch_engine = provider.get(options.model, "transformers")
+        merged = PeftModel.from_pretrained(torch_engine.model, adapter_dir).merge_and_unload().eval()
         run_on_torch = TransformersEngine("run:bench", merged, torch_engine.tokenizer, torch_engine.device)
 
         base = provider.get(options.model, "llama.cpp")
@@ -97,7 +79,7 @@ def bench_finetuned_llama(settings, hardware, catalog, options: BenchOptions, sc
             f"llama.cpp + adapter {run_speed:.1f} tok/s over transformers + merged adapter "
             f"{torch_speed:.1f} tok/s ({speed_detail(torch_runs)}); same prompt and threads{watch.note()}"))
     except Exception as exc:
-        missing = [m for m in (CONVERT, RUN_OVER_BASE, RUN_LLAMA_OVER_TRANSFORMERS)
+        missing = [m for m in (RUN_OVER_BASE, RUN_LLAMA_OVER_TRANSFORMERS)
                    if m.name not in {f.name for f in figures}]
         figures += [missing[0].failed(exc), *(m.not_measured("an earlier step failed") for m in missing[1:])]
     finally:

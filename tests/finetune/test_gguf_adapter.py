@@ -1,7 +1,7 @@
 """Adapter GGUFs for every catalog decoder with a GGUF base that is here offline, and the conversion's checks.
 
 The adapters are made to the base GGUF's own shapes (peft's names for a transformers model of that
-architecture), so no transformers copy of the model is needed: llama.cpp itself checks that every
+architecture: the bench's ``write_random_lora``), so no transformers copy of the model is needed: llama.cpp itself checks that every
 tensor fits when it loads the adapter, and the answer must change once the adapter is on.
 """
 
@@ -13,31 +13,16 @@ import numpy as np
 import pytest
 
 from playground.backends.base import GenerationParams
-from playground.finetune.gguf_adapter import AdapterConversionError, BaseLayout, convert_adapter
+from playground.bench.gguf_export import write_random_lora
+from playground.finetune.gguf_adapter import AdapterConversionError, convert_adapter
 from tests.helpers import SMOLLM2
 
-TARGETS = {"q_proj": "attn_q", "k_proj": "attn_k", "v_proj": "attn_v", "o_proj": "attn_output"}
-
-
-def fabricated_adapter(base_gguf, folder, rank: int = 4, std: float = 0.05, **config):
-    """A peft LoRA adapter folder (q, k, v, o of every layer) whose shapes fit ``base_gguf``."""
-    import torch
-    from safetensors.torch import save_file
-
-    layout = BaseLayout.read(base_gguf)
-    generator = torch.Generator().manual_seed(0)
-    tensors = {}
-    for block in range(layout.blocks):
-        for module, gguf_name in TARGETS.items():
-            inputs, outputs = layout.tensors[f"blk.{block}.{gguf_name}.weight"][:2]
-            key = f"base_model.model.model.layers.{block}.self_attn.{module}"
-            tensors[f"{key}.lora_A.weight"] = torch.randn(rank, inputs, generator=generator) * std
-            tensors[f"{key}.lora_B.weight"] = torch.randn(outputs, rank, generator=generator) * std
-    folder.mkdir(parents=True)
-    save_file(tensors, str(folder / "adapter_model.safetensors"))
-    (folder / "adapter_config.json").write_text(json.dumps(
-        {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": list(TARGETS), "bias": "none"}
-        | config))
+def fabricated_adapter(base_gguf, folder, **config):
+    """A random peft LoRA adapter (rank 4, alpha 8, q, k, v, o of every layer) shaped for ``base_gguf``, with
+    ``config`` written over its adapter_config.json."""
+    write_random_lora(base_gguf, folder, rank=4, alpha=8.0, b_std=0.05)
+    path = folder / "adapter_config.json"
+    path.write_text(json.dumps(json.loads(path.read_text()) | config))
     return folder
 
 
