@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from playground.backends.selection import LLAMA_CPP, TRANSFORMERS
 from playground.errors import FinetuneConfigError, PlaygroundError, UnknownModelError
 from playground.finetune.methods import get_method
 from playground.finetune.weights import DECODER, ENCODER
 
-AUTO, TRANSFORMERS, LLAMA_CPP = "auto", "transformers", "llama.cpp"
+AUTO = "auto"
 SAMPLE_ENGINES = (AUTO, TRANSFORMERS, LLAMA_CPP)
 # The systems a run's samples can show, by their field prefix in samples.jsonl.
 BASE, TUNED, QUANTIZED = "base", "tuned", "quantized"
