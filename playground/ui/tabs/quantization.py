@@ -53,18 +53,37 @@ def table_frame(result: LadderResult, texts: Texts) -> pd.DataFrame:
 
 
 def chart_frame(result: LadderResult, texts: Texts) -> pd.DataFrame:
-    """Every measure as a percentage of F32's, one line per measure across the types."""
+    """Every measure as a percentage of F32's, one line per measure across the types.
+
+    A speed timed while other programs used the CPU is left out (it is marked in the table): one such
+    figure can be ten times off and would flatten every other line.
+    """
     f32 = result.rung("F32")
     rows = []
     for r in result.rungs:
         values = {
             "size": 100.0 * r.file_mb / f32.file_mb if f32.file_mb else 0.0,
-            "speed": 100.0 * r.speed_vs_f32,
+            "speed": 100.0 * r.speed_vs_f32 if r.speed_reliable and f32.speed_reliable else None,
             "perplexity": 100.0 * r.perplexity / f32.perplexity if f32.perplexity else 0.0,
             "agreement": r.top1_agreement_pct,
         }
-        rows += [[r.type, texts(f"ladder.measure.{m}"), round(values[m], 1)] for m in MEASURES]
-    return pd.DataFrame(rows, columns=["type", "measure", "percent"]).astype({"percent": "float64"})
+        rows += [[r.type, texts(f"ladder.measure.{m}"), round(values[m], 1)] for m in MEASURES
+                 if values[m] is not None]
+    x, color, y = _chart_columns(texts)
+    return pd.DataFrame(rows, columns=[x, color, y]).astype({y: "float64"})
+
+
+def _chart_columns(texts: Texts) -> tuple[str, str, str]:
+    """The chart's (x, colour, y) columns, named in the reader's language: the plot shows them as axis titles
+    (a plot's own titles do not take translation keys)."""
+    return texts("ladder.col.type"), texts("ladder.measure"), texts("ladder.chart_y")
+
+
+def chart_update(result: LadderResult | None, texts: Texts) -> dict:
+    if result is None:
+        return gr.update(value=None)
+    x, color, y = _chart_columns(texts)
+    return gr.update(value=chart_frame(result, texts), x=x, y=y, color=color)
 
 
 def status_text(result: LadderResult, texts: Texts) -> str:
@@ -90,8 +109,8 @@ def step_text(step: LadderStep, texts: Texts) -> str:
 def ladder_outputs(result: LadderResult | None, texts: Texts) -> tuple:
     """(table, chart, status) for a result, or empty widgets and the hint when there is none."""
     if result is None:
-        return pd.DataFrame(columns=_headers(texts)), None, texts("ladder.status.none")
-    return table_frame(result, texts), chart_frame(result, texts), status_text(result, texts)
+        return pd.DataFrame(columns=_headers(texts)), chart_update(None, texts), texts("ladder.status.none")
+    return table_frame(result, texts), chart_update(result, texts), status_text(result, texts)
 
 
 def build(services: Services, owner: gr.BrowserState) -> None:
@@ -116,9 +135,9 @@ def build(services: Services, owner: gr.BrowserState) -> None:
         stop = gr.Button(t("ladder.stop"), variant="stop", elem_id="ladder-stop", scale=1)
     status = gr.Markdown(elem_id="ladder-status")
     table = gr.Dataframe(label=t("ladder.table"), interactive=False, wrap=True, elem_id="ladder-table")
+    # x, y and colour are set with each result, in the reader's language; a height would hide the legend.
     chart = gr.LinePlot(None, x="type", y="percent", color="measure", sort=list(QUANT_TYPE_NAMES),
-                        label=t("ladder.chart"), y_title=t("ladder.chart_y"), x_title="", height=320,
-                        elem_id="ladder-chart")
+                        label=t("ladder.chart"), elem_id="ladder-chart")
     gr.Markdown(t("ladder.source_notice"), elem_classes=["notice"])
     gr.Markdown(t("ladder.how"), elem_classes=["notice"])
 
@@ -140,7 +159,8 @@ def build(services: Services, owner: gr.BrowserState) -> None:
                                               progress=lambda fraction, step: progress(fraction,
                                                                                        desc=step_text(step, texts)))
                 except LadderCancelled:
-                    return pd.DataFrame(columns=_headers(texts)), None, texts("ladder.status.cancelled")
+                    return (pd.DataFrame(columns=_headers(texts)), chart_update(None, texts),
+                            texts("ladder.status.cancelled"))
         finally:
             services.generations.finish(session, LADDER_SLOT, stop_flag)
         return ladder_outputs(result, texts)
