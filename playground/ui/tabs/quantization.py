@@ -43,11 +43,13 @@ def _headers(texts: Texts) -> list[str]:
 
 def table_frame(result: LadderResult, texts: Texts) -> pd.DataFrame:
     """One row per type; a speed measured while other programs used the CPU is marked with *."""
+    f32_reliable = result.rung("F32").speed_reliable
     rows = []
     for r in result.rungs:
         mark = "" if r.speed_reliable else " *"
+        ratio_mark = "" if r.speed_reliable and f32_reliable else " *"  # a ratio is as good as its two speeds
         rows.append([r.type, f"{r.file_mb:,.1f}", f"{r.bits_per_weight:.2f}", f"{r.decode_tokens_per_s:.1f}{mark}",
-                     f"{r.speed_vs_f32:.2f}×{mark}", f"{r.perplexity:.2f}", f"{r.top1_agreement_pct:.1f}",
+                     f"{r.speed_vs_f32:.2f}×{ratio_mark}", f"{r.perplexity:.2f}", f"{r.top1_agreement_pct:.1f}",
                      f"{r.kl_to_f32:.4f}"])
     return pd.DataFrame(rows, columns=_headers(texts))
 
