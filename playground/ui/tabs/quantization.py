@@ -139,7 +139,7 @@ def build(services: Services, owner: gr.BrowserState) -> None:
     table = gr.Dataframe(label=t("ladder.table"), interactive=False, wrap=True, elem_id="ladder-table")
     # x, y and colour are set with each result, in the reader's language; a height would hide the legend.
     chart = gr.LinePlot(None, x="type", y="percent", color="measure", sort=list(QUANT_TYPE_NAMES),
-                        label=t("ladder.chart"), elem_id="ladder-chart")
+                        label=t("ladder.chart"), x_label_angle=-35, elem_id="ladder-chart")  # fits a phone
     gr.Markdown(t("ladder.source_notice"), elem_classes=["notice"])
     gr.Markdown(t("ladder.how"), elem_classes=["notice"])
 
