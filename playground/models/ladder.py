@@ -1,8 +1,8 @@
 """The quantization ladder: one model in every GGUF type from F32 down to Q2_K, measured side by side.
 
 For each type, :func:`build_ladder` quantizes the source GGUF with llama.cpp's
-own quantizer (:func:`playground.models.quantize.quantize_gguf`), reads the
-file's size and bits per weight from its header, and scores it with
+own quantizer (:func:`playground.models.quantize.quantize_gguf`), notes the
+file's size and bits per weight, and scores it with
 llama-cpp-python on one bundled text written for this project
 (``examples/quantization/perplexity.txt``):
 
@@ -12,8 +12,15 @@ llama-cpp-python on one bundled text written for this project
 - **KL to F32**: the mean Kullback-Leibler divergence of the type's next-token
   distribution from the F32 one, in nats per token;
 - **decode tokens/s**: :data:`DECODE_TOKENS` greedy tokens after a fixed prompt,
-  timed in this run (the ratio to F32 is the figure to read; the machine's
-  load changes the absolute one).
+  the faster of :data:`SPEED_ROUNDS` rounds timed in this build (the ratio to
+  F32 is the figure to read). llama.cpp's threads wait for each other at every
+  token, so another program on the cores can make a speed ten times slower: the
+  share of the CPU other programs took while each speed was timed is kept with
+  it, and above :data:`BUSY_PCT` the speed is marked unreliable.
+
+Size is the file's; bits per weight are the tensors' bytes over their weights as
+llama.cpp counts them when it loads the file (reading the GGUF header with the
+``gguf`` package costs seconds per file for a large vocabulary).
 
 Every type reads the same token ids (the text tokenized once by the F32 model,
 at most :data:`MAX_TEXT_TOKENS` of them) and decodes greedily, so two builds of
@@ -56,7 +63,7 @@ from playground.models.quantize import QUANT_TYPE_NAMES, quant_type, quantize_gg
 
 try:
     import fcntl
-except ImportError:  # pragma: no cover - Windows: no flock; threads still wait on each other's files below
+except ImportError:  # pragma: no cover - Windows: no flock, so builds there are not serialised
     fcntl = None  # type: ignore[assignment]
 
 TEXT_PATH = Path(__file__).resolve().parents[2] / "examples" / "quantization" / "perplexity.txt"
