@@ -18,7 +18,7 @@ import gradio as gr
 from playground.services import Services
 from playground.ui.i18n import make_i18n, t
 from playground.ui.identity import identity_state, welcome
-from playground.ui.tabs import about, architectures, finetune, prompt_lab, quantized_cpu
+from playground.ui.tabs import about, architectures, finetune, prompt_lab, quantization, quantized_cpu
 from playground.ui.tabs.finetune import FinetuneLinks
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
@@ -26,7 +26,7 @@ ASSETS = Path(__file__).resolve().parents[2] / "assets"
 # go (a queued fine-tuning run still reads its upload when it starts), and all of them when the app stops.
 CACHE_CLEANUP = (3600, 86400)
 TAB_IDS = {"architectures": "tab-architectures", "prompt_lab": "tab-prompt-lab", "finetune": "tab-finetune",
-           "quantized": "tab-quantized", "about": "tab-about"}
+           "quantized": "tab-quantized", "quantization": "tab-quantization", "about": "tab-about"}
 
 
 def build_app(services: Services) -> gr.Blocks:
@@ -48,6 +48,8 @@ def build_app(services: Services) -> gr.Blocks:
                     finetune.build(services, owner, FinetuneLinks(tabs, TAB_IDS["prompt_lab"], lab_models))
                 with _tab("tab.quantized", TAB_IDS["quantized"]) as quantized_tab:
                     quantized_models = quantized_cpu.build(services, owner)
+                with _tab("tab.quantization", TAB_IDS["quantization"]):
+                    quantization.build(services, owner)
                 with _tab("tab.about", TAB_IDS["about"]):
                     about.build(services)
         # The token first (a script gets one from /identity), then this person's fine-tuned models; runs

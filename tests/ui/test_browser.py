@@ -43,6 +43,7 @@ TAB_CONTENT = {
     "Prompt Lab": "#lab-preview",
     "Fine-tune": "#ft-start",
     "Quantized CPU (llama.cpp)": "#quant-chatbot",
+    "Quantization ladder": "#ladder-build",
     "About": "#about-models",
 }
 
