@@ -43,7 +43,7 @@ def bench_finetuned_llama(settings, hardware, catalog, options: BenchOptions, sc
         log("fine-tuned run: a random LoRA adapter, on llama.cpp (adapter GGUF) and on transformers (merged)")
         base_gguf = provider.resolve(options.model, "gguf").path
         adapter_dir = write_random_lora(base_gguf, scratch / "bench-run" / "adapter", rank=8, alpha=16.0,
-                                        targets=tuple(spec.lora_targets), b_std=0.01, base_model=spec.id)
+                                        targets=tuple(spec.lora_targets), b_std=0.05, base_model=spec.id)
         adapter_gguf = convert_adapter(adapter_dir, base_gguf, scratch / "bench-run" / "gguf" / "adapter.gguf")
         torch_engine = provider.get(options.model, "transformers")
         merged = PeftModel.from_pretrained(torch_engine.model, adapter_dir).merge_and_unload().eval()
