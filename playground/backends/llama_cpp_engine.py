@@ -159,6 +159,11 @@ class LlamaCppEngine(EngineBase):
         return llm
 
     @property
+    def closed(self) -> bool:
+        """True once the weights were freed (by ``close``, e.g. when the model cache evicted the model)."""
+        return self._loaded.llm is None
+
+    @property
     def _sampling(self) -> _SamplingContext | None:
         return self._loaded.sampling
 

@@ -142,13 +142,13 @@ generation = engine.stream("The capital of France is", GenerationParams(max_new_
 pieces = iter(generation)
 first = next(pieces)
 assert engines.cache.evict(("engine", "llama.cpp", SMOLLM2))  # e.g. another user's load needed the memory
-assert engine.llm is not None, "closed under a running generation"
+assert not engine.closed, "closed under a running generation"
 rest = "".join(pieces)
 assert generation.result.text == first + rest and generation.result.completion_tokens >= 2
 deadline = time.time() + 60
-while engine.llm is not None and time.time() < deadline:
+while not engine.closed and time.time() < deadline:
     time.sleep(0.05)
-assert engine.llm is None, "the evicted engine was never closed"
+assert engine.closed, "the evicted engine was never closed"
 print("OK", repr(generation.result.text))
 """
 
