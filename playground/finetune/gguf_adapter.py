@@ -99,6 +99,11 @@ def _read_layout(path: str, size: int, mtime_ns: int) -> BaseLayout:
     return BaseLayout._parse(Path(path))
 
 
+def forget_base_layouts() -> None:
+    """Drop the remembered base layouts (the bench times a first conversion with it)."""
+    _read_layout.cache_clear()
+
+
 def adapter_gguf_path(run_dir: Path) -> Path:
     """Where a run keeps its llama.cpp adapter."""
     return Path(run_dir) / ADAPTER_GGUF_DIR / ADAPTER_GGUF_FILE

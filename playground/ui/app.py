@@ -60,6 +60,8 @@ def build_app(services: Services) -> gr.Blocks:
                     show_progress="hidden")
         loaded.then(quantized_models.refresh, owner, quantized_models.model, api_name=False, queue=False,
                     show_progress="hidden")
+        loaded.then(quantized_models.show_facts, [quantized_models.model, owner], quantized_models.facts,
+                    api_name=False, queue=False, show_progress="hidden")
         lab_tab.select(lab_models.refresh, owner, lab_models.dropdowns, api_name=False, queue=False,
                        show_progress="hidden")
         # Also an endpoint: a script sees the models its token may chat with.

@@ -36,11 +36,18 @@ class GgufModelPicker:
     GGUF models, then the person's runs that answer on llama.cpp."""
 
     model: gr.Dropdown
+    facts: gr.Dataframe
     choices: Callable[[str], list[tuple[str, str]]]  # identity token -> (label, model id)
+    facts_rows: Callable[[str, str], list[list[str]]]  # (model id, identity token) -> the facts table
 
     def refresh(self, token: str) -> dict:
         """An update of ``model``: the token's owner's choices, the value kept."""
         return gr.update(choices=self.choices(token or ""))
+
+    def show_facts(self, model_id: str, token: str) -> list[list[str]]:
+        """The facts of the chosen model, for a page that just opened (the table starts empty, so building
+        the app never reads a GGUF file: the first read of a large vocabulary takes seconds)."""
+        return self.facts_rows(model_id, token or "")
 
 
 def models_of(services: Services, token: str):
@@ -127,10 +134,8 @@ def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
                 system = gr.Textbox(value="", label=t("quant.system"), info=t("quant.system_info"), lines=2,
                                     elem_id="quant-system")
                 params = parameter_widgets(settings, "quant", max_new_tokens=256)
-            # A callable value is computed when a page opens, so reading the GGUF never delays start-up. It takes
-            # no inputs: with some, Gradio would compute it again on each change of the model, without the
-            # identity, racing the facts of the chosen model (a run's) that ``show_facts`` shows.
-            facts = gr.Dataframe(value=lambda: facts_or_status(services, controller, default_model),
+            # Empty until the page opens (the app fills it then, for the page's identity).
+            facts = gr.Dataframe(value=[],
                                  headers=["fact", "value"], label=t("quant.facts"), interactive=False,
                                  wrap=True, elem_id="quant-facts", column_widths=["40%", "60%"])
 
@@ -207,4 +212,5 @@ def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
     compare_button.click(compare, [compare_prompt, model, system, *params.as_list(), owner],
                          [full_text, full_stats, quant_text, quant_stats, compare_summary],
                          api_name="quantized_compare", show_progress_on=[full_text, quant_text], **limits)
-    return GgufModelPicker(model, lambda token: models_of(services, token).gguf_choices())
+    return GgufModelPicker(model, facts, lambda token: models_of(services, token).gguf_choices(),
+                           lambda model_id, token: facts_or_status(services, controller, model_id, token))
