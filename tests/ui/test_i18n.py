@@ -59,3 +59,16 @@ def test_language_from_the_browser(header, lang):
 def test_server_side_texts_are_translated_and_formatted():
     assert Texts("pt")("quant.send") == "Enviar"
     assert "2.0×" in Texts("fr")("stats.speedup", speedup=2.0, memory=5.0)
+
+
+def test_a_comparison_where_llama_cpp_was_slower_says_slower():
+    from types import SimpleNamespace
+
+    from playground.ui.tabs.quantized_cpu import comparison_summary
+
+    faster = comparison_summary(SimpleNamespace(speedup=2.5, memory_ratio=4.0), Texts("en"))
+    slower = comparison_summary(SimpleNamespace(speedup=0.4, memory_ratio=4.0), Texts("en"))
+    assert "2.5× faster" in faster
+    assert "2.5× slower" in slower and "faster" not in slower
+    assert "plus lent" in comparison_summary(SimpleNamespace(speedup=0.5, memory_ratio=4.0), Texts("fr"))
+    assert comparison_summary(SimpleNamespace(speedup=None, memory_ratio=4.0), Texts("en")) == ""

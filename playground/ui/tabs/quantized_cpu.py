@@ -77,9 +77,12 @@ def run_stats(run: PrecisionRun, texts: Texts) -> str:
 
 
 def comparison_summary(comparison: PrecisionComparison, texts: Texts) -> str:
-    if comparison.speedup and comparison.memory_ratio:
+    """One sentence on speed and memory; a speed ratio under 1 reads as "slower", never "0.4x faster"."""
+    if not (comparison.speedup and comparison.memory_ratio):
+        return ""
+    if comparison.speedup >= 1:
         return texts("stats.speedup", speedup=comparison.speedup, memory=comparison.memory_ratio)
-    return ""
+    return texts("stats.slowdown", slowdown=1 / comparison.speedup, memory=comparison.memory_ratio)
 
 
 def _reporter(progress: gr.Progress):
