@@ -31,12 +31,13 @@ def write_random_lora(base_gguf: Path, adapter_dir: Path, *, rank: int = 16, alp
     import numpy as np
     from safetensors.numpy import save_file
 
-    reader = gguf.GGUFReader(Path(base_gguf), "r")
-    architecture = reader.fields["general.architecture"].contents()
-    blocks = int(reader.fields[f"{architecture}.block_count"].contents())
-    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == architecture)
+    from playground.finetune.gguf_adapter import BaseLayout
+
+    layout = BaseLayout.read(Path(base_gguf))  # remembered: the conversion that follows reads it no more
+    blocks = layout.blocks
+    arch = next(a for a, n in gguf.MODEL_ARCH_NAMES.items() if n == layout.architecture)
     names = gguf.get_tensor_name_map(arch, blocks)
-    shapes = {t.name: tuple(int(n) for n in t.shape) for t in reader.tensors}  # ggml order: [in, out]
+    shapes = layout.tensors  # ggml order: [in, out]
     rng = np.random.default_rng(seed)
     tensors = {}
     for block in range(blocks):

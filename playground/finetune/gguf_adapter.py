@@ -39,6 +39,7 @@ from pathlib import Path
 from playground.atomic import atomic_file
 from playground.errors import InvalidGGUFError, PlaygroundError
 from playground.finetune.runs import exclusive_lock
+from playground.models.gguf_info import field_value, open_gguf
 
 ADAPTER_GGUF_DIR = "gguf"  # in a run's folder, beside adapter/
 ADAPTER_GGUF_FILE = "adapter.gguf"
@@ -71,21 +72,10 @@ class BaseLayout:
 
     @classmethod
     def _parse(cls, base_gguf: Path) -> "BaseLayout":
-        from gguf import GGUFReader
-
-        # One read of the header: parsing a large vocabulary is most of a conversion's time.
-        try:
-            reader = GGUFReader(base_gguf, "r")
-        except Exception as exc:
-            raise InvalidGGUFError(f"The base model's GGUF {Path(base_gguf).name} cannot be read "
-                                   f"({type(exc).__name__}); download it again.") from None
+        reader = open_gguf(base_gguf)  # one read of the header: most of a conversion's time
 
         def value(key: str, default=0):
-            field = reader.fields.get(key)
-            if field is None or not field.data:
-                return default
-            part = field.parts[field.data[0]]
-            return bytes(part).decode("utf-8") if field.types[0].name == "STRING" else part.tolist()[0]
+            return field_value(reader, key, default)
 
         arch = value("general.architecture", "")
         heads = int(value(f"{arch}.attention.head_count", 0) or 0)
@@ -289,17 +279,14 @@ class AdapterFacts:
 
 def read_adapter_facts(path: Path) -> AdapterFacts:
     """The facts of the llama.cpp adapter GGUF at ``path``; AdapterConversionError when it is not one."""
-    from gguf import GGUFReader
-
     path = Path(path)
     try:
-        reader = GGUFReader(path, "r")
-    except (OSError, ValueError) as exc:
-        raise AdapterConversionError(f"{path.name} is not a readable GGUF file ({exc}).") from None
+        reader = open_gguf(path)
+    except InvalidGGUFError as exc:
+        raise AdapterConversionError(str(exc)) from None
 
     def value(key: str, default=None):
-        field = reader.fields.get(key)
-        return default if field is None or not field.data else field.contents()
+        return field_value(reader, key, default)
 
     if value("general.type") != "adapter" or value("adapter.type") != "lora":
         raise AdapterConversionError(f"{path.name} is not a llama.cpp LoRA adapter GGUF.")

@@ -30,10 +30,11 @@ from pathlib import Path
 from typing import Callable
 
 from playground.atomic import atomic_file
-from playground.errors import InvalidGGUFError, PlaygroundError, redact_server_paths
+from playground.errors import PlaygroundError
 from playground.finetune.export import _build_once, _check_run, folder_bytes
 from playground.finetune.gguf_adapter import adapter_gguf_path, run_adapter_gguf
 from playground.finetune.result import RunResult
+from playground.models.gguf_info import field_value, open_gguf
 from playground.models.quantize import quant_type, quantize_gguf
 
 DEFAULT_TYPE = "Q4_K_M"
@@ -66,27 +67,6 @@ class NoGGUFBaseError(GGUFExportError):
 # ------------------------------------------------------------------------------ the merge
 
 
-def _reader(path: Path):
-    """The gguf package's reader over ``path`` (memory-mapped); a clear error for a missing or damaged file."""
-    from gguf import GGUFReader
-
-    if not path.is_file():
-        raise InvalidGGUFError(f"GGUF file not found: {path.name}")
-    try:
-        reader = GGUFReader(path, "r")
-        if not reader.tensors:
-            raise ValueError("no tensors")
-    except Exception as exc:
-        raise InvalidGGUFError(f"{path.name} is damaged or truncated and cannot be read ({type(exc).__name__}: "
-                               f"{redact_server_paths(str(exc))[:160]}).") from None
-    return reader
-
-
-def _field(reader, key: str):
-    field = reader.fields.get(key)
-    return None if field is None or not field.data else field.contents()
-
-
 def _numpy_shape(tensor) -> tuple[int, ...]:
     """A reader tensor's shape in numpy's (row-major) order: ggml lists its dimensions innermost first."""
     return tuple(int(n) for n in reversed(tensor.shape))
@@ -107,13 +87,13 @@ def _dequantized(tensor):
 
 def _lora_pairs(adapter, architecture: str) -> tuple[float, dict[str, tuple[object, object]]]:
     """(alpha, {base tensor name: (lora_a tensor, lora_b tensor)}) of a llama.cpp LoRA adapter GGUF."""
-    if _field(adapter, "general.type") != "adapter" or _field(adapter, "adapter.type") != "lora":
+    if field_value(adapter, "general.type") != "adapter" or field_value(adapter, "adapter.type") != "lora":
         raise GGUFExportError("The adapter file is not a llama.cpp LoRA adapter (general.type adapter, "
                               "adapter.type lora).")
-    if _field(adapter, "general.architecture") != architecture:
-        raise GGUFExportError(f"The adapter was made for a {_field(adapter, 'general.architecture')} model, "
+    if field_value(adapter, "general.architecture") != architecture:
+        raise GGUFExportError(f"The adapter was made for a {field_value(adapter, 'general.architecture')} model, "
                               f"not for this {architecture} base.")
-    alpha = _field(adapter, "adapter.lora.alpha")
+    alpha = field_value(adapter, "adapter.lora.alpha")
     if alpha is None:
         raise GGUFExportError("The adapter file has no adapter.lora.alpha.")
     sides: dict[str, dict[str, object]] = {}
@@ -136,11 +116,11 @@ def merge_to_gguf(base_gguf: Path, adapter_gguf: Path, output: Path) -> Path:
     import numpy as np
 
     base_gguf, adapter_gguf, output = Path(base_gguf), Path(adapter_gguf), Path(output)
-    base = _reader(base_gguf)
+    base = open_gguf(base_gguf)
     if base.endianess != gguf.GGUFEndian.LITTLE:
         raise GGUFExportError(f"{base_gguf.name} is a big-endian GGUF; only little-endian bases can be merged.")
-    architecture = _field(base, "general.architecture")
-    alpha, pairs = _lora_pairs(_reader(adapter_gguf), architecture)
+    architecture = field_value(base, "general.architecture")
+    alpha, pairs = _lora_pairs(open_gguf(adapter_gguf), architecture)
     tensors = {tensor.name: tensor for tensor in base.tensors}
     updates = {}  # base tensor name -> (scale, B, A) in numpy order
     for name, (lora_a, lora_b) in pairs.items():
@@ -167,7 +147,7 @@ def merge_to_gguf(base_gguf: Path, adapter_gguf: Path, output: Path) -> Path:
                 kind = field.types[0]
                 sub_type = field.types[-1] if kind == gguf.GGUFValueType.ARRAY else None
                 writer.add_key_value(field.name, field.contents(), kind, sub_type=sub_type)
-            if _field(base, gguf.Keys.General.FILE_TYPE) is None:
+            if field_value(base, gguf.Keys.General.FILE_TYPE) is None:
                 writer.add_file_type(gguf.LlamaFileType.ALL_F32)
             for tensor in base.tensors:
                 writer.add_tensor_info(tensor.name, _numpy_shape(tensor), np.float32, 4 * int(tensor.n_elements),

@@ -65,7 +65,8 @@ class GGUFFacts:
         ]
 
 
-def _value(reader, key: str, default=None):
+def field_value(reader, key: str, default=None):
+    """A scalar metadata value of an open GGUF reader (a string decoded), or ``default`` when absent."""
     f = reader.fields.get(key)
     if f is None or not f.data:
         return default
@@ -74,6 +75,24 @@ def _value(reader, key: str, default=None):
         return bytes(part).decode("utf-8") if f.types and f.types[0].name == "STRING" else part.tolist()[0]
     except (UnicodeDecodeError, IndexError):
         return default
+
+
+def open_gguf(path: str | Path):
+    """The gguf package's reader over ``path`` (memory-mapped); InvalidGGUFError for a missing, damaged or
+    empty file. Parsing the header of a large vocabulary takes seconds: open a file once per use."""
+    from gguf import GGUFReader
+
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidGGUFError(f"GGUF file not found: {path.name}")
+    try:
+        reader = GGUFReader(path, "r")
+        if not reader.tensors:
+            raise ValueError("no tensors")
+    except Exception as exc:
+        raise InvalidGGUFError(f"{path.name} is damaged or truncated and cannot be read ({type(exc).__name__}: "
+                               f"{redact_server_paths(str(exc))[:160]}).") from None
+    return reader
 
 
 def read_gguf_facts(path: str | Path) -> GGUFFacts:
@@ -110,8 +129,8 @@ def read_gguf_facts(path: str | Path) -> GGUFFacts:
             f"{path.name} is truncated: its tensors need {end / 1e6:.1f} MB but the file has "
             f"{size / 1e6:.1f} MB. Download it again."
         )
-    arch = _value(reader, "general.architecture", "unknown")
-    file_type = _value(reader, "general.file_type")
+    arch = field_value(reader, "general.architecture", "unknown")
+    file_type = field_value(reader, "general.file_type")
     try:
         file_type_name = LlamaFileType(file_type).name.replace("MOSTLY_", "") if file_type is not None else "?"
     except ValueError:
@@ -119,21 +138,21 @@ def read_gguf_facts(path: str | Path) -> GGUFFacts:
     tokens = reader.fields.get("tokenizer.ggml.tokens")
     return GGUFFacts(
         path=path,
-        name=_value(reader, "general.name", path.stem),
+        name=field_value(reader, "general.name", path.stem),
         architecture=arch,
         file_type=file_type_name,
         tensor_types=dict(Counter(t.tensor_type.name for t in tensors)),
         file_size_bytes=size,
         parameters=sum(int(t.n_elements) for t in tensors),
         tensor_bytes=sum(int(t.n_bytes) for t in tensors),
-        context_length=int(_value(reader, f"{arch}.context_length", 0) or 0),
-        layers=int(_value(reader, f"{arch}.block_count", 0) or 0),
-        hidden_size=int(_value(reader, f"{arch}.embedding_length", 0) or 0),
-        attention_heads=int(_value(reader, f"{arch}.attention.head_count", 0) or 0),
-        kv_heads=int(_value(reader, f"{arch}.attention.head_count_kv", 0) or 0),
+        context_length=int(field_value(reader, f"{arch}.context_length", 0) or 0),
+        layers=int(field_value(reader, f"{arch}.block_count", 0) or 0),
+        hidden_size=int(field_value(reader, f"{arch}.embedding_length", 0) or 0),
+        attention_heads=int(field_value(reader, f"{arch}.attention.head_count", 0) or 0),
+        kv_heads=int(field_value(reader, f"{arch}.attention.head_count_kv", 0) or 0),
         vocab_size=len(tokens.data) if tokens is not None else 0,
-        tokenizer_model=_value(reader, "tokenizer.ggml.model", "") or "",
-        chat_template=_value(reader, "tokenizer.chat_template", "") or "",
+        tokenizer_model=field_value(reader, "tokenizer.ggml.model", "") or "",
+        chat_template=field_value(reader, "tokenizer.chat_template", "") or "",
     )
 
 
