@@ -85,6 +85,20 @@ def write_llama_gguf(model_dir: Path, output: Path, chat_template: bool = False)
     return output
 
 
+def write_wider_llama_gguf(folder: Path, tokenizer) -> Path:
+    """The GGUF of a tiny random Llama 48 wide instead of 32: a base no adapter of the tiny model fits."""
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    from tests.helpers import build_tiny_causal_lm
+
+    other = build_tiny_causal_lm(Path(folder) / "wider", "llama", tokenizer, 64)
+    config = json.loads((other / "config.json").read_text())
+    config["hidden_size"] = 48
+    (other / "config.json").write_text(json.dumps(config))
+    LlamaForCausalLM(AutoConfig.from_pretrained(other)).save_pretrained(other)
+    return write_llama_gguf(other, Path(folder) / "wider.gguf")
+
+
 # ---------------------------------------------------------------- a catalog over the tiny GGUF, and runs on it
 
 TINY_GGUF = "tiny-llama-gguf"

@@ -7,7 +7,6 @@ peft adapters whose B matrices are far from zero, so a run clearly differs from 
 
 from __future__ import annotations
 
-import json
 import threading
 
 import numpy as np
@@ -19,9 +18,7 @@ from playground.backends.transformers_engine import TransformersEngine
 from playground.errors import EngineUnavailableError
 from playground.finetune.finetuned import finetuned_id
 from playground.finetune.gguf_adapter import AdapterConversionError, adapter_gguf_path, convert_adapter
-from playground.services import Services
-from tests.gguf_models import TINY_GGUF, make_lora_run, tiny_gguf_catalog, write_llama_gguf
-from tests.helpers import build_tiny_causal_lm, fake_hardware, offline_settings
+from tests.gguf_models import TINY_GGUF, write_wider_llama_gguf
 
 pytestmark = pytest.mark.slow
 
@@ -29,26 +26,6 @@ TINY = TINY_GGUF
 PROMPTS = ["The quick brown fox", "A language model predicts", "Paris is the capital of", "Hello world, this",
            "Small models run fast on", "Lisbon is the capital"]
 GREEDY = GenerationParams(max_new_tokens=12, temperature=0.0, seed=0, repetition_penalty=1.0)
-
-
-@pytest.fixture(scope="module")
-def tiny_room(tmp_path_factory, tiny_tokenizer):
-    """Services over a catalog whose one decoder has safetensors and a GGUF in the models folder."""
-    models = tmp_path_factory.mktemp("gguf-models")
-    folder, catalog = tiny_gguf_catalog(models, tiny_tokenizer)
-    services = Services.create(offline_settings(tmp_path_factory.mktemp("gguf-data"), models),
-                               fake_hardware(cuda=False), catalog)
-    yield services, folder
-    services.close()
-
-
-@pytest.fixture(scope="module")
-def runs(tiny_room):
-    services, folder = tiny_room
-    return {"alice": make_lora_run(services, folder, "alice", 1), "bob": make_lora_run(services, folder, "bob", 2),
-            "rslora": make_lora_run(services, folder, "alice", 3, use_rslora=True, r=8, lora_alpha=4,
-                                    rank_pattern={"o_proj": 2}),
-            "dora": make_lora_run(services, folder, "alice", 4, use_dora=True)}
 
 
 def distribution(engine, prompt: str) -> np.ndarray:
@@ -65,8 +42,8 @@ def kl(p: np.ndarray, q: np.ndarray) -> float:
     return float(np.sum(p * np.log(p / q)))
 
 
-def test_auto_picks_llama_cpp_on_a_cpu_and_converts_the_adapter_once(tiny_room, runs):
-    services, _ = tiny_room
+def test_auto_picks_llama_cpp_on_a_cpu_and_converts_the_adapter_once(gguf_room):
+    services, runs = gguf_room
     run_id = runs["alice"]
     engine = services.engine(finetuned_id(run_id), "auto", "alice")
     assert isinstance(engine, LlamaCppEngine) and engine.model_id == finetuned_id(run_id)
@@ -79,10 +56,10 @@ def test_auto_picks_llama_cpp_on_a_cpu_and_converts_the_adapter_once(tiny_room, 
     assert isinstance(services.engine(finetuned_id(run_id), "transformers", "alice"), TransformersEngine)
 
 
-def test_the_adapter_file_is_what_llama_cpp_expects(tiny_room, runs):
+def test_the_adapter_file_is_what_llama_cpp_expects(gguf_room):
     from gguf import GGUFReader
 
-    services, _ = tiny_room
+    services, runs = gguf_room
     services.engine(finetuned_id(runs["alice"]), "llama.cpp", "alice")
     reader = GGUFReader(adapter_gguf_path(services.runs.path(runs["alice"])))
     value = lambda key: reader.fields[key].contents()  # noqa: E731
@@ -93,8 +70,8 @@ def test_the_adapter_file_is_what_llama_cpp_expects(tiny_room, runs):
     assert len(names) == 2 * 2 * 5  # two layers, five adapted weights, A and B each
 
 
-def test_llama_cpp_with_the_adapter_is_the_same_model_as_transformers_with_peft(tiny_room, runs):
-    services, _ = tiny_room
+def test_llama_cpp_with_the_adapter_is_the_same_model_as_transformers_with_peft(gguf_room):
+    services, runs = gguf_room
     for key in ("alice", "rslora"):  # plain scaling, and rsLoRA with a per-module rank folded into B
         model_id = finetuned_id(runs[key])
         on_llama = services.engine(model_id, "llama.cpp", "alice")
@@ -112,8 +89,8 @@ def test_llama_cpp_with_the_adapter_is_the_same_model_as_transformers_with_peft(
         assert min(base_kl) > 1e-3 and min(base_kl) > 1000 * max(same_kl), (key, base_kl)
 
 
-def test_two_owners_at_once_each_get_their_own_model(tiny_room, runs):
-    services, _ = tiny_room
+def test_two_owners_at_once_each_get_their_own_model(gguf_room):
+    services, runs = gguf_room
     alice = services.engine(finetuned_id(runs["alice"]), "llama.cpp", "alice")
     bob = services.engine(finetuned_id(runs["bob"]), "llama.cpp", "bob")
     base = services.engines.get(TINY, "llama.cpp")
@@ -140,8 +117,8 @@ def test_two_owners_at_once_each_get_their_own_model(tiny_room, runs):
     assert [r.text for r in again] == [r.text for r in sampled]
 
 
-def test_someone_elses_run_and_unconvertible_adapters_are_refused(tiny_room, runs):
-    services, _ = tiny_room
+def test_someone_elses_run_and_unconvertible_adapters_are_refused(gguf_room):
+    services, runs = gguf_room
     with pytest.raises(Exception, match="no run"):
         services.engine(finetuned_id(runs["alice"]), "llama.cpp", "bob")
     with pytest.raises(EngineUnavailableError, match="DoRA"):
@@ -149,16 +126,9 @@ def test_someone_elses_run_and_unconvertible_adapters_are_refused(tiny_room, run
     assert not adapter_gguf_path(services.runs.path(runs["dora"])).exists()  # nothing half-written
 
 
-def test_conversion_refuses_an_adapter_made_for_another_model(tiny_room, runs, tmp_path, tiny_tokenizer):
-    services, _ = tiny_room
-    other = build_tiny_causal_lm(tmp_path / "wider", "llama", tiny_tokenizer, 64)
-    config = json.loads((other / "config.json").read_text())
-    config["hidden_size"] = 48
-    (other / "config.json").write_text(json.dumps(config))
-    from transformers import AutoConfig, LlamaForCausalLM
-
-    LlamaForCausalLM(AutoConfig.from_pretrained(other)).save_pretrained(other)
-    gguf = write_llama_gguf(other, tmp_path / "wider.gguf")
+def test_conversion_refuses_an_adapter_made_for_another_model(gguf_room, tmp_path, tiny_tokenizer):
+    services, runs = gguf_room
+    gguf = write_wider_llama_gguf(tmp_path, tiny_tokenizer)
     adapter_dir = services.runs.path(runs["alice"]) / "adapter"
     with pytest.raises(AdapterConversionError, match="another model"):
         convert_adapter(adapter_dir, gguf, tmp_path / "out.gguf")

@@ -17,27 +17,12 @@ from playground.finetune.runs import RunNotFoundError
 from playground.prompting.snippet import code_snippet
 from playground.prompting.strategies import PromptSetup, run_strategy
 from playground.services import Services
-from tests.gguf_models import TINY_GGUF, make_lora_run, tiny_gguf_catalog
-from tests.helpers import fake_hardware, offline_settings
+from tests.gguf_models import TINY_GGUF
+from tests.helpers import fake_hardware
 
 pytestmark = pytest.mark.slow
 
 GREEDY = GenerationParams(max_new_tokens=10, temperature=0.0, seed=0, repetition_penalty=1.0)
-
-
-@pytest.fixture(scope="module")
-def room(tmp_path_factory, tiny_tokenizer):
-    """(services, runs by name): alice's LoRA, rsLoRA with a per-module rank and DoRA runs, and bob's LoRA."""
-    models = tmp_path_factory.mktemp("quantized-runs-models")
-    folder, catalog = tiny_gguf_catalog(models, tiny_tokenizer)
-    services = Services.create(offline_settings(tmp_path_factory.mktemp("quantized-runs-data"), models),
-                               fake_hardware(cuda=False), catalog)
-    runs = {"alice": make_lora_run(services, folder, "alice", 1), "bob": make_lora_run(services, folder, "bob", 2),
-            "rslora": make_lora_run(services, folder, "alice", 3, use_rslora=True, r=8, lora_alpha=4,
-                                    rank_pattern={"o_proj": 2}),
-            "dora": make_lora_run(services, folder, "alice", 4, use_dora=True)}
-    yield services, runs
-    services.close()
 
 
 def direct(services: Services, model_id: str, engine: str, owner: str, message: str) -> str:
@@ -46,8 +31,8 @@ def direct(services: Services, model_id: str, engine: str, owner: str, message: 
     return loaded.generate(loaded.format_chat(build_messages([], message)), GREEDY).text
 
 
-def test_the_list_is_the_catalogs_gguf_models_then_ones_own_runs_that_llama_cpp_can_serve(room):
-    services, runs = room
+def test_the_list_is_the_catalogs_gguf_models_then_ones_own_runs_that_llama_cpp_can_serve(gguf_room):
+    services, runs = gguf_room
     alice = [model_id for _, model_id in services.models_for("alice").gguf_choices()]
     # Newest first; the DoRA run has no place in a llama.cpp adapter, so it stays in the Prompt Lab.
     assert alice == [TINY_GGUF, finetuned_id(runs["rslora"]), finetuned_id(runs["alice"])]
@@ -59,8 +44,8 @@ def test_the_list_is_the_catalogs_gguf_models_then_ones_own_runs_that_llama_cpp_
     assert finetuned_id(runs["dora"]) in [m for _, m in services.models_for("alice").choices()]
 
 
-def test_auto_sends_a_run_llama_cpp_cannot_carry_to_transformers_and_llama_cpp_says_why(room):
-    services, runs = room
+def test_auto_sends_a_run_llama_cpp_cannot_carry_to_transformers_and_llama_cpp_says_why(gguf_room):
+    services, runs = gguf_room
     dora = finetuned_id(runs["dora"])
     assert services.engine(dora, "auto", "alice").name == "transformers"
     with pytest.raises(EngineUnavailableError, match="DoRA.*Choose auto or transformers"):
@@ -70,8 +55,8 @@ def test_auto_sends_a_run_llama_cpp_cannot_carry_to_transformers_and_llama_cpp_s
     assert not adapter_gguf_path(services.runs.path(runs["dora"])).exists()
 
 
-def test_a_runs_facts_are_its_adapter_then_its_base_gguf(room):
-    services, runs = room
+def test_a_runs_facts_are_its_adapter_then_its_base_gguf(gguf_room):
+    services, runs = gguf_room
     chat = QuantizedChat()
     rows = chat.facts(finetuned_id(runs["alice"]), services.models_for("alice"))
     facts = dict(rows)
@@ -92,16 +77,16 @@ def test_a_runs_facts_are_its_adapter_then_its_base_gguf(room):
     assert rslora["adapter rank"] == "2 / 8" and rslora["adapter alpha"] == "4"
 
 
-def test_adapter_facts_are_read_from_the_file(room):
-    services, runs = room
+def test_adapter_facts_are_read_from_the_file(gguf_room):
+    services, runs = gguf_room
     services.engine(finetuned_id(runs["bob"]), "llama.cpp", "bob")
     facts = read_adapter_facts(adapter_gguf_path(services.runs.path(runs["bob"])))
     assert (facts.architecture, facts.alpha, facts.ranks, facts.weights, facts.tensors) == ("llama", 8.0, (4,), 10, 20)
     assert facts.name.startswith("★ ") and runs["bob"] in facts.name
 
 
-def test_someone_elses_run_reads_as_no_run(room):
-    services, runs = room
+def test_someone_elses_run_reads_as_no_run(gguf_room):
+    services, runs = gguf_room
     bobs = services.models_for("bob")
     chat = QuantizedChat()
     with pytest.raises(RunNotFoundError, match="no run"):
@@ -112,8 +97,8 @@ def test_someone_elses_run_reads_as_no_run(room):
         list(chat.compare(ChatRequest(finetuned_id(runs["alice"]), "Hello", params=GREEDY), bobs))
 
 
-def test_chatting_with_a_run_is_the_run_on_llama_cpp(room):
-    services, runs = room
+def test_chatting_with_a_run_is_the_run_on_llama_cpp(gguf_room):
+    services, runs = gguf_room
     run = finetuned_id(runs["alice"])
     updates = list(QuantizedChat().reply(ChatRequest(run, "The quick brown fox", params=GREEDY),
                                          services.models_for("alice")))
@@ -124,8 +109,8 @@ def test_chatting_with_a_run_is_the_run_on_llama_cpp(room):
     assert expected != direct(services, TINY_GGUF, "llama.cpp", "", "The quick brown fox")  # the adapter acts
 
 
-def test_the_comparison_of_a_run_is_its_adapter_in_full_precision_and_on_the_quantised_base(room):
-    services, runs = room
+def test_the_comparison_of_a_run_is_its_adapter_in_full_precision_and_on_the_quantised_base(gguf_room):
+    services, runs = gguf_room
     run, message = finetuned_id(runs["alice"]), "Paris is the capital of"
     steps = list(QuantizedChat().compare(ChatRequest(run, message, params=GREEDY), services.models_for("alice")))
     last = steps[-1]
@@ -141,16 +126,16 @@ def test_the_comparison_of_a_run_is_its_adapter_in_full_precision_and_on_the_qua
     assert last.quantised.weights_bytes == base_bytes + adapter_bytes
 
 
-def test_precision_labels_of_a_catalog_model_and_a_run(room):
-    services, runs = room
+def test_precision_labels_of_a_catalog_model_and_a_run(gguf_room):
+    services, runs = gguf_room
     models = services.models_for("alice")
     assert precision_labels(models.quantized_facts(TINY_GGUF), fake_hardware(cuda=True)) == ("bf16", "ALL_F32")
     assert precision_labels(models.quantized_facts(finetuned_id(runs["alice"])), fake_hardware()) == \
         ("fp32 (dequantised from GGUF) + LORA merged", "ALL_F32 + LORA adapter")
 
 
-def test_the_code_for_a_run_on_llama_cpp_loads_the_adapter_gguf_and_gives_the_apps_greedy_answer(room):
-    services, runs = room
+def test_the_code_for_a_run_on_llama_cpp_loads_the_adapter_gguf_and_gives_the_apps_greedy_answer(gguf_room):
+    services, runs = gguf_room
     run = finetuned_id(runs["alice"])
     source = services.models_for("alice").code_source(run, "llama.cpp")
     assert source["engine"] == "llama.cpp" and source["lora_path"] == f"{runs['alice']}-adapter.gguf"
@@ -170,8 +155,8 @@ def test_the_code_for_a_run_on_llama_cpp_loads_the_adapter_gguf_and_gives_the_ap
     assert answer.rstrip("\n") == answered.paths[0].text.replace("\ufffd", "").rstrip("\n")
 
 
-def test_the_code_for_a_run_llama_cpp_cannot_carry_is_the_peft_one_saying_why(room):
-    services, runs = room
+def test_the_code_for_a_run_llama_cpp_cannot_carry_is_the_peft_one_saying_why(gguf_room):
+    services, runs = gguf_room
     source = services.models_for("alice").code_source(finetuned_id(runs["dora"]), "llama.cpp")
     assert source["engine"] == "transformers" and source["adapter"] == "adapter"
     assert "DoRA" in source["note"]

@@ -35,7 +35,7 @@ from playground.finetune.runs import RunNotFoundError, RunStore
 from playground.finetune.storage import DataDirFullError
 from playground.models.catalog import Catalog
 from playground.models.sources import ResolvedWeights, SourceResolver
-from tests.gguf_models import make_lora_run, write_llama_gguf
+from tests.gguf_models import make_lora_run, write_llama_gguf, write_wider_llama_gguf
 from tests.helpers import build_tiny_causal_lm, decoder_spec, fake_hardware, offline_settings
 
 pytestmark = pytest.mark.slow
@@ -231,18 +231,9 @@ def test_full_fine_tunes_runs_without_a_gguf_base_and_bad_types_are_refused(room
 
 
 def test_an_adapter_for_another_model_is_refused_before_writing(room, run_dir, tmp_path, tiny_tokenizer):
-    import json
-
-    from transformers import AutoConfig, LlamaForCausalLM
-
     _, _, _, base, _ = room
     adapter = run_adapter_gguf(run_dir, run_dir / "adapter", base)
-    other = build_tiny_causal_lm(tmp_path / "wider", "llama", tiny_tokenizer, 64)
-    config = json.loads((other / "config.json").read_text())
-    config["hidden_size"] = 48
-    (other / "config.json").write_text(json.dumps(config))
-    LlamaForCausalLM(AutoConfig.from_pretrained(other)).save_pretrained(other)
-    wider = write_llama_gguf(other, tmp_path / "wider.gguf")
+    wider = write_wider_llama_gguf(tmp_path, tiny_tokenizer)
     with pytest.raises(gguf_export.GGUFExportError, match="another model"):
         merge_to_gguf(wider, adapter, tmp_path / "out.gguf")
     assert not (tmp_path / "out.gguf").exists()

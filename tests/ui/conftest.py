@@ -4,6 +4,7 @@ app over the tiny GGUF catalog, whose fine-tuned runs are made in seconds (``ggu
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,10 @@ from pathlib import Path
 import pytest
 
 from playground.config import Settings
+
+CHROMIUM = os.environ.get("PLAYGROUND_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run", "--disable-quic"]
 
 
 def _free_port() -> int:
@@ -108,3 +113,25 @@ def issue_token(client) -> str:
 def owner_id(services, token: str) -> str:
     """The owner id the app files a token's runs under."""
     return services.identities.person(token).id
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One Chromium for every browser test (Debian's, through Playwright)."""
+    from playwright.sync_api import sync_playwright
+
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (see README, 'Run the tests').")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def record_issued_tokens(services, monkeypatch) -> list[str]:
+    """The identity tokens the app issues from now on, in order (so a test knows its page's person)."""
+    issuer = services.identities.issuer
+    issued: list[str] = []
+    original = issuer.issue
+    monkeypatch.setattr(issuer, "issue", lambda: issued.append(original()) or issued[-1])
+    return issued

@@ -2,30 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.ui.conftest import record_issued_tokens
+
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("PLAYGROUND_TEST_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (see README, 'Run the tests').")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
@@ -206,10 +192,7 @@ def test_finetune_merged_gguf_download_gives_a_file_link(browser, app_url, app_s
     from tests.gguf_models import fabricated_run
     from tests.helpers import SMOLLM2
 
-    issuer = app_services.identities.issuer
-    issued = []
-    original = issuer.issue
-    monkeypatch.setattr(issuer, "issue", lambda: issued.append(original()) or issued[-1])
+    issued = record_issued_tokens(app_services, monkeypatch)
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
     try:
         page = context.new_page()
@@ -267,10 +250,7 @@ def _stored_identity(page, not_value=None, timeout_s=60):
 
 def test_the_page_gets_a_signed_identity_once_and_a_new_one_for_a_forged_value(browser, app_url, app_services,
                                                                                 monkeypatch):
-    issuer = app_services.identities.issuer
-    issued = []
-    original = issuer.issue
-    monkeypatch.setattr(issuer, "issue", lambda: issued.append(original()) or issued[-1])
+    issued = record_issued_tokens(app_services, monkeypatch)
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
     try:
         page = context.new_page()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.ui.test_browser import ARTIFACTS, _wait_for_rows, browser, page  # noqa: F401  (shared fixtures)
+from tests.ui.test_browser import ARTIFACTS, _wait_for_rows, page  # noqa: F401  (a shared fixture)
 
 pytestmark = pytest.mark.browser
 

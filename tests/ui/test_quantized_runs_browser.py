@@ -5,30 +5,17 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from playground.backends.base import GenerationParams
 from playground.backends.chat import build_messages
-from tests.ui.conftest import owner_id
-from tests.ui.test_browser import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS
+from tests.ui.conftest import owner_id, record_issued_tokens
+from tests.ui.test_browser import ARTIFACTS
 
 pytestmark = pytest.mark.browser
 
 MESSAGE = "The quick brown fox"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    if not Path(CHROMIUM).exists():
-        pytest.fail(f"Chromium not found at {CHROMIUM}: apt-get install chromium (see README, 'Run the tests').")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def _letters(text: str) -> str:
@@ -48,10 +35,7 @@ def _wait_for(predicate, what: str, timeout_s: float = 60):
 
 def test_pick_ones_run_in_the_quantized_tab_and_chat_with_it(browser, gguf_app, monkeypatch):
     services = gguf_app.services
-    issuer = services.identities.issuer
-    issued: list[str] = []
-    original = issuer.issue
-    monkeypatch.setattr(issuer, "issue", lambda: issued.append(original()) or issued[-1])
+    issued = record_issued_tokens(services, monkeypatch)
     context = browser.new_context(viewport={"width": 1280, "height": 1000}, locale="en-US")
     try:
         page = context.new_page()
