@@ -122,6 +122,14 @@ class GenerationResult:
 
 
 @dataclass(frozen=True)
+class Waiting:
+    """What an engine's token stream yields instead of text while the request waits for its turn in a
+    decode loop shared with other people: ``ahead`` requests are before it (0: its prompt is being read)."""
+
+    ahead: int
+
+
+@dataclass(frozen=True)
 class TokenizedPrompt:
     """A prompt tokenised by the engine that will run it: its text and its ids, so it is tokenised once."""
 
@@ -181,10 +189,16 @@ class Generation:
 
     Stop sequences are applied here for every engine: text that could be the
     start of a stop sequence is held back until it is clear it is not.
+
+    A generation that joined a decode loop shared by everyone on its model is ``batched``: the loop admits
+    it, so it needs none of the app's generation slots. While it waits for its turn, iterating gives empty
+    strings a few times a second and ``queue_position`` says how many requests are ahead (0: its prompt is
+    being read; None: its answer is coming, or it never waited), so a tab can show the wait and a cancel
+    is seen while waiting.
     """
 
-    def __init__(self, pieces: Iterator[str], *, prompt_tokens: int, params: GenerationParams,
-                 engine: str, model_id: str, started: float):
+    def __init__(self, pieces: Iterator, *, prompt_tokens: int, params: GenerationParams,
+                 engine: str, model_id: str, started: float, batched: bool = False):
         self._pieces = pieces
         self._params = params
         self._engine = engine
@@ -192,6 +206,8 @@ class Generation:
         self._prompt_tokens = prompt_tokens
         self._started = started
         self._cancel = threading.Event()
+        self.batched = batched
+        self.queue_position: int | None = None
         self.result: GenerationResult | None = None
 
     def cancel(self) -> None:
@@ -205,6 +221,14 @@ class Generation:
         finish = "length"
         try:
             for piece in self._pieces:
+                if isinstance(piece, Waiting):
+                    self.queue_position = piece.ahead
+                    if self._cancel.is_set():
+                        finish = "cancelled"
+                        break
+                    yield ""
+                    continue
+                self.queue_position = None
                 tokens += 1
                 if first_token_at is None:
                     first_token_at = time.perf_counter()

@@ -16,7 +16,7 @@ from typing import Iterator, Protocol, Sequence
 from playground.backends.base import Engine, GenerationParams, GenerationResult, Message
 from playground.backends.compare import PrecisionComparison, compare_precisions
 from playground.backends.selection import LLAMA_CPP
-from playground.backends.slots import SlotHolder, no_slot
+from playground.backends.slots import SlotHolder, no_slot, slot_for
 from playground.errors import InvalidPromptError
 from playground.hardware import Hardware
 from playground.models.gguf_info import GGUFFacts
@@ -144,7 +144,7 @@ class QuantizedChat:
                                    request.params)
         history = [*request.history, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         yield ChatUpdate(list(history))
-        with self.slot(cancel) as admitted:
+        with slot_for(self.slot, generation)(cancel) as admitted:
             if not admitted:
                 yield ChatUpdate(list(history), cancelled_waiting=True)
                 return

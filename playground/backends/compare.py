@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator
 
 from playground.backends.base import Engine, GenerationParams, GenerationResult, Message
-from playground.backends.slots import SlotHolder, no_slot
+from playground.backends.slots import SlotHolder, no_slot, slot_for
 from playground.backends.selection import LLAMA_CPP, TRANSFORMERS
 
 EngineFor = Callable[..., Engine]  # (model id, engine name, progress=...) -> a loaded engine
@@ -91,7 +91,7 @@ def compare_precisions(engine_for: EngineFor, model_id: str, messages: list[Mess
 def _stream(engine, messages: list[Message], params: GenerationParams, run: PrecisionRun, slot: SlotHolder
             ) -> Iterator[PrecisionRun]:
     generation = engine.stream(engine.format_chat(messages), params)
-    with slot(None):
+    with slot_for(slot, generation)(None):
         text = ""
         for piece in generation:
             text += piece

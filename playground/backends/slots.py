@@ -76,3 +76,9 @@ class GenerationSlots:
 def no_slot(cancel: threading.Event | None = None) -> ContextManager[bool]:
     """The slot holder for callers that share nothing (the CLI, tests): always admitted at once."""
     return contextlib.nullcontext(True)
+
+
+def slot_for(slot: SlotHolder, generation) -> SlotHolder:
+    """The slot ``generation`` must hold: none when it joined an engine's shared decode loop (the loop admits
+    and queues its requests itself, many at a time), else ``slot``."""
+    return no_slot if getattr(generation, "batched", False) else slot

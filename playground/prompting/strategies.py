@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator, Mapping, Sequence
 
 from playground.backends.base import Engine, GenerationParams, GenerationResult, Message, TokenizedPrompt
-from playground.backends.slots import SlotHolder, no_slot
+from playground.backends.slots import SlotHolder, no_slot, slot_for
 from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
 from playground.prompting.data import Example
 from playground.prompting.demos import Embedder, select_demos
@@ -382,16 +382,17 @@ def stream_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params
     if config.strategy == SELF_CONSISTENCY and params.temperature <= 0:
         raise InvalidParameterError("Self-consistency needs sampling: set the temperature above 0 (0.7 is "
                                     "usual), or every path would be the same.")
-    with slot(cancel) as admitted:
+    # A single path that joins the engine's shared decode loop is admitted by the loop, not by a slot.
+    generation = None if config.strategy == SELF_CONSISTENCY else engine.stream(built.tokens, params)
+    with slot_for(slot, generation)(cancel) as admitted:
         started = time.perf_counter()
         if not admitted:  # cancelled while waiting for a slot
             results = [GenerationResult(text="", prompt_tokens=built.token_count, completion_tokens=0,
                                         time_to_first_token_s=0.0, total_s=0.0, finish_reason="cancelled",
                                         engine=engine.name, model_id=engine.model_id)]
-        elif config.strategy == SELF_CONSISTENCY:
+        elif generation is None:
             results = engine.sample_n(built.tokens, params, config.samples, cancel=cancel)
         else:
-            generation = engine.stream(built.tokens, params)
             text = ""
             for piece in generation:
                 text += piece
