@@ -37,6 +37,16 @@ def test_environment_variables_are_read(tmp_path):
     assert (s.max_prompt_chars, s.concurrency, s.host, s.default_model) == (500, 4, "0.0.0.0", "gpt2")
 
 
+def test_parallel_sequences_default_to_16_and_size_the_generation_group(tmp_path):
+    from playground.ui.widgets import HANDLERS_PER_SLOT, generation_event_options
+
+    assert load(data_dir=str(tmp_path)).parallel == 16
+    settings = load(data_dir=str(tmp_path), parallel="8", concurrency="3")
+    assert settings.parallel == 8 and load(["--parallel", "4"], data_dir=str(tmp_path)).parallel == 4
+    assert generation_event_options(settings) == dict(concurrency_limit=3 * HANDLERS_PER_SLOT + 8,
+                                                      concurrency_id="generation")
+
+
 def test_empty_environment_value_means_unset():
     assert load(port="", mode="").mode == "local"
 
@@ -74,6 +84,7 @@ def test_cli_boolean_flag_sets_true():
     ({"THREADS": "-1"}, "PLAYGROUND_THREADS"),
     ({"MAX_NEW_TOKENS": "0"}, "PLAYGROUND_MAX_NEW_TOKENS"),
     ({"CONCURRENCY": "1.5"}, "PLAYGROUND_CONCURRENCY"),
+    ({"PARALLEL": "0"}, "PLAYGROUND_PARALLEL"),
 ])
 def test_bad_environment_values_name_the_variable(env, name):
     with pytest.raises(SettingsError) as info:

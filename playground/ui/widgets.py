@@ -12,6 +12,8 @@ from playground.config import Settings
 from playground.errors import PlaygroundError, redact_server_paths, server_locations
 from playground.ui.i18n import t
 
+GENERATION_GROUP = "generation"  # the Gradio concurrency group of every generating event
+
 
 @dataclass
 class ParamWidgets:
@@ -89,6 +91,14 @@ def user_errors(settings: Settings):
 HANDLERS_PER_SLOT = 4
 
 
+def generation_handlers(settings: Settings) -> int:
+    """How many handlers of generating events may be in flight at once, app-wide: four per generation slot,
+    plus one per sequence a llama.cpp model decodes together (``settings.parallel``), so a batched decode loop
+    is given enough requests to fill its batch (a generation that joined the loop needs no slot)."""
+    return settings.concurrency * HANDLERS_PER_SLOT + settings.parallel
+
+
 def generation_event_options(settings: Settings) -> dict:
-    """The queue options every generating event shares: one concurrency group, sized to the slots."""
-    return dict(concurrency_limit=settings.concurrency * HANDLERS_PER_SLOT, concurrency_id="generation")
+    """The queue options every generating event shares: one concurrency group ("generation"), sized by
+    :func:`generation_handlers`. No event that does not generate may join it (tests/ui/test_event_queues.py)."""
+    return dict(concurrency_limit=generation_handlers(settings), concurrency_id=GENERATION_GROUP)
