@@ -9,7 +9,7 @@ import time
 import pytest
 
 from playground.backends.base import GenerationParams
-from playground.backends.slots import GenerationSlots, no_slot
+from playground.backends.slots import GenerationSlots, line_for, no_slot
 from playground.prompting.columns import Column, run_columns
 from playground.prompting.data import Example, LabelledSet
 from playground.prompting.evaluation import evaluate
@@ -183,3 +183,106 @@ def test_a_slow_prompt_build_does_not_keep_another_persons_generation_waiting():
 def test_callers_that_share_nothing_are_admitted_at_once():
     with no_slot(None) as admitted:
         assert admitted
+
+
+# ---------------------------------------------------------------- a place in line, for callers that show the wait
+
+
+def _wait_until(condition, timeout_s=5.0):
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_place_in_line_says_how_many_requests_are_ahead_each_time_that_changes():
+    slots = GenerationSlots(1)
+    seen, held = [], []
+    release_first, release_second = threading.Event(), threading.Event()
+
+    def holder(release):
+        with slots.hold():
+            release.wait(5)
+
+    first = threading.Thread(target=holder, args=(release_first,))
+    first.start()
+    _wait_until(lambda: slots.busy == 1)
+    second = threading.Thread(target=holder, args=(release_second,))
+    second.start()
+    _wait_until(lambda: slots.waiting == 1)
+
+    def third():
+        with line_for(slots) as place:
+            for ahead in place.positions():
+                seen.append(ahead)
+            held.append(place.held)
+
+    waiter = threading.Thread(target=third)
+    waiter.start()
+    _wait_until(lambda: seen == [2])  # the running request and the one before it in line
+    release_first.set()
+    _wait_until(lambda: seen == [2, 1])  # the second now runs; nobody waits before the third
+    release_second.set()
+    waiter.join(5)
+    for thread in (first, second):
+        thread.join(5)
+    assert seen == [2, 1] and held == [True] and slots.busy == 0 and slots.waiting == 0
+
+
+def test_a_free_slot_is_held_without_a_position():
+    slots = GenerationSlots(2)
+    with line_for(slots) as place:
+        assert list(place.positions()) == [] and place.held and slots.busy == 1
+    assert slots.busy == 0
+
+
+def test_a_waiting_generator_that_is_closed_leaves_the_line():
+    slots = GenerationSlots(1)
+
+    def chat():
+        with line_for(slots) as place:
+            for ahead in place.positions():
+                yield ahead
+
+    with slots.hold():
+        waiting = chat()
+        assert next(waiting) == 1 and slots.waiting == 1
+        waiting.close()  # the person left while waiting
+        assert slots.waiting == 0
+    with slots.hold() as admitted:
+        assert admitted
+
+
+def test_a_stop_while_waiting_in_line_ends_the_positions_without_a_slot():
+    slots = GenerationSlots(1)
+    cancel = threading.Event()
+    with slots.hold():
+        with line_for(slots, cancel) as place:
+            positions = place.positions()
+            assert next(positions) == 1
+            cancel.set()
+            assert list(positions) == [] and not place.held and slots.waiting == 0
+
+
+def test_a_place_whose_owner_went_away_does_not_stop_the_line(monkeypatch):
+    import playground.backends.slots as slots_module
+
+    monkeypatch.setattr(slots_module, "STALE_S", 0.05)
+    slots = GenerationSlots(1)
+    admitted = []
+    with line_for(slots) as lost:
+        with slots.hold():
+            assert next(lost.positions()) == 1  # then its owner never looks again, nor leaves
+            behind = threading.Thread(target=lambda: admitted.append(_admitted(slots, None)))
+            behind.start()
+            _wait_until(lambda: slots.waiting == 2)
+        behind.join(5)  # the slot is free and the lost place first in line: it is skipped once stale
+        assert admitted == [True] and not lost.held
+
+
+def test_holders_that_cannot_show_their_line_are_waited_for_at_once():
+    with line_for(no_slot) as place:
+        assert place.held and list(place.positions()) == []
+    refusing = lambda cancel=None: contextlib.nullcontext(False)  # noqa: E731
+    with line_for(refusing) as place:
+        assert not place.held
