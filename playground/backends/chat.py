@@ -16,7 +16,7 @@ from typing import Iterator, Protocol, Sequence
 from playground.backends.base import Engine, GenerationParams, GenerationResult, Message
 from playground.backends.compare import PrecisionComparison, compare_precisions
 from playground.backends.selection import LLAMA_CPP
-from playground.backends.slots import SlotHolder, no_slot, slot_for
+from playground.backends.slots import SlotHolder, line_for, no_slot, slot_for
 from playground.errors import InvalidPromptError
 from playground.hardware import Hardware
 from playground.models.gguf_info import GGUFFacts
@@ -84,6 +84,9 @@ class ChatUpdate:
     history: list
     result: GenerationResult | None = None
     cancelled_waiting: bool = False  # stopped before a generation slot was free: nothing was generated
+    # While the answer waits for its turn: how many requests are ahead of it (for a generation slot, or in the
+    # engine's shared decode loop; 0: the loop is reading its prompt). None once the answer is coming.
+    queue_position: int | None = None
 
 
 @dataclass(frozen=True)
@@ -137,21 +140,34 @@ class QuantizedChat:
 
     def reply(self, request: ChatRequest, models: QuantizedModels, cancel: threading.Event | None = None,
               progress=None) -> Iterator[ChatUpdate]:
-        """The answer to the new message, streamed: the conversation after each piece, then the result."""
+        """The answer to the new message, streamed: the conversation after each piece, then the result.
+
+        While it waits for its turn (a generation slot, or a place in the engine's shared decode loop), an
+        update says how many requests are ahead each time that changes (``queue_position``).
+        """
         text = check_message(request.message, self.max_chars)
         engine = models.engine(request.model_id, LLAMA_CPP, progress=progress)
         generation = engine.stream(engine.format_chat(build_messages(request.history, text, request.system)),
                                    request.params)
         history = [*request.history, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         yield ChatUpdate(list(history))
-        with slot_for(self.slot, generation)(cancel) as admitted:
-            if not admitted:
+        with line_for(slot_for(self.slot, generation), cancel) as place:
+            for ahead in place.positions():  # waiting for a generation slot
+                yield ChatUpdate(list(history), queue_position=ahead)
+            if not place.held:
                 yield ChatUpdate(list(history), cancelled_waiting=True)
                 return
-            answer = ""
+            answer, shown = "", None
             for piece in generation:
                 if cancel is not None and cancel.is_set():
                     generation.cancel()
+                if not piece:  # a batched generation waiting for its turn in the decode loop
+                    position = getattr(generation, "queue_position", None)
+                    if position != shown:
+                        shown = position
+                        yield ChatUpdate(list(history), queue_position=position)
+                    continue
+                shown = None
                 answer += piece
                 history[-1] = {"role": "assistant", "content": answer}
                 yield ChatUpdate(list(history))

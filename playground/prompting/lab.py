@@ -87,6 +87,7 @@ class RunUpdate:
     run: StrategyRun | None = None
     loading: bool = False
     sampling: int = 0  # self-consistency: the number of paths being sampled together
+    queue_position: int | None = None  # waiting for its turn: requests ahead (0: its prompt is being read)
 
 
 @dataclass(frozen=True)
@@ -220,7 +221,7 @@ class PromptLab:
         if sampling:
             yield RunUpdate(sampling=sampling)
         for update in stream_prompt(engine, built, setup, request.params, cancel=cancel, slot=self.slot):
-            yield RunUpdate(text=update.text, run=update.run)
+            yield RunUpdate(text=update.text, run=update.run, queue_position=update.queue_position)
 
     def columns(self, request: LabRequest, choices: Sequence[tuple[str, str]]) -> list[tuple[int, Column]]:
         """(slot, column) for each used (strategy, model) choice; a strategy other than the request's gets

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator, Mapping, Sequence
 
 from playground.backends.base import Engine, GenerationParams, GenerationResult, Message, TokenizedPrompt
-from playground.backends.slots import SlotHolder, no_slot, slot_for
+from playground.backends.slots import SlotHolder, line_for, no_slot, slot_for
 from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
 from playground.prompting.data import Example
 from playground.prompting.demos import Embedder, select_demos
@@ -361,10 +361,16 @@ def effective_params(setup: PromptSetup, params: GenerationParams) -> Generation
 
 @dataclass(frozen=True)
 class StrategyUpdate:
-    """One step of a strategy's run: the output so far, and the finished run once it is done."""
+    """One step of a strategy's run: the output so far, and the finished run once it is done.
+
+    While the run waits for its turn, ``queue_position`` says how many requests are ahead of it (for a
+    generation slot, or in the engine's shared decode loop; 0: the loop is reading its prompt); None once the
+    answer is coming.
+    """
 
     text: str
     run: StrategyRun | None = None
+    queue_position: int | None = None
 
 
 def stream_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: GenerationParams, *,
@@ -375,7 +381,8 @@ def stream_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params
     together and yields once (with the vote). The template's stop sequences are added to ``params``
     (``effective_params``); ``cancel`` stops the generation early (the run is then marked cancelled);
     ``slot`` is held only while the model generates (the app's generation slots). The prompt reaches the
-    engine as the ids it was counted with, so it is not tokenised again.
+    engine as the ids it was counted with, so it is not tokenised again. While the run waits for its turn,
+    updates with no new text say how many requests are ahead (``StrategyUpdate.queue_position``).
     """
     config = setup.strategy
     params = effective_params(setup, params)
@@ -384,19 +391,26 @@ def stream_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params
                                     "usual), or every path would be the same.")
     # A single path that joins the engine's shared decode loop is admitted by the loop, not by a slot.
     generation = None if config.strategy == SELF_CONSISTENCY else engine.stream(built.tokens, params)
-    with slot_for(slot, generation)(cancel) as admitted:
+    with line_for(slot_for(slot, generation), cancel) as place:
+        for ahead in place.positions():  # waiting for a generation slot
+            yield StrategyUpdate("", queue_position=ahead)
         started = time.perf_counter()
-        if not admitted:  # cancelled while waiting for a slot
+        if not place.held:  # cancelled while waiting for a slot
             results = [GenerationResult(text="", prompt_tokens=built.token_count, completion_tokens=0,
                                         time_to_first_token_s=0.0, total_s=0.0, finish_reason="cancelled",
                                         engine=engine.name, model_id=engine.model_id)]
         elif generation is None:
             results = engine.sample_n(built.tokens, params, config.samples, cancel=cancel)
         else:
-            text = ""
+            text, shown = "", None
             for piece in generation:
-                text += piece
-                yield StrategyUpdate(text)
+                if piece:
+                    shown = None
+                    text += piece
+                    yield StrategyUpdate(text)
+                elif getattr(generation, "queue_position", None) != shown:  # a batched generation waiting
+                    shown = generation.queue_position  # for its turn in the decode loop
+                    yield StrategyUpdate(text, queue_position=shown)
                 if cancel is not None and cancel.is_set():
                     generation.cancel()
             assert generation.result is not None

@@ -9,8 +9,9 @@ import pytest
 
 from playground.backends.base import GenerationParams
 from playground.backends.chat import ChatRequest, QuantizedChat
+from playground.backends.slots import GenerationSlots
 from playground.errors import InvalidPromptError
-from tests.prompting.fakes import ScriptedEngine
+from tests.prompting.fakes import QueuedEngine, ScriptedEngine
 
 
 class FakeModels:
@@ -60,3 +61,49 @@ def test_a_bad_message_is_refused_before_the_model_loads(message, expected):
     with pytest.raises(InvalidPromptError, match=expected):
         next(QuantizedChat(max_chars=100).reply(ChatRequest("m", message), models))
     assert models.asked == []
+
+
+# ---------------------------------------------------------------- waiting for one's turn
+
+
+class QueuedModels(FakeModels):
+    def __init__(self, reply="Paris.", waits=(2, 2, 0)):
+        super().__init__(reply)
+        self.scripted = QueuedEngine(reply, waits=waits)
+
+
+def test_a_batched_answer_says_its_place_in_line_then_streams_without_a_slot():
+    slots = GenerationSlots(1)
+    with slots.hold():  # every slot busy: a batched generation does not need one
+        updates = list(QuantizedChat(slot=slots).reply(
+            ChatRequest("m", "Capital?", params=GenerationParams(max_new_tokens=16, temperature=0)),
+            QueuedModels("Paris.")))
+    positions = [u.queue_position for u in updates]
+    assert positions[:4] == [None, 2, 0, None]  # the repeated Waiting(2) is shown once
+    assert all(u.history[-1]["content"] == "" for u in updates[:3])
+    assert [u.history[-1]["content"] for u in updates[3:-1]] == ["P", "Pa", "Par", "Pari", "Paris", "Paris."]
+    assert updates[-1].result.text == "Paris." and updates[-1].queue_position is None
+
+
+def test_a_stop_while_waiting_in_the_decode_loop_ends_the_answer_cancelled():
+    cancel = threading.Event()
+    updates = []
+    for update in QuantizedChat().reply(ChatRequest("m", "Capital?"), QueuedModels(waits=(3,) * 50), cancel):
+        updates.append(update)
+        if update.queue_position == 3:
+            cancel.set()
+    assert updates[-1].result.finish_reason == "cancelled" and updates[-1].result.text == ""
+
+
+def test_an_answer_waiting_for_a_generation_slot_says_how_many_are_ahead():
+    slots = GenerationSlots(1)
+    updates = []
+    with slots.hold():
+        chat = QuantizedChat(slot=slots).reply(ChatRequest("m", "Hi", params=GenerationParams(max_new_tokens=4)),
+                                               FakeModels("Yes"))
+        updates.append(next(chat))  # the question shown
+        updates.append(next(chat))  # the place in line, while the slot is busy
+    updates.extend(chat)  # the slot is free: the answer comes
+    assert [u.queue_position for u in updates[:2]] == [None, 1]
+    assert updates[-1].result.text == "Yes" and all(u.queue_position is None for u in updates[2:])
+    assert slots.busy == 0 and slots.waiting == 0

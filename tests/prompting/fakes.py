@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
-from playground.backends.base import EngineBase, GenerationParams
+from playground.backends.base import EngineBase, Generation, GenerationParams, Waiting
 
 
 class ScriptedEngine(EngineBase):
@@ -51,6 +52,28 @@ class ScriptedEngine(EngineBase):
 
     def close(self) -> None:
         pass
+
+
+class QueuedEngine(ScriptedEngine):
+    """A ScriptedEngine whose generations join a shared decode loop, as a batched llama.cpp engine's do: the
+    stream first waits for its turn (``Waiting(ahead)`` for each of ``waits``), then gives the answer; it needs
+    no generation slot (``batched``)."""
+
+    def __init__(self, reply="positive", waits=(2, 2, 0), **kwargs):
+        super().__init__(reply, **kwargs)
+        self.waits = tuple(waits)
+
+    def stream(self, prompt, params: GenerationParams) -> Generation:
+        started = time.perf_counter()
+        ids = self.check_prompt(prompt, params)
+
+        def pieces():
+            for ahead in self.waits:
+                yield Waiting(ahead)
+            yield from self._token_pieces(ids, params)
+
+        return Generation(pieces(), prompt_tokens=len(ids), params=params, engine=self.name,
+                          model_id=self.model_id, started=started, batched=True)
 
 
 class KeywordEmbedder:

@@ -7,6 +7,7 @@ import threading
 import pytest
 
 from playground.backends.base import GenerationParams
+from playground.backends.slots import GenerationSlots
 from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
 from playground.prompting.data import Example, load_bundled
 from playground.prompting.strategies import (
@@ -18,7 +19,7 @@ from playground.prompting.strategies import (
     stream_prompt,
     suggested_params,
 )
-from tests.prompting.fakes import KeywordEmbedder, ScriptedEngine
+from tests.prompting.fakes import KeywordEmbedder, QueuedEngine, ScriptedEngine
 
 TEMPLATE = ("Classify as {{ labels | join(', ') }}.\n{% for d in demos %}\n{{ d.text }}\n"
             "{% if d.rationale %}Because: {{ d.rationale }}\n{% endif %}Label: {{ d.label }}\n{% endfor %}\n"
@@ -227,3 +228,26 @@ def test_template_stop_sequences_join_the_users(library):
     engine = ScriptedEngine("3 x 4 = 12. The answer is 12.\nQ: A new question with 99 apples?")
     run = run_strategy(engine, setup, "How many?", (), GenerationParams(max_new_tokens=80, temperature=0))
     assert run.output == "3 x 4 = 12. The answer is 12." and run.answer == "12"
+
+
+def test_a_run_waiting_in_a_shared_decode_loop_says_its_place_then_streams_without_a_slot():
+    engine = QueuedEngine("positive", waits=(2, 2, 0))
+    built = build_prompt(engine, setup(), "x", POOL, params=GREEDY)
+    slots = GenerationSlots(1)
+    with slots.hold():  # every slot busy: a batched generation does not need one
+        updates = list(stream_prompt(engine, built, setup(), GREEDY, slot=slots))
+    assert [(u.text, u.queue_position) for u in updates[:3]] == [("", 2), ("", 0), ("p", None)]
+    assert updates[-1].run.answer == "positive" and updates[-1].queue_position is None
+
+
+def test_a_run_waiting_for_a_generation_slot_says_how_many_are_ahead():
+    engine = ScriptedEngine("positive")
+    built = build_prompt(engine, setup(), "x", POOL, params=GREEDY)
+    slots = GenerationSlots(1)
+    with slots.hold():
+        run = stream_prompt(engine, built, setup(), GREEDY, slot=slots)
+        first = next(run)
+    rest = list(run)
+    assert (first.text, first.queue_position) == ("", 1)
+    assert rest[0].text == "p" and rest[-1].run.answer == "positive"
+    assert all(u.queue_position is None for u in rest) and slots.busy == 0
