@@ -152,11 +152,15 @@ class QuantizedChat:
         history = [*request.history, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]
         yield ChatUpdate(list(history))
         with line_for(slot_for(self.slot, generation), cancel) as place:
+            waited = False
             for ahead in place.positions():  # waiting for a generation slot
+                waited = True
                 yield ChatUpdate(list(history), queue_position=ahead)
             if not place.held:
                 yield ChatUpdate(list(history), cancelled_waiting=True)
                 return
+            if waited:  # its turn: the model reads the prompt before the first token
+                yield ChatUpdate(list(history), queue_position=0)
             answer, shown = "", None
             for piece in generation:
                 if cancel is not None and cancel.is_set():

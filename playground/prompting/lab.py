@@ -221,7 +221,7 @@ class PromptLab:
         if sampling:
             yield RunUpdate(sampling=sampling)
         for update in stream_prompt(engine, built, setup, request.params, cancel=cancel, slot=self.slot):
-            yield RunUpdate(text=update.text, run=update.run, queue_position=update.queue_position)
+            yield RunUpdate(text=update.text, run=update.run, sampling=sampling, queue_position=update.queue_position)
 
     def columns(self, request: LabRequest, choices: Sequence[tuple[str, str]]) -> list[tuple[int, Column]]:
         """(slot, column) for each used (strategy, model) choice; a strategy other than the request's gets

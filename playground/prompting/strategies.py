@@ -392,8 +392,12 @@ def stream_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params
     # A single path that joins the engine's shared decode loop is admitted by the loop, not by a slot.
     generation = None if config.strategy == SELF_CONSISTENCY else engine.stream(built.tokens, params)
     with line_for(slot_for(slot, generation), cancel) as place:
+        waited = False
         for ahead in place.positions():  # waiting for a generation slot
+            waited = True
             yield StrategyUpdate("", queue_position=ahead)
+        if waited and place.held:  # its turn: a single path reads its prompt first; self-consistency samples
+            yield StrategyUpdate("", queue_position=0 if generation is not None else None)
         started = time.perf_counter()
         if not place.held:  # cancelled while waiting for a slot
             results = [GenerationResult(text="", prompt_tokens=built.token_count, completion_tokens=0,

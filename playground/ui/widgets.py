@@ -10,7 +10,7 @@ import gradio as gr
 from playground.backends.base import GenerationParams
 from playground.config import Settings
 from playground.errors import PlaygroundError, redact_server_paths, server_locations
-from playground.ui.i18n import t
+from playground.ui.i18n import Texts, t
 
 GENERATION_GROUP = "generation"  # the Gradio concurrency group of every generating event
 
@@ -62,6 +62,16 @@ def params_from_widgets(max_new_tokens, temperature, top_p, top_k, repetition_pe
         top_k=int(top_k), repetition_penalty=float(repetition_penalty), seed=seed_value, stop=stops,
     )
     return params.validated(token_limit)
+
+
+def queue_status(position: int | None, texts: Texts) -> str:
+    """What a person whose request waits for its turn reads in the status line ("" once it is not waiting):
+    how many requests are ahead of theirs, or that the model is reading their prompt (position 0)."""
+    if position is None:
+        return ""
+    if position == 0:
+        return texts("status.reading_prompt")
+    return texts("status.queue_one") if position == 1 else texts("status.queue_many", ahead=position)
 
 
 def user_message(exc: BaseException | str, settings: Settings) -> str:

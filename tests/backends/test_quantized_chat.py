@@ -104,6 +104,6 @@ def test_an_answer_waiting_for_a_generation_slot_says_how_many_are_ahead():
         updates.append(next(chat))  # the question shown
         updates.append(next(chat))  # the place in line, while the slot is busy
     updates.extend(chat)  # the slot is free: the answer comes
-    assert [u.queue_position for u in updates[:2]] == [None, 1]
-    assert updates[-1].result.text == "Yes" and all(u.queue_position is None for u in updates[2:])
+    assert [u.queue_position for u in updates[:3]] == [None, 1, 0]  # then its prompt is read
+    assert updates[-1].result.text == "Yes" and all(u.queue_position is None for u in updates[3:])
     assert slots.busy == 0 and slots.waiting == 0

@@ -249,5 +249,6 @@ def test_a_run_waiting_for_a_generation_slot_says_how_many_are_ahead():
         first = next(run)
     rest = list(run)
     assert (first.text, first.queue_position) == ("", 1)
-    assert rest[0].text == "p" and rest[-1].run.answer == "positive"
-    assert all(u.queue_position is None for u in rest) and slots.busy == 0
+    assert (rest[0].text, rest[0].queue_position) == ("", 0)  # its turn: the prompt is read
+    assert rest[1].text == "p" and rest[-1].run.answer == "positive"
+    assert all(u.queue_position is None for u in rest[1:]) and slots.busy == 0

@@ -72,3 +72,15 @@ def test_a_comparison_where_llama_cpp_was_slower_says_slower():
     assert "2.5× slower" in slower and "faster" not in slower
     assert "plus lent" in comparison_summary(SimpleNamespace(speedup=0.5, memory_ratio=4.0), Texts("fr"))
     assert comparison_summary(SimpleNamespace(speedup=None, memory_ratio=4.0), Texts("en")) == ""
+
+
+def test_a_waiting_person_reads_their_place_in_line_in_their_language():
+    from playground.ui.widgets import queue_status
+
+    assert queue_status(None, Texts("en")) == ""
+    assert queue_status(0, Texts("en")) == "Reading your prompt…"
+    assert queue_status(1, Texts("en")) == "Waiting for the model — 1 request ahead of you"
+    assert queue_status(3, Texts("en")) == "Waiting for the model — 3 requests ahead of you"
+    assert queue_status(3, Texts("pt")) == "Aguardando o modelo — 3 pedidos na sua frente"
+    assert queue_status(1, Texts("fr")) == "En attente du modèle — 1 requête avant la vôtre"
+    assert queue_status(0, Texts("fr")) == "Lecture de votre prompt…"

@@ -108,3 +108,17 @@ def test_upload_columns_are_guessed(handlers, tmp_path):
     text_column, label_column, rationale_column = handlers.upload_columns(str(upload))
     assert (text_column["value"], label_column["value"], rationale_column["value"]) == (
         "question", "answer", "reasoning")
+
+
+def test_a_run_waiting_for_its_turn_says_so_in_the_result_line(services, monkeypatch):
+    from tests.prompting.fakes import QueuedEngine
+
+    models = FakeModels("positive")
+    models.engines["m"] = QueuedEngine("positive", waits=(3, 1, 0))
+    monkeypatch.setattr(services, "models_for", lambda owner="": models)
+    handlers = PromptLabHandlers(services, PromptLab(LIBRARY, max_chars=1_000, token_limit=256))
+    lines = [result_line for _, result_line, _, _ in handlers.run(REQUEST, *values(),
+                                                                  progress=lambda *a, **k: None)]
+    assert lines[:3] == ["_Waiting for the model — 3 requests ahead of you_",
+                         "_Waiting for the model — 1 request ahead of you_", "_Reading your prompt…_"]
+    assert lines[3] == "" and "Answer: **positive**" in lines[-1]

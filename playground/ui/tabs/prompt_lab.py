@@ -49,8 +49,8 @@ from playground.prompting.templates import TemplateLibrary
 from playground.services import Services
 from playground.ui.i18n import Texts, t
 from playground.ui.identity import generating
-from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, user_errors, \
-    warning_text
+from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, queue_status, \
+    user_errors, warning_text
 
 RUN_SLOT = "prompt-lab-run"
 EVAL_SLOT = "prompt-lab-eval"
@@ -334,7 +334,10 @@ class PromptLabHandlers:
                 elif update.run is not None:
                     yield update.text, run_summary(update.run, texts), vote_label(update.run), path_rows(update.run)
                 else:
-                    status = f"_{texts('lab.sampling', n=update.sampling)}_" if update.sampling else ""
+                    if update.queue_position is not None:  # waiting for its turn: say where it is in line
+                        status = f"_{queue_status(update.queue_position, texts)}_"
+                    else:
+                        status = f"_{texts('lab.sampling', n=update.sampling)}_" if update.sampling else ""
                     yield update.text, status, None, []
 
     def stop(self, request: gr.Request):
@@ -384,7 +387,7 @@ class PromptLabHandlers:
 def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = None) -> ModelPickers:
     """The tab; ``owner`` is the browser's identity token (shared with the Fine-tune tab): it unlocks one's runs."""
     settings = services.settings
-    lab = lab or PromptLab(TemplateLibrary.load(), embedder=services.embedder, slot=services.generation_slots.hold,
+    lab = lab or PromptLab(TemplateLibrary.load(), embedder=services.embedder, slot=services.generation_slots,
                            max_chars=settings.max_prompt_chars, token_limit=settings.request_token_limit)
     handlers = PromptLabHandlers(services, lab)
     models = services.models_for().choices()

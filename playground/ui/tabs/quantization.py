@@ -119,7 +119,7 @@ def build(services: Services, owner: gr.BrowserState) -> None:
     """The tab; ``owner`` is the browser's identity token, which a build is counted against."""
     settings = services.settings
     controller = QuantizationLadder(services.engines, settings.data_dir / "ladder", services.hardware.cpu_threads,
-                                    slot=services.generation_slots.hold, make_room=services.jobs.make_room)
+                                    slot=services.generation_slots, make_room=services.jobs.make_room)
     choices = _model_choices(services, controller)
     ids = [value for _, value in choices]
     default_model = settings.default_model if settings.default_model in ids else (ids[0] if ids else None)

@@ -23,8 +23,8 @@ from playground.errors import PlaygroundError
 from playground.services import Services
 from playground.ui.i18n import Texts, t
 from playground.ui.identity import generating
-from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, user_errors, \
-    user_message
+from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, queue_status, \
+    user_errors, user_message
 
 CHAT_SLOT = "quantized-chat"
 COMPARE_SLOT = "quantized-compare"
@@ -106,7 +106,7 @@ def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
     """The tab; ``owner`` is the browser's identity token, which generations are counted against and which
     unlocks one's own runs. Returns the model list for the app to refresh per person."""
     settings = services.settings
-    controller = QuantizedChat(slot=services.generation_slots.hold, max_chars=settings.max_prompt_chars)
+    controller = QuantizedChat(slot=services.generation_slots, max_chars=settings.max_prompt_chars)
 
     def request_from_widgets(text, history, model_id, system_prompt, *param_values) -> ChatRequest:
         with user_errors(settings):
@@ -184,6 +184,8 @@ def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
                         yield update.history, "", f"_{texts('status.cancelled')}_"
                     elif update.result is not None:
                         yield update.history, "", answer_stats(update.result, texts)
+                    elif update.queue_position is not None:  # waiting for its turn: say where it is in line
+                        yield update.history, "", f"_{queue_status(update.queue_position, texts)}_"
                     else:
                         yield update.history, "", f"_{texts('status.generating')}_"
         finally:
