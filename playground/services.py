@@ -10,14 +10,16 @@ job manager that trains each run in its own child process (under the data dir's 
 models (a LoRA run on llama.cpp as its base plus its adapter, where the base has a GGUF);
 ``models_for(owner)`` is one person's view of them for the tabs. ``identities`` issues and checks the signed identity tokens and applies the room's rate
 limits; ``generation_slots`` lets a set number of generations run at once, each held only while a
-model generates. Nothing here imports gradio.
+model generates; ``load_summary`` counts them (and those in engines' shared decode loops) for the health
+endpoint without waiting for any of them. Nothing here imports gradio.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -68,6 +70,56 @@ class ActiveGenerations:
         for generation in generations:
             generation.cancel()
         return len(generations)
+
+
+@dataclass(frozen=True)
+class LoadSummary:
+    """How busy the app is, as plain numbers (the ``/health`` endpoint's body).
+
+    Generations that hold one of the app's generation slots are counted by the slots; generations that joined
+    a llama.cpp engine's shared decode loop (batched, no slot) are counted by that loop.
+    """
+
+    uptime_s: float
+    slots: int  # generation slots (PLAYGROUND_CONCURRENCY)
+    slots_busy: int  # generations holding a slot now
+    slots_waiting: int  # generations in line for a slot
+    decoding: int  # sequences the engines' shared decode loops are decoding now
+    decode_waiting: int  # requests waiting for a place in those loops
+    models: tuple[dict, ...]  # the loaded engines: {"id": catalog id, "engine": llama.cpp | transformers | ...}
+    runs_loaded: int  # fine-tuned runs loaded (counted, not named: a run is its owner's business)
+
+    @property
+    def running(self) -> int:
+        return self.slots_busy + self.decoding
+
+    @property
+    def waiting(self) -> int:
+        return self.slots_waiting + self.decode_waiting
+
+    def as_dict(self) -> dict:
+        body = asdict(self)
+        body["models"] = [dict(model) for model in self.models]
+        body["generations"] = {"running": self.running, "waiting": self.waiting}
+        return body
+
+
+def loop_counts(engine) -> tuple[int, int]:
+    """(decoding, waiting) of an engine's shared decode loop; (0, 0) for an engine without one.
+
+    A batched llama.cpp engine provides ``loop_summary() -> {"decoding": int, "waiting": int}``: counters the
+    loop keeps up to date, read without waiting for the loop (never a lock it holds while it decodes), since the
+    health endpoint calls it on the server's event loop. Anything else (no such method, an error, odd values)
+    counts as no loop.
+    """
+    summary = getattr(engine, "loop_summary", None)
+    if summary is None:
+        return 0, 0
+    try:
+        numbers = summary() if callable(summary) else summary
+        return max(0, int(numbers.get("decoding", 0))), max(0, int(numbers.get("waiting", 0)))
+    except Exception:  # a health check reports what it can; a broken counter is not the app being down
+        return 0, 0
 
 
 class OwnedModels:
@@ -161,6 +213,7 @@ class Services:
     embedder: MiniLMEmbedder = field(init=False)  # the Prompt Lab's "most similar demonstrations"; loads on first use
     identities: Identities = field(init=False)  # signed identity tokens and the room's rate limits
     generation_slots: GenerationSlots = field(init=False)  # settings.concurrency generations at once, app-wide
+    started: float = field(init=False)  # time.monotonic() when the app's services were made (for the uptime)
 
     def __post_init__(self) -> None:
         self.architectures = ArchitectureLab(self.engines)
@@ -173,6 +226,7 @@ class Services:
         self.embedder = MiniLMEmbedder(self.engines)
         self.identities = Identities.from_settings(self.settings)
         self.generation_slots = GenerationSlots(self.settings.concurrency)
+        self.started = time.monotonic()
 
     @classmethod
     def create(cls, settings: Settings, hardware: Hardware | None = None, catalog: Catalog | None = None
@@ -247,6 +301,31 @@ class Services:
     def models_for(self, owner: str = "") -> "OwnedModels":
         """One person's view of the models: the catalog's decoders and their own finished runs."""
         return OwnedModels(self, owner)
+
+    def load_summary(self) -> LoadSummary:
+        """How many generations run and wait, and which models are loaded: plain numbers, read at once.
+
+        Nothing here waits for a generation or a model load: the slots and the model cache take their locks only
+        for a moment (never while a model generates or loads), and an engine's decode loop is only asked for its
+        counters (:func:`loop_counts`).
+        """
+        slots = self.generation_slots
+        decoding = decode_waiting = runs = 0
+        models = []
+        for key in self.engines.cache.keys():
+            if not (isinstance(key, tuple) and len(key) == 3 and key[0] == "engine"):
+                continue  # the Architectures tab's models, attention maps: not generation engines
+            _, engine_name, model_id = key
+            if is_finetuned_id(model_id):
+                runs += 1
+            else:
+                models.append({"id": model_id, "engine": engine_name})
+            loop_decoding, loop_waiting = loop_counts(self.engines.cache.peek(key))
+            decoding += loop_decoding
+            decode_waiting += loop_waiting
+        return LoadSummary(uptime_s=round(time.monotonic() - self.started, 3), slots=slots.slots,
+                           slots_busy=slots.busy, slots_waiting=slots.waiting, decoding=decoding,
+                           decode_waiting=decode_waiting, models=tuple(models), runs_loaded=runs)
 
     def warm_up(self) -> str:
         """Read the default model's GGUF facts and load its engine, so the first answer is fast.

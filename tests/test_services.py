@@ -83,3 +83,59 @@ def test_warm_up_loads_the_default_model_and_never_raises(tmp_path):
     offline_hub = Services.create(Settings.load([], {"PLAYGROUND_DATA_DIR": str(tmp_path), "PLAYGROUND_OFFLINE": "1",
                                                      "PLAYGROUND_DEFAULT_MODEL": "gpt2"}))
     assert offline_hub.warm_up().startswith("warm-up skipped: No weights found for model 'gpt2'")
+
+
+class _LoopEngine:
+    """An engine whose shared decode loop reports its counters (what a batched llama.cpp engine provides)."""
+
+    def __init__(self, decoding, waiting):
+        self.numbers = {"decoding": decoding, "waiting": waiting}
+
+    def loop_summary(self):
+        return self.numbers
+
+
+class _BrokenLoopEngine:
+    def loop_summary(self):
+        raise RuntimeError("the counters are broken")
+
+
+def test_load_summary_counts_slots_and_decode_loops_without_naming_runs(tmp_path, catalog):
+    import threading
+
+    services = Services.create(offline_settings(tmp_path, PLAYGROUND_CONCURRENCY="1"), fake_hardware(), catalog)
+    cache = services.engines.cache
+    try:
+        empty = services.load_summary()
+        assert (empty.running, empty.waiting, empty.models, empty.runs_loaded) == (0, 0, (), 0)
+        cache.get_or_load(("engine", "llama.cpp", "smollm2-135m-instruct"), lambda: (_LoopEngine(3, 5), 0))
+        cache.get_or_load(("engine", "transformers", "gemma-3-270m"), lambda: (object(), 0))  # no loop
+        cache.get_or_load(("engine", "llama.cpp", "qwen2.5-0.5b-instruct"), lambda: (_BrokenLoopEngine(), 0))
+        cache.get_or_load(("engine", "transformers", "run:abc123"), lambda: (object(), 0))
+        cache.get_or_load(("architecture", "bert-tiny"), lambda: (object(), 0))  # not a generation engine
+        cancel = threading.Event()
+        with services.generation_slots.hold():  # one generation holds the slot, one waits for it
+            waiter = threading.Thread(target=_wait_for_a_slot, args=(services, cancel))
+            waiter.start()
+            while services.generation_slots.waiting < 1:
+                threading.Event().wait(0.005)
+            summary = services.load_summary()
+            cancel.set()
+            waiter.join(5)
+        assert (summary.slots, summary.slots_busy, summary.slots_waiting) == (1, 1, 1)
+        assert (summary.decoding, summary.decode_waiting) == (3, 5)
+        assert (summary.running, summary.waiting) == (4, 6)
+        assert {m["id"] for m in summary.models} == {"smollm2-135m-instruct", "gemma-3-270m",
+                                                     "qwen2.5-0.5b-instruct"}
+        assert summary.runs_loaded == 1 and "abc123" not in str(summary.as_dict())
+        body = summary.as_dict()
+        assert body["generations"] == {"running": 4, "waiting": 6} and body["uptime_s"] >= 0
+    finally:
+        cache.clear()
+        services.close()
+
+
+
+def _wait_for_a_slot(services, cancel):
+    with services.generation_slots.hold(cancel):
+        pass
