@@ -3,10 +3,13 @@
 The app is one ``gr.Blocks`` with a tab per module in ``playground.ui.tabs``; the
 browser's identity token and the model pickers that list a person's runs (Prompt Lab,
 Quantized CPU) are shared between tabs and refreshed here.
-The queue is on: generating events wait for one of the app's generation slots
-(``services.generation_slots``), held only while a model generates, so rendering
-a template, loading a model and everything that does not generate never wait
-behind someone's answer.
+The queue is on: generating events share one concurrency group ("generation") and their
+generations wait for one of the app's generation slots (``services.generation_slots``, held only
+while a model generates) or for a place in an engine's shared decode loop; every other event is
+unqueued or in a group of its own, so rendering a template, loading a model and everything that does
+not generate never wait behind someone's answer (tests/ui/test_event_queues.py). ``launch_options``
+also gives Gradio a thread limit of its own (the generating handlers plus Gradio's default 40), so the
+page, its files and the ``/health`` endpoint never queue for a thread behind generations.
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from pathlib import Path
 import gradio as gr
 
 from playground.services import Services
+from playground.ui.health import health_route
 from playground.ui.i18n import make_i18n, t
 from playground.ui.identity import identity_state, welcome
 from playground.ui.tabs import about, architectures, finetune, prompt_lab, quantization, quantized_cpu
 from playground.ui.tabs.finetune import FinetuneLinks
+from playground.ui.widgets import generation_handlers
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 # Gradio's cache (uploads, and the links to served downloads) cleans itself: every hour, files older than a day
 # go (a queued fine-tuning run still reads its upload when it starts), and all of them when the app stops.
 CACHE_CLEANUP = (3600, 86400)
+# Threads (and queue workers) Gradio keeps for everything that does not generate, on top of the generating
+# handlers: Gradio's own default. Any other total than exactly 40 also gives Gradio's handlers a thread limiter
+# of their own, apart from the pool that serves the page, its files and /health.
+OTHER_HANDLERS = 40
 TAB_IDS = {"architectures": "tab-architectures", "prompt_lab": "tab-prompt-lab", "finetune": "tab-finetune",
            "quantized": "tab-quantized", "quantization": "tab-quantization", "about": "tab-about"}
 
@@ -81,6 +90,9 @@ def launch_options(services: Services) -> dict:
     if services.settings.mode == "presenter":
         css_files.append(ASSETS / "presenter.css")
     return dict(
+        # Routes of Gradio's FastAPI app ahead of its own: GET /health (playground.ui.health).
+        app_kwargs={"routes": [health_route(services)]},
+        max_threads=generation_handlers(services.settings) + OTHER_HANDLERS,
         server_name=services.settings.host,
         server_port=services.settings.port,
         share=services.settings.share,
