@@ -98,9 +98,9 @@ class LoadSummary:
         return self.slots_waiting + self.decode_waiting
 
     def as_dict(self) -> dict:
-        body = asdict(self)
-        body["models"] = [dict(model) for model in self.models]
-        body["generations"] = {"running": self.running, "waiting": self.waiting}
+        fields = asdict(self)
+        body = {"uptime_s": fields.pop("uptime_s"), "generations": {"running": self.running, "waiting": self.waiting}}
+        body.update(fields, models=[dict(model) for model in self.models])
         return body
 
 
