@@ -95,6 +95,10 @@ class Settings:
         2, help="How many generations may run at once in the app; further ones wait for a free slot (rendering a "
         "template or loading a model does not take one).", minimum=1
     )
+    parallel: int = _setting(
+        16, help="Sequences one llama.cpp model decodes together in one batch (each person's request is one); "
+        "further requests wait in line for a free one.", minimum=1,
+    )
     job_slots: int = _setting(
         0, help="How many fine-tuning runs may train at once, each in its own process; further runs wait in a "
         "queue (0: one per visible CUDA GPU, one on CPU).", minimum=0,

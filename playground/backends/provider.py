@@ -30,12 +30,14 @@ def _close_engine(key, engine) -> None:
 
     A generation in flight holds the engine's lock; closing under it would free
     the weights beneath a running llama.cpp loop (a segfault of the whole app).
+    Answers in a llama.cpp engine's shared decode loop hold no lock: its close
+    waits for them to end, so it runs beside the request that evicted the engine.
     """
     close = getattr(engine, "close", None)
     if not close:
         return
     lock = getattr(engine, "lock", None)
-    if lock is None or lock.acquire(blocking=False):
+    if getattr(engine, "idle", True) and (lock is None or lock.acquire(blocking=False)):
         try:
             close()
         finally:
@@ -121,7 +123,7 @@ class EngineProvider:
             weights = self.resolver.resolve(spec, "gguf", progress)
             facts = self.gguf_facts(spec.id)
             engine = LlamaCppEngine.load(spec.id, weights, threads=self.hardware.cpu_threads,
-                                         token_limit=token_limit, facts=facts)
+                                         token_limit=token_limit, facts=facts, streams=self.settings.parallel)
         else:
             import torch
 

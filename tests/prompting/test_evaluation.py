@@ -123,3 +123,63 @@ def test_problems_are_raised_before_generating():
 
 def test_score_results_of_nothing():
     assert score_results("x", "label", []).metrics == {"accuracy": 0.0}
+
+
+class BatchingEngine(ScriptedEngine):
+    """A ScriptedEngine whose generations run at once, as in a shared decode loop, counting how many overlap."""
+
+    streams = 4
+
+    def __init__(self, reply):
+        super().__init__(reply)
+        self.active = self.most = 0
+        self.guard = threading.Lock()
+
+    def stream(self, prompt, params):
+        import time
+
+        from playground.backends.base import Generation
+
+        ids = self.check_prompt(prompt, params)
+
+        def pieces():
+            with self.guard:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                time.sleep(0.1)
+                yield from self._token_pieces(ids, params)
+            finally:
+                with self.guard:
+                    self.active -= 1
+
+        return Generation(pieces(), prompt_tokens=len(ids), params=params, engine=self.name,
+                          model_id=self.model_id, started=time.perf_counter(), batched=True)
+
+
+def test_an_engine_with_a_decode_loop_gets_several_examples_at_once_with_the_same_report():
+    setups = [PromptSetup("sentiment", "Sentence: {{ text }}\nSentiment:")]
+    steps = []
+    batched = evaluate(BatchingEngine(answer_by_keyword), setups, DATA, GREEDY,
+                       progress=lambda f, m: steps.append(f))
+    in_turn = evaluate(ScriptedEngine(answer_by_keyword), setups, DATA, GREEDY)
+    assert [(r.index, r.answer, r.correct) for r in batched.results] == \
+           [(r.index, r.answer, r.correct) for r in in_turn.results]
+    assert batched.scores[0].metrics == in_turn.scores[0].metrics
+    assert steps == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+
+
+def test_a_batched_evaluation_stops_its_examples_in_flight_on_cancel_and_raises_a_failure():
+    cancel = threading.Event()
+    engine = BatchingEngine(lambda prompt, params: (cancel.set(), "positive")[1])
+    report = evaluate(engine, [PromptSetup("sentiment", "Sentence: {{ text }}")], DATA, GREEDY, cancel=cancel)
+    assert report.cancelled and len(report.results) <= 4
+    assert engine.most >= 2
+
+    def fails(prompt, params):
+        if "Cold soup" in prompt:
+            raise InvalidParameterError("this example is broken")
+        return "positive"
+
+    with pytest.raises(InvalidParameterError, match="broken"):
+        evaluate(BatchingEngine(fails), [PromptSetup("sentiment", "Sentence: {{ text }}")], DATA, GREEDY)
