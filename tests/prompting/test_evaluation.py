@@ -12,7 +12,7 @@ from playground.prompting.data import Example, LabelledSet, load_bundled
 from playground.prompting.evaluation import evaluate, rouge_scores, score_results
 from playground.prompting.strategies import PromptSetup, StrategyConfig
 from playground.prompting.tasks import get_task
-from tests.prompting.fakes import ScriptedEngine
+from tests.prompting.fakes import BatchingEngine, ScriptedEngine
 
 GREEDY = GenerationParams(max_new_tokens=40, temperature=0)
 SENTIMENT = get_task("sentiment")
@@ -123,38 +123,6 @@ def test_problems_are_raised_before_generating():
 
 def test_score_results_of_nothing():
     assert score_results("x", "label", []).metrics == {"accuracy": 0.0}
-
-
-class BatchingEngine(ScriptedEngine):
-    """A ScriptedEngine whose generations run at once, as in a shared decode loop, counting how many overlap."""
-
-    streams = 4
-
-    def __init__(self, reply):
-        super().__init__(reply)
-        self.active = self.most = 0
-        self.guard = threading.Lock()
-
-    def stream(self, prompt, params):
-        import time
-
-        from playground.backends.base import Generation
-
-        ids = self.check_prompt(prompt, params)
-
-        def pieces():
-            with self.guard:
-                self.active += 1
-                self.most = max(self.most, self.active)
-            try:
-                time.sleep(0.1)
-                yield from self._token_pieces(ids, params)
-            finally:
-                with self.guard:
-                    self.active -= 1
-
-        return Generation(pieces(), prompt_tokens=len(ids), params=params, engine=self.name,
-                          model_id=self.model_id, started=time.perf_counter(), batched=True)
 
 
 def test_an_engine_with_a_decode_loop_gets_several_examples_at_once_with_the_same_report():
