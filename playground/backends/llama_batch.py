@@ -135,6 +135,7 @@ class _Stream:
     decoder: object = None
     pending: int | None = None  # the last sampled token, decoded at the next step
     produced: int = 0
+    admitted: int = 0  # admission order: prompts are read oldest first
 
 
 class DecodeLoop:
@@ -171,6 +172,7 @@ class DecodeLoop:
         self._line: deque[LoopRequest] = deque()
         self._cond = threading.Condition()
         self._closing = False
+        self._admissions = 0
         self._adapter_applied: object = None
         self._thread = threading.Thread(target=self._run, name=f"decode-loop-{name}", daemon=True)
         self._thread.start()
@@ -301,6 +303,8 @@ class DecodeLoop:
             stream.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
             stream.pending = None
             stream.produced = 0
+            self._admissions += 1
+            stream.admitted = self._admissions
 
     def _stream_for(self, request: LoopRequest, free: list[_Stream]) -> _Stream:
         """The free stream whose cache shares the most whole blocks with the prompt, else the least recently used."""
@@ -326,7 +330,7 @@ class DecodeLoop:
     def _read_prompts(self) -> None:
         """Evaluate up to PREFILL_BLOCKS_PER_STEP blocks of the prompts waiting to be read, oldest first."""
         budget = PREFILL_BLOCKS_PER_STEP
-        for stream in self._slots:
+        for stream in sorted(self._slots, key=lambda s: s.admitted):
             while budget and stream.request is not None and stream.to_read:
                 budget -= 1
                 chunk, stream.to_read = stream.to_read[:PROMPT_BLOCK], stream.to_read[PROMPT_BLOCK:]
