@@ -337,6 +337,25 @@ def test_a_vllm_like_server_gives_its_context_and_tokenizer_and_gets_the_extra_f
     assert [path for path, _ in server.requests].count("/extras/tokenize") == 1  # probed once, then remembered
 
 
+def test_a_prompt_lab_prompt_with_a_trigger_in_the_answer_reaches_the_chat_endpoint_as_its_start():
+    from playground.prompting.strategies import PromptSetup, StrategyConfig, build_prompt
+
+    def chat(body, request):
+        return sse({"choices": [{"delta": {"content": " so positive."}, "finish_reason": "stop"}]}, "[DONE]")
+
+    engine, server = fake_engine({("POST", "/extras/tokenize"): httpx.Response(200, json={"tokens": [1, 2, 3]}),
+                                  ("POST", "/v1/chat/completions"): chat})
+    setup = PromptSetup("sentiment", "{{ text }}", StrategyConfig(strategy="zero_shot_cot",
+                                                                  trigger_position="assistant"))
+    built = build_prompt(engine, setup, "Lovely day.")
+    assert built.chat_template_applied and isinstance(built.tokens.text, ChatPrompt)
+    assert built.text.endswith("assistant:\nLet's think step by step.")  # the preview
+    assert engine.generate(built.tokens, GREEDY).text == " so positive."
+    body = server.requests[-1][1]
+    assert body["messages"] == [{"role": "user", "content": "Lovely day."},
+                                {"role": "assistant", "content": "Let's think step by step."}]
+
+
 def test_a_tgi_like_server_reports_its_context_in_info_and_tokenizes_in_its_shape():
     engine, _ = fake_engine({
         ("GET", "/info"): httpx.Response(200, json={"max_total_tokens": 3000}),
