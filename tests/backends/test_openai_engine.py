@@ -50,6 +50,7 @@ def test_a_text_completion_streams_piece_by_piece(engine, openai_server):
     assert result.prompt_tokens == len(server_tokens(openai_server, "The capital of France is"))
 
 
+@pytest.mark.slow  # loads the in-process llama.cpp engine too; 5 to 20 s on a busy two-core machine
 def test_chat_goes_through_the_server_template_and_answers_as_the_in_process_engine(engine, llama_engine):
     prompt = engine.format_chat(QUESTION)
     assert isinstance(prompt, ChatPrompt) and prompt.messages == tuple(QUESTION)
