@@ -20,8 +20,12 @@ def serve(argv: list[str]) -> int:
     from playground.services import Services
     from playground.ui.app import launch
 
-    services = Services.create(settings)
-    print(startup_line(services.hardware), flush=True)
+    try:
+        services = Services.create(settings)  # checks PLAYGROUND_OPENAI_MODELS against the catalog
+    except SettingsError as exc:
+        print(f"playground: {exc}", file=sys.stderr)
+        return 2
+    print(startup_line(services.hardware, settings.openai_base_url, settings.openai_served_models), flush=True)
     print(f"[playground] mode={settings.mode} data_dir={settings.data_dir} "
           f"offline={settings.offline} http://{settings.host}:{settings.port}", flush=True)
     # Loading the default model while the server starts makes the first answer as fast as the rest.

@@ -11,14 +11,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from urllib.parse import urlsplit
 
 from playground.errors import SettingsError
 
 MODES = ("local", "workshop", "presenter")
-ENGINES = ("auto", "llama.cpp", "transformers")
+ENGINES = ("auto", "llama.cpp", "transformers", "openai")  # the names of playground/backends/selection.py
 WORKSHOP_DATA_BUDGET_GB = 20.0  # the data dir's budget in workshop mode unless PLAYGROUND_DATA_BUDGET_GB says otherwise
 
 
@@ -77,8 +79,8 @@ class Settings:
     )
     engine: str = _setting(
         "auto",
-        help="Engine for generation: auto (llama.cpp on CPU for GGUF models, transformers on CUDA), "
-        "llama.cpp or transformers.",
+        help="Engine for generation: auto (the OpenAI-compatible server for the models it serves, else llama.cpp on "
+        "CPU for GGUF models and transformers on CUDA), llama.cpp, transformers or openai.",
         choices=ENGINES,
     )
     memory_budget_gb: float = _setting(
@@ -97,7 +99,7 @@ class Settings:
     )
     parallel: int = _setting(
         16, help="Sequences one llama.cpp model decodes together in one batch (each person's request is one); "
-        "further requests wait in line for a free one.", minimum=1
+        "further requests wait in line for a free one.", minimum=1,
     )
     job_slots: int = _setting(
         0, help="How many fine-tuning runs may train at once, each in its own process; further runs wait in a "
@@ -141,7 +143,47 @@ class Settings:
         "mode's default: 8 in workshop mode, no limit otherwise).", minimum=0,
     )
 
+    # --- past one machine: generation on an OpenAI-compatible server (playground/backends/openai_engine.py) ---
+    openai_base_url: str = _setting(
+        "", help="API root of an OpenAI-compatible server (llama.cpp's server, vLLM, TGI) that generates for the "
+        "models in PLAYGROUND_OPENAI_MODELS, e.g. http://127.0.0.1:8080/v1 (empty: no server; every model runs in "
+        "this process).",
+    )
+    openai_api_key: str = _setting(
+        "", help="Key sent to that server as 'Authorization: Bearer <key>' (empty: none).", secret=True,
+    )
+    openai_models: str = _setting(
+        "", help="Comma-separated catalog ids that server serves, each optionally id=served-name when the server "
+        "knows the model by another name (e.g. smollm2-135m-instruct=smollm2); these ids generate there under "
+        "engine auto.",
+    )
+    openai_context: int = _setting(
+        0, help="Context window in tokens of the served models (0: what the server reports: vLLM's max_model_len, "
+        "llama.cpp's /props or TGI's /info; 2048 when it reports none).", minimum=0,
+    )
+
+    def __post_init__(self) -> None:
+        # Cross-field checks; each field's own type and range are checked by _convert as it is read.
+        url = self.openai_base_url.strip().rstrip("/")
+        object.__setattr__(self, "openai_base_url", url)
+        check_openai_base_url(url)
+        served = self.openai_served_models  # parses, and refuses a malformed list
+        if served and not url:
+            raise SettingsError(f"{_names('openai_models')} lists models, but {_names('openai_base_url')} is empty: "
+                                f"set it to the server's API root, e.g. http://127.0.0.1:8080/v1.")
+        if url and not served:
+            raise SettingsError(f"{_names('openai_base_url')} is set, but {_names('openai_models')} is empty: list "
+                                f"the catalog ids the server serves, e.g. smollm2-135m-instruct=smollm2.")
+        if self.engine == "openai" and not url:
+            raise SettingsError(f"{_names('engine')}=openai needs an OpenAI-compatible server: set "
+                                f"{_names('openai_base_url')} and {_names('openai_models')}.")
+
     # --- derived values -------------------------------------------------
+    @property
+    def openai_served_models(self) -> dict[str, str]:
+        """Catalog id -> the name the OpenAI-compatible server serves it under, from PLAYGROUND_OPENAI_MODELS."""
+        return parse_served_models(self.openai_models)
+
     @property
     def request_token_limit(self) -> int:
         return min(self.max_new_tokens, 256) if self.mode == "workshop" else self.max_new_tokens
@@ -197,6 +239,61 @@ class Settings:
     def describe(self) -> list[tuple[str, str]]:
         return [(f.name, "(set)" if f.metadata.get("secret") and getattr(self, f.name) else str(getattr(self, f.name)))
                 for f in dataclasses.fields(self)]
+
+
+def _names(name: str) -> str:
+    """A setting as a person sets it: 'PLAYGROUND_X (--x)' (the variable and the flag)."""
+    return f"{Settings.env_var(name)} ({Settings.cli_flag(name)})"
+
+
+# A catalog id as catalog.yaml writes them (smollm2-135m-instruct, qwen2.5-0.5b-instruct); whether the catalog
+# really holds it is checked where the catalog is known (EngineProvider).
+_CATALOG_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_openai_base_url(url: str) -> None:
+    """Refuse an OpenAI base URL that is not a plain http(s) URL; "" (no server) is fine."""
+    if not url:
+        return
+    where = _names("openai_base_url")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise SettingsError(f"{where}={url!r} is not a valid URL: {exc}.") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"{where}={url!r} must be an http:// or https:// URL with a host, e.g. "
+                            f"http://127.0.0.1:8080/v1.")
+    if parts.username or parts.password:
+        # The URL appears in error messages; a key belongs in the secret setting, which never does.
+        raise SettingsError(f"{where} must not carry a user name or password; put the key in "
+                            f"{_names('openai_api_key')}.")
+    if parts.query or parts.fragment:
+        raise SettingsError(f"{where}={url!r} must be the API root without '?' or '#', e.g. "
+                            f"http://127.0.0.1:8080/v1.")
+
+
+def parse_served_models(text: str) -> dict[str, str]:
+    """``id[=served-name], ...`` as {catalog id: served name}; raises SettingsError naming the variable."""
+    where = _names("openai_models")
+    served: dict[str, str] = {}
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        model_id, equals, name = (part.strip() for part in item.partition("="))
+        name = name if equals else model_id
+        if not model_id or not name:
+            raise SettingsError(f"{where}: {item!r} needs a catalog id before '=' and the served name after it, "
+                                f"e.g. smollm2-135m-instruct=smollm2.")
+        if not _CATALOG_ID.fullmatch(model_id):
+            raise SettingsError(f"{where}: {model_id!r} is not a catalog id (letters, digits, '.', '_' and '-').")
+        if any(c.isspace() for c in name):
+            raise SettingsError(f"{where}: the served name {name!r} may not contain spaces.")
+        if model_id in served:
+            raise SettingsError(f"{where} lists {model_id!r} twice.")
+        served[model_id] = name
+    return served
 
 
 def _field_type(f: dataclasses.Field) -> str:

@@ -71,6 +71,11 @@ class EngineUnavailableError(PlaygroundError):
     """The requested engine cannot run the requested model."""
 
 
+class InferenceServerError(EngineUnavailableError):
+    """The OpenAI-compatible server generation goes to cannot be reached, or refused a request; the message names
+    its URL (never the API key)."""
+
+
 class InvalidInputError(PlaygroundError):
     """Text or choices a tool cannot work with: empty text, a word that is not there, a bad span."""
 

@@ -28,7 +28,7 @@ from playground.backends.base import Engine
 from playground.backends.chat import QuantizedFacts
 from playground.backends.provider import EngineProvider
 from playground.backends.slots import GenerationSlots
-from playground.backends.selection import LLAMA_CPP, TRANSFORMERS
+from playground.backends.selection import LLAMA_CPP, OPENAI, TRANSFORMERS
 from playground.config import Settings
 from playground.errors import EngineUnavailableError, PlaygroundError
 from playground.finetune.finetuned import FinetunedModel, finetuned_model, finetuned_models, is_finetuned_id, load_for_generation
@@ -137,6 +137,14 @@ class OwnedModels:
 
     def engine(self, model_id: str, engine: str = "auto", progress=None) -> Engine:
         return self._services.engine(model_id, engine or "auto", self.owner, progress)
+
+    def chat_engine(self, model_id: str) -> str:
+        """The Quantized CPU chat's engine: the OpenAI-compatible server for a catalog model it serves
+        (PLAYGROUND_OPENAI_MODELS), so a room shares the server; else llama.cpp (a run: its base with its adapter,
+        whose weights exist only here)."""
+        if not is_finetuned_id(model_id) and self._services.engines.served_remotely(model_id):
+            return OPENAI
+        return LLAMA_CPP
 
     @functools.cached_property
     def runs(self) -> list:
@@ -261,13 +269,18 @@ class Services:
         EngineUnavailableError when llama.cpp is asked for a run it cannot serve, with the reason.
         """
         engine = engine or "auto"
+        if engine == OPENAI:
+            raise EngineUnavailableError(f"Run {model.run_id} cannot answer on the OpenAI-compatible server: its "
+                                         f"weights are on this machine, not on the server. Choose auto, llama.cpp or "
+                                         f"transformers.")
         reason = self.llama_cpp_refusal(model)
         if engine == LLAMA_CPP and reason:
             raise EngineUnavailableError(f"Run {model.run_id} cannot answer on llama.cpp: {reason}. Choose auto or "
                                          f"transformers.")
         if reason or engine == TRANSFORMERS:
             return TRANSFORMERS
-        return self.engines.choose(model.base_model, engine).engine
+        # The server serves the base, not this run: choose among this machine's engines.
+        return self.engines.choose(model.base_model, engine, remote=False).engine
 
     def llama_cpp_refusal(self, model: FinetunedModel) -> str:
         """Why the run cannot answer on llama.cpp ("" when it can): a full fine-tune, a base without a GGUF in

@@ -127,3 +127,20 @@ def tiny_provider(tmp_path_factory, tiny_models_dir, tiny_catalog):
     engines = EngineProvider(tiny_settings, fake_hardware(cuda=False), tiny_catalog)
     yield engines
     engines.cache.clear()
+
+
+@pytest.fixture(scope="session")
+def openai_server(tmp_path_factory):
+    """llama-cpp-python's OpenAI-compatible server on the packaged SmolLM2 GGUF, once per session (a few seconds
+    to start); killed when the session ends."""
+    from tests.openai_server import missing_extras, start_server, stop_server
+
+    missing = missing_extras()
+    if missing:
+        pytest.fail(f"llama-cpp-python's server needs {', '.join(missing)}: pip install -r requirements-test.txt")
+    try:
+        server = start_server(tmp_path_factory.mktemp("openai-server") / "server.log")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    stop_server(server)

@@ -4,7 +4,9 @@ comparison), for the catalog's GGUF models and a person's fine-tuned runs alike.
 
 The controller reaches models through :class:`QuantizedModels`, one person's view of them (made by
 ``Services.models_for``): a run (``run:<id>``) answers on llama.cpp as its quantised base with the run's
-adapter GGUF applied, and someone else's run reads as no run at all.
+adapter GGUF applied, and someone else's run reads as no run at all. A catalog model that an OpenAI-compatible
+server serves (``PLAYGROUND_OPENAI_MODELS``) chats there instead, so a room shares that server's batching; the
+precision comparison stays on this machine's two engines.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from typing import Iterator, Protocol, Sequence
 
 from playground.backends.base import Engine, GenerationParams, GenerationResult, Message
 from playground.backends.compare import PrecisionComparison, compare_precisions
-from playground.backends.selection import LLAMA_CPP
 from playground.backends.slots import SlotHolder, line_for, no_slot, slot_for
 from playground.errors import InvalidPromptError
 from playground.hardware import Hardware
@@ -116,7 +117,11 @@ class QuantizedModels(Protocol):
     def hardware(self) -> Hardware: ...
 
     def engine(self, model_id: str, engine: str = "auto", progress=None) -> Engine:
-        """A loaded engine: ``llama.cpp`` (a run: its base with its adapter) or ``transformers``."""
+        """A loaded engine: ``llama.cpp`` (a run: its base with its adapter), ``transformers`` or ``openai``."""
+
+    def chat_engine(self, model_id: str) -> str:
+        """The engine the chat answers on: ``openai`` for a model the OpenAI-compatible server serves, else
+        ``llama.cpp``."""
 
     def quantized_facts(self, model_id: str, progress=None) -> QuantizedFacts:
         """What llama.cpp loads for the model; a run that cannot answer on llama.cpp raises with the reason."""
@@ -146,7 +151,7 @@ class QuantizedChat:
         update says how many requests are ahead each time that changes (``queue_position``).
         """
         text = check_message(request.message, self.max_chars)
-        engine = models.engine(request.model_id, LLAMA_CPP, progress=progress)
+        engine = models.engine(request.model_id, models.chat_engine(request.model_id), progress=progress)
         generation = engine.stream(engine.format_chat(build_messages(request.history, text, request.system)),
                                    request.params)
         history = [*request.history, {"role": "user", "content": text}, {"role": "assistant", "content": ""}]

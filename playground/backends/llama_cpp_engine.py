@@ -1,28 +1,31 @@
 """The llama.cpp engine: quantised GGUF models on the CPU through llama-cpp-python.
 
-It drives ``Llama.generate`` token by token (the same loop llama-cpp-python's
-own completion API uses) so the app adds almost nothing on top of the C++
-inference, and applies the model's own chat template from the GGUF metadata.
+An answer is decoded in the model's shared decode loop (:mod:`playground.backends.llama_batch`):
+everyone's requests on one model ride in one batch, each with its own sampler, seed
+and limits, and a greedy or seeded answer is the same whoever else is decoding. A
+request longer than one of the loop's sequences holds (``STREAM_CONTEXT`` tokens)
+decodes alone in the Llama's own context, driven through ``Llama.generate`` token by
+token, one at a time under the engine's lock; next-token probabilities use that
+context too. The model's own chat template comes from the GGUF metadata.
 
-The KV cache of the previous request is reused when a new prompt starts with
-the same tokens, but only in whole blocks of :data:`PROMPT_BLOCK` tokens
-counted from the start of the prompt (:func:`reusable_prefix`). A prompt is
-always evaluated in those same blocks, so a cached block holds exactly what a
-fresh evaluation would compute, and the logits the first token is sampled from
-come from the same batch shape either way. Reusing any prefix instead (as
-``Llama.generate`` does by itself: the last prompt token evaluated alone the
-second time) changes the matrix kernels' batch shape, and on some CPUs (AVX2
-without AVX-512) the logits differ in their last bits, enough to change a
-greedy answer. Greedy decoding and a fixed seed give the same text every time.
+A cached prompt is reused only in whole blocks of :data:`PROMPT_BLOCK` tokens
+counted from the start of the prompt (:func:`reusable_prefix`), in the loop and in
+the main context alike. A prompt is always evaluated in those same blocks, so a
+cached block holds exactly what a fresh evaluation would compute, and the logits
+the first token is sampled from come from the same batch shape either way.
+Reusing any prefix instead (as ``Llama.generate`` does by itself: the last prompt
+token evaluated alone the second time) changes the matrix kernels' batch shape,
+and on some CPUs (AVX2 without AVX-512) the logits differ in their last bits,
+enough to change a greedy answer.
 
 A fine-tuned run answers on its base: :meth:`LlamaCppEngine.with_adapter` gives a
 view of the loaded base that applies the run's llama.cpp LoRA adapter GGUF
 (:mod:`playground.finetune.gguf_adapter`). The views share the base's weights,
-lock and contexts; each adapter file is loaded once per base, and before a view
-(or the base itself) decodes, the context's adapters are switched to its own
-(``llama_set_adapters_lora``) and the cached prompt is dropped, because KV cells
-computed under another adapter are not this model's. Many people's runs over one
-base cost one model in memory plus their adapters.
+lock, contexts and decode loop; each adapter file is loaded once per base, and
+before a context decodes for a view its adapters are switched to the view's own
+(``llama_set_adapters_lora``); KV cells computed under another adapter are never
+reused. Many people's runs over one base cost one model in memory plus their
+adapters.
 
 ``sample_n`` (self-consistency) runs several sequences at once in a second
 llama.cpp context on the same weights: the prompt is evaluated once in
@@ -45,6 +48,7 @@ from typing import Iterator, Sequence
 
 from playground.backends.base import (
     EngineBase,
+    Generation,
     GenerationParams,
     GenerationResult,
     Prompt,
@@ -54,37 +58,22 @@ from playground.backends.base import (
     check_sample_count,
     sample_seeds,
 )
+from playground.backends.llama_batch import (
+    PROMPT_BLOCK,
+    DecodeLoop,
+    apply_adapter,
+    make_sampler,
+    reusable_prefix,
+    shared_prefix,
+)
 from playground.errors import EngineUnavailableError, InvalidGGUFError
 from playground.models.gguf_info import GGUFFacts, read_gguf_facts
 from playground.models.sources import ResolvedWeights
 
 MAX_CONTEXT = 8192  # the KV cache is allocated up front; longer contexts cost memory nobody here needs
-# Tokens per llama_decode call while evaluating a prompt, and the unit of KV-cache reuse: small blocks let
-# a conversation reuse most of its cached turns (the bench's decode and first-token figures use them).
-PROMPT_BLOCK = 64
 MAX_ADAPTERS = 64  # adapter files kept loaded per base; the least recently used idle one goes first
-
-
-def reusable_prefix(shared: int, prompt_tokens: int, block: int = PROMPT_BLOCK) -> int:
-    """How many cached prompt tokens to keep: whole blocks of the shared prefix, never the last token.
-
-    ``shared`` is how many leading tokens the cache and the new prompt have in common. The rest is
-    evaluated from a block boundary, in the blocks a fresh evaluation would use, and at least the last
-    prompt token is evaluated, because its logits pick the first new token.
-    """
-    if prompt_tokens <= 0:
-        return 0
-    return max(0, min(shared, prompt_tokens - 1)) // block * block
-
-
-def shared_prefix(cached: Sequence[int], tokens: Sequence[int]) -> int:
-    """The number of leading tokens two token lists have in common."""
-    count = 0
-    for a, b in zip(cached, tokens):
-        if a != b:
-            break
-        count += 1
-    return count
+STREAMS = 16  # sequences the shared decode loop holds (PLAYGROUND_PARALLEL)
+STREAM_CONTEXT = 2048  # tokens one sequence of the decode loop holds; a longer request decodes alone
 
 
 @dataclass
@@ -111,29 +100,22 @@ class _Loaded:
     sampling: _SamplingContext | None = None
     main_adapter: object = None  # the adapter applied to the Llama's own context
     adapters: dict[Path, object] = field(default_factory=dict)  # adapter file -> handle, least recently used first
-
-
-def _apply_adapter(ctx, adapter) -> None:
-    """Make ``adapter`` (or none) the only LoRA adapter of a llama.cpp context."""
-    import llama_cpp
-
-    if adapter is None:
-        failed = llama_cpp.llama_set_adapters_lora(ctx, None, 0, None)
-    else:
-        adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(adapter)
-        failed = llama_cpp.llama_set_adapters_lora(ctx, adapters, 1, (ctypes.c_float * 1)(1.0))
-    if failed:
-        raise InvalidGGUFError("llama.cpp could not apply the LoRA adapter to this model.")
+    adapters_lock: threading.Lock = field(default_factory=threading.Lock)  # the loop thread loads adapters too
+    loop: DecodeLoop | None = None  # made on the first request that fits it
+    loop_lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 class LlamaCppEngine(EngineBase):
     name = "llama.cpp"
 
-    def __init__(self, model_id: str, llm, facts: GGUFFacts, threads: int, token_limit: int | None = None):
+    def __init__(self, model_id: str, llm, facts: GGUFFacts, threads: int, token_limit: int | None = None,
+                 streams: int = STREAMS):
         super().__init__(model_id, token_limit)
         self._loaded = _Loaded(llm)
         self.facts = facts
         self.threads = threads
+        self.streams = streams
+        self.stream_context = min(STREAM_CONTEXT, int(llm.n_ctx()))
         self.adapter_path: Path | None = None  # set on the views with_adapter makes
         self.base_model_id = model_id
         self.last_sample_prompt_evaluated = 0  # prompt tokens the last sample_n call had to evaluate
@@ -190,20 +172,21 @@ class LlamaCppEngine(EngineBase):
             return 0
 
     def _adapter_handle(self):
-        """The loaded adapter of this view (None for the base); call with the lock held."""
+        """The loaded adapter of this view (None for the base)."""
         import llama_cpp
 
         if self.adapter_path is None:
             return None
         loaded = self._loaded
-        handle = loaded.adapters.pop(self.adapter_path, None)
-        if handle is None:
-            self._free_idle_adapters(MAX_ADAPTERS - 1)
-            handle = llama_cpp.llama_adapter_lora_init(self.llm.model, str(self.adapter_path).encode("utf-8"))
-            if not handle:
-                raise InvalidGGUFError(f"llama.cpp could not load the adapter {self.adapter_path.name} onto "
-                                       f"{self.base_model_id}: it was made for another model or is damaged.")
-        loaded.adapters[self.adapter_path] = handle  # now the most recently used
+        with loaded.adapters_lock:
+            handle = loaded.adapters.pop(self.adapter_path, None)
+            if handle is None:
+                self._free_idle_adapters(MAX_ADAPTERS - 1)
+                handle = llama_cpp.llama_adapter_lora_init(self.llm.model, str(self.adapter_path).encode("utf-8"))
+                if not handle:
+                    raise InvalidGGUFError(f"llama.cpp could not load the adapter {self.adapter_path.name} onto "
+                                           f"{self.base_model_id}: it was made for another model or is damaged.")
+            loaded.adapters[self.adapter_path] = handle  # now the most recently used
         return handle
 
     def _free_idle_adapters(self, keep: int) -> None:
@@ -211,6 +194,8 @@ class LlamaCppEngine(EngineBase):
 
         loaded = self._loaded
         active = {id(loaded.main_adapter), id(loaded.sampling.adapter if loaded.sampling else None)}
+        if loaded.loop is not None:
+            active |= loaded.loop.adapters_in_use()
         for path in list(loaded.adapters):
             if len(loaded.adapters) <= keep:
                 break
@@ -221,13 +206,13 @@ class LlamaCppEngine(EngineBase):
         """Put this view's adapter on the Llama's own context; a switch drops the cached prompt."""
         handle = self._adapter_handle()
         if self._loaded.main_adapter is not handle:
-            _apply_adapter(self.llm.ctx, handle)
+            apply_adapter(self.llm.ctx, handle)
             self._loaded.main_adapter = handle
             self.llm.n_tokens = 0
 
     @classmethod
     def load(cls, model_id: str, weights: ResolvedWeights, threads: int, token_limit: int | None = None,
-             n_ctx: int | None = None, facts: GGUFFacts | None = None) -> "LlamaCppEngine":
+             n_ctx: int | None = None, facts: GGUFFacts | None = None, streams: int = STREAMS) -> "LlamaCppEngine":
         # Reading the facts also refuses a damaged file with a clear message, before llama.cpp sees it.
         facts = facts or read_gguf_facts(weights.path)
         from llama_cpp import Llama
@@ -241,7 +226,7 @@ class LlamaCppEngine(EngineBase):
                 f"llama.cpp could not load {weights.path.name}: {exc}. The file may be damaged or use an "
                 f"architecture this llama-cpp-python does not know."
             ) from None
-        return cls(model_id, llm, facts, threads, token_limit)
+        return cls(model_id, llm, facts, threads, token_limit, streams=streams)
 
     @property
     def context_window(self) -> int:
@@ -273,12 +258,56 @@ class LlamaCppEngine(EngineBase):
 
     @property
     def kv_cache_bytes(self) -> int:
+        """The main context's cache, the self-consistency context's, and the decode loop's (counted from the
+        start: the loop is made on the first request, and the model cache budgets memory at load)."""
         sampling = self._sampling.n_ctx if self._sampling is not None else 0
-        return (self.context_window + sampling) * self._kv_bytes_per_token()
+        loop = self.streams * self.stream_context
+        return (self.context_window + sampling + loop) * self._kv_bytes_per_token()
 
     def memory_bytes(self) -> int:
         return self.weights_bytes + self.kv_cache_bytes + sum(
             path.stat().st_size for path in list(self._loaded.adapters) if path.exists())
+
+    # ------------------------------------------------------------------ one answer
+    def stream(self, prompt: Prompt, params: GenerationParams) -> Generation:
+        """The answer, decoded in the model's shared loop with everyone else's (:mod:`llama_batch`); a request
+        longer than one of the loop's sequences holds decodes alone in the main context."""
+        started = time.perf_counter()
+        ids = self.check_prompt(prompt, params)
+        if self.streams < 1 or len(ids) + params.max_new_tokens > self.stream_context:
+            return Generation(self._locked(ids, params), prompt_tokens=len(ids), params=params, engine=self.name,
+                              model_id=self.model_id, started=started)
+        return Generation(self._loop_pieces(ids, params), prompt_tokens=len(ids), params=params,
+                          engine=self.name, model_id=self.model_id, started=started, batched=True)
+
+    def _loop_pieces(self, ids: list[int], params: GenerationParams) -> Iterator:
+        # Joins the loop when first iterated: a generation nobody reads never takes a sequence.
+        loop = self._decode_loop()
+        request = loop.submit(ids, params, adapter_key=self.adapter_path, adapter=self._adapter_handle())
+        yield from loop.pieces(request)
+
+    def _decode_loop(self) -> DecodeLoop:
+        loaded = self._loaded
+        with loaded.loop_lock:
+            if loaded.loop is None:
+                llm = self.llm
+                loaded.loop = DecodeLoop(llm._model, streams=self.streams, stream_context=self.stream_context,
+                                         threads=self.threads, penalty_last_n=llm.last_n_tokens_size,
+                                         name=self.base_model_id)
+            return loaded.loop
+
+    def loop_summary(self) -> dict[str, int]:
+        """Requests decoding and waiting in the shared loop (zeros before its first request); never blocks."""
+        loop = self._loaded.loop
+        if loop is None:
+            return {"decoding": 0, "waiting": 0, "streams": self.streams}
+        return loop.summary()
+
+    @property
+    def idle(self) -> bool:
+        """No request is decoding or waiting in the shared loop (the main context has the lock for that)."""
+        loop = self._loaded.loop
+        return loop is None or loop.idle
 
     def _token_pieces(self, prompt_ids: list[int], params: GenerationParams) -> Iterator[str]:
         import llama_cpp
@@ -383,18 +412,7 @@ class LlamaCppEngine(EngineBase):
 
     def _sampler(self, params: GenerationParams, seed: int):
         """A sampler chain built like ``Llama.generate``'s, with its own seed."""
-        from llama_cpp import _internals
-
-        chain = _internals.LlamaSampler()
-        chain.add_penalties(n_vocab=self.llm.n_vocab(), penalty_last_n=self.llm.last_n_tokens_size,
-                            penalty_repeat=params.repetition_penalty, penalty_freq=0.0, penalty_present=0.0)
-        chain.add_top_k(params.top_k)
-        chain.add_typical(1.0, 1)
-        chain.add_top_p(params.top_p, 1)
-        chain.add_min_p(0.0, 1)
-        chain.add_temp(params.temperature)
-        chain.add_dist(seed)
-        return chain
+        return make_sampler(params, seed, self.llm.n_vocab(), self.llm.last_n_tokens_size)
 
     def _sample_parallel(self, ids: list[int], params: GenerationParams, seeds: list[int],
                          cancel: threading.Event | None, started: float, cells: int) -> list[GenerationResult]:
@@ -407,7 +425,7 @@ class LlamaCppEngine(EngineBase):
         memory = ctx.memory
         adapter = self._adapter_handle()
         if sampling.adapter is not adapter:
-            _apply_adapter(ctx.ctx, adapter)
+            apply_adapter(ctx.ctx, adapter)
             sampling.adapter = adapter
             sampling.prompt = []  # cells computed under another adapter
 
@@ -510,6 +528,10 @@ class LlamaCppEngine(EngineBase):
         import llama_cpp
 
         loaded = self._loaded
+        with loaded.loop_lock:
+            loop, loaded.loop = loaded.loop, None
+        if loop is not None:  # lets the answers in progress end, then frees its context
+            loop.close()
         sampling, loaded.sampling = loaded.sampling, None
         if sampling is not None:
             sampling.close()

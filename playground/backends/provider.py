@@ -2,7 +2,9 @@
 
 ``EngineProvider`` is the one place that turns a model id into a ready engine.
 It goes through the process-wide ``ModelCache``, so concurrent requests for
-the same model trigger one load and memory stays under the budget.
+the same model trigger one load and memory stays under the budget. A model
+listed in ``PLAYGROUND_OPENAI_MODELS`` "loads" as a connection to the
+OpenAI-compatible server (its weights live there; it costs no memory here).
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from playground.backends.base import Engine
-from playground.backends.selection import LLAMA_CPP, TRANSFORMERS, EngineChoice, choose_engine
+from playground.backends.selection import LLAMA_CPP, OPENAI, TRANSFORMERS, EngineChoice, choose_engine
 from playground.config import Settings
-from playground.errors import EngineUnavailableError
+from playground.errors import EngineUnavailableError, SettingsError, UnknownModelError
 from playground.hardware import Hardware
 from playground.models.cache import ModelCache
 from playground.models.catalog import Catalog, ModelSpec
@@ -30,12 +32,14 @@ def _close_engine(key, engine) -> None:
 
     A generation in flight holds the engine's lock; closing under it would free
     the weights beneath a running llama.cpp loop (a segfault of the whole app).
+    Answers in a llama.cpp engine's shared decode loop hold no lock: its close
+    waits for them to end, so it runs beside the request that evicted the engine.
     """
     close = getattr(engine, "close", None)
     if not close:
         return
     lock = getattr(engine, "lock", None)
-    if lock is None or lock.acquire(blocking=False):
+    if getattr(engine, "idle", True) and (lock is None or lock.acquire(blocking=False)):
         try:
             close()
         finally:
@@ -60,12 +64,38 @@ class EngineProvider:
         self.resolver = resolver or SourceResolver(settings.models_dir, settings.offline)
         self._facts: dict[Path, GGUFFacts] = {}
         self._facts_lock = threading.Lock()
+        self.openai_models = self._checked_openai_models()
+
+    def _checked_openai_models(self) -> dict[str, str]:
+        """Catalog id -> served name of the models the OpenAI-compatible server serves; SettingsError at start-up
+        for an id the catalog lacks or one that is not a decoder."""
+        served = self.settings.openai_served_models
+        for model_id in served:
+            try:
+                spec = self.catalog.get(model_id)
+            except UnknownModelError:
+                raise SettingsError(f"PLAYGROUND_OPENAI_MODELS lists {model_id!r}, which is not in the catalog; "
+                                    f"choose from: {', '.join(self.catalog.ids)}.") from None
+            if spec.family != "decoder":
+                raise SettingsError(f"PLAYGROUND_OPENAI_MODELS lists {model_id!r}, an {spec.family} model; an "
+                                    f"OpenAI-compatible server generates text with decoder models only.")
+        return served
+
+    def served_remotely(self, model_id: str) -> bool:
+        """True when the OpenAI-compatible server serves this catalog id (PLAYGROUND_OPENAI_MODELS)."""
+        return model_id in self.openai_models
 
     def spec(self, model_id: str) -> ModelSpec:
         return self.catalog.get(model_id)
 
-    def choose(self, model_id: str, requested: str | None = None) -> EngineChoice:
-        return choose_engine(self.spec(model_id), self.hardware, requested or self.settings.engine)
+    def choose(self, model_id: str, requested: str | None = None, remote: bool = True) -> EngineChoice:
+        """The engine for ``model_id``; ``remote=False`` leaves the OpenAI-compatible server out (weights that
+        exist only here, such as a fine-tuned run over this base)."""
+        served = self.openai_models if remote and self.settings.openai_base_url else None
+        requested = requested or self.settings.engine
+        if not remote and requested == OPENAI:
+            requested = "auto"
+        return choose_engine(self.spec(model_id), self.hardware, requested, served)
 
     def resolve(self, model_id: str, fmt: str | None = None, progress=None) -> ResolvedWeights:
         return self.resolver.resolve(self.spec(model_id), fmt, progress)
@@ -81,7 +111,7 @@ class EngineProvider:
         return facts
 
     def get(self, model_id: str, engine: str | None = None, progress=None) -> Engine:
-        """A loaded engine for ``model_id``; ``engine`` is auto, llama.cpp or transformers."""
+        """A loaded engine for ``model_id``; ``engine`` is auto, llama.cpp, transformers or openai."""
         spec = self.spec(model_id)
         choice = self.choose(model_id, engine)
         if spec.family != "decoder":
@@ -115,13 +145,20 @@ class EngineProvider:
 
     def _load(self, spec: ModelSpec, choice: EngineChoice, progress):
         token_limit = self.settings.request_token_limit
-        if choice.engine == LLAMA_CPP:
+        if choice.engine == OPENAI:
+            from playground.backends.openai_engine import OpenAICompatibleEngine
+
+            settings = self.settings
+            engine = OpenAICompatibleEngine.connect(
+                spec.id, settings.openai_base_url, self.openai_models[spec.id], api_key=settings.openai_api_key,
+                context_window=settings.openai_context or None, token_limit=token_limit)
+        elif choice.engine == LLAMA_CPP:
             from playground.backends.llama_cpp_engine import LlamaCppEngine
 
             weights = self.resolver.resolve(spec, "gguf", progress)
             facts = self.gguf_facts(spec.id)
             engine = LlamaCppEngine.load(spec.id, weights, threads=self.hardware.cpu_threads,
-                                         token_limit=token_limit, facts=facts)
+                                         token_limit=token_limit, facts=facts, streams=self.settings.parallel)
         else:
             import torch
 

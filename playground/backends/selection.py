@@ -1,13 +1,16 @@
 """Which engine runs a model, and why, from the machine's hardware and the request.
 
-The rule: a request may name an engine; otherwise a model with a GGUF source
-runs on llama.cpp when there is no CUDA device, and on transformers when there
-is one. Encoders and encoder-decoders always run on transformers.
+The rule: a request may name an engine; otherwise a model that an
+OpenAI-compatible server serves (``PLAYGROUND_OPENAI_MODELS``) generates there, a
+model with a GGUF source runs on llama.cpp when there is no CUDA device, and on
+transformers when there is one. Encoders and encoder-decoders always run on
+transformers.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 from playground.errors import EngineUnavailableError, InvalidParameterError
 from playground.hardware import Hardware
@@ -15,7 +18,8 @@ from playground.models.catalog import FAMILIES, ModelSpec
 
 LLAMA_CPP = "llama.cpp"
 TRANSFORMERS = "transformers"
-ENGINE_NAMES = (LLAMA_CPP, TRANSFORMERS)
+OPENAI = "openai"  # an OpenAI-compatible server elsewhere (llama.cpp's server, vLLM, TGI)
+ENGINE_NAMES = (LLAMA_CPP, TRANSFORMERS, OPENAI)
 
 
 @dataclass(frozen=True)
@@ -24,9 +28,22 @@ class EngineChoice:
     reason: str
 
 
-def choose_engine(spec: ModelSpec, hardware: Hardware, requested: str = "auto") -> EngineChoice:
+def choose_engine(spec: ModelSpec, hardware: Hardware, requested: str = "auto",
+                  served: Mapping[str, str] | None = None) -> EngineChoice:
+    """The engine for ``spec``; ``served`` maps the catalog ids an OpenAI-compatible server serves to their served
+    names (None: no server is configured)."""
     if requested not in ("auto", *ENGINE_NAMES):
         raise InvalidParameterError(f"Unknown engine {requested!r}; choose auto, {', '.join(ENGINE_NAMES)}.")
+    if requested == OPENAI:
+        if served is None:
+            raise EngineUnavailableError(
+                "No OpenAI-compatible server is configured: set PLAYGROUND_OPENAI_BASE_URL and "
+                "PLAYGROUND_OPENAI_MODELS, or choose another engine.")
+        if spec.id not in served:
+            raise EngineUnavailableError(
+                f"{spec.name} is not served by the OpenAI-compatible server (PLAYGROUND_OPENAI_MODELS lists "
+                f"{', '.join(served)}): add {spec.id}=<served name> there, or choose another engine.")
+        return EngineChoice(OPENAI, "requested")
     if requested == LLAMA_CPP:
         if not spec.has_gguf:
             raise EngineUnavailableError(
@@ -35,6 +52,8 @@ def choose_engine(spec: ModelSpec, hardware: Hardware, requested: str = "auto") 
         return EngineChoice(LLAMA_CPP, "requested")
     if requested == TRANSFORMERS:
         return EngineChoice(TRANSFORMERS, "requested")
+    if served and spec.id in served:
+        return EngineChoice(OPENAI, f"served as {served[spec.id]!r} by the OpenAI-compatible server")
     if spec.family != "decoder":
         return EngineChoice(TRANSFORMERS, _torch_reason(hardware) + "; llama.cpp here serves decoders only")
     if hardware.cuda:
@@ -50,8 +69,8 @@ def _torch_reason(hardware: Hardware) -> str:
     return "CPU in fp32"
 
 
-def startup_line(hardware: Hardware) -> str:
-    """One line for the console: the engine each family will use and why."""
+def startup_line(hardware: Hardware, openai_url: str = "", served: Mapping[str, str] | None = None) -> str:
+    """One line for the console: the engine each family will use and why (and the models a server serves)."""
     parts = []
     for family in FAMILIES:
         if family == "decoder":
@@ -60,4 +79,7 @@ def startup_line(hardware: Hardware) -> str:
         else:
             engine, why = TRANSFORMERS, _torch_reason(hardware)
         parts.append(f"{family} -> {engine} ({why})")
-    return f"[playground] {hardware.summary}. Engines: " + "; ".join(parts) + "."
+    line = f"[playground] {hardware.summary}. Engines: " + "; ".join(parts) + "."
+    if openai_url and served:
+        line += f" {', '.join(served)} -> {OPENAI} (the OpenAI-compatible server at {openai_url})."
+    return line

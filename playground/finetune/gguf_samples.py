@@ -138,7 +138,8 @@ class GgufAnswers:
         from playground.backends.llama_cpp_engine import LlamaCppEngine
 
         self.model_id = model_id
-        self.engine = LlamaCppEngine.load(model_id, plan.weights, threads, n_ctx=n_ctx)
+        # One stream: the stage answers one example after the other, alone on the machine.
+        self.engine = LlamaCppEngine.load(model_id, plan.weights, threads, n_ctx=n_ctx, streams=1)
 
     def __enter__(self) -> "GgufAnswers":
         return self

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
@@ -32,6 +33,7 @@ from playground.prompting.tasks import SIMILAR
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 MAX_EVAL_EXAMPLES = 2_000
+EXAMPLES_IN_FLIGHT = 4  # examples one evaluation decodes together; the rest of the room's requests share the loop too
 
 Progress = Callable[[float, str], None]
 
@@ -160,7 +162,8 @@ def evaluate(engine: Engine, setups: Sequence[PromptSetup], data: LabelledSet,
     ``params`` is one GenerationParams for every setup, or one per setup. ``limit``
     evaluates only the first examples. ``embedder`` is needed by setups that choose the
     most similar demonstrations. Template and parameter problems are raised before the
-    first generation. ``slot`` is taken for each example's generation and given back after it.
+    first generation. ``slot`` is taken for each example's generation and given back after it. On an
+    engine with a shared decode loop (llama.cpp) up to ``EXAMPLES_IN_FLIGHT`` examples are decoded together.
     """
     started = time.perf_counter()
     setups = list(setups)
@@ -194,24 +197,53 @@ def evaluate(engine: Engine, setups: Sequence[PromptSetup], data: LabelledSet,
     cancelled = False
     rows: list[ExampleResult] = []
     scores: list[StrategyScore] = []
+    # An engine with a shared decode loop decodes several examples in one batch; the others take them in turn.
+    in_flight = max(1, min(EXAMPLES_IN_FLIGHT, getattr(engine, "streams", 1)))
+    halt = threading.Event()  # set on cancel or a failed example: the examples in flight stop
     for setup, p, first_prompt in zip(setups, per_setup, first_prompts):
-        mine: list[ExampleResult] = []
-        for index, example in enumerate(examples):
-            if cancel is not None and cancel.is_set():
-                cancelled = True
-                break
-            built = first_prompt if index == 0 else build_prompt(engine, setup, example.input, data.demos,
+        def one(index: int, setup=setup, p=p, first_prompt=first_prompt) -> StrategyRun:
+            built = first_prompt if index == 0 else build_prompt(engine, setup, examples[index].input, data.demos,
                                                                  embedder=embedder, params=p)
-            run = run_prompt(engine, built, setup, p, cancel=cancel, slot=slot)
-            if run.cancelled:
-                cancelled = True
-                break
-            result = _example_result(setup, index, example.input, example.target, run)
-            mine.append(result)
-            done += 1
-            if progress is not None:
-                mark = "" if result.correct is None else (" (correct)" if result.correct else " (wrong)")
-                progress(done / planned, f"{setup.label}: example {index + 1}/{len(examples)}{mark}")
+            return run_prompt(engine, built, setup, p, cancel=halt, slot=slot)
+
+        mine: list[ExampleResult] = []
+        with ThreadPoolExecutor(in_flight, thread_name_prefix="evaluate") as pool:
+            waiting = iter(range(len(examples)))
+            running = {}
+            error: BaseException | None = None
+            while True:
+                if cancel is not None and cancel.is_set():
+                    halt.set()
+                while len(running) < in_flight and not halt.is_set():
+                    index = next(waiting, None)
+                    if index is None:
+                        break
+                    running[pool.submit(one, index)] = index
+                if not running:
+                    break
+                finished, _ = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    index = running.pop(future)
+                    try:
+                        run = future.result()
+                    except BaseException as exc:  # the first failure is raised once the rest have stopped
+                        halt.set()
+                        error = error or exc
+                        continue
+                    if run.cancelled:
+                        halt.set()
+                        continue
+                    example = examples[index]
+                    result = _example_result(setup, index, example.input, example.target, run)
+                    mine.append(result)
+                    done += 1
+                    if progress is not None:
+                        mark = "" if result.correct is None else (" (correct)" if result.correct else " (wrong)")
+                        progress(done / planned, f"{setup.label}: example {len(mine)}/{len(examples)}{mark}")
+            if error is not None:
+                raise error
+        cancelled = cancelled or halt.is_set()
+        mine.sort(key=lambda r: r.index)
         rows.extend(mine)
         if mine:
             scores.append(score_results(setup.label, setup.kind, mine))

@@ -337,7 +337,9 @@ def build_prompt(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequ
     prefix = config.cot_trigger.strip() if config.uses_cot and config.trigger_position == "assistant" else ""
     text = engine.format_chat(messages)
     if prefix:
-        text = f"{text}{prefix}" if engine.has_chat_template else f"{text}\n{prefix}"
+        # "+" rather than an f-string: an engine whose server applies the template (the OpenAI-compatible one)
+        # returns a str subclass that keeps its messages through "+" and sends the prefix as the answer's start.
+        text = text + prefix if engine.has_chat_template else f"{text}\n{prefix}"
     ids = tuple(engine.tokenize(text))  # once: the engine gets these ids with the text
     built = BuiltPrompt(rendered=rendered, messages=tuple(messages), text=text, answer_prefix=prefix,
                         token_count=len(ids), context_window=engine.context_window,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import shutil
 import threading
 
@@ -88,44 +89,52 @@ def test_shared_prefix_counts_leading_tokens_in_common():
     assert shared_prefix([1, 2], [1, 2, 3]) == 2
 
 
-def _prompt_decodes(engine, monkeypatch, prompt_text: str, params: GenerationParams) -> list[tuple[int, int]]:
-    """(first position, token count) of every llama_decode call that evaluated part of the prompt."""
+def _prompt_decodes(engine, context, monkeypatch, prompt_text: str, params: GenerationParams
+                    ) -> list[tuple[int, int]]:
+    """(first position, token count) of every llama_decode call on ``context`` that evaluated part of the prompt."""
     calls = []
-    ctx = engine.llm._ctx
-    decode = ctx.decode
+    decode = context.decode
 
     def recording(batch):
         calls.append((int(batch.batch.pos[0]), int(batch.batch.n_tokens)))
         return decode(batch)
 
-    monkeypatch.setattr(ctx, "decode", recording)
+    monkeypatch.setattr(context, "decode", recording)
     engine.generate(prompt_text, params)
-    monkeypatch.setattr(ctx, "decode", decode)
+    monkeypatch.setattr(context, "decode", decode)
     prompt_tokens = engine.count_tokens(prompt_text)
     return [(pos, n) for pos, n in calls if pos < prompt_tokens]
 
 
-def test_a_repeated_prompt_is_evaluated_in_the_blocks_of_a_fresh_evaluation(llama_engine, monkeypatch):
+@pytest.mark.parametrize("where", ["decode loop", "main context"])
+def test_a_repeated_prompt_is_evaluated_in_the_blocks_of_a_fresh_evaluation(llama_engine, monkeypatch, where):
     """The cause of greedy answers that changed between two identical requests on AVX2 CPUs: the second
     request evaluated the last prompt token alone, a batch shape the first never used. Now a request only
-    ever evaluates the blocks a fresh evaluation would, so the logits are the same on every CPU."""
-    text = "Summarise: " + " ".join(f"On day {i} the team shipped feature number {i}." for i in range(12))
-    prompt_text = llama_engine.format_chat([{"role": "user", "content": text}])
-    prompt_tokens = llama_engine.count_tokens(prompt_text)
+    ever evaluates the blocks a fresh evaluation would, so the logits are the same on every CPU: in the
+    shared decode loop, and in the main context that a request too long for the loop decodes in."""
+    engine = copy.copy(llama_engine)  # a view on the same model
+    if where == "main context":
+        engine.streams = 0  # no loop: every request decodes in the Llama's own context
+        context = engine.llm._ctx
+        engine.llm.reset()
+    else:
+        context = engine._decode_loop()._ctx
+    text = f"Summarise ({where}): " + " ".join(f"On day {i} the team shipped feature number {i}." for i in range(12))
+    prompt_text = engine.format_chat([{"role": "user", "content": text}])
+    prompt_tokens = engine.count_tokens(prompt_text)
     assert prompt_tokens > 2 * PROMPT_BLOCK
     greedy = GenerationParams(max_new_tokens=6, temperature=0)
-    llama_engine.llm.reset()
-    fresh = _prompt_decodes(llama_engine, monkeypatch, prompt_text, greedy)
+    fresh = _prompt_decodes(engine, context, monkeypatch, prompt_text, greedy)
     assert fresh[0][0] == 0 and sum(n for _, n in fresh) == prompt_tokens
     assert all(pos % PROMPT_BLOCK == 0 and n <= PROMPT_BLOCK for pos, n in fresh)
-    again = _prompt_decodes(llama_engine, monkeypatch, prompt_text, greedy)
+    again = _prompt_decodes(engine, context, monkeypatch, prompt_text, greedy)
     assert again == fresh[-len(again):] and again[-1] == fresh[-1]  # the tail of the same blocks
     assert sum(n for _, n in again) < prompt_tokens  # whole blocks came from the cache
     # A longer conversation that starts with this prompt reuses its blocks, again from a boundary.
     longer = prompt_text + "Sure.<|im_end|>\n<|im_start|>user\nAnd in one word?<|im_end|>\n<|im_start|>assistant\n"
-    follow = _prompt_decodes(llama_engine, monkeypatch, longer, greedy)
+    follow = _prompt_decodes(engine, context, monkeypatch, longer, greedy)
     assert follow[0][0] % PROMPT_BLOCK == 0 and follow[0][0] >= PROMPT_BLOCK
-    assert llama_engine.generate(prompt_text, greedy).text == llama_engine.generate(prompt_text, greedy).text
+    assert engine.generate(prompt_text, greedy).text == engine.generate(prompt_text, greedy).text
 
 
 def test_numbers_from_widgets_work(llama_engine, prompt):

@@ -25,6 +25,9 @@ class FakeModels:
         self.asked.append((model_id, engine))
         return self.scripted
 
+    def chat_engine(self, model_id):
+        return "openai" if model_id.startswith("served") else "llama.cpp"
+
 
 def test_an_answer_streams_into_the_conversation_and_ends_with_its_figures():
     models = FakeModels("Paris.")
@@ -38,6 +41,12 @@ def test_an_answer_streams_into_the_conversation_and_ends_with_its_figures():
     assert models.asked == [("m", "llama.cpp")]
     prompt = models.scripted.prompts[0]
     assert prompt.startswith("<|system|>Be brief.") and "<|assistant|>Hello!" in prompt
+
+
+def test_a_model_the_openai_compatible_server_serves_chats_there():
+    models = FakeModels("Paris.")
+    list(QuantizedChat().reply(ChatRequest("served-model", "Capital of France?"), models))
+    assert models.asked == [("served-model", "openai")]
 
 
 def test_the_slot_is_taken_after_the_prompt_and_a_stop_while_waiting_generates_nothing():

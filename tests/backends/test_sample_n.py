@@ -106,9 +106,14 @@ def test_llama_cpp_samples_honour_stop_sequences_and_cancel(llama_engine, chat_p
 
 
 def test_llama_cpp_prefix_reuse_between_generations(llama_engine, chat_prompt):
-    """The KV cache is kept between requests: the same prompt again evaluates only its last, partial block."""
+    """The main context's KV cache is kept between requests (those too long for the shared decode loop): the
+    same prompt again evaluates only its last, partial block."""
+    import copy
+
     import llama_cpp
 
+    llama_engine = copy.copy(llama_engine)
+    llama_engine.streams = 0  # no decode loop: every request decodes in the Llama's own context
     greedy = GenerationParams(max_new_tokens=4, temperature=0)
     llama_engine.generate(llama_engine.format_chat([{"role": "user", "content": "Something else."}]), greedy)
     ctx = llama_engine.llm.ctx

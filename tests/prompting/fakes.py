@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Callable, Iterator, Sequence
 
@@ -74,6 +75,34 @@ class QueuedEngine(ScriptedEngine):
 
         return Generation(pieces(), prompt_tokens=len(ids), params=params, engine=self.name,
                           model_id=self.model_id, started=started, batched=True)
+
+
+class BatchingEngine(ScriptedEngine):
+    """A ScriptedEngine whose generations run at once, as in a shared decode loop, counting how many overlap."""
+
+    streams = 4
+
+    def __init__(self, reply):
+        super().__init__(reply)
+        self.active = self.most = 0
+        self.guard = threading.Lock()
+
+    def stream(self, prompt, params):
+        ids = self.check_prompt(prompt, params)
+
+        def pieces():
+            with self.guard:
+                self.active += 1
+                self.most = max(self.most, self.active)
+            try:
+                time.sleep(0.1)
+                yield from self._token_pieces(ids, params)
+            finally:
+                with self.guard:
+                    self.active -= 1
+
+        return Generation(pieces(), prompt_tokens=len(ids), params=params, engine=self.name,
+                          model_id=self.model_id, started=time.perf_counter(), batched=True)
 
 
 class KeywordEmbedder:

@@ -11,13 +11,14 @@ from playground.prompting.columns import (
     DONE,
     FAILED,
     MAX_COLUMNS,
+    RUNNING,
     Column,
     choose_template,
     run_columns,
 )
 from playground.prompting.data import load_bundled
 from playground.prompting.strategies import PromptSetup, StrategyConfig
-from tests.prompting.fakes import ScriptedEngine
+from tests.prompting.fakes import BatchingEngine, ScriptedEngine
 
 PARAMS = GenerationParams(max_new_tokens=64, temperature=0.0, seed=0)
 
@@ -109,3 +110,19 @@ def test_column_count_is_checked(library):
     too_many = [_column(library, "zero_shot")] * (MAX_COLUMNS + 1)
     with pytest.raises(InvalidParameterError, match=f"at most {MAX_COLUMNS}"):
         list(run_columns(too_many, "x", (), lambda _: None))
+
+
+def test_columns_on_a_model_with_a_decode_loop_run_at_once_and_other_models_in_turn(library):
+    batching = BatchingEngine("The feeling is positive.")
+    other = ScriptedEngine("negative")
+    columns = [_column(library, "zero_shot"), _column(library, "zero_shot", model_id="other"),
+               _column(library, "few_shot", k=2)]
+    engines = {"scripted": batching, "other": other}
+    states = list(run_columns(columns, "I love this little café.", load_bundled("sentiment").demos,
+                              lambda model_id: engines[model_id]))
+    final = states[-1]
+    assert [s.status for s in final] == [DONE, DONE, DONE]
+    assert [s.run.answer for s in final] == ["positive", "negative", "positive"]
+    assert batching.most == 2  # columns 1 and 3 (one model) decoded together
+    # the other model's column waited until the batched ones were done
+    assert all(s[1].status == "waiting" for s in states if s[0].status == RUNNING)

@@ -12,7 +12,7 @@ from playground.prompting.data import Example, LabelledSet, load_bundled
 from playground.prompting.evaluation import evaluate, rouge_scores, score_results
 from playground.prompting.strategies import PromptSetup, StrategyConfig
 from playground.prompting.tasks import get_task
-from tests.prompting.fakes import ScriptedEngine
+from tests.prompting.fakes import BatchingEngine, ScriptedEngine
 
 GREEDY = GenerationParams(max_new_tokens=40, temperature=0)
 SENTIMENT = get_task("sentiment")
@@ -123,3 +123,31 @@ def test_problems_are_raised_before_generating():
 
 def test_score_results_of_nothing():
     assert score_results("x", "label", []).metrics == {"accuracy": 0.0}
+
+
+def test_an_engine_with_a_decode_loop_gets_several_examples_at_once_with_the_same_report():
+    setups = [PromptSetup("sentiment", "Sentence: {{ text }}\nSentiment:")]
+    steps = []
+    batched = evaluate(BatchingEngine(answer_by_keyword), setups, DATA, GREEDY,
+                       progress=lambda f, m: steps.append(f))
+    in_turn = evaluate(ScriptedEngine(answer_by_keyword), setups, DATA, GREEDY)
+    assert [(r.index, r.answer, r.correct) for r in batched.results] == \
+           [(r.index, r.answer, r.correct) for r in in_turn.results]
+    assert batched.scores[0].metrics == in_turn.scores[0].metrics
+    assert steps == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+
+
+def test_a_batched_evaluation_stops_its_examples_in_flight_on_cancel_and_raises_a_failure():
+    cancel = threading.Event()
+    engine = BatchingEngine(lambda prompt, params: (cancel.set(), "positive")[1])
+    report = evaluate(engine, [PromptSetup("sentiment", "Sentence: {{ text }}")], DATA, GREEDY, cancel=cancel)
+    assert report.cancelled and len(report.results) <= 4
+    assert engine.most >= 2
+
+    def fails(prompt, params):
+        if "Cold soup" in prompt:
+            raise InvalidParameterError("this example is broken")
+        return "positive"
+
+    with pytest.raises(InvalidParameterError, match="broken"):
+        evaluate(BatchingEngine(fails), [PromptSetup("sentiment", "Sentence: {{ text }}")], DATA, GREEDY)

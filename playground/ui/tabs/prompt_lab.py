@@ -25,7 +25,7 @@ import gradio as gr
 import pandas as pd
 
 from playground.backends.base import CancelFlag, GenerationParams
-from playground.backends.selection import ENGINE_NAMES
+from playground.backends.selection import ENGINE_NAMES, OPENAI
 from playground.errors import PlaygroundError
 from playground.finetune.finetuned import FinetunedModel
 from playground.prompting.columns import CANCELLED, DONE, FAILED, LOADING, MAX_COLUMNS, RUNNING, ColumnState
@@ -407,7 +407,9 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
                 # Custom values: a fine-tuned run (run:<id>) joins the list per browser, after the page loads.
                 model = gr.Dropdown(models, value=default_model, label=t("lab.model"), info=t("lab.model_info"),
                                     allow_custom_value=True, elem_id="lab-model", scale=2)
-                engine = gr.Radio(["auto", *ENGINE_NAMES], value="auto", label=t("lab.engine"),
+                # "openai" only where an OpenAI-compatible server is configured (PLAYGROUND_OPENAI_BASE_URL).
+                engines = [name for name in ENGINE_NAMES if name != OPENAI or settings.openai_base_url]
+                engine = gr.Radio(["auto", *engines], value="auto", label=t("lab.engine"),
                                   info=t("lab.engine_info"), elem_id="lab-engine", scale=1)
             strategy = gr.Radio(strategy_choices(lab, DEFAULT_TASK), value=ZERO_SHOT, label=t("lab.strategy"),
                                 info=t("lab.strategy_info"), elem_id="lab-strategy")
