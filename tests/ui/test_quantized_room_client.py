@@ -1,10 +1,12 @@
 """A room chatting at once through the Quantized CPU tab's API (the tiny GGUF app): four people send at the same
-moment (two generation slots), everyone gets the answer their message gets alone, and nobody gets an error."""
+moment (into the model's shared decode loop), everyone gets the answer their message gets alone, nobody gets an
+error, and ``/health`` reads the loop's counters back to zero afterwards."""
 
 from __future__ import annotations
 
 import threading
 
+import httpx
 import pytest
 from gradio_client import Client
 
@@ -52,5 +54,8 @@ def test_four_people_chatting_at_once_each_get_their_own_answer(gguf_app):
         alone = engine.generate(engine.format_chat(build_messages([], message)), greedy).text
         assert answers[index][0] == alone, index
     assert services.generation_slots.busy == 0 and services.generation_slots.waiting == 0
+    health = httpx.get(f"{gguf_app.url}health", timeout=10).json()  # the decode loop's counters, read back
+    assert health["generations"] == {"running": 0, "waiting": 0}
+    assert {"id": TINY_GGUF, "engine": "llama.cpp"} in health["models"]
     seen = [status for updates in statuses.values() for status in updates]
     assert all("⚠" not in status for status in seen)

@@ -1,26 +1,79 @@
 """A person whose request waits for its turn sees their place in line, then the answer (Debian's Chromium).
 
-The test holds every generation slot of the app itself, so the page's request waits in line for certain; it
-then gives the slots back and the answer streams in.
+The app's SmolLM2 on llama.cpp is replaced by a fake engine that waits in a "decode loop" the test controls:
+its stream says ``Waiting(ahead)`` for as long as the test wants (what a batched llama.cpp engine's stream says
+while its request waits for a sequence), then answers. So the page's request waits for certain, for as long as
+the test looks at it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import threading
+import time
 
 import pytest
 
+from playground.backends.base import Generation, Waiting
+from playground.services import Services
+from tests.helpers import SMOLLM2, fake_hardware, offline_settings
+from tests.prompting.fakes import ScriptedEngine
+from tests.ui.conftest import _free_port, launched
 from tests.ui.test_browser import ARTIFACTS, _wait_for_text
 
 pytestmark = pytest.mark.browser
 
+ANSWER = "positive, and a colour: blue."
 
-@contextlib.contextmanager
-def every_slot_busy(services):
-    with contextlib.ExitStack() as stack:
-        for _ in range(services.generation_slots.slots):
-            assert stack.enter_context(services.generation_slots.hold())
-        yield
+
+class LineEngine(ScriptedEngine):
+    """A batched engine whose requests wait in a line the test moves: ``ahead`` requests before them until
+    ``go`` is set, then the answer."""
+
+    name = "llama.cpp"
+
+    def __init__(self) -> None:
+        super().__init__(ANSWER)
+        self.ahead = 3
+        self.go = threading.Event()
+
+    def stream(self, prompt, params):
+        started = time.perf_counter()
+        ids = self.check_prompt(prompt, params)
+
+        def pieces():
+            while not self.go.is_set():
+                yield Waiting(self.ahead)
+                time.sleep(0.05)
+            for piece in self._token_pieces(ids, params):
+                time.sleep(0.01)
+                yield piece
+
+        return Generation(pieces(), prompt_tokens=len(ids), params=params, engine=self.name,
+                          model_id=self.model_id, started=started, batched=True)
+
+
+@pytest.fixture(scope="module")
+def line_app(tmp_path_factory, catalog):
+    settings = offline_settings(tmp_path_factory.mktemp("queue-browser-data"), PLAYGROUND_HOST="127.0.0.1",
+                                PLAYGROUND_PORT=str(_free_port()))
+    services = Services.create(settings, fake_hardware(cuda=False), catalog)
+    engine = LineEngine()
+    services.engines.cache.get_or_load(("engine", "llama.cpp", SMOLLM2), lambda: (engine, 0))
+    try:
+        with launched(services) as url:
+            yield engine, url
+    finally:
+        engine.go.set()
+        services.close()
+
+
+@pytest.fixture
+def line(line_app):
+    engine, url = line_app
+    engine.ahead = 3
+    engine.go.clear()
+    yield engine, url
+    engine.go.set()
 
 
 def _page(browser, url, locale):
@@ -31,43 +84,47 @@ def _page(browser, url, locale):
     return context, page
 
 
-@pytest.mark.parametrize("locale, waiting", [
-    ("en-US", "Waiting for the model — 2 requests ahead of you"),
-    ("pt-BR", "Aguardando o modelo — 2 pedidos na sua frente"),
+@pytest.mark.parametrize("locale, waiting, reading", [
+    ("en-US", "Waiting for the model — 3 requests ahead of you", "Reading your prompt…"),
+    ("pt-BR", "Aguardando o modelo — 3 pedidos na sua frente", "Lendo o seu prompt…"),
 ])
-def test_a_waiting_chat_shows_its_place_in_line_then_the_answer(browser, app_url, app_services, locale, waiting):
-    assert app_services.generation_slots.slots == 2  # the two held by the test are ahead
-    context, page = _page(browser, app_url, locale)
+def test_a_waiting_chat_shows_its_place_in_line_then_the_answer(browser, line, locale, waiting, reading):
+    engine, url = line
+    context, page = _page(browser, url, locale)
     try:
-        with every_slot_busy(app_services):
-            page.fill("#quant-input textarea", "Name a colour.")
-            page.click("#quant-send")
-            _wait_for_text(page, "#quant-stats", waiting, 60)
-            page.locator("#quant-stats").scroll_into_view_if_needed()
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / f"quantized-waiting-{locale}.png"), full_page=False)
-            assert page.locator("#quant-chatbot").inner_text().count("Name a colour.") == 1
-        stats = _wait_for_text(page, "#quant-stats", "tokens/s", 120)
-        assert waiting not in stats
+        page.fill("#quant-input textarea", "Name a colour.")
+        page.click("#quant-send")
+        _wait_for_text(page, "#quant-stats", waiting, 60)
+        page.locator("#quant-stats").scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / f"quantized-waiting-{locale}.png"))
+        assert page.locator("#quant-chatbot").inner_text().count("Name a colour.") == 1
+        engine.ahead = 0  # its turn: the loop reads its prompt
+        _wait_for_text(page, "#quant-stats", reading, 30)
+        engine.go.set()
+        stats = _wait_for_text(page, "#quant-stats", "tokens/s", 60)
+        assert waiting not in stats and reading not in stats
         bot = page.locator("#quant-chatbot .message.bot, #quant-chatbot [data-testid='bot']").last
-        assert bot.inner_text().strip()
-        page.screenshot(path=str(ARTIFACTS / f"quantized-waited-answer-{locale}.png"), full_page=False)
+        assert "blue" in bot.inner_text()
+        page.screenshot(path=str(ARTIFACTS / f"quantized-waited-answer-{locale}.png"))
     finally:
         context.close()
 
 
-def test_a_waiting_prompt_lab_run_shows_its_place_in_line_then_the_answer(browser, app_url, app_services):
-    context, page = _page(browser, app_url, "en-US")
+def test_a_waiting_prompt_lab_run_shows_its_place_in_line_then_the_answer(browser, line):
+    engine, url = line
+    engine.ahead = 1
+    context, page = _page(browser, url, "en-US")
     try:
         page.get_by_role("tab", name="Prompt Lab").click()
         page.wait_for_selector("#lab-run", state="visible", timeout=10_000)
-        with every_slot_busy(app_services):
-            page.click("#lab-run")
-            _wait_for_text(page, "#lab-result", "Waiting for the model — 2 requests ahead of you", 60)
-            page.locator("#lab-result").scroll_into_view_if_needed()
-            ARTIFACTS.mkdir(exist_ok=True)
-            page.screenshot(path=str(ARTIFACTS / "prompt-lab-waiting.png"), full_page=False)
-        result = _wait_for_text(page, "#lab-result", "tokens/s", 120)
-        assert "Waiting" not in result and "Answer:" in result
+        page.click("#lab-run")
+        _wait_for_text(page, "#lab-result", "Waiting for the model — 1 request ahead of you", 60)
+        page.locator("#lab-result").scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "prompt-lab-waiting.png"))
+        engine.go.set()
+        result = _wait_for_text(page, "#lab-result", "tokens/s", 60)
+        assert "Waiting" not in result and "Answer: positive" in result
     finally:
         context.close()
