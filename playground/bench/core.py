@@ -101,6 +101,8 @@ class BenchOptions:
     model: str = DEFAULT_MODEL
     skip_startup: bool = False
     skip_finetune: bool = False
+    load: tuple[int, ...] = ()  # people per burst of the load run (its own run); empty: the other suites
+    load_server: str | None = None  # the load run against this OpenAI-compatible server (e.g. "llama.cpp")
 
     @property
     def rounds(self) -> int:
