@@ -189,6 +189,10 @@ class Burst:
         return self.tokens / self.wall_s if self.wall_s > 0 and self.tokens else None
 
 
+def people_text(n: int) -> str:
+    return f"{n} person" if n == 1 else f"{n} people"
+
+
 def _seconds(values: Sequence[float]) -> str:
     return ", ".join(f"{v:.2f}" for v in sorted(values))
 
@@ -227,7 +231,7 @@ def burst_figures(burst: Burst, engines: Engines = Engines()) -> list[Figure]:
     errors = burst.errors
     first_error = f"; first error: {errors[0]}" if errors else ""
     counted_errors = Measure(f"{prefix} errors", f"of {n}", ERRORS_TARGET if at_target else "").measured(
-        float(len(errors)), f"{len(errors)} of {n} people got no answer{first_error}")
+        float(len(errors)), f"{len(errors)} of {people_text(n)} got no answer{first_error}")
     figures = [dataclasses.replace(counted_errors, value=len(errors))]  # a count: shown without decimals
     firsts = [r.ttft_s for r in ok if r.ttft_s is not None]
     lasts = [r.total_s for r in ok if r.total_s is not None]
@@ -238,8 +242,8 @@ def burst_figures(burst: Burst, engines: Engines = Engines()) -> list[Figure]:
             if value is None:
                 figures.append(measure.not_measured(f"no person got an answer{first_error}"))
             else:
-                detail = (f"of {len(values)} people, seconds from their submit: {_seconds(values)}" if q == 90
-                          else f"of {len(values)} people")  # the values once, on the p90 row
+                detail = (f"of {people_text(len(values))}, seconds from their submit: {_seconds(values)}"
+                          if q == 90 else f"of {people_text(len(values))}")  # the values once, on the p90 row
                 figures.append(measure.measured(value, detail))
     counted = {r.tokens_from for r in ok}
     source = " and ".join(sorted("the endpoint's stats" if c == "stats" else "the answers through the model's "
@@ -573,7 +577,7 @@ def run_burst(url: str, people: int, model: str, count_tokens, probe: bool = Fal
               server_log: Path | None = None, first_person: int = 0) -> Burst:
     """``people`` join at once (Client and identity), then all submit one chat; the burst's results."""
     crowd = [_Person(first_person + i) for i in range(people)]
-    log(f"load N={people}: {people} people join (Client, /identity)")
+    log(f"load N={people}: {people_text(people)} join (Client, /identity)")
     joining = [threading.Thread(target=_join, args=(p, url), daemon=True, name=f"join-{p.index}") for p in crowd]
     for thread in joining:
         thread.start()
@@ -585,7 +589,7 @@ def run_burst(url: str, people: int, model: str, count_tokens, probe: bool = Fal
             person.error = f"joining: no Client and identity within {JOIN_TIMEOUT_S:.0f} s"
     served_before = count_served(server_log)
     ready = [p for p in crowd if not p.error and p.token]
-    log(f"load N={people}: {len(ready)} people send their message at once")
+    log(f"load N={people}: {people_text(len(ready))} send their message at once")
     prober = _Prober(url) if probe else contextlib.nullcontext()
     try:
         with prober:
