@@ -175,6 +175,7 @@ class Burst:
     wall_s: float
     probes: tuple[Probe, ...] = ()
     served: int | None = None  # completion requests the OpenAI-compatible server logged in the burst (None: none)
+    cpu: str = ""  # the CPU seconds the app and the bench's own clients used during the burst
 
     @property
     def errors(self) -> list[str]:
@@ -249,7 +250,8 @@ def burst_figures(burst: Burst, engines: Engines = Engines()) -> list[Figure]:
     source = " and ".join(sorted("the endpoint's stats" if c == "stats" else "the answers through the model's "
                                  "tokenizer" for c in counted)) or "nothing"
     detail = (f"{burst.tokens} completion tokens (counted from {source}) in {len(ok)} of {n} answers over the "
-              f"burst's {burst.wall_s:.2f} s wall time; {engine_text(burst, engines)}")
+              f"burst's {burst.wall_s:.2f} s wall time; {engine_text(burst, engines)}"
+              f"{f'; {burst.cpu}' if burst.cpu else ''}")
     speed = Measure(f"{prefix} aggregate speed", "tok/s")
     figures.append(speed.measured(burst.speed, detail) if burst.speed else speed.not_measured(
         f"no tokens in the burst{first_error}"))
@@ -573,8 +575,41 @@ class _Prober:
         self._thread.join(PROBE_TIMEOUT_S * 2 + 1)
 
 
+class CpuShare:
+    """CPU seconds used by the app's process (and a server's, if any) and by this one (the simulated people) over a
+    block: on one box the clients compete with the app for the same cores, so the detail says how much they took."""
+
+    def __init__(self, pids: Sequence[int] = ()) -> None:
+        import psutil
+
+        self._processes = []
+        for pid in pids:
+            with contextlib.suppress(psutil.Error):
+                self._processes.append(psutil.Process(pid))
+        self._start = self._sample()
+
+    def _sample(self) -> tuple[float, float]:
+        import psutil
+
+        served = 0.0
+        for process in self._processes:
+            with contextlib.suppress(psutil.Error):
+                times = process.cpu_times()
+                served += times.user + times.system
+        own = os.times()
+        return served, own.user + own.system
+
+    def text(self, wall_s: float) -> str:
+        end = self._sample()
+        served, own = end[0] - self._start[0], end[1] - self._start[1]
+        if wall_s <= 0:
+            return ""
+        return (f"CPU meanwhile: the app{' and server' if len(self._processes) > 1 else ''} {served:.1f} s, the "
+                f"bench's clients {own:.1f} s over {wall_s:.1f} s of wall time on {os.cpu_count()} CPUs")
+
+
 def run_burst(url: str, people: int, model: str, count_tokens, probe: bool = False,
-              server_log: Path | None = None, first_person: int = 0) -> Burst:
+              server_log: Path | None = None, first_person: int = 0, pids: Sequence[int] = ()) -> Burst:
     """``people`` join at once (Client and identity), then all submit one chat; the burst's results."""
     crowd = [_Person(first_person + i) for i in range(people)]
     log(f"load N={people}: {people_text(people)} join (Client, /identity)")
@@ -591,6 +626,7 @@ def run_burst(url: str, people: int, model: str, count_tokens, probe: bool = Fal
     ready = [p for p in crowd if not p.error and p.token]
     log(f"load N={people}: {people_text(len(ready))} send their message at once")
     prober = _Prober(url) if probe else contextlib.nullcontext()
+    cpu = CpuShare(pids)
     try:
         with prober:
             begun = time.perf_counter()
@@ -624,6 +660,7 @@ def run_burst(url: str, people: int, model: str, count_tokens, probe: bool = Fal
                 time.sleep(WATCH_INTERVAL_S)
             ends = [p.ended for p in ready if p.ended is not None]
             wall = (max(ends) - begun) if ends else 0.0
+            cpu_text = cpu.text(wall)
         results = []
         for person in crowd:
             if person.error:
@@ -634,7 +671,7 @@ def run_burst(url: str, people: int, model: str, count_tokens, probe: bool = Fal
         for person in crowd:
             _close(person)
     served = None if server_log is None else count_served(server_log) - served_before
-    return Burst(people, tuple(results), wall, tuple(prober.probes) if probe else (), served)
+    return Burst(people, tuple(results), wall, tuple(prober.probes) if probe else (), served, cpu_text)
 
 
 def warm_up(url: str, model: str) -> float:
@@ -691,6 +728,7 @@ def bench_load(loads: Sequence[int], model: str, scratch: Path, threads: int = 0
         stack.enter_context(environment(GRADIO_ANALYTICS_ENABLED="False"))  # offline: no telemetry from the clients
         extra: dict[str, str] = {}
         server_log: Path | None = None
+        server_child: Started | None = None
         engines = Engines()
         setup_notes = []
         if server is not None:
@@ -702,7 +740,7 @@ def bench_load(loads: Sequence[int], model: str, scratch: Path, threads: int = 0
             child = stack.enter_context(running(
                 f"the {server} server", server_command(gguf, port, alias, threads), dict(os.environ),
                 f"http://127.0.0.1:{port}", "/v1/models", scratch / "server.log"))
-            server_log = child.log_path
+            server_log, server_child = child.log_path, child
             extra = openai_environment(f"{child.url}/v1", model, alias)
             reads = app_reads_openai_settings()
             engines = Engines(server, reads)
@@ -721,11 +759,12 @@ def bench_load(loads: Sequence[int], model: str, scratch: Path, threads: int = 0
         log("warm-up chat (untimed: loads the model)")
         warm_s = warm_up(app.url + "/", model)
         count = tokenizer_counter(gguf)
+        pids = [app.process.pid] + ([server_child.process.pid] if server_child is not None else [])
         bursts = []
         person = 0
         for i, people in enumerate(loads):
             bursts.append(run_burst(app.url + "/", people, model, count, probe=i == len(loads) - 1,
-                                    server_log=server_log, first_person=person))
+                                    server_log=server_log, first_person=person, pids=pids))
             person += people
             log(f"load N={people}: {len(bursts[-1].errors)} errors, {bursts[-1].tokens} tokens in "
                 f"{bursts[-1].wall_s:.2f} s")

@@ -249,6 +249,7 @@ def test_two_people_chat_with_a_running_app(tmp_path):
     assert 0 < first <= last
     speed = figures["load N=2: aggregate speed"]
     assert speed.value > 0 and "completion tokens (counted from the endpoint's stats) in 2 of 2" in speed.detail
+    assert "CPU meanwhile: the app" in speed.detail and "the bench's clients" in speed.detail
     assert figures["load N=2: GET / p90"].value is not None
     assert "load N=2: GET /health p90" in figures
     # The app is gone once the suite returns: its port answers no more.
