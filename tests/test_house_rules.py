@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,12 +30,22 @@ def test_engines_import_torch_and_llama_cpp_lazily():
     assert "llama_cpp" not in modules
 
 
+# gradio itself (gradio, gradio.x); gradio_client is another package, a client of a running app (the load bench)
+_GRADIO_IMPORT = re.compile(r"^\s*(?:import|from)\s+gradio(?:\.|\s|$)", re.MULTILINE)
+
+
 def test_gradio_is_imported_only_under_playground_ui():
     offenders = [str(p.relative_to(ROOT)) for p in (ROOT / "playground").rglob("*.py")
                  if "ui" not in p.relative_to(ROOT / "playground").parts[:1]
-                 and ("import gradio" in p.read_text(encoding="utf-8")
-                      or "from gradio" in p.read_text(encoding="utf-8"))]
+                 and _GRADIO_IMPORT.search(p.read_text(encoding="utf-8"))]
     assert offenders == []
+
+
+def test_the_gradio_import_rule_tells_gradio_from_its_client():
+    assert _GRADIO_IMPORT.search("import gradio as gr") and _GRADIO_IMPORT.search("    from gradio.i18n import x")
+    assert _GRADIO_IMPORT.search("import gradio\n")
+    assert not _GRADIO_IMPORT.search("    from gradio_client import Client")
+    assert not _GRADIO_IMPORT.search("import gradio_client")
 
 
 def test_packages_whose_private_parts_the_code_uses_are_bounded_above():

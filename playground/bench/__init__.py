@@ -16,6 +16,13 @@ measures every figure on this machine, suite by suite:
 - :mod:`~playground.bench.gguf_export`: a random LoRA of the model turned into a llama.cpp adapter GGUF,
   and merged into its GGUF and quantized to Q4_K_M (informational).
 
+``--load`` is a run of its own (the suites above are left out): :mod:`~playground.bench.load` starts the
+app in workshop mode and has N people (1, 8, 32) at once get an identity and stream one short Quantized
+CPU chat through ``gradio_client``; errors, p50/p90 time to first and last token, aggregate tokens/s, and
+the room's targets at N = 32 (no error, >= 3x the aggregate speed of N = 1, p90 first token < 3 s, ``GET /``
+and ``GET /health`` < 1 s meanwhile). ``--load-server llama.cpp`` runs the same people with the app pointed
+at llama-cpp-python's OpenAI-compatible server.
+
 :mod:`~playground.bench.core` holds what they share (the figure record and its target, the options,
 the CPU watch, ABBA rounds), :mod:`~playground.bench.streams` the timed generation streams, and
 :mod:`~playground.bench.cli` the command line, the driver and the table or JSON it prints. The exit

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from playground.bench.core import DEFAULT_MODEL, BenchOptions, CpuWatch, Figure, Measure, log
+from playground.bench.load import DEFAULT_LOADS, MAX_PEOPLE, SERVERS, LoadSpecError, parse_loads
 
 
 # --------------------------------------------------------------------------- machine
@@ -139,11 +140,44 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
     return figures
 
 
+def run_load(options: BenchOptions, machine: dict | None = None) -> list[Figure]:
+    """The load run alone (``--load``): N people at once against a running app, for each N of ``options.load``."""
+    from playground.bench.load import LOAD_SETUP, bench_load
+    from playground.hardware import detect
+    from playground.models.catalog import Catalog
+    from playground.models.sources import SourceResolver
+
+    spec = Catalog.load().get(options.model)  # an unknown id stops here with the list of known ones
+    if not spec.has_gguf:
+        from playground.errors import ModelUnavailableError
+
+        raise ModelUnavailableError(f"{options.model} has no GGUF source; the load run chats on the Quantized CPU "
+                                    f"tab, which needs one.")
+    if options.data_dir is not None:
+        Path(options.data_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="playground-bench-load-", dir=options.data_dir))
+    try:
+        settings = _settings_for(options, scratch / "app-data")
+        # The app runs offline; the same file is what a server is started on and what counts tokens if need be.
+        gguf = SourceResolver(settings.models_dir, offline=True).resolve(spec, "gguf").gguf_file
+        hardware = detect(settings.threads)
+        if machine is not None:
+            machine.update(machine_summary(hardware, hardware.cpu_threads, options))
+            machine["load"] = {"people": list(options.load), "server": options.load_server}
+        log(hardware.summary)
+        return _guarded(LOAD_SETUP, lambda: bench_load(options.load, options.model, scratch / "load",
+                                                       options.threads, options.load_server, gguf))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- output
 def _value_text(figure: Figure) -> str:
     if figure.value is None:
         return "-"
     value = figure.value
+    if isinstance(value, int) and not isinstance(value, bool):  # a count
+        return f"{value} {figure.unit}"
     digits = 3 if abs(value) < 1 else 2 if abs(value) < 100 else 1
     return f"{value:.{digits}f} {figure.unit}"
 
@@ -190,7 +224,8 @@ def format_json(figures: list[Figure], machine: dict) -> str:
 def build_arg_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m playground bench",
-        description="Measure the playground's speed figures on this machine and compare them with their targets.",
+        description="Measure the playground's speed figures on this machine and compare them with their targets. "
+                    "With --load, only the load figure is measured (its own run: the other suites are left out).",
     )
     parser.add_argument("--json", action="store_true", help="Print one JSON object instead of a table.")
     parser.add_argument("--quick", action="store_true",
@@ -205,6 +240,17 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-finetune", action="store_true",
                         help="Do not compare the app's fine-tuning trainer with a plain peft + Trainer script "
                              "(the slowest figure: a few minutes on two cores).")
+    parser.add_argument("--load", nargs="?", const=",".join(map(str, DEFAULT_LOADS)), default=None, metavar="N[,N...]",
+                        help="Run ONLY the load figure: start the app (workshop mode, offline) and, for each N, N "
+                             "people at once get an identity and stream one short Quantized CPU chat through "
+                             "gradio_client; errors, p50/p90 time to first and last token, aggregate tokens/s "
+                             f"(default {','.join(map(str, DEFAULT_LOADS))}; e.g. --load 32; at most {MAX_PEOPLE} "
+                             "at once).")
+    parser.add_argument("--load-server", choices=SERVERS, default=None,
+                        help="With the load run (implies --load): first start this OpenAI-compatible server on the "
+                             "model's GGUF (llama.cpp: python -m llama_cpp.server, which needs pip install "
+                             "sse-starlette starlette-context pydantic-settings) and point the app at it with "
+                             "PLAYGROUND_OPENAI_BASE_URL, PLAYGROUND_OPENAI_API_KEY and PLAYGROUND_OPENAI_MODELS.")
     return parser
 
 
@@ -214,16 +260,27 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads < 0:
         print("--threads must be 0 or more.", file=sys.stderr)
         return 2
+    loads: tuple[int, ...] = ()
+    if args.load is not None or args.load_server is not None:
+        try:
+            loads = parse_loads(args.load)
+        except LoadSpecError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
     options = BenchOptions(json=args.json, quick=args.quick, data_dir=args.data_dir, threads=args.threads,
-                           model=args.model, skip_startup=args.skip_startup, skip_finetune=args.skip_finetune)
+                           model=args.model, skip_startup=args.skip_startup, skip_finetune=args.skip_finetune,
+                           load=loads, load_server=args.load_server)
     from playground.errors import PlaygroundError
 
     machine: dict[str, Any] = {}
     try:
-        figures = run_benchmarks(options, machine)
+        figures = run_load(options, machine) if options.load else run_benchmarks(options, machine)
     except PlaygroundError as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: the processes the bench started were stopped", file=sys.stderr)
+        return 130
     print(format_json(figures, machine) if options.json else format_table(figures, machine))
     return 1 if any(f.passed is False for f in figures) else 0
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import socket
 import statistics
 import sys
 from collections.abc import Callable, Sequence
@@ -100,6 +101,8 @@ class BenchOptions:
     model: str = DEFAULT_MODEL
     skip_startup: bool = False
     skip_finetune: bool = False
+    load: tuple[int, ...] = ()  # people per burst of the load run (its own run); empty: the other suites
+    load_server: str | None = None  # the load run against this OpenAI-compatible server (e.g. "llama.cpp")
 
     @property
     def rounds(self) -> int:
@@ -129,6 +132,13 @@ class BenchOptions:
 def log(message: str) -> None:
     """Progress goes to stderr: stdout is the table or the JSON."""
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def error_text(exc: BaseException) -> str:

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from playground.bench.core import REPO_ROOT, CpuWatch, Figure, Measure, log
+from playground.bench.core import REPO_ROOT, CpuWatch, Figure, Measure, free_port, log
 
 STARTUP = Measure("app start-up to ready", "s", "< 10 s")
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def bench_startup(scratch: Path, timeout_s: float = 60.0) -> Figure:
@@ -28,7 +21,7 @@ def bench_startup(scratch: Path, timeout_s: float = 60.0) -> Figure:
     app = REPO_ROOT / "app.py"
     if not app.is_file():
         return STARTUP.not_measured(f"{app} does not exist")
-    port = _free_port()
+    port = free_port()
     data_dir = scratch / "startup-data"
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = scratch / "startup.log"
