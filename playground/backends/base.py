@@ -111,11 +111,12 @@ class GenerationResult:
     finish_reason: str  # "stop" (end of text or a stop sequence), "length" or "cancelled"
     engine: str
     model_id: str
+    queued_s: float = 0.0  # time spent in line behind other people's requests (not in time_to_first_token_s)
 
     @property
     def tokens_per_s(self) -> float:
         """Decode speed: tokens after the first, over the time after the first."""
-        decode_time = self.total_s - self.time_to_first_token_s
+        decode_time = self.total_s - self.queued_s - self.time_to_first_token_s
         if self.completion_tokens < 2 or decode_time <= 0:
             return 0.0
         return (self.completion_tokens - 1) / decode_time
@@ -217,11 +218,14 @@ class Generation:
         stops = self._params.stop
         buffer, text = "", []
         first_token_at: float | None = None
+        in_line_until: float | None = None  # when the request was last heard waiting behind others
         tokens = 0
         finish = "length"
         try:
             for piece in self._pieces:
                 if isinstance(piece, Waiting):
+                    if piece.ahead > 0:
+                        in_line_until = time.perf_counter()
                     self.queue_position = piece.ahead
                     if self._cancel.is_set():
                         finish = "cancelled"
@@ -256,10 +260,13 @@ class Generation:
             text.append(buffer)
             yield buffer
         end = time.perf_counter()
+        # The time in line (to a quarter second: the loop says a request's place a few times a second) is
+        # not the model reading the prompt, so the time to first token leaves it out.
+        queued = (in_line_until - self._started) if in_line_until is not None else 0.0
         self.result = GenerationResult(
             text="".join(text), prompt_tokens=self._prompt_tokens, completion_tokens=tokens,
-            time_to_first_token_s=(first_token_at or end) - self._started, total_s=end - self._started,
-            finish_reason=finish, engine=self._engine, model_id=self._model_id,
+            time_to_first_token_s=(first_token_at or end) - self._started - queued, total_s=end - self._started,
+            finish_reason=finish, engine=self._engine, model_id=self._model_id, queued_s=queued,
         )
 
     def run(self) -> GenerationResult:

@@ -223,10 +223,11 @@ class DecodeLoop:
                 pass
 
     def ahead(self, request: LoopRequest) -> int:
-        """Requests before this one in line (0 once it has a stream)."""
+        """How many must go before this request: its place in line, counting the answer whose end frees a
+        sequence for the first in line (0 once it has a sequence and its prompt is being read)."""
         with self._cond:
             try:
-                return self._line.index(request)
+                return self._line.index(request) + 1
             except ValueError:
                 return 0
 

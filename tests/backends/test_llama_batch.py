@@ -142,21 +142,35 @@ def test_requests_beyond_the_streams_wait_in_line_and_hear_their_place(two_strea
     assert engine.loop_summary() == {"decoding": 0, "waiting": 0, "streams": 2}
 
 
-def test_a_request_cancelled_while_waiting_leaves_the_line_at_once(two_streams):
+def test_a_request_cancelled_while_waiting_leaves_the_line_at_once(two_streams, monkeypatch):
     engine = two_streams
-    params = GenerationParams(max_new_tokens=40, temperature=0, repetition_penalty=1.3)
+    params = GenerationParams(max_new_tokens=40, temperature=0)
     busy = [engine.stream(_chat(engine, q), params) for q in QUESTIONS[:2]]
     iterators = [iter(g) for g in busy]
     for it in iterators:
         next(it)  # both streams are taken
+    loop = engine._decode_loop()
+    held, gate = threading.Event(), threading.Event()
+    decode_step = loop._decode_step
+
+    def holding_step():  # the loop stops between two steps, so nobody leaves a stream meanwhile
+        held.set()
+        gate.wait(30)
+        decode_step()
+
+    monkeypatch.setattr(loop, "_decode_step", holding_step)
+    assert held.wait(30)
     waiting = engine.stream(_chat(engine, QUESTIONS[2]), params)
     pieces = iter(waiting)
-    assert next(pieces) == "" and waiting.queue_position == 0
-    assert engine.loop_summary()["waiting"] == 1
-    waiting.cancel()
-    assert list(pieces) == [] and waiting.result.finish_reason == "cancelled"
-    assert waiting.result.completion_tokens == 0
-    assert engine.loop_summary()["waiting"] == 0
+    try:
+        assert next(pieces) == "" and waiting.queue_position == 1  # first in line, behind a running answer
+        assert engine.loop_summary()["waiting"] == 1
+        waiting.cancel()
+        assert list(pieces) == [] and waiting.result.finish_reason == "cancelled"
+        assert waiting.result.completion_tokens == 0
+        assert engine.loop_summary()["waiting"] == 0
+    finally:
+        gate.set()
     for generation, it in zip(busy, iterators):
         generation.cancel()
         list(it)
@@ -210,23 +224,32 @@ def test_people_s_fine_tuned_runs_share_their_base_s_loop(gguf_room):
     assert engines[0]._loaded is engines[2]._loaded and engines[0]._loaded.loop is not None
 
 
-def test_waiting_pieces_are_not_tokens():
-    """The Generation turns the loop's Waiting pieces into empty strings and a queue position."""
+def test_waiting_pieces_are_not_tokens_and_the_time_in_line_is_not_the_first_token_s(monkeypatch):
+    """The Generation turns the loop's Waiting pieces into empty strings and a queue position; the time spent
+    behind others is queued_s, outside the time to first token and the decode speed."""
+    from playground.backends import base
     from playground.backends.base import Generation
+
+    clock = iter([1.0, 3.0, 3.5, 5.0])  # heard in line twice, the first token, the end
+    monkeypatch.setattr(base.time, "perf_counter", lambda: next(clock))
 
     def pieces():
         yield Waiting(2)
+        yield Waiting(1)
         yield Waiting(0)
         yield "Hi"
         yield "!"
 
     generation = Generation(pieces(), prompt_tokens=3, params=GenerationParams(max_new_tokens=2), engine="x",
-                            model_id="m", started=time.perf_counter(), batched=True)
+                            model_id="m", started=0.0, batched=True)
     seen = []
     for piece in generation:
         seen.append((piece, generation.queue_position))
-    assert seen == [("", 2), ("", 0), ("Hi", None), ("!", None)]
-    assert generation.result.text == "Hi!" and generation.result.completion_tokens == 2
+    assert seen == [("", 2), ("", 1), ("", 0), ("Hi", None), ("!", None)]
+    result = generation.result
+    assert result.text == "Hi!" and result.completion_tokens == 2
+    assert result.queued_s == 3.0 and result.time_to_first_token_s == 0.5 and result.total_s == 5.0
+    assert result.tokens_per_s == pytest.approx(1 / 1.5)
 
 
 @pytest.mark.parametrize("cached, prompt, keep", [

@@ -59,10 +59,12 @@ def answer_stats(result, texts: Texts) -> str:
     if result is None:
         return ""
     finish = texts(f"status.{'cancelled' if result.finish_reason == 'cancelled' else 'done'}")
+    # Time in line behind other people is shown apart: it is the room's, not the model's.
+    queued = f" · {texts('stats.queued')}: {result.queued_s:.1f} s" if result.queued_s >= 0.05 else ""
     return (f"{texts('stats.ttft')}: **{result.time_to_first_token_s:.2f} s** · "
             f"**{result.tokens_per_s:.1f}** {texts('stats.speed')} · "
             f"{result.prompt_tokens} {texts('stats.prompt_tokens')} · "
-            f"{result.completion_tokens} {texts('stats.completion_tokens')} · {finish} ({result.finish_reason})")
+            f"{result.completion_tokens} {texts('stats.completion_tokens')}{queued} · {finish} ({result.finish_reason})")
 
 
 def run_stats(run: PrecisionRun, texts: Texts) -> str:
