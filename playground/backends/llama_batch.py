@@ -23,7 +23,9 @@ not depend on who else is in the room.
 
 A stream keeps the tokens it holds after its request ends; the next request on
 the same adapter that shares whole blocks of them (a chat's next turn) takes
-that stream and reads only the rest (``reusable_prefix``). LoRA adapters apply
+that stream and reads only the rest (``reusable_prefix``), and before a prompt
+block is evaluated it is copied from any other stream that already holds it (in
+a room everyone's prompt starts with the same system turn or demonstrations). LoRA adapters apply
 to a whole context, so a step decodes the sequences of one adapter at a time,
 switching between adapters from step to step: many people's fine-tuned runs over
 one base share one loop.
@@ -45,7 +47,7 @@ from typing import Callable, Iterator
 from playground.backends.base import GenerationParams, Waiting
 from playground.errors import EngineUnavailableError, InvalidGGUFError
 
-PROMPT_BLOCK = 64  # the unit of prompt evaluation and of KV reuse; the same as the main context's
+PROMPT_BLOCK = 16  # the unit of prompt evaluation and of KV reuse, in the loop and the main context alike
 PREFILL_BLOCKS_PER_STEP = 4  # prompt blocks read between two decode steps: new prompts start soon, answers flow
 WAIT_POLL_S = 0.25  # how often a waiting request tells its queue position (and sees a cancel)
 _END = object()  # the end of a request's pieces
@@ -333,6 +335,7 @@ class DecodeLoop:
         budget = PREFILL_BLOCKS_PER_STEP
         for stream in sorted(self._slots, key=lambda s: s.admitted):
             while budget and stream.request is not None and stream.to_read:
+                self._borrow_blocks(stream)
                 budget -= 1
                 chunk, stream.to_read = stream.to_read[:PROMPT_BLOCK], stream.to_read[PROMPT_BLOCK:]
                 self._use_adapter(stream.request.adapter)
@@ -351,6 +354,34 @@ class DecodeLoop:
                 stream.cached.extend(chunk)
                 if last:  # the prompt's last logits give the first token, before the next decode overwrites them
                     self._take(stream, len(chunk) - 1)
+
+    def _borrow_blocks(self, stream: _Stream) -> None:
+        """Copy the prompt blocks another sequence already holds instead of computing them again.
+
+        In a room everyone's prompt starts alike (the chat template's system turn, the same few-shot
+        demonstrations); a block another stream computed for the same tokens at the same positions, on the
+        same adapter, is bit for bit what this stream would compute. llama.cpp copies between KV streams only
+        whole, so the copy is trimmed to the shared blocks afterwards (a few megabytes: far cheaper than
+        evaluating a block).
+        """
+        import llama_cpp
+
+        ids = stream.request.ids
+        have = len(stream.cached)
+        best, best_keep = None, have
+        for other in self._slots:
+            if other is stream or other.adapter_key != stream.adapter_key:
+                continue
+            keep = reusable_prefix(shared_prefix(other.cached, ids), len(ids))
+            if keep > best_keep:
+                best, best_keep = other, keep
+        if best is None:
+            return
+        llama_cpp.llama_memory_seq_rm(self._memory, stream.index, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self._memory, best.index, stream.index, -1, -1)
+        llama_cpp.llama_memory_seq_rm(self._memory, stream.index, best_keep, -1)
+        stream.cached = list(ids[:best_keep])
+        stream.to_read = list(ids[best_keep:])
 
     def _decode_step(self) -> None:
         """One token for every sequence with a sampled token, one adapter's sequences per llama_decode."""

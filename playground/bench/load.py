@@ -455,9 +455,10 @@ def app_environment(data_dir: Path, port: int, model: str, threads: int, extra: 
 
 def server_command(gguf: Path, port: int, alias: str, threads: int, n_ctx: int = SERVER_N_CTX) -> list[str]:
     """llama-cpp-python's OpenAI-compatible server on ``gguf`` (pip install sse-starlette starlette-context
-    pydantic-settings)."""
+    pydantic-settings). It answers one request at a time; without ``--interrupt_requests False`` each new
+    request would cut off the one being answered."""
     command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
-               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx)]
+               "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--interrupt_requests", "False"]
     if threads:
         command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
     return command

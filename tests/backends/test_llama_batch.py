@@ -12,7 +12,7 @@ import time
 import pytest
 
 from playground.backends.base import GenerationParams, Waiting
-from playground.backends.llama_batch import reusable_prefix, shared_prefix
+from playground.backends.llama_batch import PROMPT_BLOCK, reusable_prefix, shared_prefix
 from playground.backends.llama_cpp_engine import LlamaCppEngine
 from playground.errors import EngineUnavailableError
 from playground.finetune.finetuned import finetuned_id
@@ -254,9 +254,9 @@ def test_waiting_pieces_are_not_tokens_and_the_time_in_line_is_not_the_first_tok
 
 @pytest.mark.parametrize("cached, prompt, keep", [
     ([], [1] * 200, 0),
-    ([1] * 200, [1] * 200, 192),
-    ([1] * 64, [1] * 64, 0),  # the last prompt token is always evaluated
-    ([1] * 130 + [2], [1] * 130 + [3] * 10, 128),
+    ([1] * 200, [1] * 200, 199 // PROMPT_BLOCK * PROMPT_BLOCK),
+    ([1] * PROMPT_BLOCK, [1] * PROMPT_BLOCK, 0),  # the last prompt token is always evaluated
+    ([1] * (2 * PROMPT_BLOCK + 2) + [2], [1] * (2 * PROMPT_BLOCK + 2) + [3] * 10, 2 * PROMPT_BLOCK),
 ])
 def test_a_stream_keeps_whole_blocks_it_shares_with_the_next_prompt(cached, prompt, keep):
     assert reusable_prefix(shared_prefix(cached, prompt), len(prompt)) == keep
@@ -284,3 +284,38 @@ def test_an_evaluation_decodes_its_examples_together_with_the_answers_it_gives_i
     in_turn = evaluation.evaluate(llama_engine, setups, data, params, limit=6)
     assert [r.output for r in together.results] == [r.output for r in in_turn.results]
     assert max(decoding) >= 2  # other examples were still decoding when one finished
+
+
+def test_a_prompt_borrows_the_blocks_another_sequence_holds_and_answers_as_alone(llama_engine, monkeypatch):
+    """In a room everyone's prompt starts alike: the second person's prompt copies the shared blocks from the
+    first person's sequence instead of computing them, and the answer is the one it gets alone."""
+    demos = " ".join(f"Example {i}: the parcel number {i} arrived on time." for i in range(10))
+    first = _chat(llama_engine, demos + " Question: did parcel 3 arrive?")
+    second = _chat(llama_engine, demos + " Question: did parcel 7 arrive?")
+    params = GenerationParams(max_new_tokens=8, temperature=0)
+    second_alone = llama_engine.generate(second, params).text
+    shared = shared_prefix(llama_engine.tokenize(first), llama_engine.tokenize(second))
+    assert shared > 3 * PROMPT_BLOCK
+
+    loop = llama_engine._decode_loop()
+    evaluated: list[tuple[int, int]] = []  # (sequence, prompt tokens) of each prompt block evaluated
+    decode = loop._ctx.decode
+
+    def recording(batch):
+        b = batch.batch
+        if b.n_tokens > 1 or not b.logits[0]:
+            evaluated.append((int(b.seq_id[0][0]), int(b.n_tokens)))
+        return decode(batch)
+
+    monkeypatch.setattr(loop._ctx, "decode", recording)
+    busy = llama_engine.stream(first, GenerationParams(max_new_tokens=40, temperature=0, repetition_penalty=1.3))
+    pieces = iter(busy)
+    next(pieces)  # the first person's sequence holds the shared blocks and is still answering
+    evaluated.clear()
+    answer = llama_engine.generate(second, params)
+    busy.cancel()
+    list(pieces)
+    second_tokens = len(llama_engine.tokenize(second))
+    read = sum(n for _, n in evaluated)
+    assert answer.text == second_alone
+    assert read <= second_tokens - shared // PROMPT_BLOCK * PROMPT_BLOCK + PROMPT_BLOCK
