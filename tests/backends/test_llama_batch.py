@@ -123,7 +123,8 @@ def test_stop_sequences_are_per_sequence(llama_engine):
 def test_requests_beyond_the_streams_wait_in_line_and_hear_their_place(two_streams):
     engine = two_streams
     prompts = [_chat(engine, q) for q in QUESTIONS[:5]]
-    params = GenerationParams(max_new_tokens=12, temperature=0)
+    # long enough answers that the third in line waits past a quarter second, when it hears its place
+    params = GenerationParams(max_new_tokens=48, temperature=0, repetition_penalty=1.3)
     alone = [engine.generate(p, params).text for p in prompts]
     positions: dict[int, list[int]] = {i: [] for i in range(len(prompts))}
 
@@ -176,20 +177,34 @@ def test_a_request_cancelled_while_waiting_leaves_the_line_at_once(two_streams, 
         list(it)
 
 
-def test_closing_the_model_turns_away_the_line_and_lets_answers_finish(provider):
+def test_closing_the_model_turns_away_the_line_and_lets_answers_finish(provider, monkeypatch):
     engine = LlamaCppEngine.load("smollm2-135m-instruct", provider.resolve("smollm2-135m-instruct", "gguf"),
                                  threads=provider.hardware.cpu_threads, streams=1)
     params = GenerationParams(max_new_tokens=16, temperature=0)
     running = engine.stream(_chat(engine, QUESTIONS[0]), params)
     running_pieces = iter(running)
     first = next(running_pieces)
+    loop = engine._decode_loop()
+    held, gate = threading.Event(), threading.Event()
+    decode_step = loop._decode_step
+
+    def holding_step():  # the running answer cannot end before the second request is in line
+        held.set()
+        gate.wait(30)
+        decode_step()
+
+    monkeypatch.setattr(loop, "_decode_step", holding_step)
+    assert held.wait(30)
     waiting = engine.stream(_chat(engine, QUESTIONS[1]), params)
     waiting_pieces = iter(waiting)
-    assert next(waiting_pieces) == ""  # in line behind the running answer
     closer = threading.Thread(target=engine.close)
-    closer.start()
-    with pytest.raises(EngineUnavailableError, match="send the request again"):
-        list(waiting_pieces)
+    try:
+        assert next(waiting_pieces) == ""  # in line behind the running answer
+        closer.start()
+        with pytest.raises(EngineUnavailableError, match="send the request again"):
+            list(waiting_pieces)
+    finally:
+        gate.set()
     rest = "".join(running_pieces)
     closer.join(30)
     assert not closer.is_alive() and engine.closed
