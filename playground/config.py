@@ -98,7 +98,7 @@ class Settings:
         "template or loading a model does not take one).", minimum=1
     )
     parallel: int = _setting(
-        16, help="Sequences one llama.cpp model decodes together in one batch (each person's request is one); "
+        32, help="Sequences one llama.cpp model decodes together in one batch (each person's request is one); "
         "further requests wait in line for a free one.", minimum=1,
     )
     job_slots: int = _setting(

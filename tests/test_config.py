@@ -37,10 +37,10 @@ def test_environment_variables_are_read(tmp_path):
     assert (s.max_prompt_chars, s.concurrency, s.host, s.default_model) == (500, 4, "0.0.0.0", "gpt2")
 
 
-def test_parallel_sequences_default_to_16_and_size_the_generation_group(tmp_path):
+def test_parallel_sequences_default_to_32_and_size_the_generation_group(tmp_path):
     from playground.ui.widgets import HANDLERS_PER_SLOT, generation_event_options
 
-    assert load(data_dir=str(tmp_path)).parallel == 16
+    assert load(data_dir=str(tmp_path)).parallel == 32
     settings = load(data_dir=str(tmp_path), parallel="8", concurrency="3")
     assert settings.parallel == 8 and load(["--parallel", "4"], data_dir=str(tmp_path)).parallel == 4
     assert generation_event_options(settings) == dict(concurrency_limit=3 * HANDLERS_PER_SLOT + 8,

@@ -72,7 +72,7 @@ from playground.models.sources import ResolvedWeights
 
 MAX_CONTEXT = 8192  # the KV cache is allocated up front; longer contexts cost memory nobody here needs
 MAX_ADAPTERS = 64  # adapter files kept loaded per base; the least recently used idle one goes first
-STREAMS = 16  # sequences the shared decode loop holds (PLAYGROUND_PARALLEL)
+STREAMS = 32  # sequences the shared decode loop holds when no setting says (the default of PLAYGROUND_PARALLEL)
 STREAM_CONTEXT = 2048  # tokens one sequence of the decode loop holds; a longer request decodes alone
 
 
