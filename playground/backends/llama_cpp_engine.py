@@ -274,15 +274,15 @@ class LlamaCppEngine(EngineBase):
         longer than one of the loop's sequences holds decodes alone in the main context."""
         started = time.perf_counter()
         ids = self.check_prompt(prompt, params)
-        if self.streams < 1 or len(ids) + params.max_new_tokens > self.stream_context:
+        loop = self._decode_loop() if self.streams >= 1 else None
+        if loop is None or not loop.fits(len(ids), params.max_new_tokens):
             return Generation(self._locked(ids, params), prompt_tokens=len(ids), params=params, engine=self.name,
                               model_id=self.model_id, started=started)
-        return Generation(self._loop_pieces(ids, params), prompt_tokens=len(ids), params=params,
+        return Generation(self._loop_pieces(loop, ids, params), prompt_tokens=len(ids), params=params,
                           engine=self.name, model_id=self.model_id, started=started, batched=True)
 
-    def _loop_pieces(self, ids: list[int], params: GenerationParams) -> Iterator:
+    def _loop_pieces(self, loop: DecodeLoop, ids: list[int], params: GenerationParams) -> Iterator:
         # Joins the loop when first iterated: a generation nobody reads never takes a sequence.
-        loop = self._decode_loop()
         request = loop.submit(ids, params, adapter_key=self.adapter_path, adapter=self._adapter_handle())
         yield from loop.pieces(request)
 
