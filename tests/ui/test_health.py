@@ -62,11 +62,11 @@ def test_health_answers_at_once_while_generations_run_and_wait(gated_app):
     slots = services.generation_slots
     _until(lambda: slots.busy == 1 and slots.waiting == PEOPLE - 1, "one generation running and three waiting")
 
-    started = time.perf_counter()
+    # The generations stay blocked until the test lets them go, so an answer at all shows /health never waits
+    # behind them (its speed under load is a bench figure: bench --load times it, tests never time anything).
     response = httpx.get(f"{url}health", timeout=5)
-    elapsed = time.perf_counter() - started
     body = response.json()
-    assert response.status_code == 200 and elapsed < 1.0, elapsed
+    assert response.status_code == 200
     assert body["status"] == "ok" and body["uptime_s"] > 0
     assert (body["slots"], body["slots_busy"], body["slots_waiting"]) == (1, 1, PEOPLE - 1)
     assert body["generations"] == {"running": 1, "waiting": PEOPLE - 1}
