@@ -360,13 +360,7 @@ class OpenAICompatibleEngine(EngineBase):
                 response = self.client.post(url, json=body, **({"timeout": timeout} if timeout else {}))
         except httpx.HTTPError as exc:
             raise _transport_error(exc, url) from None
-        if response.status_code >= 400:
-            raise _status_error(response)
-        try:
-            return response.json()
-        except ValueError:
-            raise InferenceServerError(f"The OpenAI-compatible server at {_display_url(url)} answered with "
-                                       f"something that is not JSON.") from None
+        return _json_answer(response, _display_url(url))
 
     def _check_open(self) -> None:
         if self._closed:
@@ -596,14 +590,18 @@ def _get_json(client: httpx.Client, url: str, timeout: float = PROBE_TIMEOUT_S) 
         response = client.get(url, timeout=timeout)
     except httpx.HTTPError as exc:
         raise _transport_error(exc, url) from None
+    return _json_answer(response, url, " is PLAYGROUND_OPENAI_BASE_URL its API root (usually ending in /v1)?")
+
+
+def _json_answer(response: httpx.Response, shown_url: str, hint: str = "") -> Any:
+    """The JSON body of a server's answer; an HTTP error or a body that is not JSON raises with the URL."""
     if response.status_code >= 400:
         raise _status_error(response)
     try:
         return response.json()
     except ValueError:
-        raise InferenceServerError(f"The OpenAI-compatible server at {url} answered with something that is not "
-                                   f"JSON: is PLAYGROUND_OPENAI_BASE_URL its API root (usually ending in "
-                                   f"/v1)?") from None
+        raise InferenceServerError(f"The OpenAI-compatible server at {shown_url} answered with something that is "
+                                   f"not JSON{':' + hint if hint else '.'}") from None
 
 
 def _served_entry(client: httpx.Client, base_url: str, served_name: str) -> dict:
