@@ -7,7 +7,6 @@ people's LoRA adapters.
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
@@ -46,6 +45,23 @@ def _together(calls):
         if isinstance(result, BaseException):
             raise result
     return results
+
+
+def _hold_between_steps(engine, monkeypatch) -> threading.Event:
+    """Stop the engine's decode loop before its next decode step, so no race decides what the test sees;
+    the loop goes on once the returned event is set."""
+    loop = engine._decode_loop()
+    held, gate = threading.Event(), threading.Event()
+    decode_step = loop._decode_step
+
+    def holding_step():
+        held.set()
+        gate.wait(30)
+        decode_step()
+
+    monkeypatch.setattr(loop, "_decode_step", holding_step)
+    assert held.wait(30)
+    return gate
 
 
 @pytest.fixture(scope="module")
@@ -150,17 +166,7 @@ def test_a_request_cancelled_while_waiting_leaves_the_line_at_once(two_streams, 
     iterators = [iter(g) for g in busy]
     for it in iterators:
         next(it)  # both streams are taken
-    loop = engine._decode_loop()
-    held, gate = threading.Event(), threading.Event()
-    decode_step = loop._decode_step
-
-    def holding_step():  # the loop stops between two steps, so nobody leaves a stream meanwhile
-        held.set()
-        gate.wait(30)
-        decode_step()
-
-    monkeypatch.setattr(loop, "_decode_step", holding_step)
-    assert held.wait(30)
+    gate = _hold_between_steps(engine, monkeypatch)  # nobody leaves a stream meanwhile
     waiting = engine.stream(_chat(engine, QUESTIONS[2]), params)
     pieces = iter(waiting)
     try:
@@ -184,17 +190,7 @@ def test_closing_the_model_turns_away_the_line_and_lets_answers_finish(provider,
     running = engine.stream(_chat(engine, QUESTIONS[0]), params)
     running_pieces = iter(running)
     first = next(running_pieces)
-    loop = engine._decode_loop()
-    held, gate = threading.Event(), threading.Event()
-    decode_step = loop._decode_step
-
-    def holding_step():  # the running answer cannot end before the second request is in line
-        held.set()
-        gate.wait(30)
-        decode_step()
-
-    monkeypatch.setattr(loop, "_decode_step", holding_step)
-    assert held.wait(30)
+    gate = _hold_between_steps(engine, monkeypatch)  # the running answer cannot end before the next is in line
     waiting = engine.stream(_chat(engine, QUESTIONS[1]), params)
     waiting_pieces = iter(waiting)
     closer = threading.Thread(target=engine.close)
