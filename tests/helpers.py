@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from playground.config import Settings
@@ -187,3 +188,14 @@ def build_tiny_t5(folder: Path) -> Path:
     T5ForConditionalGeneration(config).save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def wait_until(predicate, what: str, timeout_s: float = 60, poll_s: float = 0.05):
+    """``predicate()``'s first true value, polled until ``timeout_s``; fails the test naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(poll_s)
+    raise AssertionError(f"timed out waiting for {what}")

@@ -16,7 +16,7 @@ import pytest
 from playground.errors import InvalidParameterError
 from playground.finetune.jobs import JobManager, SchedulerBusyError, automatic_slots, visible_gpus
 from playground.finetune.runs import CANCELLED, FAILED, QUEUED, RUNNING, SUCCEEDED, RunNotFoundError, RunStore
-from tests.helpers import fake_hardware, offline_settings
+from tests.helpers import fake_hardware, offline_settings, wait_until
 
 JOBS = "tests.finetune.fake_jobs:"
 TIMEOUT = 120.0
@@ -36,22 +36,12 @@ def make_manager(tmp_path):
         manager.shutdown(cancel_running=True)
 
 
-def wait_until(predicate, what: str, timeout: float = TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def wait_running(manager: JobManager, run_id: str) -> int:
     """Wait until the worker runs the job (it wrote its pid and a first event); returns the pid."""
     def started():
         record = manager.store.record(run_id)
         return record.pid if record.status == RUNNING and record.pid and record.events else None
-    return wait_until(started, f"run {run_id} to start")
+    return wait_until(started, f"run {run_id} to start", TIMEOUT)
 
 
 def finished(manager: JobManager, run_id: str):
@@ -195,7 +185,7 @@ def test_a_new_manager_reattaches_to_finished_running_and_queued_runs(make_manag
     assert [new.queue_position(r) for r in (queued, other)] == [1, 2]
     events = new.store.read_events(running, owner="alice")
     assert events.events[0]["event"] == "start"
-    wait_until(lambda: new.store.read_events(running, events.next_line).events, "more progress")
+    wait_until(lambda: new.store.read_events(running, events.next_line).events, "more progress", TIMEOUT)
     assert new.cancel(running, "alice")  # the Stop button still reaches the adopted worker
     assert finished(new, running).status == CANCELLED
     assert [finished(new, r).status for r in (queued, other)] == [SUCCEEDED, SUCCEEDED]
@@ -227,7 +217,7 @@ def test_a_second_manager_on_the_same_folder_defers_to_the_first(make_manager, t
     assert second.cancel(run_id, "alice")  # a Stop pressed in the other app still works
     assert finished(second, run_id).status == CANCELLED
     first.shutdown()
-    wait_until(lambda: second.leading, "the second manager to take over")
+    wait_until(lambda: second.leading, "the second manager to take over", TIMEOUT)
     assert finished(second, second.submit("alice", {"steps": 1}, JOBS + "quick")).status == SUCCEEDED
 
 

@@ -4,14 +4,13 @@ and a waiting person's chat says how many requests are ahead of theirs (gradio_c
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest
 from gradio_client import Client
 
 from playground.services import Services
-from tests.helpers import SMOLLM2, fake_hardware, offline_settings
+from tests.helpers import SMOLLM2, fake_hardware, offline_settings, wait_until
 from tests.prompting.fakes import ScriptedEngine
 from tests.ui.conftest import _free_port, launched
 from tests.ui.test_quantized_cpu_client import assistant_text, chat_args
@@ -48,19 +47,12 @@ def gated_app(tmp_path_factory, catalog):
         services.close()
 
 
-def _until(condition, what: str, timeout_s: float = 60):
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} never happened"
-        time.sleep(0.02)
-
-
 def test_health_answers_at_once_while_generations_run_and_wait(gated_app):
     services, engine, url = gated_app
     jobs = [Client(url, verbose=False).submit(*chat_args(f"Hello {i}", max_new_tokens=16), api_name="/quantized_chat")
             for i in range(PEOPLE)]
     slots = services.generation_slots
-    _until(lambda: slots.busy == 1 and slots.waiting == PEOPLE - 1, "one generation running and three waiting")
+    wait_until(lambda: slots.busy == 1 and slots.waiting == PEOPLE - 1, "one generation running and three waiting")
 
     # The generations stay blocked until the test lets them go, so an answer at all shows /health never waits
     # behind them (its speed under load is a bench figure: bench --load times it, tests never time anything).
@@ -80,7 +72,7 @@ def test_health_answers_at_once_while_generations_run_and_wait(gated_app):
 
     expected = {"_Waiting for the model — 1 request ahead of you_", "_Waiting for the model — 2 requests ahead of you_",
                 "_Waiting for the model — 3 requests ahead of you_"}
-    _until(lambda: waiting_texts() == expected, "every waiting person seeing their place in line", 30)
+    wait_until(lambda: waiting_texts() == expected, "every waiting person seeing their place in line", 30)
 
     engine.gate.set()
     answers = [job.result(timeout=60) for job in jobs]

@@ -4,7 +4,6 @@ model the server does not serve reads as a clear error."""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass
 
 import pytest
@@ -17,7 +16,7 @@ from playground.config import Settings
 from tests.helpers import SMOLLM2
 from tests.openai_server import SERVED_NAME, free_port, wait_for_log
 from tests.ui.conftest import launched
-from tests.ui.test_quantized_cpu_client import assistant_text, chat_args
+from tests.ui.test_quantized_cpu_client import assistant_text, chat_args, wait_until_answering
 
 
 @dataclass(frozen=True)
@@ -65,11 +64,7 @@ def test_stop_closes_the_servers_stream(openai_app, openai_server):
     before = openai_server.log_text().count("Disconnected from client")
     job = client.submit(*chat_args("Write a very long story about a lighthouse keeper.", max_new_tokens=900,
                                    temperature=0.7, repetition_penalty=1.3), api_name="/quantized_chat")
-    for _ in range(1200):  # bounded: until the answer streams
-        outputs = job.outputs()
-        if outputs and assistant_text(outputs[-1][0]).strip():
-            break
-        threading.Event().wait(0.05)
+    wait_until_answering(job)
     client.predict(api_name="/quantized_stop")
     _, _, stats = job.result(timeout=120)
     assert "cancelled" in stats

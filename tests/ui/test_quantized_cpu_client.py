@@ -7,6 +7,8 @@ import threading
 import pytest
 from gradio_client.exceptions import AppError
 
+from tests.helpers import wait_until
+
 MODEL = "smollm2-135m-instruct"
 # message, history, model, system, max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed, stop
 def chat_args(message, max_new_tokens=24, temperature=0.0, model=MODEL, identity="", **overrides):
@@ -22,6 +24,12 @@ def assistant_text(history) -> str:
     if isinstance(content, list):
         return "".join(part.get("text", "") for part in content)
     return content
+
+
+def wait_until_answering(job, timeout_s: float = 60) -> None:
+    """Until the chat job's answer has begun to stream (polled, bounded)."""
+    wait_until(lambda: (outputs := job.outputs()) and assistant_text(outputs[-1][0]).strip(),
+               "the answer to start streaming", timeout_s)
 
 
 def test_facts_describe_the_packaged_gguf(client):
@@ -98,12 +106,7 @@ def test_two_users_chatting_at_once_both_get_answers(app_url):
 def test_stop_ends_a_long_answer_early(client):
     job = client.submit(*chat_args("Write a very long story about a lighthouse keeper.", max_new_tokens=900,
                                    temperature=0.7, repetition_penalty=1.3), api_name="/quantized_chat")
-    # Wait for streaming to start, then press Stop from the same session.
-    for _ in range(600):
-        outputs = job.outputs()
-        if outputs and assistant_text(outputs[-1][0]).strip():
-            break
-        threading.Event().wait(0.05)
+    wait_until_answering(job, 30)  # then press Stop from the same session
     client.predict(api_name="/quantized_stop")
     history, _, stats = job.result(timeout=120)
     assert "cancelled" in stats

@@ -4,12 +4,12 @@ opens, its facts show the adapter, and the chat answers with it (the tiny GGUF a
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 
 from playground.backends.base import GenerationParams
 from playground.backends.chat import build_messages
+from tests.helpers import wait_until
 from tests.ui.conftest import owner_id, record_issued_tokens
 from tests.ui.test_browser import ARTIFACTS
 
@@ -23,16 +23,6 @@ def _letters(text: str) -> str:
     return re.sub(r"[\W_]+", "", text)
 
 
-def _wait_for(predicate, what: str, timeout_s: float = 60):
-    deadline = time.time() + timeout_s
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} never happened")
-
-
 def test_pick_ones_run_in_the_quantized_tab_and_chat_with_it(browser, gguf_app, monkeypatch):
     services = gguf_app.services
     issued = record_issued_tokens(services, monkeypatch)
@@ -41,7 +31,7 @@ def test_pick_ones_run_in_the_quantized_tab_and_chat_with_it(browser, gguf_app, 
         page = context.new_page()
         page.goto(gguf_app.url)
         page.wait_for_selector("#quant-input textarea", timeout=60_000)
-        token = _wait_for(lambda: issued and issued[0], "the page getting an identity")
+        token = wait_until(lambda: issued and issued[0], "the page getting an identity")
         # The run finishes while the page is open: opening the tab again lists it.
         run_id = gguf_app.run_for(token, seed=5)
         page.get_by_role("tab", name="About").click()
@@ -53,7 +43,7 @@ def test_pick_ones_run_in_the_quantized_tab_and_chat_with_it(browser, gguf_app, 
         option.first.click()
 
         facts = page.locator("#quant-facts")
-        _wait_for(lambda: "adapter rank" in facts.inner_text(), "the adapter's facts showing", 60)
+        wait_until(lambda: "adapter rank" in facts.inner_text(), "the adapter's facts showing", 60)
         assert f"{run_id}-adapter.gguf" in facts.inner_text() and "LORA" in facts.inner_text()
 
         page.get_by_text("Generation parameters").first.click()
@@ -63,7 +53,7 @@ def test_pick_ones_run_in_the_quantized_tab_and_chat_with_it(browser, gguf_app, 
             field.press("Tab")
         page.fill("#quant-input textarea", MESSAGE)
         page.click("#quant-send")
-        _wait_for(lambda: "tokens/s" in page.locator("#quant-stats").inner_text(), "the answer finishing", 120)
+        wait_until(lambda: "tokens/s" in page.locator("#quant-stats").inner_text(), "the answer finishing", 120)
 
         engine = services.engine(f"run:{run_id}", "llama.cpp", owner_id(services, token))
         params = GenerationParams(max_new_tokens=10, temperature=0.0, repetition_penalty=1.0)
