@@ -188,3 +188,9 @@ def slot_for(slot: SlotHolder, generation) -> SlotHolder:
     """The slot ``generation`` must hold: none when it joined an engine's shared decode loop (the loop admits
     and queues its requests itself, many at a time), else ``slot``."""
     return no_slot if getattr(generation, "batched", False) else slot
+
+
+def requests_decoded_together(engine) -> int:
+    """How many requests ``engine`` decodes at once in one batch (a llama.cpp engine's shared loop holds
+    ``streams``); 1 for an engine that answers one request after the other."""
+    return max(1, int(getattr(engine, "streams", 1) or 1))

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Callable, Iterator, Sequence
 
 from playground.backends.base import Engine, GenerationParams
-from playground.backends.slots import SlotHolder, no_slot
+from playground.backends.slots import SlotHolder, no_slot, requests_decoded_together
 from playground.errors import InvalidParameterError, PlaygroundError
 from playground.prompting.data import Example
 from playground.prompting.demos import Embedder
@@ -108,7 +108,7 @@ def run_columns(columns: Sequence[Column], input_text: str, pool: Sequence[Examp
             yield list(states)
             continue
         batch = [i]
-        if getattr(engine, "streams", 0) > 1:
+        if requests_decoded_together(engine) > 1:
             batch += [j for j in range(i + 1, len(columns))
                       if j not in started and columns[j].model_id == column.model_id]
         started.update(batch)

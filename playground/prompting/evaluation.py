@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 from playground.backends.base import Engine, GenerationParams
-from playground.backends.slots import SlotHolder, no_slot
+from playground.backends.slots import SlotHolder, no_slot, requests_decoded_together
 from playground.errors import InvalidParameterError
 from playground.prompting.data import LabelledSet
 from playground.prompting.demos import Embedder
@@ -198,7 +198,7 @@ def evaluate(engine: Engine, setups: Sequence[PromptSetup], data: LabelledSet,
     rows: list[ExampleResult] = []
     scores: list[StrategyScore] = []
     # An engine with a shared decode loop decodes several examples in one batch; the others take them in turn.
-    in_flight = max(1, min(EXAMPLES_IN_FLIGHT, getattr(engine, "streams", 1)))
+    in_flight = min(EXAMPLES_IN_FLIGHT, requests_decoded_together(engine))
     halt = threading.Event()  # set on cancel or a failed example: the examples in flight stop
     for setup, p, first_prompt in zip(setups, per_setup, first_prompts):
         def one(index: int, setup=setup, p=p, first_prompt=first_prompt) -> StrategyRun:
