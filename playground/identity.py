@@ -34,6 +34,7 @@ from typing import Callable
 
 from playground.config import Settings
 from playground.errors import PlaygroundError
+from playground.identity_codes import CODES_FILE, CarryCode, CarryCodes
 
 TOKEN_VERSION = "pg1"
 TOKEN_LIFETIME_S = 30 * 24 * 3600  # a browser keeps its identity for a month of workshops
@@ -113,7 +114,13 @@ class IdentityIssuer:
         return hmac.new(self._key, f"{TOKEN_VERSION}-{purpose}".encode(), hashlib.sha256).hexdigest()[:32]
 
     def issue(self) -> str:
-        person, issued = secrets.token_hex(16), int(self.clock())
+        return self.issue_for(secrets.token_hex(16))
+
+    def issue_for(self, person: str) -> str:
+        """A fresh token for an existing person (their id as the server knows it, never one a client sent)."""
+        if not re.fullmatch(r"[0-9a-f]{32}", person or ""):
+            raise ValueError("a person's id is 32 hexadecimal digits")
+        issued = int(self.clock())
         return f"{TOKEN_VERSION}.{person}.{issued}.{self._signature(person, issued)}"
 
     def verify(self, token: str) -> Identity:
@@ -163,9 +170,34 @@ class RateLimiter:
                 raise RateLimitError(f"Too many {what}: at most {limit} per {_window(window_s)}. Try again in "
                                      f"{wait} s.")
             hits.append(now)
-            self._hits[(kind, key)] = hits  # most recently used last
-            while len(self._hits) > self.max_keys:
-                self._hits.popitem(last=False)
+            self._store(kind, key, hits)
+
+    def retry_after(self, kind: str, key: str, limit: int, window_s: float) -> int:
+        """Seconds until one more request of ``kind`` from ``key`` fits ``limit`` (0: now); counts nothing."""
+        if limit <= 0:
+            return 0
+        now = self.clock()
+        with self._lock:
+            hits = self._hits.get((kind, key)) or ()
+            recent = [hit for hit in hits if now - hit < window_s]
+            if len(recent) < limit:
+                return 0
+            return max(1, math.ceil(window_s - (now - recent[-limit])))
+
+    def record(self, kind: str, key: str, window_s: float) -> None:
+        """Count one request without refusing it (a failure that :meth:`retry_after` bounds)."""
+        now = self.clock()
+        with self._lock:
+            hits = self._hits.pop((kind, key), None) or deque()
+            while hits and now - hits[0] >= window_s:
+                hits.popleft()
+            hits.append(now)
+            self._store(kind, key, hits)
+
+    def _store(self, kind: str, key: str, hits: deque[float]) -> None:
+        self._hits[(kind, key)] = hits  # most recently used last
+        while len(self._hits) > self.max_keys:
+            self._hits.popitem(last=False)
 
 
 def _window(seconds: float) -> str:
@@ -201,17 +233,23 @@ class RoomLimits:
 class Identities:
     """Issues and checks identities and applies the room's rate limits: the one place the tabs ask."""
 
-    def __init__(self, issuer: IdentityIssuer, limits: RoomLimits, limiter: RateLimiter | None = None) -> None:
+    def __init__(self, issuer: IdentityIssuer, limits: RoomLimits, limiter: RateLimiter | None = None,
+                 codes_path: Path | None = None) -> None:
         self.issuer = issuer
         self.limits = limits
         self.limiter = limiter or RateLimiter()
+        # Personal codes that carry an identity to another browser (playground.identity_codes); their guessing
+        # limits apply in every mode.
+        self.codes = CarryCodes(codes_path, issuer.derived_secret("carry-codes").encode(), self.limiter,
+                                ADDRESS_SHARE)
         self._runs_lock = threading.Lock()
         self._runs_by_address: dict[str, list[str]] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Identities":
         key = settings.secret.encode() if settings.secret else load_or_create_key(settings.data_dir)
-        return cls(IdentityIssuer(key), RoomLimits.from_settings(settings))
+        return cls(IdentityIssuer(key), RoomLimits.from_settings(settings),
+                   codes_path=Path(settings.data_dir) / CODES_FILE)
 
     # -- tokens -------------------------------------------------------------------------
     def welcome(self, token: str, address: str) -> str:
@@ -236,6 +274,19 @@ class Identities:
             return self.issuer.verify(token).id
         except IdentityError:
             return ""
+
+    # -- carrying an identity to another browser ----------------------------------------------
+    def carry_code(self, token: str, address: str) -> CarryCode:
+        """A short code for the person behind ``token`` that another browser can redeem (see use_carry_code)."""
+        return self.codes.issue(self.person(token).id, address)
+
+    def use_carry_code(self, code: str, token: str, address: str) -> str:
+        """A new token for the owner of ``code`` (now used up), for the browser holding ``token``.
+
+        The browser must hold a valid token of its own: wrong codes count against it and its address.
+        """
+        owner = self.codes.redeem(code, self.person(token).id, address)
+        return self.issuer.issue_for(owner)
 
     def generating(self, token: str, address: str) -> Identity:
         """The identity of someone asking for a generation, after the generation rate limits.
