@@ -21,7 +21,7 @@ import gradio as gr
 from playground.services import Services
 from playground.ui.health import health_route
 from playground.ui.i18n import make_i18n, t
-from playground.ui.identity import identity_state, welcome
+from playground.ui.identity import carry_panel, identity_state, welcome
 from playground.ui.tabs import about, architectures, finetune, prompt_lab, quantization, quantized_cpu
 from playground.ui.tabs.finetune import FinetuneLinks
 from playground.ui.widgets import generation_handlers
@@ -48,6 +48,7 @@ def build_app(services: Services) -> gr.Blocks:
         with gr.Column(elem_classes=["app-root", mode_class]):
             gr.Markdown(t("app.title"), elem_classes=["app-title"], elem_id="app-title")
             gr.Markdown(t("app.subtitle"), elem_classes=["app-subtitle"])
+            carry = carry_panel(services, owner)  # a personal code takes this browser's runs to another one
             with gr.Tabs(elem_id="main-tabs", selected=TAB_IDS["quantized"]) as tabs:
                 with _tab("tab.architectures", TAB_IDS["architectures"]):
                     architectures.build(services)
@@ -71,6 +72,8 @@ def build_app(services: Services) -> gr.Blocks:
                     show_progress="hidden")
         loaded.then(quantized_models.show_facts, [quantized_models.model, owner], quantized_models.facts,
                     api_name=False, queue=False, show_progress="hidden")
+        carry.then_refresh([(lab_models.refresh, owner, lab_models.dropdowns),
+                            (quantized_models.refresh, owner, quantized_models.model)])
         lab_tab.select(lab_models.refresh, owner, lab_models.dropdowns, api_name=False, queue=False,
                        show_progress="hidden")
         # Also an endpoint: a script sees the models its token may chat with.

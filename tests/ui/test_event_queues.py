@@ -23,6 +23,8 @@ GENERATING = {
 NOT_GENERATING = {
     # the page and identity
     "playground.ui.identity:welcome.<locals>.issue",
+    "playground.ui.identity:carry_panel.<locals>.show_code",
+    "playground.ui.identity:carry_panel.<locals>.use_code",
     "playground.ui.tabs.prompt_lab:ModelPickers.refresh",
     "playground.ui.tabs.quantized_cpu:GgufModelPicker.refresh",
     "playground.ui.tabs.quantized_cpu:GgufModelPicker.show_facts",
