@@ -15,6 +15,12 @@ are generations and run starts, per person and per address (an address may
 carry a whole room behind one router, so its limits are a multiple of a
 person's). :class:`Identities` is the one place the tabs ask; nothing here
 imports gradio.
+
+A person takes their identity to another browser with a short personal code
+(:meth:`Identities.carry_code`, :meth:`Identities.use_carry_code`; the codes,
+their entropy and their guessing limits are in :mod:`playground.identity_codes`):
+the other browser gets a fresh token for the same owner id, never one for an
+owner who did not ask.
 """
 
 from __future__ import annotations
