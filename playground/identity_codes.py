@@ -29,7 +29,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 import threading
@@ -238,10 +237,3 @@ class CarryCodes:
         with self._codes() as codes:
             return len(codes)
 
-
-def stored_size(path: Path) -> int:
-    """Bytes the codes file takes (0 without one)."""
-    try:
-        return os.path.getsize(path)
-    except OSError:
-        return 0

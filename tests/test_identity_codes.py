@@ -9,10 +9,19 @@ import threading
 import pytest
 
 from playground.config import Settings
-from playground.identity import ADDRESS_SHARE, Identities, IdentityError, IdentityIssuer, RateLimiter, RoomLimits
+from playground.identity import (
+    ADDRESS_SHARE,
+    Identities,
+    IdentityError,
+    IdentityIssuer,
+    RateLimiter,
+    RateLimitError,
+    RoomLimits,
+)
 from playground.identity_codes import (
     ALPHABET,
     CODES_FILE,
+    CODES_PER_PERSON_PER_HOUR,
     ENTROPY_BITS,
     FAILURE_WINDOW_S,
     FAILURES_PER_PERSON,
@@ -202,9 +211,11 @@ def test_the_store_keeps_a_bounded_number_of_codes(tmp_path):
 def test_asking_for_codes_is_rate_limited_per_person(tmp_path):
     room = _room(tmp_path)
     token = room.issuer.issue()
-    with pytest.raises(Exception, match="Too many personal codes"):
-        for _ in range(1000):
-            room.carry_code(token, "a")
+    for _ in range(CODES_PER_PERSON_PER_HOUR):
+        room.carry_code(token, "a")
+    with pytest.raises(RateLimitError, match="Too many personal codes: at most 20 per hour"):
+        room.carry_code(token, "a")
+    assert room.carry_code(room.issuer.issue(), "a")  # another person is not affected
 
 
 def test_two_browsers_redeeming_one_code_at_once_get_it_once(tmp_path):
@@ -224,3 +235,17 @@ def test_two_browsers_redeeming_one_code_at_once_get_it_once(tmp_path):
     for thread in threads:
         thread.join()
     assert sum(outcome is not None for outcome in outcomes) == 1
+
+
+def test_the_rate_limiter_can_bound_failures_without_counting_attempts():
+    clock = Clock(0.0)
+    limiter = RateLimiter(clock=clock)
+    assert limiter.retry_after("failure", "alice", 2, 60) == 0
+    limiter.record("failure", "alice", 60)
+    clock.now = 10
+    limiter.record("failure", "alice", 60)
+    assert limiter.retry_after("failure", "alice", 2, 60) == 50  # the older failure leaves the window at 60
+    assert limiter.retry_after("failure", "alice", 3, 60) == 0 and limiter.retry_after("failure", "bob", 2, 60) == 0
+    assert limiter.retry_after("failure", "alice", 0, 60) == 0  # 0: no limit
+    clock.now = 60
+    assert limiter.retry_after("failure", "alice", 2, 60) == 0

@@ -124,8 +124,8 @@ def carry_panel(services: Services, owner: gr.BrowserState) -> CarryPanel:
                 show = gr.Button(t("carry.show"), elem_id="carry-show")
                 shown = gr.Markdown(elem_id="carry-code")
             with gr.Column():
-                pasted = gr.Textbox(label=t("carry.paste"), placeholder=t("carry.placeholder"), max_lines=1, max_length=64,
-                                    elem_id="carry-paste")
+                pasted = gr.Textbox(label=t("carry.paste"), placeholder=t("carry.placeholder"), max_lines=1,
+                                    max_length=64, elem_id="carry-paste")
                 use = gr.Button(t("carry.use"), variant="primary", elem_id="carry-use")
                 status = gr.Markdown(elem_id="carry-status")
 

@@ -41,6 +41,8 @@ def test_a_second_browser_takes_the_first_ones_runs_with_its_code(browser, app_s
         shown = wait_until(lambda: CODE.search(mine.locator("#carry-code").inner_text()), "the code showing", 30)
         code = shown.group(0)
         assert "15 minutes" in mine.locator("#carry-code").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        mine.locator("#carry").screenshot(path=str(ARTIFACTS / "carry-code.png"))
 
         other = _open(second, app_url)
         wait_until(lambda: len(issued) >= 2, "the second page getting its own identity")
@@ -53,7 +55,6 @@ def test_a_second_browser_takes_the_first_ones_runs_with_its_code(browser, app_s
         other.click("#carry-use")
         wait_until(lambda: "now holds your runs" in other.locator("#carry-status").inner_text(), "the switch", 30)
         wait_until(lambda: run_id in _picked_run(other), "the first browser's run listed on the second", 30)
-        ARTIFACTS.mkdir(exist_ok=True)
         other.screenshot(path=str(ARTIFACTS / "carry-runs.png"), full_page=True)
 
         # The new identity is kept in the second browser's local storage: a reload still lists the run.
@@ -83,5 +84,7 @@ def test_the_panel_speaks_the_pages_language(browser, app_url):
         title.wait_for(state="visible", timeout=30_000)
         title.click()
         assert "Mostrar meu código" in page.locator("#carry-show").inner_text()
+        field = page.locator("#carry-paste input, #carry-paste textarea").first
+        assert field.get_attribute("placeholder") == "K7QM-3XRD-P9"
     finally:
         context.close()

@@ -56,8 +56,8 @@ def test_show_and_use_a_code_through_the_handlers_in_each_language(tmp_path):
     try:
         alice, bob = services.identities.issuer.issue(), services.identities.issuer.issue()
         shown = on_show_code(services, Texts("pt"), alice, "10.0.0.1")
-        assert "15 minutos" in shown and shown.startswith("### ")
-        code = shown.split("\n")[0][4:]
+        assert "15 minutos" in shown and shown.startswith("## `")  # large, in a font that tells 0 from O
+        code = shown.split("`")[1]
         token, box, status = on_use_code(services, Texts("fr"), code, bob, "10.0.0.2")
         assert services.identities.person(token).id == services.identities.person(alice).id
         assert box == "" and "Ce navigateur" in status
