@@ -10,6 +10,7 @@ from gradio_client import Client
 from gradio_client.exceptions import AppError
 
 from playground.finetune.runs import SUCCEEDED
+from playground.identity_codes import FAILURES_PER_PERSON
 from tests.ui.conftest import issue_token, owner_id
 
 CODE = re.compile(r"\b[0-9A-Z]{4}-[0-9A-Z]{4}-[0-9A-Z]{2}\b")
@@ -72,3 +73,12 @@ def test_the_messages_come_in_the_pages_language(app_url):
     assert "minutes" in french.predict(token, api_name="/carry_code")
     with pytest.raises(AppError, match="Ce code est inutilisable"):
         french.predict("K7QM-3XRD-P9", token, api_name="/carry_use")
+
+
+def test_guessing_is_cut_off_after_a_few_wrong_codes(client):
+    token = issue_token(client)
+    for _ in range(FAILURES_PER_PERSON):
+        with pytest.raises(AppError, match="cannot be used"):
+            client.predict("K7QM-3XRD-P9", token, api_name="/carry_use")
+    with pytest.raises(AppError, match="Too many wrong codes from here. Try again in 15 minutes"):
+        client.predict("K7QM-3XRD-P9", token, api_name="/carry_use")
