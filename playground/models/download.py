@@ -47,6 +47,10 @@ class DownloadError(PlaygroundError):
     """A download that could not be made or verified; the message says what to do."""
 
 
+class HubUnreachableError(DownloadError):
+    """The Hub could not be reached at all (so the other downloads of a command are not tried)."""
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One file of a Hub repo as the Hub's file API describes it."""
@@ -144,7 +148,7 @@ def _hub_problem(exc: BaseException, what: str, endpoint: str | None) -> Downloa
     if isinstance(exc, HfHubHTTPError):
         status = getattr(getattr(exc, "response", None), "status_code", None)
         return DownloadError(f"The Hub at {where} answered {status or 'an error'} for {what}. Try again later.")
-    return DownloadError(f"The Hugging Face Hub ({where}) could not be reached ({type(exc).__name__}) for {what}. "
+    return HubUnreachableError(f"The Hugging Face Hub ({where}) could not be reached ({type(exc).__name__}) for {what}. "
                          f"Connect this machine to the network (or set HF_ENDPOINT to a mirror) and run the command "
                          f"again: files already verified are kept.")
 
@@ -434,7 +438,7 @@ def main(argv: Sequence[str] | None = None, settings=None, catalog: Catalog | No
     try:
         items = downloader.target_ids(args.ids, args.all)
     except PlaygroundError as exc:
-        print(f"{exc} (or dialogsum for the data set)", file=sys.stderr)
+        print(f"{exc} Or dialogsum, for the DialogSum data set.", file=sys.stderr)
         return EXIT_USAGE
     if not items:
         print("Everything in the catalog already works offline.")
@@ -447,6 +451,12 @@ def main(argv: Sequence[str] | None = None, settings=None, catalog: Catalog | No
         except PlaygroundError as exc:
             failed += 1
             print(f"{item}: {redact_server_paths(str(exc), server_locations(places))}", file=sys.stderr, flush=True)
+            if isinstance(exc, HubUnreachableError):
+                rest = len(items) - items.index(item) - 1
+                failed += rest
+                if rest:
+                    print(f"The Hub is out of reach, so the other {rest} were not tried.", file=sys.stderr, flush=True)
+                break
     if failed:
         print(f"{failed} of {len(items)} could not be fetched; run the same command again to finish.",
               file=sys.stderr)

@@ -271,6 +271,9 @@ def test_hub_unreachable_gives_one_clear_message(settings, catalog, monkeypatch,
     assert "Connect this machine to the network" in err and "Traceback" not in err + out
     assert str(settings.models_dir) not in err
     assert not (settings.models_dir / "tiny-t5").exists()
+    code, out, err = run_cli(["--all"], settings, catalog, f"http://127.0.0.1:{port}", monkeypatch, capsys)
+    assert code == 1 and err.count("could not be reached") == 1  # said once, not once per model
+    assert "so the other 3 were not tried" in err and "4 of 4 could not be fetched" in err
 
 
 def test_help_lists_the_download_command(capsys):
