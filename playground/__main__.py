@@ -1,5 +1,5 @@
-"""``python -m playground serve | finetune | export | bench``: the app, training, a run's llama.cpp files and
-benchmarks from the command line."""
+"""``python -m playground serve | finetune | export | bench | download``: the app, training, a run's llama.cpp
+files, benchmarks and the offline kit from the command line."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ commands:
   export    a LoRA run as llama.cpp files: export RUN_DIR --gguf TYPE (merged and quantized, e.g. Q4_K_M)
             or export RUN_DIR --adapter-gguf (the adapter for llama.cpp's --lora); prints the file's path
   bench     measure speed and memory and print the figures (bench --help)
+  download  fetch Hub models and the DialogSum data set ahead of time for offline use: download IDS | --all
+            (into PLAYGROUND_MODELS_DIR, else the Hub cache; resumable, verified); download --check prints
+            what works offline now and the command that fetches each missing one (download --help)
 """
 
 
@@ -39,6 +42,10 @@ def main(argv: list[str] | None = None) -> int:
         from playground.bench import main as bench_main
 
         return bench_main(rest)
+    if command == "download":
+        from playground.models.download import main as download_main
+
+        return download_main(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 

@@ -80,11 +80,28 @@ class SourceResolver:
         return self.resolve(spec, None, progress)
 
     def is_available_offline(self, spec: ModelSpec, fmt: str | None = None) -> bool:
-        """True when packaged or local weights exist (no network, no download)."""
+        """True when packaged or local weights exist, or an earlier download in the Hub cache (no network, no
+        download)."""
         for source in self._sources(spec, fmt):
             if source.is_packaged and importlib.util.find_spec(source.package) is not None:
                 return True
-        return self._local(spec, fmt) is not None
+        if self._local(spec, fmt) is not None:
+            return True
+        return any(self.in_hub_cache(source) for source in self._sources(spec, fmt) if source.is_hub)
+
+    def in_hub_cache(self, source: Source) -> bool:
+        """True when the Hub cache holds a complete earlier download of ``source`` (never touches the network)."""
+        from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+        cache = str(self.hub_cache_dir) if self.hub_cache_dir else None
+        try:
+            if source.kind == "hub_gguf":
+                return isinstance(try_to_load_from_cache(source.repo, source.file, cache_dir=cache), str)
+            folder = snapshot_download(source.repo, allow_patterns=_TRANSFORMERS_FILES, cache_dir=cache,
+                                       local_files_only=True)
+            return (Path(folder) / "config.json").is_file()
+        except Exception:  # not cached (or a damaged cache entry): not available offline
+            return False
 
     # -- each kind of source -------------------------------------------
     @staticmethod
@@ -189,6 +206,9 @@ class SourceResolver:
     def _explain(self, spec: ModelSpec, fmt: str | None, problems: list[str]) -> str:
         what = f"{fmt.upper() if fmt == 'gguf' else fmt} weights" if fmt else "weights"
         lines = [f"No {what} found for model {spec.id!r} ({spec.name})."]
+        command = download_command(spec, fmt)
+        if command:  # first, in full: a column or a toast that shows one line still shows the whole command
+            lines[0] += f" To fetch it ahead of time for offline use, run: {command}"
         if not self._sources(spec, fmt):
             lines.append(f"The catalog lists no {what} source for it.")
         lines += [f"- {p}" for p in problems]
@@ -196,8 +216,26 @@ class SourceResolver:
         if self.models_dir is None:
             lines.append("- no local folder is set (PLAYGROUND_MODELS_DIR)")
         repo = next((s.repo for s in self._sources(spec, fmt) if s.is_hub), "")
-        hint = "To get it: go online (unset HF_HUB_OFFLINE / PLAYGROUND_OFFLINE)"
+        hint = "Or: go online (unset HF_HUB_OFFLINE / PLAYGROUND_OFFLINE)" if command else \
+            "To get it: go online (unset HF_HUB_OFFLINE / PLAYGROUND_OFFLINE)"
         if repo:
             hint += f", or copy {repo} into {folder}"
         lines.append(hint + ".")
         return "\n".join(lines)
+
+
+def download_source(spec: ModelSpec, fmt: str | None = None) -> Source | None:
+    """The Hub source ``python -m playground download`` fetches for ``spec`` (the first in catalog order, of
+    format ``fmt`` when given); None when the catalog lists no Hub source (of that format)."""
+    return next((s for s in spec.sources if s.is_hub and (fmt is None or s.format == fmt)), None)
+
+
+def download_command(spec: ModelSpec, fmt: str | None = None) -> str:
+    """The exact command that fetches ``spec`` (in format ``fmt``) for offline use; "" when none can."""
+    source = download_source(spec, fmt)
+    if source is None:
+        return ""
+    command = f"python -m playground download {spec.id}"
+    if source is not download_source(spec):
+        command += f" --format {source.format}"
+    return command
