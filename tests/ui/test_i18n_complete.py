@@ -163,6 +163,37 @@ def test_the_word_filter_tells_names_from_text():
     assert _words(rest, names) == []
 
 
+def test_the_walk_finds_every_kind_of_english_text():
+    """The app-wide test below is not strict while the tabs are being translated: this one keeps its walk honest."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from playground.ui.i18n import t
+
+    with gr.Blocks() as demo:
+        with gr.Tab(t("tab.about")):
+            with gr.Accordion("More options"):
+                gr.Textbox(label=t("lab.input"), info="What the model reads", placeholder=t("quant.input_placeholder"))
+                gr.Radio(choices=[(t("lab.off"), "off"), ("greedy decoding", "greedy"), ("Q4_K_M", "q4")],
+                         label=t("lab.strategy"))
+            gr.Markdown(t("about.models"))
+            gr.Markdown("## Hello room")
+            gr.Button(t("lab.run"))
+            gr.Button("Run it")
+            gr.Dataframe(headers=["#", "score", "ROUGE-L"], label=t("lab.eval_summary"))
+            gr.HTML("<b>F32</b> 1.0×")
+            gr.Number(label="seed", show_label=False)  # not shown
+            gr.Textbox(label="max_new_tokens", value="Any text a person typed is content, not a label")
+    found = app_offenders(demo, SimpleNamespace(catalog=SimpleNamespace(models=[])))
+    expected = ["Accordion[More options]: label", "info = 'What the model reads'", "choice = 'greedy decoding'",
+                "value = '## Hello room'", "value = 'Run it'", "header = 'score'"]
+    for part in expected:
+        assert sum(part in line for line in found) == 1, (part, found)
+    assert len(found) == len(expected), found
+    assert "Tab[tab.about] > Accordion[More options]" in found[0]
+
+
 @pytest.fixture(scope="module")
 def built_app(tmp_path_factory):
     from playground.models.catalog import Catalog

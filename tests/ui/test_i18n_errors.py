@@ -109,3 +109,24 @@ def test_a_browser_asking_for_portuguese_reads_the_toast_in_portuguese(tmp_path)
             client.predict("x", api_name="/stream")
     finally:
         demo.close()
+
+
+def test_the_english_reference_lines_say_what_the_errors_say():
+    """Translators read en.yaml: its line for a key is the error's own English text, with the same values."""
+    from playground.backends.chat import check_message
+    from playground.identity import RateLimiter
+    from playground.models.catalog import Catalog
+    from playground.prompting.data import read_rows
+
+    limiter = RateLimiter(clock=lambda: 0.0)
+    limiter.hit("run-address", "me", 1, 3600, "fine-tuning runs started from your network address")
+    errors = [ContextOverflowError(10, 5000, 4096)]
+    for attempt in (lambda: check_message("", 10), lambda: check_message("y" * 12_345, 10_000),
+                    lambda: read_rows(b"z" * 2_500_000, "a.jsonl"), lambda: Catalog.load().get("no-such-model"),
+                    lambda: limiter.hit("run-address", "me", 1, 3600,
+                                        "fine-tuning runs started from your network address")):
+        with pytest.raises(PlaygroundError) as info:
+            attempt()
+        errors.append(info.value)
+    for exc in errors:
+        assert Texts("en")(exc.key, **exc.values) == str(exc)
