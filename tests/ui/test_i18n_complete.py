@@ -106,16 +106,18 @@ def _words(text: str, names: set[str]) -> list[str]:
 
 
 def _texts_of(block) -> list[tuple[str, object]]:
-    """(what, value) of every text ``block`` shows: its label, info, placeholder, choice labels, headers, and
-    the value of a Markdown, HTML or button."""
+    """(what, value) of every text ``block`` shows: its label, info, placeholder, choice labels, headers, a
+    plot's titles, and the value of a Markdown, HTML or button."""
     import gradio as gr
 
     shown = []
     if getattr(block, "show_label", True) is not False or isinstance(block, (gr.Tab, gr.Accordion)):
         shown.append(("label", getattr(block, "label", None)))
     shown += [("info", getattr(block, "info", None)), ("placeholder", getattr(block, "placeholder", None))]
-    if isinstance(block, (gr.Markdown, gr.HTML, gr.Button)):
+    if isinstance(block, (gr.Markdown, gr.HTML, gr.Button, gr.DownloadButton)):
         shown.append(("value", block.value))
+    if isinstance(block, (gr.LinePlot, gr.BarPlot, gr.ScatterPlot)):
+        shown += [(name, getattr(block, name, None)) for name in ("title", "x_title", "y_title")]
     for choice in getattr(block, "choices", None) or []:
         shown.append(("choice", choice[0] if isinstance(choice, (tuple, list)) else choice))
     if isinstance(block, gr.Dataframe):
@@ -185,9 +187,11 @@ def test_the_walk_finds_every_kind_of_english_text():
             gr.HTML("<b>F32</b> 1.0×")
             gr.Number(label="seed", show_label=False)  # not shown
             gr.Textbox(label="max_new_tokens", value="Any text a person typed is content, not a label")
+            gr.BarPlot(x="a", y="b", x_title="strategy", y_title=t("lab.eval_chart"), label=t("lab.eval_chart"))
     found = app_offenders(demo, SimpleNamespace(catalog=SimpleNamespace(models=[])))
     expected = ["Accordion[More options]: label", "info = 'What the model reads'", "choice = 'greedy decoding'",
-                "value = '## Hello room'", "value = 'Run it'", "header = 'score'"]
+                "value = '## Hello room'", "value = 'Run it'", "header = 'score'",
+                "x_title = 'strategy'"]
     for part in expected:
         assert sum(part in line for line in found) == 1, (part, found)
     assert len(found) == len(expected), found
