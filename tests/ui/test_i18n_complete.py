@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import MappingProxyType
 
 import pytest
 
@@ -26,12 +27,12 @@ SAME_IN_EVERY_LANGUAGE = frozenset({
     "LLM Playground", "Top-p", "Top-k", "tokens/s", "total", "{method}", "base · {engine}",
     "PLAYGROUND_MODELS_DIR", "Hugging Face Hub",
 })
-SAME_IN = {
+SAME_IN = MappingProxyType({
     # Brazilian courses say encoder/decoder (the about text and the Architectures tab use them as terms).
     "pt": SAME_IN_EVERY_LANGUAGE | {"Encoder", "Encoder-decoder", "Decoder"},
     # French words spelled as in English.
     "fr": SAME_IN_EVERY_LANGUAGE | {"Architectures", "Attention", "Scores", "gradients", "activations", "type"},
-}
+})
 
 
 def _placeholders(text: str) -> set[str]:
@@ -269,7 +270,7 @@ def test_every_key_the_code_asks_for_is_in_english():
 # --------------------------------------------------------------------------- (d) the right Portuguese and French
 
 # European-Portuguese words (or uses) a Brazilian reader stumbles on, with the Brazilian word in the comment.
-EUROPEAN_PORTUGUESE = {
+EUROPEAN_PORTUGUESE = MappingProxyType({
     r"\bficheiros?\b": "arquivo",
     r"\becrãs?\b": "tela",
     r"\butilizador(es|as?)?\b": "usuário",
@@ -287,7 +288,7 @@ EUROPEAN_PORTUGUESE = {
     r"\ba (carregar|ler|converter|fundir|amostrar|cancelar|construir|medir|gerar|correr|aguardar)\b": "gerúndio",
     r"\bem espera\b": "aguardando",
     r"\bcorre(m)? (no|na|em)\b": "roda(m)",
-}
+})
 
 
 def test_portuguese_is_brazilian():
