@@ -269,7 +269,7 @@ def test_every_key_the_code_asks_for_is_in_english():
 
 # --------------------------------------------------------------------------- (d) the right Portuguese and French
 
-# European-Portuguese words (or uses) a Brazilian reader stumbles on, with the Brazilian word in the comment.
+# European-Portuguese words (or uses) a Brazilian reader stumbles on, each with the Brazilian word to use.
 EUROPEAN_PORTUGUESE = MappingProxyType({
     r"\bficheiros?\b": "arquivo",
     r"\becrãs?\b": "tela",
@@ -277,7 +277,7 @@ EUROPEAN_PORTUGUESE = MappingProxyType({
     r"\bde facto\b": "de fato",
     r"\bfacto\b": "fato",
     r"\bregistos?\b": "registro",
-    r"\btransferir\b|\btransferência\b": "baixar / download",
+    r"\btransferir\b": "baixar (a download)",
     r"\bdescarreg\w*": "baixar",
     r"\bguard(ar|e|a|ado|ada|ados|adas|ou|am)\b": "salvar",
     r"\bpartilh\w*": "compartilhar",
