@@ -21,11 +21,27 @@ import site
 import sys
 import sysconfig
 import tempfile
-from typing import Iterable
+from types import MappingProxyType
+from typing import Iterable, Mapping
 
 
 class PlaygroundError(Exception):
-    """A problem the user can act on; ``str(error)`` says what and how."""
+    """A problem the user can act on; ``str(error)`` says what and how.
+
+    ``str(error)`` is always English (the CLI, the logs and tests read it). An error a room often meets can
+    also carry a translation key of the UI's locale files and the values its text needs
+    (:meth:`keyed`); the UI then shows it in the reader's language, and falls back to the English text
+    where it has no key.
+    """
+
+    key: str | None = None
+    values: Mapping[str, object] = MappingProxyType({})
+
+    def keyed(self, key: str, **values) -> "PlaygroundError":
+        """This error, with the locale key and values of its translated text; returns ``self`` to raise."""
+        self.key = key
+        self.values = values
+        return self
 
 
 class SettingsError(PlaygroundError):
@@ -55,12 +71,15 @@ class ContextOverflowError(InvalidPromptError):
         self.prompt_tokens = prompt_tokens
         self.max_new_tokens = max_new_tokens
         self.context_window = context_window
+        room = max(context_window - max_new_tokens, 0)
         super().__init__(
             f"The prompt is {prompt_tokens} tokens and {max_new_tokens} new tokens were "
             f"requested, but the model's context window is {context_window} tokens. "
-            f"Shorten the prompt to at most {max(context_window - max_new_tokens, 0)} tokens "
+            f"Shorten the prompt to at most {room} tokens "
             f"or lower 'max new tokens'."
         )
+        self.keyed("error.context_overflow", prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
+                   context_window=context_window, room=room)
 
 
 class InvalidParameterError(PlaygroundError):

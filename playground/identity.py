@@ -174,7 +174,8 @@ class RateLimiter:
                 self._hits[(kind, key)] = hits
                 wait = max(1, math.ceil(window_s - (now - hits[0])))
                 raise RateLimitError(f"Too many {what}: at most {limit} per {_window(window_s)}. Try again in "
-                                     f"{wait} s.")
+                                     f"{wait} s.").keyed(f"error.rate_limit.{kind}.{_window(window_s)}",
+                                                         limit=limit, wait=wait)
             hits.append(now)
             self._store(kind, key, hits)
 
@@ -327,7 +328,8 @@ class Identities:
             self._runs_by_address[address] = active
             if len(active) >= cap:
                 raise RateLimitError(f"{len(active)} runs started from your network address are queued or running; "
-                                     f"at most {cap} may be at once. Wait for one to finish.")
+                                     f"at most {cap} may be at once. Wait for one to finish."
+                                     ).keyed("error.active_runs_per_address", active=len(active), limit=cap)
         per_person = self.limits.runs_per_hour
         self.limiter.hit("run-address", address, per_person * ADDRESS_SHARE, 3600,
                          "fine-tuning runs started from your network address")

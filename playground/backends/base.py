@@ -337,7 +337,7 @@ class EngineBase:
         """The prompt's ids (tokenised here unless they came with it), checked against the context window."""
         text = prompt.text if isinstance(prompt, TokenizedPrompt) else prompt
         if not text or not text.strip():
-            raise InvalidPromptError("The prompt is empty: type some text first.")
+            raise InvalidPromptError("The prompt is empty: type some text first.").keyed("error.empty_prompt")
         params.validated(self.token_limit)
         ids = list(prompt.ids) if isinstance(prompt, TokenizedPrompt) else self.tokenize(text)
         if len(ids) + params.max_new_tokens > self.context_window:

@@ -29,12 +29,12 @@ def check_message(text: str | None, max_chars: int) -> str:
     """The message stripped of surrounding space; raises InvalidPromptError when unusable."""
     text = (text or "").strip()
     if not text:
-        raise InvalidPromptError("The message is empty: type something to send.")
+        raise InvalidPromptError("The message is empty: type something to send.").keyed("error.empty_message")
     if len(text) > max_chars:
         raise InvalidPromptError(
             f"The message has {len(text):,} characters; the limit is {max_chars:,} "
             f"(PLAYGROUND_MAX_PROMPT_CHARS). Shorten it."
-        )
+        ).keyed("error.message_too_long", chars=len(text), limit=max_chars)
     return text
 
 

@@ -162,7 +162,9 @@ def read_file_records(path: str | Path, input_column: str, target_column: str,
     try:
         size = path.stat().st_size
         if size > limits.max_bytes:
-            raise DataFileError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.1f} MB.")
+            raise DataFileError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.1f} MB."
+                                ).keyed("error.named_file_too_big", name=path.name, mb=size / 1e6,
+                                        limit=limits.max_bytes / 1e6)
         data = path.read_bytes()
     except FileNotFoundError:
         raise DataFileError(f"The data file {path.name} does not exist.") from None
@@ -184,7 +186,9 @@ def data_file_columns(path: str | Path, limits: UploadLimits = FILE_LIMITS) -> l
     try:
         size = path.stat().st_size
         if size > limits.max_bytes:
-            raise DataFileError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.1f} MB.")
+            raise DataFileError(f"{path.name} is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.1f} MB."
+                                ).keyed("error.named_file_too_big", name=path.name, mb=size / 1e6,
+                                        limit=limits.max_bytes / 1e6)
         data = path.read_bytes()
     except OSError as exc:
         raise DataFileError(f"Cannot read the uploaded {path.name}: {exc.strerror or type(exc).__name__}. Upload "

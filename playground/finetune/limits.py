@@ -185,7 +185,8 @@ class FinetuneLimits:
         one = "one run" if self.max_active_runs == 1 else f"{self.max_active_runs} runs"
         raise ActiveRunLimitError(
             f"You already have run {run.id} ({state}). In {self.mode} mode each person may have {one} queued or "
-            f"running at a time: wait for it to finish, or pick it under 'Your runs' and cancel it, then start again.")
+            f"running at a time: wait for it to finish, or pick it under 'Your runs' and cancel it, then start again."
+        ).keyed("error.active_run", run=run.id, limit=self.max_active_runs)
 
 
 def _above(name: str, value: int, cap: int, what: str, where: str) -> str:

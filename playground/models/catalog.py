@@ -140,7 +140,7 @@ class Catalog:
                 return spec
         raise UnknownModelError(
             f"Unknown model id {model_id!r}. Choose one of: {', '.join(self.ids)}."
-        )
+        ).keyed("error.unknown_model", model=model_id, choices=", ".join(self.ids))
 
     def with_gguf(self) -> list[ModelSpec]:
         return [m for m in self.models if m.has_gguf]

@@ -67,7 +67,8 @@ class SourceResolver:
                 found = self._hub(spec, source, problems, progress)
                 if found:
                     return found
-        raise ModelUnavailableError(self._explain(spec, fmt, problems))
+        raise ModelUnavailableError(self._explain(spec, fmt, problems)).keyed("error.model_unavailable", model=spec.id,
+                                                                               name=spec.name)
 
     def resolve_for_transformers(self, spec: ModelSpec, progress: ProgressCallback | None = None
                                  ) -> ResolvedWeights:

@@ -238,7 +238,8 @@ def read_rows(data: bytes, filename: str | None = None,
     """(line number, row) pairs of a JSONL or CSV file, after the size and row limits."""
     if len(data) > limits.max_bytes:
         raise DataFileError(f"The file is {len(data) / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.1f} MB. "
-                            f"Upload fewer examples.")
+                            f"Upload fewer examples.").keyed("error.file_too_big", mb=len(data) / 1e6,
+                                                             limit=limits.max_bytes / 1e6)
     text = _decode(data)
     fmt = detect_format(filename, text)
     rows = _jsonl_rows(text) if fmt == "jsonl" else _csv_rows(text, detect_separator(text, filename))
@@ -278,7 +279,8 @@ def parse_labelled_file(data: bytes | str | Path, mapping: ColumnMapping, task: 
             size = path.stat().st_size
             if size > limits.max_bytes:
                 raise DataFileError(f"The file is {size / 1e6:.1f} MB; the limit is {limits.max_bytes / 1e6:.1f} "
-                                    f"MB. Upload fewer examples.")
+                                    f"MB. Upload fewer examples.").keyed("error.file_too_big", mb=size / 1e6,
+                                                                         limit=limits.max_bytes / 1e6)
             data = path.read_bytes()
         except OSError as exc:
             raise DataFileError(f"Cannot read {path.name}: {exc.strerror or exc}.") from None

@@ -316,7 +316,8 @@ def build_prompt(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequ
     config = setup.strategy.validated()
     _ = setup.kind  # refuse an unknown answer kind before rendering anything
     if not isinstance(input_text, str) or not input_text.strip():
-        raise InvalidParameterError("The input is empty: type a sentence, question or dialogue.")
+        raise InvalidParameterError("The input is empty: type a sentence, question or dialogue.").keyed(
+            "error.empty_input")
     template = parse_template(setup.template)  # checked and compiled once, rendered below
     used = template.variables
     if config.uses_demos and config.k > 0 and "demos" not in used:

@@ -41,6 +41,17 @@ def make_i18n() -> gr.I18n:
     return gr.I18n(**load_locales())
 
 
+def current_request() -> gr.Request | None:
+    """The request of the event being handled, or None outside one.
+
+    Gradio keeps it in a context variable while a handler (or a generator's step) runs; reading it here lets
+    error reporting answer in the reader's language without every handler passing its request along.
+    """
+    from gradio.context import LocalContext
+
+    return LocalContext.request.get(None)
+
+
 def language_of(request: gr.Request | None) -> str:
     """The first supported language in the browser's Accept-Language header."""
     header = ""
@@ -65,6 +76,29 @@ class Texts:
         text = locales.get(self.language, {}).get(key) or locales[DEFAULT_LANGUAGE][key]
         return text.format(**values) if values else text
 
+    def has(self, key: str) -> bool:
+        return key in load_locales()[DEFAULT_LANGUAGE]
+
+    def error(self, exc: BaseException | str) -> str:
+        """The text of an error for this language.
+
+        A PlaygroundError made with :meth:`~playground.errors.PlaygroundError.keyed` reads from the locale
+        files; anything else, an unknown key, or values its text cannot take read as ``str(exc)``. English
+        is always ``str(exc)``: the locale's English line is the translators' reference, not a second wording.
+        """
+        key = getattr(exc, "key", None)
+        if self.language == DEFAULT_LANGUAGE or not key or not self.has(key):
+            return str(exc)
+        try:
+            return self(key, **dict(getattr(exc, "values", None) or {}))
+        except (KeyError, IndexError, ValueError, TypeError):  # a text that wants a value the error lacks
+            return str(exc)
+
     @classmethod
     def for_request(cls, request: gr.Request | None) -> "Texts":
         return cls(language_of(request))
+
+    @classmethod
+    def current(cls) -> "Texts":
+        """The texts for the language of the request being handled (English outside a request)."""
+        return cls.for_request(current_request())

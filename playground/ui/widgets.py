@@ -74,26 +74,31 @@ def queue_status(position: int | None, texts: Texts) -> str:
     return texts("status.queue_one") if position == 1 else texts("status.queue_many", ahead=position)
 
 
-def user_message(exc: BaseException | str, settings: Settings) -> str:
-    """The text of an error as a person may see it: the server's places (data dir, models dir, temp
-    folder, working dir, home, site-packages) replaced by short placeholders such as ``<data dir>``."""
+def user_message(exc: BaseException | str, settings: Settings, texts: Texts | None = None) -> str:
+    """The text of an error as a person may see it: in their language where the error has a locale key
+    (``texts``, else the language of the request being handled), and with the server's places (data dir,
+    models dir, temp folder, working dir, home, site-packages) replaced by short placeholders such as
+    ``<data dir>``."""
     places = [("<data dir>", settings.data_dir), ("<models dir>", settings.models_dir)]
-    return redact_server_paths(str(exc), server_locations(places))
+    return redact_server_paths((texts or Texts.current()).error(exc), server_locations(places))
 
 
-def warning_text(exc: BaseException | str, settings: Settings) -> str:
+def warning_text(exc: BaseException | str, settings: Settings, texts: Texts | None = None) -> str:
     """An error shown inside a component rather than as a toast: "⚠ " and its :func:`user_message`."""
-    return f"⚠ {user_message(exc, settings)}"
+    return f"⚠ {user_message(exc, settings, texts)}"
 
 
 @contextlib.contextmanager
-def user_errors(settings: Settings):
-    """Show a PlaygroundError as a Gradio error toast with the same text, server paths hidden (never a
+def user_errors(settings: Settings, texts: Texts | None = None):
+    """Show a PlaygroundError as a Gradio error toast, in the reader's language where the error has a locale
+    key (``texts``, else the language of the request being handled), server paths hidden (never a
     traceback)."""
     try:
         yield
     except PlaygroundError as exc:
-        raise gr.Error(user_message(exc, settings), print_exception=False) from None
+        texts = texts or Texts.current()
+        raise gr.Error(user_message(exc, settings, texts), title=texts("error.title"),
+                       print_exception=False) from None
 
 
 # Handlers of generating events in flight per generation slot: their generations wait for

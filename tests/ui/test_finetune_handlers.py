@@ -92,8 +92,8 @@ def test_the_quantized_system_shows_with_its_engine_in_the_pages_language(sessio
     assert list(scores["model"][:3]) == systems and len(scores) == 9
     assert "Fine-tuned and quantized (llama.cpp Q4_1 + adapter): ROUGE-L **45.0**, **-5.0 points**" in gain
     _, _, _, _, scores, gain, comparison, _ = on_poll(session, PT, token, run_id, None)
-    assert "afinado, quantizado · llama.cpp Q4_1 + adaptador" in comparison.columns
-    assert "afinado · transformers fp32" in set(scores["model"]) and "Afinado e quantizado" in gain
+    assert "ajustado, quantizado · llama.cpp Q4_1 + adaptador" in comparison.columns
+    assert "ajustado · transformers fp32" in set(scores["model"]) and "Ajustado e quantizado" in gain
     # A run whose samples ran on llama.cpp names the engines of its two systems and why there is no third.
     on_llama = {**QUANTIZED_METRICS, "sample_engine": "llama.cpp", "rouge_quantized": None,
                 "quantized_unavailable": "the samples ran on llama.cpp",
