@@ -24,14 +24,18 @@ PLACEHOLDER = re.compile(r"{(\w+)")
 # that read the same in Portuguese and French, and cognates spelled identically. Keep it short: anything else
 # that equals its English text is a line someone forgot to translate.
 SAME_IN_EVERY_LANGUAGE = frozenset({
+    "K7QM-3XRD-P9",  # the example personal code in the paste box
     "LLM Playground", "Top-p", "Top-k", "tokens/s", "total", "{method}", "base · {engine}",
     "PLAYGROUND_MODELS_DIR", "Hugging Face Hub",
 })
 SAME_IN = MappingProxyType({
     # Brazilian courses say encoder/decoder (the about text and the Architectures tab use them as terms).
-    "pt": SAME_IN_EVERY_LANGUAGE | {"Encoder", "Encoder-decoder", "Decoder"},
+    "pt": SAME_IN_EVERY_LANGUAGE | {"Encoder", "Encoder-decoder", "Decoder",
+                                    # loanwords Brazilian Portuguese uses as they are
+                                    "Offline", "**Hardware:** {summary}."},
     # French words spelled as in English.
-    "fr": SAME_IN_EVERY_LANGUAGE | {"Architectures", "Attention", "Scores", "gradients", "activations", "type"},
+    "fr": SAME_IN_EVERY_LANGUAGE | {"Architectures", "Attention", "Scores", "gradients", "activations", "type",
+                                    "Licence", "Sources"},
 })
 
 
