@@ -199,3 +199,13 @@ def wait_until(predicate, what: str, timeout_s: float = 60, poll_s: float = 0.05
             return value
         time.sleep(poll_s)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+class Clock:
+    """A clock a test sets by hand (``clock.now += 60``), for code that takes ``clock=``."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now

@@ -23,15 +23,9 @@ from playground.identity import (
     load_or_create_key,
 )
 
+from tests.helpers import Clock
+
 KEY = b"k" * 32
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # ---------------------------------------------------------------- tokens

@@ -32,15 +32,9 @@ from playground.identity_codes import (
     normalize,
 )
 
+from tests.helpers import Clock
+
 KEY = b"k" * 32
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def _room(tmp_path, clock: Clock | None = None) -> Identities:
