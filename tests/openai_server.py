@@ -60,7 +60,7 @@ def missing_extras() -> list[str]:
 def start_server(log: Path) -> OpenAIServer:
     """Start the server and wait (bounded) until it lists its model; raises RuntimeError with its log's end."""
     port = free_port()
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf()),
+    command = [sys.executable, "-m", "playground.backends.llama_server", "--model", str(smollm2_gguf()),
                "--model_alias", SERVED_NAME, "--host", "127.0.0.1", "--port", str(port),
                "--n_ctx", str(SERVER_CONTEXT),
                # By default a new request cuts the one streaming; a room's requests must not cut each other.

@@ -66,6 +66,7 @@ from playground.backends.llama_batch import (
     reusable_prefix,
     shared_prefix,
 )
+from playground.backends.llama_loading import llama_class
 from playground.errors import EngineUnavailableError, InvalidGGUFError
 from playground.models.gguf_info import GGUFFacts, read_gguf_facts
 from playground.models.sources import ResolvedWeights
@@ -215,7 +216,7 @@ class LlamaCppEngine(EngineBase):
              n_ctx: int | None = None, facts: GGUFFacts | None = None, streams: int = STREAMS) -> "LlamaCppEngine":
         # Reading the facts also refuses a damaged file with a clear message, before llama.cpp sees it.
         facts = facts or read_gguf_facts(weights.path)
-        from llama_cpp import Llama
+        Llama = llama_class()
 
         context = n_ctx or min(facts.context_length or 2048, MAX_CONTEXT)
         try:

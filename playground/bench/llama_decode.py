@@ -12,6 +12,7 @@ from __future__ import annotations
 import statistics
 import time
 
+from playground.backends.llama_loading import llama_class
 from playground.bench.core import BenchOptions, CpuWatch, Figure, Measure, alternate, log, median_speed, per_round
 from playground.bench.streams import RUN_CAP_S, THROUGHPUT_PROMPT, StreamRun, app_run, speed_detail
 
@@ -67,8 +68,6 @@ def direct_run(llm, prompt_ids: list[int], new_tokens: int, cap_s: float = RUN_C
 
 def _app_against_direct(engine, provider, options: BenchOptions) -> tuple[list[Figure], float]:
     """The two decode speeds and their ratio; also returns the app's median speed."""
-    from llama_cpp import Llama
-
     from playground.backends.base import GenerationParams
     from playground.backends.llama_cpp_engine import PROMPT_BLOCK
 
@@ -76,6 +75,7 @@ def _app_against_direct(engine, provider, options: BenchOptions) -> tuple[list[F
     weights = provider.resolve(options.model, "gguf")
     threads, n_ctx = engine.threads, engine.context_window
     # The app's prompt blocks, so both sides compute the same numbers and the texts can be compared.
+    Llama = llama_class()
     direct = Llama(model_path=str(weights.path), n_ctx=n_ctx, n_threads=threads,
                    n_threads_batch=threads, n_batch=PROMPT_BLOCK, n_ubatch=PROMPT_BLOCK, verbose=False)
     try:

@@ -457,7 +457,7 @@ def server_command(gguf: Path, port: int, alias: str, threads: int, n_ctx: int =
     """llama-cpp-python's OpenAI-compatible server on ``gguf`` (pip install sse-starlette starlette-context
     pydantic-settings). It answers one request at a time; without ``--interrupt_requests False`` each new
     request would cut off the one being answered."""
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
+    command = [sys.executable, "-m", "playground.backends.llama_server", "--model", str(gguf), "--model_alias", alias,
                "--host", "127.0.0.1", "--port", str(port), "--n_ctx", str(n_ctx), "--interrupt_requests", "False"]
     if threads:
         command += ["--n_threads", str(threads), "--n_threads_batch", str(threads)]
@@ -705,8 +705,9 @@ def tokenizer_counter(gguf: Path | None):
             raise RuntimeError("the endpoint's stats give no token count and the model has no GGUF to count with")
         with lock:
             if "llm" not in holder:
-                from llama_cpp import Llama
+                from playground.backends.llama_loading import llama_class
 
+                Llama = llama_class()
                 holder["llm"] = Llama(model_path=str(gguf), vocab_only=True, verbose=False)
             return len(holder["llm"].tokenize(text.encode("utf-8"), add_bos=False, special=False))
 

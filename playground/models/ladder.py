@@ -308,8 +308,9 @@ class _Scorer:
     """One GGUF file opened in llama.cpp for scoring; a context manager that closes it."""
 
     def __init__(self, path: Path, threads: int, n_ctx: int):
-        from llama_cpp import Llama
+        from playground.backends.llama_loading import llama_class
 
+        Llama = llama_class()
         self.path = path
         try:
             self.llm = Llama(model_path=str(path), n_ctx=n_ctx, n_batch=BATCH, n_ubatch=BATCH, n_threads=threads,

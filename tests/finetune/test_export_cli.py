@@ -55,7 +55,9 @@ def test_the_adapter_gguf_path_is_the_one_line_printed(smol_run, tmp_path):
 
 @pytest.mark.slow
 def test_a_merged_q8_0_export_from_the_command_line_loads_in_llama_cpp(smol_run, tmp_path):
-    from llama_cpp import Llama
+    from playground.backends.llama_loading import llama_class
+
+    Llama = llama_class()
 
     result = export([smol_run, "--gguf", "q8_0"], tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -76,7 +76,9 @@ def run_dir(room, lora, tmp_path):
 
 def logits(model, lora_path=None) -> np.ndarray:
     """llama.cpp's logits for every position of TOKENS (optionally with a LoRA adapter applied)."""
-    from llama_cpp import Llama
+    from playground.backends.llama_loading import llama_class
+
+    Llama = llama_class()
 
     llm = Llama(model_path=str(model), lora_path=str(lora_path) if lora_path else None, n_ctx=64, n_threads=2,
                 logits_all=True, verbose=False)
@@ -176,7 +178,9 @@ def test_an_export_is_built_once_and_reused(room, run_dir, monkeypatch):
 
 
 def test_the_adapter_gguf_download_is_the_runs_adapter_gguf(room, run_dir, monkeypatch):
-    from llama_cpp import Llama
+    from playground.backends.llama_loading import llama_class
+
+    Llama = llama_class()
 
     _, _, _, base, _ = room
     download = adapter_gguf_export(run_dir, base)

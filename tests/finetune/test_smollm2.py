@@ -174,7 +174,9 @@ def test_the_run_on_llama_cpp_is_the_model_transformers_serves(which, lora_run, 
     (dequantised) weights, within quantisation noise; both differ from the base by much more."""
     import numpy as np
     import torch
-    from llama_cpp import Llama
+    from playground.backends.llama_loading import llama_class
+
+    Llama = llama_class()
     from peft import PeftModel
 
     from playground.finetune.gguf_adapter import convert_adapter
