@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from playground.backends.base import GenerationParams
 from playground.backends.llama_cpp_engine import PROMPT_BLOCK
+from playground.backends.llama_loading import extra_buffers_allowed
 from playground.errors import InvalidParameterError
 from playground.models.catalog import ModelSpec
 from playground.prompting.strategies import BuiltPrompt
@@ -60,7 +61,7 @@ def _gguf_path_code(spec: ModelSpec | None, model_ref: str | None) -> list[str]:
 
 
 def _llama_cpp_code(built: BuiltPrompt, params: GenerationParams, samples: int, spec: ModelSpec | None,
-                    model_ref: str | None, threads: int | None, lora_path: str | None) -> str:
+                    model_ref: str | None, threads: int | None, lora_path: str | None, extra_buffers: bool) -> str:
     if lora_path:
         lines = ['"""Reproduce the Prompt Lab run of your fine-tuned adapter with llama-cpp-python',
                  '(pip install llama-cpp-python): the quantised base model with the adapter applied."""', ""]
@@ -68,6 +69,22 @@ def _llama_cpp_code(built: BuiltPrompt, params: GenerationParams, samples: int, 
         lines = ['"""Reproduce the Prompt Lab run with llama-cpp-python (pip install llama-cpp-python)."""', ""]
     lines += _gguf_path_code(spec, model_ref)
     lines += ["", "from llama_cpp import Llama", ""]
+    if not extra_buffers:
+        lines += ["# As the app does on this server, whose CPU reports AMX: open the model without llama.cpp's extra",
+                  "# buffer types (their AMX kernels crash on some virtual machines, and they change the numbers).",
+                  "import llama_cpp.llama_cpp as llama_low",
+                  "",
+                  "_model_defaults = llama_low.llama_model_default_params",
+                  "",
+                  "",
+                  "def _without_extra_buffers():",
+                  "    params = _model_defaults()",
+                  "    params.use_extra_bufts = False",
+                  "    return params",
+                  "",
+                  "",
+                  "llama_low.llama_model_default_params = _without_extra_buffers",
+                  ""]
     thread_args = f", n_threads={threads}" if threads else ""
     lora_args = ""
     if lora_path:
@@ -181,7 +198,7 @@ def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: in
 def code_snippet(built: BuiltPrompt, params: GenerationParams, *, engine: str = "llama.cpp",
                  spec: ModelSpec | None = None, samples: int = 1, model_ref: str | None = None,
                  threads: int | None = None, adapter: str | None = None, lora_path: str | None = None,
-                 note: str = "") -> str:
+                 note: str = "", extra_buffers: bool | None = None) -> str:
     """A Python script that sends ``built``'s prompt with ``params`` through ``engine``.
 
     ``spec`` says where the model comes from (package, Hub); ``model_ref`` overrides it
@@ -189,7 +206,9 @@ def code_snippet(built: BuiltPrompt, params: GenerationParams, *, engine: str = 
     (a peft adapter folder) with transformers, ``lora_path`` (a llama.cpp adapter GGUF) with
     llama.cpp. ``samples`` > 1 writes the self-consistency loop (llama.cpp) or
     ``num_return_sequences`` (transformers). ``note`` becomes a comment at the top of the
-    transformers script (why it is not the llama.cpp one that was asked for).
+    transformers script (why it is not the llama.cpp one that was asked for). ``extra_buffers`` False
+    makes the llama.cpp script open the model as the app does on a CPU with AMX
+    (:mod:`playground.backends.llama_loading`); None: as this machine needs.
     """
     if engine not in SNIPPET_ENGINES:
         raise InvalidParameterError(f"Code can be shown for {' or '.join(SNIPPET_ENGINES)}, not {engine!r}.")
@@ -197,7 +216,9 @@ def code_snippet(built: BuiltPrompt, params: GenerationParams, *, engine: str = 
         if adapter:
             raise InvalidParameterError("llama.cpp loads a run's adapter as a GGUF file (lora_path), not as a peft "
                                         "adapter folder; pass lora_path, or show the transformers code.")
-        return _llama_cpp_code(built, params, samples, spec, model_ref, threads, lora_path)
+        if extra_buffers is None:
+            extra_buffers = extra_buffers_allowed()
+        return _llama_cpp_code(built, params, samples, spec, model_ref, threads, lora_path, extra_buffers)
     if lora_path:
         raise InvalidParameterError("transformers applies a run's peft adapter folder (adapter), not a llama.cpp "
                                     "adapter GGUF; pass adapter, or show the llama.cpp code.")

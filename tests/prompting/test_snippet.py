@@ -72,6 +72,16 @@ def test_greedy_and_other_sources(catalog):
         code_snippet(built(), greedy, engine="vllm")
 
 
+@pytest.mark.parametrize("extra_buffers", [True, False])
+def test_the_llama_cpp_script_opens_the_model_as_the_app_does(extra_buffers):
+    code = code_snippet(built(), GenerationParams(max_new_tokens=8, temperature=0), extra_buffers=extra_buffers)
+    compile(code, "<snippet>", "exec")
+    assert ("params.use_extra_bufts = False" in code) is not extra_buffers
+    if not extra_buffers:  # the defaults are replaced before the model is opened
+        assert code.index("llama_low.llama_model_default_params = _without_extra_buffers") < code.index("Llama(")
+    assert "playground" not in code  # the script runs without the app installed
+
+
 def test_a_fine_tuned_adapter_is_applied_with_peft(catalog):
     params = GenerationParams(max_new_tokens=16, temperature=0)
     code = code_snippet(built(), params, engine="transformers", spec=catalog.get("smollm2-135m-instruct"),
