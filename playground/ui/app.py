@@ -48,8 +48,10 @@ def build_app(services: Services) -> gr.Blocks:
         with gr.Column(elem_classes=["app-root", mode_class]):
             gr.Markdown(t("app.title"), elem_classes=["app-title"], elem_id="app-title")
             gr.Markdown(t("app.subtitle"), elem_classes=["app-subtitle"])
+            # The walk starts on its first step (the About tab's order): the app opens on Architectures.
+            gr.Markdown(t("app.start_here"), elem_classes=["start-here"], elem_id="start-here")
             carry = carry_panel(services, owner)  # a personal code takes this browser's runs to another one
-            with gr.Tabs(elem_id="main-tabs", selected=TAB_IDS["quantized"]) as tabs:
+            with gr.Tabs(elem_id="main-tabs", selected=TAB_IDS["architectures"]) as tabs:
                 with _tab("tab.architectures", TAB_IDS["architectures"]):
                     architectures.build(services)
                 with _tab("tab.prompt_lab", TAB_IDS["prompt_lab"]) as lab_tab:

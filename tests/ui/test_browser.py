@@ -19,7 +19,7 @@ def page(browser, app_url):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
     page = context.new_page()
     page.goto(app_url)
-    page.wait_for_selector("#quant-input textarea", timeout=60_000)
+    page.wait_for_selector("#arch-run", timeout=60_000)  # the app opens on its first tab, Architectures
     yield page
     context.close()
 
@@ -67,7 +67,7 @@ def test_portuguese_browser_sees_portuguese_labels(browser, app_url):
     context = browser.new_context(locale="pt-BR")
     page = context.new_page()
     page.goto(app_url)
-    page.wait_for_selector("#quant-input textarea", timeout=60_000)
+    page.wait_for_selector("#arch-run", timeout=60_000)
     page.wait_for_function("document.body.innerText.includes('Sobre')", timeout=10_000)
     assert page.get_by_role("tab", name="Sobre").count() == 1
     context.close()

@@ -30,7 +30,7 @@ def test_pick_ones_run_in_the_quantized_tab_and_chat_with_it(browser, gguf_app, 
     try:
         page = context.new_page()
         page.goto(gguf_app.url)
-        page.wait_for_selector("#quant-input textarea", timeout=60_000)
+        page.wait_for_selector("#arch-run", timeout=60_000)  # the app opens on its first tab, Architectures
         token = wait_until(lambda: issued and issued[0], "the page getting an identity")
         # The run finishes while the page is open: opening the tab again lists it.
         run_id = gguf_app.run_for(token, seed=5)

@@ -80,7 +80,7 @@ def _page(browser, url, locale):
     context = browser.new_context(viewport={"width": 1400, "height": 1000}, locale=locale)
     page = context.new_page()
     page.goto(url)
-    page.wait_for_selector("#quant-input textarea", timeout=60_000)
+    page.wait_for_selector("#arch-run", timeout=60_000)  # the app opens on its first tab, Architectures
     return context, page
 
 
@@ -92,6 +92,8 @@ def test_a_waiting_chat_shows_its_place_in_line_then_the_answer(browser, line, l
     engine, url = line
     context, page = _page(browser, url, locale)
     try:
+        page.locator("#tab-quantized-button").click()  # the tab's name is in the page's language
+        page.wait_for_selector("#quant-input textarea", state="visible", timeout=10_000)
         page.fill("#quant-input textarea", "Name a colour.")
         page.click("#quant-send")
         _wait_for_text(page, "#quant-stats", waiting, 60)
