@@ -20,7 +20,7 @@ import random
 import threading
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Iterator, Protocol, Sequence, runtime_checkable
+from typing import Callable, Iterator, Protocol, Sequence, runtime_checkable
 
 from playground.errors import ContextOverflowError, InvalidParameterError, InvalidPromptError
 
@@ -33,6 +33,17 @@ def _param(default, help: str, low=None, high=None, **extra):
 
 _INT_TYPES = ("int", "int | None")
 MAX_SAMPLES = 32  # most completions one sample_n call may ask for
+
+
+@dataclass(frozen=True)
+class SampleProgress:
+    """How far one ``sample_n`` call is: paths finished of ``total``, and the new tokens so far (of all paths,
+    and of those still being generated). Engines report it to ``sample_n``'s ``progress`` callback."""
+
+    done: int
+    total: int
+    tokens: int
+    live_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -165,7 +176,8 @@ class Engine(Protocol):
     def generate(self, prompt: Prompt, params: GenerationParams) -> GenerationResult: ...
 
     def sample_n(self, prompt: Prompt, params: GenerationParams, n: int,
-                 cancel: threading.Event | None = None) -> list[GenerationResult]: ...
+                 cancel: threading.Event | None = None,
+                 progress: Callable[[SampleProgress], None] | None = None) -> list[GenerationResult]: ...
 
     def next_token_probabilities(self, prompt: str, k: int = 10) -> list[TokenProbability]: ...
 
@@ -372,12 +384,14 @@ class EngineBase:
         return generation.result
 
     def sample_n(self, prompt: Prompt, params: GenerationParams, n: int,
-                 cancel: threading.Event | None = None) -> list[GenerationResult]:
+                 cancel: threading.Event | None = None,
+                 progress: Callable[[SampleProgress], None] | None = None) -> list[GenerationResult]:
         """``n`` sampled completions of one prompt, with seeds ``seed, seed + 1, ...``.
 
         Greedy settings (temperature 0) give one answer, returned ``n`` times. This shared
         version generates one sample after the other; when ``cancel`` is set it stops and
         returns the samples made so far (the last one with finish reason "cancelled").
+        ``progress`` hears after every generated piece how many samples are done and the tokens so far.
         """
         n = check_sample_count(n)
         if params.temperature == 0:
@@ -386,5 +400,17 @@ class EngineBase:
         for seed in sample_seeds(params, n):
             if cancel is not None and cancel.is_set():
                 break
-            results.append(self.generate_cancellable(prompt, replace(params, seed=seed), cancel))
+            generation = self.stream(prompt, replace(params, seed=seed))
+            finished = sum(r.completion_tokens for r in results)
+            live = 0
+            for piece in generation:
+                if piece and progress is not None:
+                    live += 1
+                    progress(SampleProgress(len(results), n, finished + live, live))
+                if cancel is not None and cancel.is_set():
+                    generation.cancel()
+            assert generation.result is not None
+            results.append(generation.result)
+            if progress is not None:
+                progress(SampleProgress(len(results), n, finished + generation.result.completion_tokens))
         return results

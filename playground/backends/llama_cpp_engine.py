@@ -44,7 +44,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from playground.backends.base import (
     EngineBase,
@@ -53,6 +53,7 @@ from playground.backends.base import (
     GenerationResult,
     Prompt,
     Message,
+    SampleProgress,
     TokenProbability,
     first_stop_index,
     check_sample_count,
@@ -364,25 +365,27 @@ class LlamaCppEngine(EngineBase):
 
     # ------------------------------------------------------------------ several samples at once
     def sample_n(self, prompt: Prompt, params: GenerationParams, n: int,
-                 cancel: threading.Event | None = None) -> list[GenerationResult]:
+                 cancel: threading.Event | None = None,
+                 progress: Callable[[SampleProgress], None] | None = None) -> list[GenerationResult]:
         """``n`` sampled completions, decoded together: the prompt is evaluated once for all of them.
 
         Sample ``i`` uses seed ``seed + i``. Greedy settings give one answer ``n`` times. When
-        ``cancel`` is set, every unfinished sample ends with finish reason "cancelled".
+        ``cancel`` is set, every unfinished sample ends with finish reason "cancelled". ``progress`` hears after
+        every decoding step how many samples are done and the tokens so far.
         """
         n = check_sample_count(n)
         if n == 1 or params.temperature == 0:
-            return super().sample_n(prompt, params, n, cancel)
+            return super().sample_n(prompt, params, n, cancel, progress)
         started = time.perf_counter()
         ids = self.check_prompt(prompt, params)
         cells = len(ids) + n * params.max_new_tokens + 1
         if cells > max(self.context_window, MAX_CONTEXT):
             # More KV cells than one context would hold: sample one after the other instead
             # (Llama.generate still reuses the prompt's cache from one sample to the next).
-            return super().sample_n(prompt, params, n, cancel)
+            return super().sample_n(prompt, params, n, cancel, progress)
         seeds = sample_seeds(params, n)
         with self.lock:
-            return self._sample_parallel(ids, params, seeds, cancel, started, cells)
+            return self._sample_parallel(ids, params, seeds, cancel, started, cells, progress)
 
     def _sampling_context(self, cells: int, n: int) -> _SamplingContext:
         import llama_cpp
@@ -416,7 +419,8 @@ class LlamaCppEngine(EngineBase):
         return make_sampler(params, seed, self.llm.n_vocab(), self.llm.last_n_tokens_size)
 
     def _sample_parallel(self, ids: list[int], params: GenerationParams, seeds: list[int],
-                         cancel: threading.Event | None, started: float, cells: int) -> list[GenerationResult]:
+                         cancel: threading.Event | None, started: float, cells: int,
+                         progress: Callable[[SampleProgress], None] | None = None) -> list[GenerationResult]:
         import llama_cpp
 
         n = len(seeds)
@@ -492,6 +496,8 @@ class LlamaCppEngine(EngineBase):
                         finish[seq], ended[seq] = "length", time.perf_counter()
                     else:
                         going.append((seq, token))
+                if progress is not None:
+                    progress(SampleProgress(n - len(going), n, sum(counts), sum(counts[seq] for seq, _ in going)))
                 if not going:
                     break
                 batch.n_tokens = len(going)

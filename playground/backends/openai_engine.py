@@ -34,7 +34,7 @@ import math
 import re
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
@@ -48,6 +48,7 @@ from playground.backends.base import (
     GenerationResult,
     Message,
     Prompt,
+    SampleProgress,
     TokenizedPrompt,
     TokenProbability,
     check_sample_count,
@@ -511,7 +512,8 @@ class OpenAICompatibleEngine(EngineBase):
             raise InferenceServerError(f"{where} broke off in the middle of the answer; try again.")
 
     def sample_n(self, prompt: Prompt, params: GenerationParams, n: int,
-                 cancel: threading.Event | None = None) -> list[GenerationResult]:
+                 cancel: threading.Event | None = None,
+                 progress: Callable[[SampleProgress], None] | None = None) -> list[GenerationResult]:
         """``n`` samples with seeds ``seed, seed + 1, ...``, sent together (the server batches them).
 
         Greedy settings give one answer ``n`` times. When ``cancel`` is set, samples not yet sent are left out and
@@ -519,7 +521,7 @@ class OpenAICompatibleEngine(EngineBase):
         """
         n = check_sample_count(n)
         if n == 1 or params.temperature == 0:
-            return super().sample_n(prompt, params, n, cancel)
+            return super().sample_n(prompt, params, n, cancel, progress)
         ids = self.check_prompt(prompt, params)  # once for all samples
         tokenized = prompt if isinstance(prompt, TokenizedPrompt) else TokenizedPrompt(prompt, tuple(ids))
         failed = threading.Event()
@@ -536,6 +538,12 @@ class OpenAICompatibleEngine(EngineBase):
 
         with ThreadPoolExecutor(max_workers=min(n, MAX_PARALLEL_SAMPLES), thread_name_prefix="openai-sample") as pool:
             futures = [pool.submit(one, seed) for seed in sample_seeds(params, n)]
+            if progress is not None:  # the server streams each sample apart: report each one as it ends
+                finished = []
+                for future in as_completed(futures):
+                    if future.exception() is None and future.result() is not None:
+                        finished.append(future.result().completion_tokens)
+                        progress(SampleProgress(len(finished), n, sum(finished)))
             results = [future.result() for future in futures]
         return [result for result in results if result is not None]
 

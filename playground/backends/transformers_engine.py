@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from playground.backends.base import (
     EngineBase,
@@ -22,6 +22,7 @@ from playground.backends.base import (
     GenerationResult,
     Prompt,
     Message,
+    SampleProgress,
     TokenProbability,
     first_stop_index,
     check_sample_count,
@@ -169,7 +170,7 @@ class TransformersEngine(EngineBase):
         worker.start()
         generated: list[int] = []
         emitted = ""
-        eos = set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
+        eos = set(eos_ids)
         try:
             while True:
                 token_id = streamer.queue.get()
@@ -191,7 +192,8 @@ class TransformersEngine(EngineBase):
             raise PlaygroundError(f"Generation failed: {type(errors[0]).__name__}: {errors[0]}")
 
     def sample_n(self, prompt: Prompt, params: GenerationParams, n: int,
-                 cancel: threading.Event | None = None) -> list[GenerationResult]:
+                 cancel: threading.Event | None = None,
+                 progress: Callable[[SampleProgress], None] | None = None) -> list[GenerationResult]:
         """``n`` sampled completions from one batched ``generate`` call (``num_return_sequences=n``).
 
         The seed, when given, seeds torch once for the whole batch. Stop sequences cut each text
@@ -202,15 +204,24 @@ class TransformersEngine(EngineBase):
 
         n = check_sample_count(n)
         if n == 1 or params.temperature == 0:
-            return super().sample_n(prompt, params, n, cancel)
+            return super().sample_n(prompt, params, n, cancel, progress)
         started = time.perf_counter()
         ids = self.check_prompt(prompt, params)
         first_step: list[float] = []
 
-        class _Watch(StoppingCriteria):  # called after every step: notes the first, and honours cancel
+        eos_ids = sorted(set(_as_list(getattr(self.model.generation_config, "eos_token_id", None))))
+
+        class _Watch(StoppingCriteria):  # called after every step: notes the first, reports, and honours cancel
             def __call__(self, input_ids, scores, **kwargs):
                 if not first_step:
                     first_step.append(time.perf_counter())
+                if progress is not None:
+                    new = input_ids[:, len(ids):]
+                    ended = torch.isin(new, torch.tensor(eos_ids, device=new.device))
+                    done_rows = ended.any(dim=1)  # a row's tokens: those before its first end-of-sequence token
+                    lengths = torch.where(done_rows, ended.int().argmax(dim=1), new.shape[1])
+                    progress(SampleProgress(int(done_rows.sum()), n, int(lengths.sum()),
+                                            int(lengths[~done_rows].sum())))
                 stop = cancel is not None and cancel.is_set()
                 return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
@@ -227,7 +238,7 @@ class TransformersEngine(EngineBase):
             )
         end = time.perf_counter()
         cancelled = cancel is not None and cancel.is_set()
-        eos = set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
+        eos = set(eos_ids)
         results = []
         for row in output[:, len(ids):].tolist():
             tokens: list[int] = []

@@ -8,8 +8,9 @@ one example to the next) and scores the answers:
 - numbers (arithmetic): exact match of the extracted number;
 - free text (summaries, translations): ROUGE-1/2/L F1 from ``rouge-score``.
 
-An answer that cannot be extracted counts as wrong. ``progress(fraction,
-message)`` hears about every example; a ``threading.Event`` passed as
+An answer that cannot be extracted counts as wrong. ``progress`` hears an
+:class:`EvaluationProgress` after every example (runs done of planned, the
+strategy, new tokens, time and time left); a ``threading.Event`` passed as
 ``cancel`` is checked between examples, and a cancelled evaluation returns the
 part it finished, marked ``cancelled``.
 """
@@ -35,7 +36,37 @@ ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 MAX_EVAL_EXAMPLES = 2_000
 EXAMPLES_IN_FLIGHT = 4  # examples one evaluation decodes together; the rest of the room's requests share the loop too
 
-Progress = Callable[[float, str], None]
+
+
+@dataclass(frozen=True)
+class EvaluationProgress:
+    """How far an evaluation is: example runs done of ``planned`` (examples x strategies), the strategy being
+    run and its examples done of ``examples``, the new tokens so far, the time taken, and the last answer."""
+
+    done: int
+    planned: int
+    strategy: str = ""  # the setup's label
+    strategy_done: int = 0
+    examples: int = 0
+    tokens: int = 0
+    elapsed_s: float = 0.0
+    correct: bool | None = None  # the last example's answer: right, wrong, or None (free text, or none yet)
+    finished: bool = False
+    cancelled: bool = False
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.planned if self.planned else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the pace so far (None before the first example is done, or once finished)."""
+        if self.finished or not self.done or self.elapsed_s <= 0:
+            return None
+        return self.elapsed_s / self.done * (self.planned - self.done)
+
+
+Progress = Callable[[EvaluationProgress], None]
 
 
 def rouge_scores(prediction: str | None, reference: str) -> dict[str, float]:
@@ -194,6 +225,7 @@ def evaluate(engine: Engine, setups: Sequence[PromptSetup], data: LabelledSet,
 
     planned = len(examples) * len(setups)
     done = 0
+    tokens = 0
     cancelled = False
     rows: list[ExampleResult] = []
     scores: list[StrategyScore] = []
@@ -237,9 +269,10 @@ def evaluate(engine: Engine, setups: Sequence[PromptSetup], data: LabelledSet,
                     result = _example_result(setup, index, example.input, example.target, run)
                     mine.append(result)
                     done += 1
+                    tokens += result.completion_tokens
                     if progress is not None:
-                        mark = "" if result.correct is None else (" (correct)" if result.correct else " (wrong)")
-                        progress(done / planned, f"{setup.label}: example {len(mine)}/{len(examples)}{mark}")
+                        progress(EvaluationProgress(done, planned, setup.label, len(mine), len(examples), tokens,
+                                                    time.perf_counter() - started, result.correct))
             if error is not None:
                 raise error
         cancelled = cancelled or halt.is_set()
@@ -250,6 +283,7 @@ def evaluate(engine: Engine, setups: Sequence[PromptSetup], data: LabelledSet,
         if cancelled:
             break
     if progress is not None:
-        progress(done / planned, "Cancelled" if cancelled else "Done")
+        progress(EvaluationProgress(done, planned, tokens=tokens, elapsed_s=time.perf_counter() - started,
+                                    finished=True, cancelled=cancelled))
     return EvaluationReport(task=data.task.id, source=data.source, scores=tuple(scores), results=tuple(rows),
                             cancelled=cancelled, elapsed_s=time.perf_counter() - started, planned=planned)

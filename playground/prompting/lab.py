@@ -31,8 +31,8 @@ from playground.prompting.data import ColumnMapping, LabelledSet, file_columns, 
 from playground.prompting.demos import Embedder
 from playground.prompting.evaluation import EvaluationReport, Progress, evaluate
 from playground.prompting.snippet import code_snippet
-from playground.prompting.strategies import BuiltPrompt, PromptSetup, StrategyConfig, StrategyRun, build_prompt, \
-    effective_params, stream_prompt, suggested_params
+from playground.prompting.strategies import BuiltPrompt, PromptSetup, SamplingProgress, StrategyConfig, StrategyRun, \
+    build_prompt, check_input, check_sampling, effective_params, stream_prompt, suggested_params
 from playground.prompting.tasks import FEW_SHOT, SELF_CONSISTENCY, STRATEGIES, TASKS, ZERO_SHOT, get_task
 from playground.prompting.templates import PromptTemplate, TemplateLibrary, parse_template
 
@@ -88,6 +88,7 @@ class RunUpdate:
     loading: bool = False
     sampling: int = 0  # self-consistency: the number of paths being sampled together
     queue_position: int | None = None  # waiting for its turn: requests ahead (0: its prompt is being read)
+    progress: SamplingProgress | None = None  # self-consistency: paths done, tokens so far, time left
 
 
 @dataclass(frozen=True)
@@ -196,6 +197,33 @@ class PromptLab:
             return request.params
         return suggested_params(request.task, setup.strategy, request.params)
 
+    # ------------------------------------------------------------------ checks before the work starts
+    def check_run(self, request: LabRequest, models: ModelChoices) -> None:
+        """Raise the error a run of ``request`` would meet before generating (template, input, settings,
+        model, context window), without generating; the page checks this before it starts a run."""
+        request = self.checked(request)
+        setup, _ = self.setup(request)
+        check_sampling(setup, request.params)
+        engine = models.engine(request.model_id, request.engine)
+        build_prompt(engine, setup, request.text, self.demos(request.task), embedder=self.embedder,
+                     params=request.params)
+
+    def check_compare(self, request: LabRequest, choices: Sequence[tuple[str, str]]) -> None:
+        """Raise the error a side-by-side run would meet for every column (no column, no input); a problem of
+        one column (its model, its template) shows in that column instead."""
+        self.columns(request, choices)
+        check_input(request.text)
+
+    def check_evaluation(self, request: LabRequest, evaluation: EvaluationRequest, models: ModelChoices) -> None:
+        """Raise the error an evaluation would meet before generating: the data, the count, the strategies and
+        every strategy's prompt for the first example."""
+        engine, setups, data, _ = self._evaluation_plan(request, evaluation, models)
+        first = data.examples[0].input if data.examples else ""
+        for setup in setups:
+            params = self.params_for(request, setup)
+            check_sampling(setup, params)
+            build_prompt(engine, setup, first, data.demos, embedder=self.embedder, params=params)
+
     # ------------------------------------------------------------------ the four actions
     def preview(self, request: LabRequest, models: ModelChoices, code_engine: str) -> Preview:
         """The final prompt as the model receives it, its token count, and a script that reproduces a run."""
@@ -213,6 +241,7 @@ class PromptLab:
         """The Run button: load the model, build the prompt, and stream the answer to the finished run."""
         request = self.checked(request)
         setup, _ = self.setup(request)
+        check_sampling(setup, request.params)
         yield RunUpdate(loading=True)
         engine = models.engine(request.model_id, request.engine)
         built = build_prompt(engine, setup, request.text, self.demos(request.task), embedder=self.embedder,
@@ -221,7 +250,8 @@ class PromptLab:
         if sampling:
             yield RunUpdate(sampling=sampling)
         for update in stream_prompt(engine, built, setup, request.params, cancel=cancel, slot=self.slot):
-            yield RunUpdate(text=update.text, run=update.run, sampling=sampling, queue_position=update.queue_position)
+            yield RunUpdate(text=update.text, run=update.run, sampling=sampling, queue_position=update.queue_position,
+                            progress=update.sampling)
 
     def columns(self, request: LabRequest, choices: Sequence[tuple[str, str]]) -> list[tuple[int, Column]]:
         """(slot, column) for each used (strategy, model) choice; a strategy other than the request's gets
@@ -260,9 +290,9 @@ class PromptLab:
         return labelled_set_from_upload(path, evaluation.mapping or ColumnMapping("", ""), request.task,
                                         filename=path.name, demo_rows=int(evaluation.demo_rows or 0))
 
-    def evaluate(self, request: LabRequest, evaluation: EvaluationRequest, models: ModelChoices, *,
-                 progress: Progress | None = None, cancel: threading.Event | None = None) -> EvaluationReport:
-        """Score the chosen strategies on the bundled or uploaded examples (one slot per example)."""
+    def _evaluation_plan(self, request: LabRequest, evaluation: EvaluationRequest, models: ModelChoices
+                         ) -> tuple[Engine, list[PromptSetup], LabelledSet, int]:
+        """(engine, setups in the page's order, examples, limit) of an evaluation, after its checks."""
         request = self.checked(request)
         data = self.evaluation_data(request, evaluation)
         limit = int(evaluation.limit)
@@ -271,9 +301,12 @@ class PromptLab:
         setups = [self.setup(request, strategy)[0] for strategy in STRATEGIES if strategy in evaluation.strategies]
         if not setups:
             raise InvalidParameterError("Choose at least one strategy to evaluate.")
-        if progress is not None:
-            progress(0.0, "Loading the model")
-        engine = models.engine(request.model_id, request.engine)
+        return models.engine(request.model_id, request.engine), setups, data, limit
+
+    def evaluate(self, request: LabRequest, evaluation: EvaluationRequest, models: ModelChoices, *,
+                 progress: Progress | None = None, cancel: threading.Event | None = None) -> EvaluationReport:
+        """Score the chosen strategies on the bundled or uploaded examples (one slot per example)."""
+        engine, setups, data, limit = self._evaluation_plan(request, evaluation, models)
         return evaluate(engine, setups, data, [self.params_for(request, s) for s in setups], limit=limit,
                         embedder=self.embedder, progress=progress, cancel=cancel, slot=self.slot)
 

@@ -39,7 +39,8 @@ import time
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Iterator, Mapping, Sequence
 
-from playground.backends.base import Engine, GenerationParams, GenerationResult, Message, TokenizedPrompt
+from playground.backends.base import Engine, GenerationParams, GenerationResult, Message, SampleProgress, \
+    TokenizedPrompt
 from playground.backends.slots import SlotHolder, line_for, no_slot, slot_for
 from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
 from playground.prompting.data import Example
@@ -62,6 +63,8 @@ from playground.prompting.tasks import (
 from playground.prompting.templates import PromptTemplate, parse_template
 
 MAX_SAMPLES = 20  # self-consistency paths per input
+SAMPLING_TEMPERATURE = 0.7  # the temperature self-consistency samples its paths at unless told otherwise
+PROGRESS_INTERVAL_S = 0.25  # at most four progress reports a second while self-consistency samples
 TRIGGER_POSITIONS = ("user", "assistant")
 # Variable names a template gets from the Prompt Lab; extra variables may not reuse them.
 RESERVED_VARIABLES = frozenset({"input", "demos", "cot", "cot_trigger", "labels", "task"})
@@ -87,7 +90,9 @@ class StrategyConfig:
                                                     "(chain-of-thought strategies).")
     trigger_position: str = _option("user", "Where the trigger goes: at the end of the question (user) or as the "
                                             "start of the model's answer (assistant).", choices=TRIGGER_POSITIONS)
-    samples: int = _option(5, "Self-consistency: reasoning paths sampled; the most frequent answer wins.",
+    samples: int = _option(5, "Self-consistency: reasoning paths sampled; the most frequent answer wins. The "
+                              "paths must differ, so choosing self-consistency sets the temperature to "
+                              f"{SAMPLING_TEMPERATURE} (with a fixed seed); the other strategies decode greedily.",
                            low=2, high=MAX_SAMPLES)
 
     def __post_init__(self) -> None:
@@ -304,6 +309,13 @@ def choose_demos(setup: PromptSetup, input_text: str, pool: Sequence[Example],
     return demos
 
 
+def check_input(input_text: str) -> None:
+    """Raise InvalidParameterError for an empty input."""
+    if not isinstance(input_text, str) or not input_text.strip():
+        raise InvalidParameterError("The input is empty: type a sentence, question or dialogue.").keyed(
+            "error.empty_input")
+
+
 def build_prompt(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequence[Example] = (), *,
                  embedder: Embedder | None = None, params: GenerationParams | None = None,
                  demos: Sequence[Example] | None = None) -> BuiltPrompt:
@@ -315,9 +327,7 @@ def build_prompt(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequ
     """
     config = setup.strategy.validated()
     _ = setup.kind  # refuse an unknown answer kind before rendering anything
-    if not isinstance(input_text, str) or not input_text.strip():
-        raise InvalidParameterError("The input is empty: type a sentence, question or dialogue.").keyed(
-            "error.empty_input")
+    check_input(input_text)
     template = parse_template(setup.template)  # checked and compiled once, rendered below
     used = template.variables
     if config.uses_demos and config.k > 0 and "demos" not in used:
@@ -363,6 +373,40 @@ def effective_params(setup: PromptSetup, params: GenerationParams) -> Generation
 
 
 @dataclass(frozen=True)
+class SamplingProgress:
+    """Self-consistency while its paths are sampled: paths done of ``total``, new tokens so far, and time."""
+
+    done: int
+    total: int
+    tokens: int
+    live_tokens: int  # new tokens of the paths still being generated
+    max_new_tokens: int
+    elapsed_s: float
+
+    @classmethod
+    def of(cls, report: SampleProgress, max_new_tokens: int, elapsed_s: float) -> "SamplingProgress":
+        return cls(report.done, report.total, report.tokens, report.live_tokens, max_new_tokens, elapsed_s)
+
+    @property
+    def fraction(self) -> float:
+        """How far the sampling is, 0 to 1: the paths done, and the live paths by their token budgets."""
+        if not self.total:
+            return 0.0
+        budget = max(1, self.max_new_tokens)
+        live = min(self.live_tokens, (self.total - self.done) * budget) / budget
+        return min(1.0, (self.done + live) / self.total)
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at most, at the speed so far, if every path went on to its token limit (None before the
+        first token)."""
+        if self.tokens <= 0 or self.elapsed_s <= 0:
+            return None
+        remaining = max(0, (self.total - self.done) * self.max_new_tokens - self.live_tokens)
+        return remaining / (self.tokens / self.elapsed_s)
+
+
+@dataclass(frozen=True)
 class StrategyUpdate:
     """One step of a strategy's run: the output so far, and the finished run once it is done.
 
@@ -374,6 +418,52 @@ class StrategyUpdate:
     text: str
     run: StrategyRun | None = None
     queue_position: int | None = None
+    sampling: SamplingProgress | None = None  # self-consistency: how far its paths are
+
+
+def check_sampling(setup: PromptSetup, params: GenerationParams) -> None:
+    """Raise InvalidParameterError when self-consistency would sample greedily (every path the same)."""
+    if setup.strategy.strategy == SELF_CONSISTENCY and params.temperature <= 0:
+        raise InvalidParameterError(f"Self-consistency needs sampling: set the temperature above 0 "
+                                    f"({SAMPLING_TEMPERATURE} is usual), or every path would be the same.")
+
+
+def sample_paths(engine: Engine, built: BuiltPrompt, params: GenerationParams, n: int,
+                 cancel: threading.Event | None = None, interval_s: float = PROGRESS_INTERVAL_S
+                 ) -> Iterator[SamplingProgress | list[GenerationResult]]:
+    """``engine.sample_n`` in a worker thread: a :class:`SamplingProgress` whenever it changed (at most every
+    ``interval_s``), then the results. ``cancel`` reaches the sampling within ``interval_s``; so does the
+    end of the caller (a closed generator stops the sampling)."""
+    stop = threading.Event()
+    latest: list[SampleProgress | None] = [None]
+    outcome: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            outcome["results"] = engine.sample_n(built.tokens, params, n, cancel=stop,
+                                                 progress=lambda report: latest.__setitem__(0, report))
+        except BaseException as exc:  # raised again in the caller's thread
+            outcome["error"] = exc
+
+    started = time.perf_counter()
+    worker = threading.Thread(target=work, name="sample-paths", daemon=True)
+    worker.start()
+    shown = None
+    try:
+        while worker.is_alive():
+            worker.join(interval_s)
+            if cancel is not None and cancel.is_set():
+                stop.set()
+            report = latest[0]
+            if report is not None and report != shown and worker.is_alive():
+                shown = report
+                yield SamplingProgress.of(report, params.max_new_tokens, time.perf_counter() - started)
+    finally:
+        stop.set()  # the caller went away (or the work is done): stop sampling
+        worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    yield outcome["results"]
 
 
 def stream_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params: GenerationParams, *,
@@ -381,7 +471,8 @@ def stream_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params
     """Generate for a built prompt, yielding the growing output, and finally the run with its answer.
 
     Single-path strategies yield after every piece of text; self-consistency samples its N paths
-    together and yields once (with the vote). The template's stop sequences are added to ``params``
+    together, yields how far they are (``StrategyUpdate.sampling``: paths done, tokens, time left) and
+    finally the run with the vote. The template's stop sequences are added to ``params``
     (``effective_params``); ``cancel`` stops the generation early (the run is then marked cancelled);
     ``slot`` is held only while the model generates (the app's generation slots). The prompt reaches the
     engine as the ids it was counted with, so it is not tokenised again. While the run waits for its turn,
@@ -389,9 +480,7 @@ def stream_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params
     """
     config = setup.strategy
     params = effective_params(setup, params)
-    if config.strategy == SELF_CONSISTENCY and params.temperature <= 0:
-        raise InvalidParameterError("Self-consistency needs sampling: set the temperature above 0 (0.7 is "
-                                    "usual), or every path would be the same.")
+    check_sampling(setup, params)
     # A single path that joins the engine's shared decode loop is admitted by the loop, not by a slot.
     generation = None if config.strategy == SELF_CONSISTENCY else engine.stream(built.tokens, params)
     with line_for(slot_for(slot, generation), cancel) as place:
@@ -407,7 +496,12 @@ def stream_prompt(engine: Engine, built: BuiltPrompt, setup: PromptSetup, params
                                         time_to_first_token_s=0.0, total_s=0.0, finish_reason="cancelled",
                                         engine=engine.name, model_id=engine.model_id)]
         elif generation is None:
-            results = engine.sample_n(built.tokens, params, config.samples, cancel=cancel)
+            results = []
+            for step in sample_paths(engine, built, params, config.samples, cancel):
+                if isinstance(step, SamplingProgress):
+                    yield StrategyUpdate("", sampling=step)
+                else:
+                    results = step
         else:
             text, shown = "", None
             for piece in generation:
@@ -481,5 +575,5 @@ def suggested_params(task: str | TaskSpec, config: StrategyConfig, base: Generat
     else:
         tokens = {"label": 8, "number": 16}.get(task.answer_kind, 80)
     if config.strategy == SELF_CONSISTENCY:
-        return replace(base, max_new_tokens=tokens, temperature=0.7, top_p=0.95, top_k=40, seed=0)
+        return replace(base, max_new_tokens=tokens, temperature=SAMPLING_TEMPERATURE, top_p=0.95, top_k=40, seed=0)
     return replace(base, max_new_tokens=tokens, temperature=0.0, seed=0)

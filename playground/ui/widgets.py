@@ -30,8 +30,10 @@ class ParamWidgets:
                 self.seed, self.stop]
 
 
-def parameter_widgets(settings: Settings, prefix: str, max_new_tokens: int = 256) -> ParamWidgets:
-    """Sliders with the ranges and help texts of ``GenerationParams``."""
+def parameter_widgets(settings: Settings, prefix: str, max_new_tokens: int = 256, temperature: float | None = None,
+                      seed: int | None = None) -> ParamWidgets:
+    """Sliders with the ranges and help texts of ``GenerationParams``; ``temperature`` and ``seed`` set a tab's
+    own starting values (default: GenerationParams' temperature, and a random seed)."""
     defaults = GenerationParams()
 
     def slider(name: str, value, step, high=None):
@@ -42,11 +44,11 @@ def parameter_widgets(settings: Settings, prefix: str, max_new_tokens: int = 256
     limit = settings.request_token_limit
     return ParamWidgets(
         max_new_tokens=slider("max_new_tokens", min(max_new_tokens, limit), 1, high=limit),
-        temperature=slider("temperature", defaults.temperature, 0.05),
+        temperature=slider("temperature", defaults.temperature if temperature is None else temperature, 0.05),
         top_p=slider("top_p", defaults.top_p, 0.01),
         top_k=slider("top_k", defaults.top_k, 1, high=200),
         repetition_penalty=slider("repetition_penalty", defaults.repetition_penalty, 0.05),
-        seed=gr.Number(value=-1, precision=0, label=t("param.seed"), info=t("param.seed.help"),
+        seed=gr.Number(value=-1 if seed is None else seed, precision=0, label=t("param.seed"), info=t("param.seed.help"),
                        elem_id=f"{prefix}-seed"),
         stop=gr.Textbox(value="", label=t("param.stop"), info=t("param.stop.help"), elem_id=f"{prefix}-stop"),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
@@ -57,7 +58,8 @@ def test_run_streams_into_the_output_widgets(handlers):
     outputs = list(handlers.run(REQUEST, *values(), progress=lambda *a, **k: None))
     text, result_line, votes, paths = outputs[-1]
     assert text == "positive" and "Answer: **positive**" in result_line
-    assert votes is None and paths == [[1, "positive", 8, "positive"]]
+    assert votes is None and paths.values.tolist() == [[1, "positive", 8, "positive"]]
+    assert list(paths.columns) == ["Path", "Answer", "Tokens", "Text"]
     assert [o[0] for o in outputs[:-1]] == ["p", "po", "pos", "posi", "posit", "positi", "positiv", "positive"]
 
 
@@ -70,21 +72,43 @@ def test_a_forged_token_or_a_bad_setting_becomes_a_toast(handlers):
 
 def test_compare_fills_four_columns_and_names_the_models(handlers):
     column_values = ["zero_shot", "off", "few_shot", "off"] + ["m", "m", "run:1", "m"]
-    outputs = list(handlers.compare(REQUEST, *values(), *column_values))[-1]
+    *_, outputs, last = list(handlers.compare(REQUEST, *values(), *column_values))
     headers, texts, stats = outputs[0:4], outputs[4:8], outputs[8:12]
     assert "label of m" in headers[0] and "label of run:1" in headers[2] and headers[1] == headers[3] == ""
+    assert "_Ask how the writer feels_" in headers[0]  # the template by its translated name
     assert texts[0] == "positive" and "tokens/s" in stats[2]
+    download = last[-1]
+    assert download["visible"] and download["value"].endswith("prompt-lab-columns.csv")
+    csv_text = Path(download["value"]).read_text(encoding="utf-8-sig")
+    assert csv_text.splitlines()[0].startswith("Column,Strategy,Model,Template,Status,Answer")
+    assert '3,"few-shot (k=3, fixed)",label of run:1,Ask how the writer feels,done,positive' in csv_text
     with pytest.raises(gr.Error, match="Every column is off"):
         next(handlers.compare(REQUEST, *values(), *(["off"] * 4 + ["m"] * 4)))
 
 
 def test_evaluate_returns_status_chart_and_tables(handlers):
-    status, chart, summary, rows = handlers.evaluate(
-        REQUEST, *values(), ["zero_shot"], "bundled", None, "", "", "", 0, 4, progress=lambda *a, **k: None)
-    assert status.startswith("Done: 4 of 4 runs in") and status.endswith("on sentiment.jsonl.")
-    assert list(chart["strategy"]) == ["zero-shot"] and list(rows.columns)[:6] == [
-        "strategy", "#", "input", "target", "answer", "correct"]
-    assert set(rows["correct"]) <= {"✓", "✗"} and len(summary) == 1
+    seen = []
+    status, chart, summary, rows, scores_file, rows_file = handlers.evaluate(
+        REQUEST, *values(), ["zero_shot", "few_shot"], "bundled", None, "", "", "", 0, 4,
+        progress=lambda fraction, desc: seen.append((fraction, desc)))
+    assert status.startswith("Done: 8 of 8 runs in") and status.endswith("on sentiment.jsonl.")
+    chart, summary, rows = chart["value"], summary["value"], rows["value"]
+    assert list(chart["strategy"]) == ["zero-shot", "few-shot"]  # short names under the bars
+    assert list(rows.columns)[:6] == ["Strategy", "#", "Input", "Expected", "Answer", "Correct"]
+    assert set(rows["Correct"]) <= {"✓", "✗"} and len(summary) == 2
+    assert list(summary.columns) == ["Strategy", "Examples", "Accuracy (%)", "No answer", "Mean time per example (s)",
+                                     "Total time (s)"]
+    # one unit: the table's scores are the chart's percentages
+    assert list(summary["Accuracy (%)"]) == list(chart["score"])
+    assert list(summary["Strategy"]) == ["zero-shot", "few-shot (k=3, fixed)"]
+    # progress: loading, then each example with its counts, runs done of planned and tokens
+    assert seen[0] == (0.0, "loading the model…")
+    assert "zero-shot: example 1 of 4 · 1 of 8 runs · " in seen[1][1] and "tokens generated" in seen[1][1]
+    assert "s left" in seen[1][1] and seen[-1][0] == 1.0
+    for download, name in ((scores_file, "prompt-lab-scores.csv"), (rows_file, "prompt-lab-examples.csv")):
+        assert download["visible"] and Path(download["value"]).name == name
+    assert Path(scores_file["value"]).read_text(encoding="utf-8-sig").startswith(
+        "Strategy,Examples,Accuracy (%),No answer")
     with pytest.raises(gr.Error, match="Choose at least one strategy to evaluate"):
         handlers.evaluate(REQUEST, *values(), [], "bundled", None, "", "", "", 0, 4, progress=lambda *a, **k: None)
 
@@ -95,6 +119,9 @@ def test_the_controls_follow_the_task_and_the_strategy(handlers):
     assert updates[0]["value"] == "zero_shot" and "#Person1#" in updates[4]
     on_sc = handlers.on_strategy("arithmetic", "self_consistency", "arithmetic-qa", {})
     assert on_sc[3]["visible"] and on_sc[5]["visible"] and on_sc[7] == 0.7  # demos, samples, temperature
+    assert "0.7" in on_sc[-1]  # its help says why it samples
+    on_zero = handlers.on_strategy("arithmetic", "zero_shot", "arithmetic-qa", {})
+    assert on_zero[7] == 0.0 and on_zero[10] == 0 and "greedily" in on_zero[-1]  # greedy, seed 0
     saved = handlers.save_template("sentiment-question", "Mine: {{ text }}", "", {}, REQUEST)
     assert handlers.on_template("sentiment-question", saved) == ("Mine: {{ text }}", "")
     assert handlers.reset_template("sentiment-question", saved)[0] == {}

@@ -30,33 +30,44 @@ from playground.errors import PlaygroundError
 from playground.finetune.finetuned import FinetunedModel
 from playground.prompting.columns import CANCELLED, DONE, FAILED, LOADING, MAX_COLUMNS, RUNNING, ColumnState
 from playground.prompting.data import ColumnMapping
-from playground.prompting.evaluation import EvaluationReport
+from playground.prompting.evaluation import EvaluationProgress, EvaluationReport
+from playground.prompting.exports import TableFiles
 from playground.prompting.lab import BUNDLED, MAX_EVAL_LIMIT, OFF, UPLOAD, EvaluationRequest, LabRequest, \
     PromptLab, request_from_controls
 from playground.prompting.snippet import SNIPPET_ENGINES
-from playground.prompting.strategies import TRIGGER_POSITIONS, BuiltPrompt, StrategyConfig, StrategyRun
+from playground.prompting.strategies import TRIGGER_POSITIONS, BuiltPrompt, SamplingProgress, StrategyConfig, \
+    StrategyRun
 from playground.prompting.tasks import (
     FEW_SHOT,
     FEW_SHOT_COT,
+    RANDOM,
     SELECTIONS,
     SELF_CONSISTENCY,
     STRATEGIES,
-    STRATEGY_NAMES,
     TASKS,
     ZERO_SHOT,
 )
 from playground.prompting.templates import TemplateLibrary
 from playground.services import Services
-from playground.ui.i18n import Texts, t
+from playground.ui.downloads import PrivateDownloads
+from playground.ui.i18n import DEFAULT_LANGUAGE, Texts, load_locales, t
 from playground.ui.identity import generating
 from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, queue_status, \
-    user_errors, warning_text
+    user_errors, user_message, warning_text
 
 RUN_SLOT = "prompt-lab-run"
 EVAL_SLOT = "prompt-lab-eval"
 DEFAULT_COLUMNS = (ZERO_SHOT, FEW_SHOT, FEW_SHOT_COT, SELF_CONSISTENCY)
-SUMMARY_HEADERS = ("strategy", "examples", "score", "unanswered", "mean_latency_s", "total_latency_s")
-EXAMPLE_HEADERS = ("strategy", "#", "input", "target", "answer", "correct", "output", "prompt")
+# The tables' columns: the fields of the evaluation's rows, each shown under a translated header (lab.col.*).
+SUMMARY_COLUMNS = ("strategy", "examples", "accuracy", "exact_match", "rouge1", "rouge2", "rougeL", "unanswered",
+                   "mean_latency_s", "total_latency_s")
+EXAMPLE_COLUMNS = ("strategy", "#", "input", "target", "answer", "correct", "rouge1", "rouge2", "rougeL", "output",
+                   "prompt")
+PERCENT_COLUMNS = frozenset({"accuracy", "exact_match", "rouge1", "rouge2", "rougeL"})  # 0-1 shown as 0-100
+HEADER_KEYS = {"#": "number", "mean_latency_s": "mean_latency", "total_latency_s": "total_latency"}
+PATH_COLUMNS = ("path", "answer", "tokens", "text")
+COMPARE_COLUMNS = ("column", "strategy", "model", "template", "status", "answer", "seconds", "completion_tokens",
+                   "output")
 DEFAULT_TASK = "sentiment"
 PARAM_CONTROLS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "seed", "stop")
 # The prompt controls every Prompt Lab endpoint starts with, in widget (and API argument) order; the
@@ -113,12 +124,45 @@ class ModelPickers:
         return [task, gr.update(choices=choices, value=tuned.model_id), *strategies, *models]
 
 
-def strategy_choices(lab: PromptLab, task_id: str) -> list[tuple[str, str]]:
-    return [(STRATEGY_NAMES[s], s) for s in lab.strategies_for(task_id)]
+def named(key: str, texts: Texts | None = None):
+    """A label: translated here for a handler's update (``texts``), else a key the browser translates."""
+    return texts(key) if texts is not None else t(key)
 
 
-def template_choices(lab: PromptLab, task_id: str, strategy: str) -> list[tuple[str, str]]:
-    return [(f"{tpl.name} ({tpl.id})", tpl.id) for tpl in lab.templates_for(task_id, strategy)]
+def strategy_choices(lab: PromptLab, task_id: str, texts: Texts | None = None) -> list[tuple]:
+    return [(named(f"strategy.{s}", texts), s) for s in lab.strategies_for(task_id)]
+
+
+def template_name(template, texts: Texts | None = None):
+    """A library template's translated name (template.<id>); a template without a key keeps its own name."""
+    key = f"template.{template.id}"
+    return named(key, texts) if key in load_locales()[DEFAULT_LANGUAGE] else template.name
+
+
+def template_choices(lab: PromptLab, task_id: str, strategy: str, texts: Texts | None = None) -> list[tuple]:
+    return [(template_name(tpl, texts), tpl.id) for tpl in lab.templates_for(task_id, strategy)]
+
+
+def strategy_label(config: StrategyConfig, texts: Texts) -> str:
+    """A strategy's settings in the page's language, as tables name them: "few-shot CoT (k=3, fixed)"."""
+    details = [f"N={config.samples}"] if config.strategy == SELF_CONSISTENCY else []
+    if config.uses_demos:
+        seed = f", seed={config.selection_seed}" if config.selection == RANDOM else ""
+        details.append(f"k={config.k}, {texts(f'selection.{config.selection}.short')}{seed}")
+    short = texts(f"strategy.{config.strategy}.short")
+    return short + (f" ({', '.join(details)})" if details else "")
+
+
+def header(column: str, texts: Texts) -> str:
+    return texts(f"lab.col.{HEADER_KEYS.get(column, column)}")
+
+
+def translated_table(rows: list[dict], columns: tuple[str, ...], texts: Texts) -> pd.DataFrame:
+    """The rows' known columns in ``columns`` order, under translated headers (scores in percent)."""
+    present = [c for c in columns if any(c in row for row in rows)] if rows else list(columns[:1])
+    data = [[round(100 * row[c], 1) if c in PERCENT_COLUMNS and row.get(c) is not None else row.get(c)
+             for c in present] for row in rows]
+    return pd.DataFrame(data, columns=[header(c, texts) for c in present])
 
 
 def param_values(params: GenerationParams) -> list:
@@ -149,60 +193,106 @@ def run_summary(run: StrategyRun, texts: Texts) -> str:
     return "  \n".join(lines)
 
 
-def vote_label(run: StrategyRun | None) -> dict | None:
+def vote_label(run: StrategyRun | None, texts: Texts = Texts()) -> dict | None:
     """Self-consistency's vote shares for a gr.Label (answer -> share of paths)."""
     if run is None or run.vote is None or not run.vote.total:
         return None
     shares = {answer: count / run.vote.total for answer, count in run.vote.counts}
     if run.vote.unparsed:
-        shares["(no answer)"] = run.vote.unparsed / run.vote.total
+        shares[texts("lab.no_answer_short")] = run.vote.unparsed / run.vote.total
     return shares
 
 
-def path_rows(run: StrategyRun | None) -> list[list]:
-    if run is None:
-        return []
-    return [[i + 1, p.answer if p.answer is not None else "—", p.result.completion_tokens, p.text.strip()]
-            for i, p in enumerate(run.paths)]
+def path_rows(run: StrategyRun | None, texts: Texts = Texts()) -> pd.DataFrame:
+    """Self-consistency's paths under translated headers (empty before a run)."""
+    rows = [] if run is None else [
+        [i + 1, p.answer if p.answer is not None else "—", p.result.completion_tokens, p.text.strip()]
+        for i, p in enumerate(run.paths)]
+    return pd.DataFrame(rows, columns=[header(c, texts) for c in PATH_COLUMNS])
 
 
-def column_view(state: ColumnState | None, texts: Texts, label: Callable[[str], str] = str) -> tuple[str, str, str]:
+def sampling_status(progress: SamplingProgress, texts: Texts) -> str:
+    """Self-consistency's progress line: paths done of N, tokens so far, time, and time left at most."""
+    line = texts("lab.sc_progress", done=progress.done, total=progress.total, tokens=progress.tokens,
+                 elapsed=progress.elapsed_s)
+    if progress.eta_s is not None:
+        line += " · " + texts("lab.eta", seconds=progress.eta_s)
+    return line
+
+
+def evaluation_status(progress: EvaluationProgress, names: dict[str, str], texts: Texts) -> str:
+    """An evaluation's progress line: the strategy, its examples done, runs done of planned, tokens, time left."""
+    line = texts("lab.eval_progress", strategy=names.get(progress.strategy, progress.strategy),
+                 example=progress.strategy_done, examples=progress.examples, done=progress.done,
+                 planned=progress.planned, tokens=progress.tokens, elapsed=progress.elapsed_s)
+    if progress.eta_s is not None:
+        line += " · " + texts("lab.eval_eta", seconds=progress.eta_s)
+    return line
+
+
+def column_view(state: ColumnState | None, texts: Texts, label: Callable[[str], str] = str,
+                template: Callable[[str], str] = str) -> tuple[str, str, str]:
     """(header, text, status line) of one side-by-side column ("" for a column that is off); ``label`` names
-    the models (fine-tuned runs by their labels)."""
+    the models (fine-tuned runs by their labels), ``template`` the templates (by their translated names)."""
     if state is None:
         return "", "", ""
     column = state.column
-    header = f"**{column.setup.label}**  \n{label(column.model_id)} · _{column.template_name}_"
+    title = f"**{strategy_label(column.setup.strategy, texts)}**  \n{label(column.model_id)} · " \
+            f"_{template(column.template_name)}_"
     if state.status == FAILED:
-        return header, state.text, f"⚠ {state.error}"
+        return title, state.text, f"⚠ {state.error}"
     if state.status in (DONE, CANCELLED) and state.run is not None:
-        return header, state.text, run_summary(state.run, texts)
+        return title, state.text, run_summary(state.run, texts)
     status = {LOADING: "lab.loading", RUNNING: "status.generating", CANCELLED: "status.cancelled"}.get(
         state.status, "lab.waiting")
-    return header, state.text, f"_{texts(status)}_"
+    return title, state.text, f"_{texts(status)}_"
 
 
-def report_chart(report: EvaluationReport) -> pd.DataFrame:
-    """One bar per strategy: accuracy / exact match, or ROUGE-L for free text, in percent."""
+COLUMN_STATUS = {DONE: "status.done", CANCELLED: "status.cancelled", RUNNING: "status.generating",
+                 LOADING: "status.loading"}
+
+
+def compare_rows(states: list[ColumnState | None], texts: Texts, label: Callable[[str], str] = str,
+                 template: Callable[[str], str] = str) -> list[list]:
+    """One CSV row per used column: its strategy, model, template, status, answer, time, tokens and output."""
+    rows = []
+    for i, state in enumerate(states):
+        if state is None:
+            continue
+        run = state.run
+        rows.append([i + 1, strategy_label(state.column.setup.strategy, texts), label(state.column.model_id),
+                     template(state.column.template_name),
+                     state.error if state.status == FAILED else texts(COLUMN_STATUS.get(state.status, "status.waiting")),
+                     run.answer if run is not None else None, round(run.latency_s, 2) if run is not None else None,
+                     run.completion_tokens if run is not None else None, state.text.strip()])
+    return rows
+
+
+def report_chart(report: EvaluationReport, short: dict[str, str] | None = None) -> pd.DataFrame:
+    """One bar per strategy: accuracy / exact match, or ROUGE-L for free text, in percent; ``short`` gives the
+    bars their short (translated) names, so the axis labels stay readable."""
     rows = []
     for score in report.scores:
         metric = "rougeL" if "rougeL" in score.metrics else next(iter(score.metrics))
-        rows.append({"strategy": score.strategy, "score": round(100 * score.metrics[metric], 1), "metric": metric})
+        rows.append({"strategy": (short or {}).get(score.strategy, score.strategy),
+                     "score": round(100 * score.metrics[metric], 1), "metric": metric})
     return pd.DataFrame(rows, columns=["strategy", "score", "metric"]).astype({"score": "float64"})
 
 
-def report_tables(report: EvaluationReport) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The score table and the per-example table (answers, ✓/✗, ROUGE to three places, output, prompt)."""
+def report_tables(report: EvaluationReport, texts: Texts = Texts(), names: dict[str, str] | None = None
+                  ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The score table and the per-example table (answers, ✓/✗, output, prompt) under translated headers, every
+    score in percent like the chart; ``names`` translates the strategies' labels."""
+    names = names or {}
+    summary = [dict(row, strategy=names.get(row["strategy"], row["strategy"])) for row in report.summary_rows()]
     per_example = []
     for row in report.rows():
         correct = row["correct"]
-        shown = {"strategy": row["strategy"], "#": row["#"], "input": row["input"], "target": row["target"],
-                 "answer": row["answer"] if row["answer"] is not None else "(none)",
-                 "correct": "—" if correct is None else ("✓" if correct else "✗")}
-        shown.update({name: round(row[name], 3) for name in ("rouge1", "rouge2", "rougeL") if name in row})
-        shown.update(output=row["output"].strip(), prompt=row["prompt"])
-        per_example.append(shown)
-    return pd.DataFrame(report.summary_rows()), pd.DataFrame(per_example)
+        per_example.append(dict(row, strategy=names.get(row["strategy"], row["strategy"]),
+                                answer=row["answer"] if row["answer"] is not None else texts("lab.none"),
+                                correct="—" if correct is None else ("✓" if correct else "✗"),
+                                output=row["output"].strip()))
+    return translated_table(summary, SUMMARY_COLUMNS, texts), translated_table(per_example, EXAMPLE_COLUMNS, texts)
 
 
 def report_status(report: EvaluationReport, texts: Texts) -> str:
@@ -221,10 +311,12 @@ class PromptLabHandlers:
     them with the values a page would send.
     """
 
-    def __init__(self, services: Services, lab: PromptLab) -> None:
+    def __init__(self, services: Services, lab: PromptLab, downloads: PrivateDownloads | None = None) -> None:
         self.services = services
         self.lab = lab
         self.settings = services.settings
+        self.tables = TableFiles(services.settings.data_dir, services.jobs.make_room)
+        self.downloads = downloads or PrivateDownloads()
 
     # -- turning values into requests -----------------------------------------------------
     def request(self, controls: dict) -> LabRequest:
@@ -248,13 +340,38 @@ class PromptLabHandlers:
         """The models of someone who may generate now (after the rate limits)."""
         return self.services.models_for(generating(self.services, token, request).id)
 
-    # -- the controls ----------------------------------------------------------------------
-    def on_task(self, task_id, strategy_id, saved):
+    def models_of(self, token: str):
+        """The models of the token's owner, for work that does not generate (no valid token: no runs)."""
+        return self.services.models_for(self.services.identities.owner_of(token))
+
+    @contextlib.contextmanager
+    def bad_input(self, texts: Texts):
+        """One clear toast for a bad input, titled "Check the input": the checks before Run, Compare and
+        Evaluate raise it from an event with no outputs, so no output gets Gradio's error badge and the last
+        results stay on the page."""
+        try:
+            yield
+        except PlaygroundError as exc:
+            raise gr.Error(user_message(exc, self.settings), title=texts("lab.check_title"),
+                           print_exception=False) from None
+        except gr.Error as exc:
+            raise gr.Error(exc.message, title=texts("lab.check_title"), print_exception=False) from None
+
+    def table_file(self, token: str, kind: str, table: pd.DataFrame) -> str:
+        """A CSV of the table for the token's owner, served to them alone (see playground.ui.downloads)."""
         with user_errors(self.settings):
-            choices = strategy_choices(self.lab, task_id)
+            path = self.tables.write(self.services.identities.owner_of(token), kind, list(table.columns),
+                                     table.values.tolist())
+        return self.downloads.serve(path)
+
+    # -- the controls ----------------------------------------------------------------------
+    def on_task(self, task_id, strategy_id, saved, request: gr.Request = None):
+        texts = Texts.for_request(request)
+        with user_errors(self.settings):
+            choices = strategy_choices(self.lab, task_id, texts)
             if strategy_id not in [value for _, value in choices]:
                 strategy_id = ZERO_SHOT
-            templates = template_choices(self.lab, task_id, strategy_id)
+            templates = template_choices(self.lab, task_id, strategy_id, texts)
             template_text_value, system_value = self.lab.template_text(templates[0][1], saved)
             pool_size = len(self.lab.demos(task_id))
             return [gr.update(choices=choices, value=strategy_id),
@@ -262,9 +379,10 @@ class PromptLabHandlers:
                     self.lab.first_example(task_id), gr.update(maximum=pool_size, value=min(3, pool_size)),
                     *param_values(self.lab.suggested(task_id, strategy_id))]
 
-    def on_strategy(self, task_id, strategy_id, template_id_value, saved):
+    def on_strategy(self, task_id, strategy_id, template_id_value, saved, request: gr.Request = None):
+        texts = Texts.for_request(request)
         with user_errors(self.settings):
-            templates = template_choices(self.lab, task_id, strategy_id)
+            templates = template_choices(self.lab, task_id, strategy_id, texts)
             ids = [value for _, value in templates]
             chosen = template_id_value if template_id_value in ids else ids[0]
             template_text_value, system_value = self.lab.template_text(chosen, saved)
@@ -274,7 +392,7 @@ class PromptLabHandlers:
             return [gr.update(choices=templates, value=chosen), template_text_value, system_value,
                     gr.update(visible=demos_shown), gr.update(visible=config.uses_cot), gr.update(visible=sampling),
                     *param_values(self.lab.suggested(task_id, strategy_id)), gr.update(visible=sampling),
-                    gr.update(visible=sampling)]
+                    gr.update(visible=sampling), texts(f"strategy.{strategy_id}.help")]
 
     def on_template(self, template_id_value, saved):
         if not template_id_value:
@@ -310,18 +428,56 @@ class PromptLabHandlers:
                 gr.update(choices=names, value=guess("label", "answer", "summary", "target", "translation")),
                 gr.update(choices=[""] + names, value=guess("rationale", "reasoning", "explanation") or "")]
 
-    # -- the four actions ------------------------------------------------------------------
     def preview(self, request: gr.Request, *values):
         controls, token, (code_engine,) = split_controls(values)
         texts = Texts.for_request(request)
         try:
             lab_request = self.request(controls)
-            models = self.services.models_for(self.services.identities.owner_of(token))  # no valid token: no runs
-            shown = self.lab.preview(lab_request, models, code_engine)
+            shown = self.lab.preview(lab_request, self.models_of(token), code_engine)
         except (PlaygroundError, gr.Error) as exc:
             return warning_text(exc, self.settings), "", ""
         return token_summary(shown.prompt, shown.params.max_new_tokens, texts), shown.prompt.text, shown.code
 
+    # -- the checks before the work (no outputs: a bad input leaves the page as it was) ----------
+    def check_run(self, request: gr.Request, *values):
+        controls, token, _ = split_controls(values)
+        with self.bad_input(Texts.for_request(request)):
+            self.lab.check_run(self.request(controls), self.models_of(token))
+
+    def check_compare(self, request: gr.Request, *values):
+        controls, _, rest = split_controls(values)
+        texts = Texts.for_request(request)
+        strategies, model_ids = rest[:MAX_COLUMNS], rest[MAX_COLUMNS:2 * MAX_COLUMNS]
+        with self.bad_input(texts):
+            if not any(strategy and strategy != OFF for strategy in strategies):
+                raise gr.Error(texts("lab.no_columns"), print_exception=False)
+            self.lab.check_compare(self.request(controls), list(zip(strategies, model_ids)))
+
+    def check_evaluation(self, request: gr.Request, *values):
+        controls, token, rest = split_controls(values)
+        texts = Texts.for_request(request)
+        with self.bad_input(texts):
+            evaluation = self.evaluation_request(rest, texts)
+            self.lab.check_evaluation(self.request(controls), evaluation, self.models_of(token))
+
+    def evaluation_request(self, rest: tuple, texts: Texts) -> EvaluationRequest:
+        chosen, source, path, input_col, label_col, rationale_col, demo_count, limit = rest
+        if source == UPLOAD and not path:
+            raise gr.Error(texts("lab.upload_missing"), print_exception=False)
+        if not chosen:
+            raise gr.Error(texts("lab.no_strategies"), print_exception=False)
+        return EvaluationRequest(
+            strategies=tuple(chosen), source=UPLOAD if source == UPLOAD else BUNDLED,
+            upload=Path(path) if path else None,
+            mapping=ColumnMapping(input_col or "", label_col or "", rationale_col or None),
+            demo_rows=int(demo_count or 0), limit=int(limit or 0))
+
+    def template_label(self, texts: Texts) -> Callable[[str], str]:
+        """Library template names in the page's language (by name: a column knows its template's name)."""
+        names = {tpl.name: template_name(tpl, texts) for tpl in self.lab.library.templates}
+        return lambda name: names.get(name, name)
+
+    # -- the four actions ------------------------------------------------------------------
     def run(self, request: gr.Request, *values, progress=gr.Progress()):
         controls, token, _ = split_controls(values)
         texts = Texts.for_request(request)
@@ -332,13 +488,18 @@ class PromptLabHandlers:
                 if update.loading:
                     progress(0.0, desc=texts("lab.loading"))
                 elif update.run is not None:
-                    yield update.text, run_summary(update.run, texts), vote_label(update.run), path_rows(update.run)
+                    yield (update.text, run_summary(update.run, texts), vote_label(update.run, texts),
+                           path_rows(update.run, texts))
                 else:
                     if update.queue_position is not None:  # waiting for its turn: say where it is in line
                         status = f"_{queue_status(update.queue_position, texts)}_"
+                    elif update.progress is not None:  # self-consistency: paths done, tokens, time left
+                        status = sampling_status(update.progress, texts)
+                        progress(update.progress.fraction, desc=status)
+                        status = f"_{status}_"
                     else:
-                        status = f"_{texts('lab.sampling', n=update.sampling)}_" if update.sampling else ""
-                    yield update.text, status, None, []
+                        status = f"_{texts('lab.sc_starting', total=update.sampling)}_" if update.sampling else ""
+                    yield update.text, status, None, path_rows(None, texts)
 
     def stop(self, request: gr.Request):
         self.services.generations.cancel(request.session_hash or "anonymous", RUN_SLOT)
@@ -354,31 +515,36 @@ class PromptLabHandlers:
             raise gr.Error(texts("lab.no_columns"), print_exception=False)
         models = self.generating(token, request)
         lab_request = self.request(controls)
+        template = self.template_label(texts)
+        states: list = []
         with self.cancellable(request, RUN_SLOT) as cancel, user_errors(self.settings):
             for states in self.lab.compare(lab_request, list(zip(strategies, model_ids)), models, cancel):
-                views = [column_view(state, texts, models.label) for state in states]
-                yield [view[j] for j in range(3) for view in views]
+                views = [column_view(state, texts, models.label, template) for state in states]
+                yield [view[j] for j in range(3) for view in views] + [gr.update()]
+        table = pd.DataFrame(compare_rows(states, texts, models.label, template),
+                             columns=[header(c, texts) for c in COMPARE_COLUMNS])
+        yield [gr.update()] * (3 * MAX_COLUMNS) + [gr.update(value=self.table_file(token, "columns", table),
+                                                             visible=True)]
 
     def evaluate(self, request: gr.Request, *values, progress=gr.Progress()):
         controls, token, rest = split_controls(values)
-        chosen, source, path, input_col, label_col, rationale_col, demo_count, limit = rest
         texts = Texts.for_request(request)
-        if source == UPLOAD and not path:
-            raise gr.Error(texts("lab.upload_missing"), print_exception=False)
-        if not chosen:
-            raise gr.Error(texts("lab.no_strategies"), print_exception=False)
+        evaluation = self.evaluation_request(rest, texts)
         models = self.generating(token, request)
         lab_request = self.request(controls)
-        evaluation = EvaluationRequest(
-            strategies=tuple(chosen), source=UPLOAD if source == UPLOAD else BUNDLED,
-            upload=Path(path) if path else None,
-            mapping=ColumnMapping(input_col or "", label_col or "", rationale_col or None),
-            demo_rows=int(demo_count or 0), limit=int(limit or 0))
+        with user_errors(self.settings):
+            configs = [self.lab.setup(lab_request, s)[0] for s in STRATEGIES if s in evaluation.strategies]
+        names = {setup.label: strategy_label(setup.strategy, texts) for setup in configs}
+        short = {setup.label: texts(f"strategy.{setup.strategy.strategy}.short") for setup in configs}
+        progress(0.0, desc=texts("lab.loading"))
+        report_progress = lambda step: progress(step.fraction, desc=evaluation_status(step, names, texts))  # noqa: E731
         with self.cancellable(request, EVAL_SLOT) as cancel, user_errors(self.settings):
-            report = self.lab.evaluate(lab_request, evaluation, models, cancel=cancel,
-                                       progress=lambda fraction, message: progress(fraction, desc=message))
-        summary_table, rows = report_tables(report)
-        return report_status(report, texts), report_chart(report), summary_table, rows
+            report = self.lab.evaluate(lab_request, evaluation, models, cancel=cancel, progress=report_progress)
+        summary_table, rows = report_tables(report, texts, names)
+        return (report_status(report, texts), gr.update(value=report_chart(report, short), x_title=texts("lab.col.strategy")),
+                gr.update(value=summary_table, visible=True), gr.update(value=rows, visible=True),
+                gr.update(value=self.table_file(token, "scores", summary_table), visible=True),
+                gr.update(value=self.table_file(token, "examples", rows), visible=True))
 
 
 # --------------------------------------------------------------------------- the tab
@@ -402,7 +568,7 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             with gr.Row():
-                task = gr.Dropdown([(spec.name, spec.id) for spec in TASKS.values()], value=DEFAULT_TASK,
+                task = gr.Dropdown([(t(f"task.{spec.id}"), spec.id) for spec in TASKS], value=DEFAULT_TASK,
                                    label=t("lab.task"), info=t("lab.task_info"), elem_id="lab-task")
                 # Custom values: a fine-tuned run (run:<id>) joins the list per browser, after the page loads.
                 model = gr.Dropdown(models, value=default_model, label=t("lab.model"), info=t("lab.model_info"),
@@ -413,21 +579,23 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
                                   info=t("lab.engine_info"), elem_id="lab-engine", scale=1)
             strategy = gr.Radio(strategy_choices(lab, DEFAULT_TASK), value=ZERO_SHOT, label=t("lab.strategy"),
                                 info=t("lab.strategy_info"), elem_id="lab-strategy")
+            strategy_help = gr.Markdown(t(f"strategy.{ZERO_SHOT}.help"), elem_id="lab-strategy-help",
+                                        elem_classes=["lab-strategy-help"])
             with gr.Row(visible=False) as demo_row:
                 k = gr.Slider(0, len(lab.demos(DEFAULT_TASK)), value=3, step=1, label=t("lab.k"),
-                              info=StrategyConfig.help("k"), elem_id="lab-k")
-                selection = gr.Radio(list(SELECTIONS), value="fixed", label=t("lab.selection"),
-                                     info=StrategyConfig.help("selection"), elem_id="lab-selection")
+                              info=t("lab.k_info"), elem_id="lab-k")
+                selection = gr.Radio([(t(f"selection.{name}"), name) for name in SELECTIONS], value="fixed",
+                                     label=t("lab.selection"), info=t("lab.selection_info"), elem_id="lab-selection")
                 selection_seed = gr.Number(0, precision=0, minimum=0, label=t("lab.selection_seed"),
-                                           info=StrategyConfig.help("selection_seed"), elem_id="lab-selection-seed")
+                                           info=t("lab.selection_seed_info"), elem_id="lab-selection-seed")
             with gr.Row(visible=False) as cot_row:
                 cot_trigger = gr.Textbox(StrategyConfig().cot_trigger, label=t("lab.trigger"),
-                                         info=StrategyConfig.help("cot_trigger"), elem_id="lab-trigger")
-                trigger_position = gr.Radio(list(TRIGGER_POSITIONS), value="user", label=t("lab.trigger_position"),
-                                            info=StrategyConfig.help("trigger_position"),
-                                            elem_id="lab-trigger-position")
+                                         info=t("lab.trigger_info"), elem_id="lab-trigger")
+                trigger_position = gr.Radio([(t(f"trigger_position.{name}"), name) for name in TRIGGER_POSITIONS],
+                                            value="user", label=t("lab.trigger_position"),
+                                            info=t("lab.trigger_position_info"), elem_id="lab-trigger-position")
                 samples = gr.Slider(2, 20, value=5, step=1, label=t("lab.samples"),
-                                    info=StrategyConfig.help("samples"), elem_id="lab-samples", visible=False)
+                                    info=t("lab.samples_info"), elem_id="lab-samples", visible=False)
             with gr.Row():
                 text = gr.Textbox(lab.first_example(DEFAULT_TASK), label=t("lab.input"), lines=3,
                                   max_lines=12, scale=5, elem_id="lab-input")
@@ -439,7 +607,7 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
             with gr.Accordion(t("lab.template_section"), open=True):
                 # Every template is a valid value for API callers; the page narrows the list to the task's, and a
                 # template of another task is refused by the logic (the list changes as the task does).
-                template_id = gr.Dropdown([(f"{tpl.name} ({tpl.id})", tpl.id) for tpl in lab.library.templates],
+                template_id = gr.Dropdown([(template_name(tpl), tpl.id) for tpl in lab.library.templates],
                                           value=first_template.id, label=t("lab.template"), allow_custom_value=True,
                                           info=t("lab.template_info"), elem_id="lab-template")
                 template_text = gr.Code(first_template.template, language="jinja2", lines=10, max_lines=24,
@@ -450,7 +618,9 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
                     save = gr.Button(t("lab.save_template"), size="sm", elem_id="lab-save-template")
                     reset = gr.Button(t("lab.reset_template"), size="sm", elem_id="lab-reset-template")
             with gr.Accordion(t("lab.params"), open=False):
-                params = parameter_widgets(settings, "lab", max_new_tokens=default_params.max_new_tokens)
+                # Greedy with a fixed seed, as the default strategy suggests: the lesson is the prompt, not chance.
+                params = parameter_widgets(settings, "lab", max_new_tokens=default_params.max_new_tokens,
+                                           temperature=default_params.temperature, seed=default_params.seed)
 
     gr.Markdown(t("lab.preview_title"), elem_classes=["section-title"])
     token_line = gr.Markdown(elem_id="lab-token-count")
@@ -468,8 +638,8 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
             result_line = gr.Markdown(elem_id="lab-result")
         with gr.Column(scale=2):
             votes = gr.Label(label=t("lab.votes"), elem_id="lab-votes", show_heading=False, visible=False)
-    paths = gr.Dataframe(headers=["path", "answer", "tokens", "text"], label=t("lab.paths"), interactive=False,
-                         wrap=True, elem_id="lab-paths", column_widths=["6%", "12%", "8%", "74%"], visible=False)
+    paths = gr.Dataframe(label=t("lab.paths"), interactive=False, wrap=True, elem_id="lab-paths",
+                         column_widths=["6%", "12%", "8%", "74%"], visible=False)
 
     gr.Markdown(t("lab.compare_title"), elem_classes=["section-title"])
     gr.Markdown(t("lab.compare_intro"))
@@ -477,7 +647,7 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     with gr.Row(equal_height=False):
         for i in range(MAX_COLUMNS):
             with gr.Column(min_width=220, elem_classes=["lab-column"]):
-                column_strategy.append(gr.Dropdown([(t("lab.off"), OFF)] + [(STRATEGY_NAMES[s], s) for s in STRATEGIES],
+                column_strategy.append(gr.Dropdown([(t("lab.off"), OFF)] + [(t(f"strategy.{s}"), s) for s in STRATEGIES],
                                                    value=DEFAULT_COLUMNS[i], label=t("lab.column_strategy"),
                                                    elem_id=f"lab-col{i}-strategy"))
                 column_model.append(gr.Dropdown(models, value=default_model, label=t("lab.column_model"),
@@ -489,12 +659,14 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     with gr.Row():
         compare = gr.Button(t("lab.compare_run"), variant="primary", elem_id="lab-compare")
         compare_stop = gr.Button(t("lab.stop"), variant="stop", elem_id="lab-compare-stop")
+    compare_download = gr.DownloadButton(t("lab.download_compare"), visible=False, size="sm",
+                                         elem_id="lab-compare-download")
 
     gr.Markdown(t("lab.eval_title"), elem_classes=["section-title"])
     gr.Markdown(t("lab.eval_intro"))
     with gr.Row(equal_height=False):
         with gr.Column(scale=2):
-            eval_strategies = gr.CheckboxGroup([(STRATEGY_NAMES[s], s) for s in STRATEGIES],
+            eval_strategies = gr.CheckboxGroup([(t(f"strategy.{s}"), s) for s in STRATEGIES],
                                                value=[ZERO_SHOT, FEW_SHOT], label=t("lab.eval_strategies"),
                                                elem_id="lab-eval-strategies")
             eval_limit = gr.Slider(1, MAX_EVAL_LIMIT, value=20, step=1, label=t("lab.eval_limit"),
@@ -518,13 +690,20 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
         cancel_button = gr.Button(t("lab.eval_cancel"), variant="stop", elem_id="lab-eval-cancel")
     eval_status = gr.Markdown(elem_id="lab-eval-status")
     with gr.Row(equal_height=False):
-        chart = gr.BarPlot(None, x="strategy", y="score", y_lim=[0, 100], y_title="%", sort=None,
-                           label=t("lab.eval_chart"), height=320,
+        # Short strategy names under the bars, tilted, so they stay readable in a narrow column.
+        chart = gr.BarPlot(None, x="strategy", y="score", y_lim=[0, 100], y_title="%", x_title=" ", sort=None,
+                           x_label_angle=-20, label=t("lab.eval_chart"), height=320,
                            elem_id="lab-eval-chart", scale=2)
-        summary = gr.Dataframe(headers=list(SUMMARY_HEADERS), label=t("lab.eval_summary"), interactive=False,
-                               wrap=True, elem_id="lab-eval-summary", scale=3)
-    per_example = gr.Dataframe(headers=list(EXAMPLE_HEADERS), label=t("lab.eval_rows"), interactive=False, wrap=True,
+        # Shown with the first results, under headers in the page's language.
+        summary = gr.Dataframe(label=t("lab.eval_summary"), interactive=False, wrap=True, visible=False,
+                               elem_id="lab-eval-summary", scale=3)
+    per_example = gr.Dataframe(label=t("lab.eval_rows"), interactive=False, wrap=True, visible=False,
                                max_height=520, elem_id="lab-eval-rows")
+    with gr.Row():
+        summary_download = gr.DownloadButton(t("lab.download_summary"), visible=False, size="sm",
+                                             elem_id="lab-eval-download-scores")
+        rows_download = gr.DownloadButton(t("lab.download_rows"), visible=False, size="sm",
+                                          elem_id="lab-eval-download-rows")
     gr.Markdown(t("lab.notice"), elem_classes=["notice"])
 
     controls = dict(task=task, template_id=template_id, template_text=template_text, system=system,
@@ -540,8 +719,8 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
                 [strategy, template_id, template_text, system, text, k, *param_outputs], api_name=False,
                 queue=False)
     strategy.change(handlers.on_strategy, [task, strategy, template_id, saved_templates],
-                    [template_id, template_text, system, demo_row, cot_row, samples, *param_outputs, votes, paths],
-                    api_name=False, queue=False)
+                    [template_id, template_text, system, demo_row, cot_row, samples, *param_outputs, votes, paths,
+                     strategy_help], api_name=False, queue=False)
     template_id.input(handlers.on_template, [template_id, saved_templates], [template_text, system], api_name=False,
                       queue=False)
     save.click(handlers.save_template, [template_id, template_text, system, saved_templates], saved_templates,
@@ -551,20 +730,26 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     example.click(handlers.random_example, task, text, api_name=False, queue=False)
     gr.on(triggers=None, fn=handlers.preview, inputs=[*form, code_engine], outputs=[token_line, preview, code],
           api_name="prompt_lab_preview", show_progress="hidden", trigger_mode="always_last")
-    run.click(handlers.run, form, [output, result_line, votes, paths], api_name="prompt_lab_run",
-              show_progress_on=[output], **limits)
+    # Each action checks its input first, in an event with no outputs: a bad input is one toast and the page
+    # keeps its last results (no output gets Gradio's error badge). API callers call the actions directly and
+    # get the same message as an error.
+    checks = dict(api_name=False, show_progress="hidden", queue=False)
+    run.click(handlers.check_run, form, None, **checks).success(
+        handlers.run, form, [output, result_line, votes, paths], api_name="prompt_lab_run",
+        show_progress_on=[output], **limits)
     stop.click(handlers.stop, None, None, api_name="prompt_lab_stop", queue=False)
-    compare.click(handlers.compare, [*form, *column_strategy, *column_model],
-                  [*column_header, *column_text, *column_stats], api_name="prompt_lab_compare",
-                  show_progress_on=column_text, **limits)
+    compare_form = [*form, *column_strategy, *column_model]
+    compare.click(handlers.check_compare, compare_form, None, **checks).success(
+        handlers.compare, compare_form, [*column_header, *column_text, *column_stats, compare_download],
+        api_name="prompt_lab_compare", show_progress_on=column_text, **limits)
     compare_stop.click(handlers.stop, None, None, api_name=False, queue=False)
     upload.upload(handlers.upload_columns, upload, [input_column, label_column, rationale_column],
                   api_name="prompt_lab_columns")
-    evaluate_button.click(handlers.evaluate,
-                          [*form, eval_strategies, eval_source, upload, input_column, label_column, rationale_column,
-                           demo_rows, eval_limit],
-                          [eval_status, chart, summary, per_example], api_name="prompt_lab_evaluate",
-                          show_progress_on=[eval_status, per_example], **limits)
+    eval_form = [*form, eval_strategies, eval_source, upload, input_column, label_column, rationale_column, demo_rows,
+                 eval_limit]
+    evaluate_button.click(handlers.check_evaluation, eval_form, None, **checks).success(
+        handlers.evaluate, eval_form, [eval_status, chart, summary, per_example, summary_download, rows_download],
+        api_name="prompt_lab_evaluate", show_progress_on=[eval_status], **limits)
     cancel_button.click(handlers.stop_evaluation, None, None, api_name="prompt_lab_cancel", queue=False)
     return ModelPickers(task, model, tuple(column_strategy), tuple(column_model),
                         lambda token: services.models_for(services.identities.owner_of(token)).choices())
