@@ -48,7 +48,7 @@ def test_accuracy_and_the_per_example_table():
               PromptSetup("sentiment", "{% for d in demos %}Sentence: {{ d.text }} {{ d.label }}\n{% endfor %}"
                           + template, StrategyConfig(strategy="few_shot", k=1), name="one demo")]
     steps = []
-    report = evaluate(engine, setups, DATA, GREEDY, progress=lambda f, m: steps.append((f, m)))
+    report = evaluate(engine, setups, DATA, GREEDY, progress=steps.append)
     assert not report.cancelled and report.planned == 8 and len(report.results) == 8
     plain = report.score("plain")
     assert plain.metrics == {"accuracy": pytest.approx(0.5)}  # 2 right, 1 unanswered (counted wrong), 1 wrong
@@ -58,8 +58,14 @@ def test_accuracy_and_the_per_example_table():
     assert row["prompt"].endswith("Sentence: Opens at 9.\nSentiment:<|end|><|assistant|>")
     assert row["output"] == "I cannot say."
     assert [r["strategy"] for r in report.summary_rows()] == ["plain", "one demo"]
-    assert [f for f, _ in steps] == pytest.approx([i / 8 for i in range(1, 9)] + [1.0])
-    assert steps[0][1] == "plain: example 1/4 (correct)" and steps[-1][1] == "Done"
+    assert [step.fraction for step in steps] == pytest.approx([i / 8 for i in range(1, 9)] + [1.0])
+    first, last = steps[0], steps[-1]
+    assert (first.strategy, first.strategy_done, first.examples, first.done, first.planned, first.correct) == (
+        "plain", 1, 4, 1, 8, True)
+    assert first.tokens == len(report.results[0].output) and first.eta_s is not None  # one token per character
+    assert steps[4].strategy == "one demo" and steps[4].strategy_done == 1 and steps[4].done == 5
+    assert last.finished and not last.cancelled and last.eta_s is None
+    assert last.tokens == sum(r.completion_tokens for r in report.results)
 
 
 def test_cancel_between_examples_returns_the_finished_part():
@@ -129,7 +135,7 @@ def test_an_engine_with_a_decode_loop_gets_several_examples_at_once_with_the_sam
     setups = [PromptSetup("sentiment", "Sentence: {{ text }}\nSentiment:")]
     steps = []
     batched = evaluate(BatchingEngine(answer_by_keyword), setups, DATA, GREEDY,
-                       progress=lambda f, m: steps.append(f))
+                       progress=lambda step: steps.append(step.fraction))
     in_turn = evaluate(ScriptedEngine(answer_by_keyword), setups, DATA, GREEDY)
     assert [(r.index, r.answer, r.correct) for r in batched.results] == \
            [(r.index, r.answer, r.correct) for r in in_turn.results]

@@ -125,9 +125,9 @@ def test_compare_places_columns_and_gives_other_strategies_their_own_settings(la
 def test_evaluate_scores_the_chosen_strategies_in_order(lab):
     seen = []
     report = lab.evaluate(request(), EvaluationRequest(strategies=("few_shot", "zero_shot"), limit=3), FakeModels(),
-                          progress=lambda fraction, message: seen.append(message))
+                          progress=seen.append)
     assert [s.strategy for s in report.scores] == ["zero-shot", "few-shot (k=3, fixed)"]  # the page's order
-    assert report.planned == 6 and seen[0] == "Loading the model" and seen[-1] == "Done"
+    assert report.planned == 6 and seen[0].done == 1 and seen[0].planned == 6 and seen[-1].finished
     with pytest.raises(InvalidParameterError, match="1 to 200 examples"):
         lab.evaluate(request(), EvaluationRequest(strategies=("zero_shot",), limit=0), FakeModels())
     with pytest.raises(InvalidParameterError, match="at least one strategy"):
@@ -186,3 +186,38 @@ def test_a_request_from_the_controls_takes_widget_numbers():
     assert made.strategy == StrategyConfig(strategy="few_shot", k=2, selection="random", selection_seed=3,
                                            cot_trigger="Think.", samples=5)
     assert (made.engine, made.params, made.template_text) == ("llama.cpp", GREEDY, "{{ text }}")
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (dict(template_text="{% for x in %}"), "line 1"),
+    (dict(text="   "), "empty"),
+    (dict(strategy=StrategyConfig(strategy="few_shot", k=99)), "only"),
+    (dict(strategy=StrategyConfig(strategy="self_consistency"), template_id="sentiment-classify"), "needs sampling"),
+    (dict(model_id="broken"), "cannot load"),
+])
+def test_check_run_raises_what_a_run_would_without_generating(lab, overrides, expected):
+    models = FakeModels()
+    if "template_id" in overrides:
+        overrides["template_text"] = LIBRARY.get(overrides["template_id"]).template
+    with pytest.raises((InvalidParameterError, TemplateError), match=expected):
+        lab.check_run(request(**overrides), models)
+    assert all(not engine.prompts for engine in models.engines.values())  # nothing was generated
+    lab.check_run(request(), models)
+
+
+def test_check_compare_and_check_evaluation(lab):
+    with pytest.raises(InvalidParameterError, match="at least one column"):
+        lab.check_compare(request(), [(OFF, "m")] * 4)
+    with pytest.raises(InvalidParameterError, match="empty"):
+        lab.check_compare(request(text=""), [("zero_shot", "m")])
+    lab.check_compare(request(), [("zero_shot", "broken")])  # a column's own problem shows in that column
+    models = FakeModels()
+    with pytest.raises(InvalidParameterError, match="1 to 200 examples"):
+        lab.check_evaluation(request(), EvaluationRequest(strategies=("zero_shot",), limit=0), models)
+    with pytest.raises(InvalidParameterError, match="at least one strategy"):
+        lab.check_evaluation(request(), EvaluationRequest(strategies=()), models)
+    with pytest.raises(TemplateError):
+        lab.check_evaluation(request(template_text="{{ nope }}"), EvaluationRequest(strategies=("zero_shot",)),
+                             models)
+    lab.check_evaluation(request(), EvaluationRequest(strategies=("zero_shot", "self_consistency")), models)
+    assert all(not engine.prompts for engine in models.engines.values())

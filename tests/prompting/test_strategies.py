@@ -6,16 +6,20 @@ import threading
 
 import pytest
 
-from playground.backends.base import GenerationParams
+from playground.backends.base import GenerationParams, SampleProgress
 from playground.backends.slots import GenerationSlots
 from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
 from playground.prompting.data import Example, load_bundled
 from playground.prompting.strategies import (
+    SAMPLING_TEMPERATURE,
     PromptSetup,
+    SamplingProgress,
     StrategyConfig,
     build_prompt,
+    check_sampling,
     effective_params,
     run_strategy,
+    sample_paths,
     stream_prompt,
     suggested_params,
 )
@@ -252,3 +256,93 @@ def test_a_run_waiting_for_a_generation_slot_says_how_many_are_ahead():
     assert (rest[0].text, rest[0].queue_position) == ("", 0)  # its turn: the prompt is read
     assert rest[1].text == "p" and rest[-1].run.answer == "positive"
     assert all(u.queue_position is None for u in rest[1:]) and slots.busy == 0
+
+
+# --------------------------------------------------------------------------- self-consistency's progress
+
+
+def test_the_shared_sample_n_reports_paths_done_and_tokens():
+    reports = []
+    results = ScriptedEngine("positive").sample_n("Hi", GenerationParams(max_new_tokens=8, temperature=0.7, seed=1),
+                                                  3, progress=reports.append)
+    assert len(results) == 3
+    assert reports[0] == SampleProgress(done=0, total=3, tokens=1, live_tokens=1)
+    assert reports[-1] == SampleProgress(done=3, total=3, tokens=24, live_tokens=0)
+    assert [r.done for r in reports] == sorted(r.done for r in reports)  # paths only ever finish
+
+
+class HeldSampler(ScriptedEngine):
+    """sample_n reports one step, then waits until the test lets it finish."""
+
+    def __init__(self):
+        super().__init__("positive")
+        self.release = threading.Event()
+        self.cancelled = False
+
+    def sample_n(self, prompt, params, n, cancel=None, progress=None):
+        progress(SampleProgress(1, n, 30, 12))
+        while not self.release.wait(0.01):
+            if cancel is not None and cancel.is_set():
+                self.cancelled = True
+                return []
+        return super().sample_n(prompt, params, n, cancel)
+
+
+def test_sampled_paths_report_their_progress_from_a_worker_thread():
+    engine = HeldSampler()
+    built = build_prompt(engine, setup("self_consistency", samples=4), "Nice.", POOL)
+    steps = sample_paths(engine, built, GenerationParams(max_new_tokens=20, temperature=0.7, seed=0), 4,
+                         interval_s=0.01)
+    progress = next(steps)
+    assert (progress.done, progress.total, progress.tokens, progress.live_tokens, progress.max_new_tokens) == (
+        1, 4, 30, 12, 20)
+    assert progress.elapsed_s >= 0
+    engine.release.set()
+    results = next(steps)
+    assert len(results) == 4 and next(steps, None) is None
+
+
+def test_a_closed_or_cancelled_sampling_stops_its_worker():
+    engine = HeldSampler()
+    built = build_prompt(engine, setup("self_consistency", samples=4), "Nice.", POOL)
+    steps = sample_paths(engine, built, GenerationParams(max_new_tokens=20, temperature=0.7), 4, interval_s=0.01)
+    next(steps)
+    steps.close()  # the page went away: the sampling is told to stop, and the worker has ended
+    assert engine.cancelled
+    cancel = threading.Event()
+    cancel.set()
+    engine = HeldSampler()
+    assert list(sample_paths(engine, built, GenerationParams(max_new_tokens=20, temperature=0.7), 4, cancel,
+                             interval_s=0.01))[-1] == [] and engine.cancelled
+
+
+def test_self_consistency_streams_its_progress_then_the_vote():
+    engine = HeldSampler()
+    updates = stream_prompt(engine, build_prompt(engine, setup("self_consistency", samples=3), "Nice.", POOL),
+                            setup("self_consistency", samples=3), GenerationParams(max_new_tokens=20, temperature=0.7))
+    first = next(updates)
+    assert first.run is None and first.sampling is not None and first.sampling.done == 1
+    engine.release.set()
+    last = list(updates)[-1]
+    assert last.run is not None and last.run.vote.total == 3
+
+
+def test_sampling_progress_fraction_and_time_left():
+    going = SamplingProgress(done=1, total=4, tokens=30, live_tokens=15, max_new_tokens=10, elapsed_s=3.0)
+    assert going.fraction == pytest.approx((1 + 15 / 10) / 4)  # the live paths count by their token budgets
+    half = SamplingProgress(done=2, total=4, tokens=50, live_tokens=10, max_new_tokens=10, elapsed_s=5.0)
+    assert half.fraction == pytest.approx((2 + 1.0) / 4)
+    assert half.eta_s == pytest.approx((2 * 10 - 10) / (50 / 5.0))  # at most the budget left, at 10 tokens/s
+    assert SamplingProgress(0, 4, 0, 0, 10, 0.0).eta_s is None
+    assert SamplingProgress(4, 4, 40, 0, 10, 4.0).eta_s == 0 and SamplingProgress(4, 4, 40, 0, 10, 4.0).fraction == 1
+
+
+def test_self_consistency_samples_by_default_and_the_others_decode_greedily():
+    assert suggested_params("arithmetic", StrategyConfig(strategy="self_consistency")).temperature == \
+        SAMPLING_TEMPERATURE > 0
+    for strategy in ("zero_shot", "few_shot", "zero_shot_cot", "few_shot_cot"):
+        params = suggested_params("arithmetic", StrategyConfig(strategy=strategy))
+        assert params.temperature == 0 and params.seed == 0
+    with pytest.raises(InvalidParameterError, match="needs sampling"):
+        check_sampling(setup("self_consistency"), GREEDY)
+    check_sampling(setup("zero_shot"), GREEDY)

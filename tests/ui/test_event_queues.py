@@ -41,6 +41,9 @@ NOT_GENERATING = {
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.reset_template",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.random_example",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.preview",
+    "playground.ui.tabs.prompt_lab:PromptLabHandlers.check_run",  # the checks before Run, Compare and Evaluate
+    "playground.ui.tabs.prompt_lab:PromptLabHandlers.check_compare",
+    "playground.ui.tabs.prompt_lab:PromptLabHandlers.check_evaluation",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.stop",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.stop_evaluation",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.upload_columns",

@@ -149,3 +149,78 @@ def test_a_run_waiting_for_its_turn_says_so_in_the_result_line(services, monkeyp
     assert lines[:3] == ["_Waiting for the model — 3 requests ahead of you_",
                          "_Waiting for the model — 1 request ahead of you_", "_Reading your prompt…_"]
     assert lines[3] == "" and "Answer: **positive**" in lines[-1]
+
+
+PT = SimpleNamespace(headers={"accept-language": "pt-BR,pt;q=0.9"}, session_hash="session-2",
+                     client=SimpleNamespace(host="127.0.0.1"))
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (dict(template_text="{% for x in %}"), "line 1"),
+    (dict(text="  "), "empty"),
+    (dict(strategy="few_shot", k=50.0), "only"),
+    (dict(strategy="self_consistency", template_id="sentiment-classify"), "needs sampling"),
+    (dict(temperature=9.0), "temperature"),
+])
+def test_the_check_before_run_is_one_toast_titled_check_the_input(handlers, overrides, expected):
+    with pytest.raises(gr.Error, match=expected) as caught:
+        handlers.check_run(REQUEST, *values(**overrides))
+    assert caught.value.title == "Check the input" and not caught.value.print_exception
+    handlers.check_run(REQUEST, *values())  # a good input passes, and the run goes on
+
+
+def test_the_checks_before_compare_and_evaluate(handlers):
+    with pytest.raises(gr.Error, match="Todas as colunas") as caught:
+        handlers.check_compare(PT, *values(), *(["off"] * 4 + ["m"] * 4))
+    assert caught.value.title == "Confira a entrada"
+    with pytest.raises(gr.Error, match="empty"):
+        handlers.check_compare(REQUEST, *values(text=""), *(["zero_shot"] * 4 + ["m"] * 4))
+    with pytest.raises(gr.Error, match="Choose at least one strategy"):
+        handlers.check_evaluation(REQUEST, *values(), [], "bundled", None, "", "", "", 0, 4)
+    with pytest.raises(gr.Error, match="Upload a JSONL or CSV file first"):
+        handlers.check_evaluation(REQUEST, *values(), ["zero_shot"], "upload", None, "", "", "", 0, 4)
+    with pytest.raises(gr.Error, match="1 to 200"):
+        handlers.check_evaluation(REQUEST, *values(), ["zero_shot"], "bundled", None, "", "", "", 0, 0)
+    handlers.check_evaluation(REQUEST, *values(), ["zero_shot", "few_shot"], "bundled", None, "", "", "", 0, 4)
+
+
+def test_portuguese_names_headers_and_progress(handlers):
+    updates = handlers.on_task("arithmetic", "zero_shot", {}, PT)
+    assert ("Autoconsistência (voto da maioria entre caminhos de raciocínio amostrados)", "self_consistency") in \
+        updates[0]["choices"]
+    assert ("P / R", "arithmetic-qa") in updates[1]["choices"]
+    seen = []
+    status, chart, summary, rows, *_ = handlers.evaluate(
+        PT, *values(), ["zero_shot"], "bundled", None, "", "", "", 0, 2,
+        progress=lambda fraction, desc: seen.append(desc))
+    assert status.startswith("Concluído") and list(summary["value"].columns)[:3] == ["Estratégia", "Exemplos",
+                                                                                  "Acurácia (%)"]
+    assert "exemplo 1 de 2" in seen[1] and "tokens gerados" in seen[1]
+
+
+def test_every_strategy_task_and_bundled_template_is_named_in_every_language():
+    from playground.prompting.tasks import SELECTIONS, STRATEGIES, TASKS
+    from playground.prompting.strategies import TRIGGER_POSITIONS
+    from playground.ui.i18n import LANGUAGES, load_locales
+
+    keys = [f"strategy.{s}{part}" for s in STRATEGIES for part in ("", ".short", ".help")]
+    keys += [f"task.{task}" for task in TASKS] + [f"template.{tpl.id}" for tpl in LIBRARY.templates]
+    keys += [f"selection.{s}{part}" for s in SELECTIONS for part in ("", ".short")]
+    keys += [f"trigger_position.{p}" for p in TRIGGER_POSITIONS]
+    locales = load_locales()
+    for language in LANGUAGES:
+        missing = [key for key in keys if not locales[language].get(key)]
+        assert not missing, f"{language}: {missing}"
+    assert locales["pt"]["strategy.self_consistency.short"] != locales["en"]["strategy.self_consistency.short"]
+    assert locales["fr"]["task.sentiment"] != locales["en"]["task.sentiment"]
+
+
+def test_the_prompt_lab_starts_greedy_with_a_fixed_seed(services):
+    from playground.ui.tabs import prompt_lab
+
+    with gr.Blocks() as demo:
+        owner = gr.BrowserState("")
+        prompt_lab.build(services, owner, PromptLab(LIBRARY, max_chars=1_000, token_limit=256))
+    by_id = {block.elem_id: block for block in demo.blocks.values() if getattr(block, "elem_id", None)}
+    assert by_id["lab-temperature"].value == 0.0 and by_id["lab-seed"].value == 0
+    assert by_id["lab-strategy"].choices[0][1] == "zero_shot"

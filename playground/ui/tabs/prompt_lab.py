@@ -568,7 +568,7 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             with gr.Row():
-                task = gr.Dropdown([(t(f"task.{spec.id}"), spec.id) for spec in TASKS], value=DEFAULT_TASK,
+                task = gr.Dropdown([(t(f"task.{task_id}"), task_id) for task_id in TASKS], value=DEFAULT_TASK,
                                    label=t("lab.task"), info=t("lab.task_info"), elem_id="lab-task")
                 # Custom values: a fine-tuned run (run:<id>) joins the list per browser, after the page loads.
                 model = gr.Dropdown(models, value=default_model, label=t("lab.model"), info=t("lab.model_info"),
