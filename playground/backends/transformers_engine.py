@@ -170,7 +170,7 @@ class TransformersEngine(EngineBase):
         worker.start()
         generated: list[int] = []
         emitted = ""
-        eos = set(eos_ids)
+        eos = set(_as_list(getattr(self.model.generation_config, "eos_token_id", None)))
         try:
             while True:
                 token_id = streamer.queue.get()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from gradio_client import handle_file
@@ -78,10 +79,13 @@ def test_compare_fills_the_chosen_columns_and_leaves_the_others_empty(client):
     strategies = ["zero_shot", "off", "few_shot", "off"]
     models = [MODEL] * 4
     values = client.predict(*form(), *strategies, *models, api_name="/prompt_lab_compare")
-    headers, texts, stats = values[0:4], values[4:8], values[8:12]
+    headers, texts, stats, download = values[0:4], values[4:8], values[8:12], values[12]
     assert "zero-shot" in headers[0] and "few-shot" in headers[2]
     assert headers[1] == "" and headers[3] == ""
     assert "Answer:" in stats[0] and "Answer:" in stats[2]
+    lines = Path(download).read_text(encoding="utf-8-sig").splitlines()
+    assert lines[0].startswith("Column,Strategy,Model,Template,Status,Answer") and len(lines) >= 3
+    assert lines[1].startswith("1,zero-shot,")
 
 
 def test_compare_shows_a_missing_model_in_its_column_only(client):
@@ -99,14 +103,18 @@ def eval_args(strategies=("zero_shot",), source="bundled", path=None, input_colu
 
 
 def test_evaluate_scores_each_strategy_on_the_bundled_set(client):
-    status, chart, summary, rows = client.predict(*eval_args(("zero_shot", "few_shot"), limit=3),
-                                                  api_name="/prompt_lab_evaluate")
+    status, chart, summary, rows, scores_file, rows_file = client.predict(
+        *eval_args(("zero_shot", "few_shot"), limit=3), api_name="/prompt_lab_evaluate")
     assert "6 of 6" in status
-    assert len(summary["data"]) == 2
+    assert len(summary["data"]) == 2 and summary["headers"][:3] == ["Strategy", "Examples", "Accuracy (%)"]
     assert len(rows["data"]) == 6
     headers = rows["headers"]
-    assert {"prompt", "output", "answer", "correct"} <= set(headers)
-    assert {row[headers.index("correct")] for row in rows["data"]} <= {"✓", "✗"}
+    assert {"Prompt", "Model output", "Answer", "Correct"} <= set(headers)
+    assert {row[headers.index("Correct")] for row in rows["data"]} <= {"✓", "✗"}
+    assert all(0 <= row[2] <= 100 for row in summary["data"])  # percent, as in the chart
+    scores = Path(scores_file).read_text(encoding="utf-8-sig").splitlines()
+    assert scores[0].startswith("Strategy,Examples,Accuracy (%)") and len(scores) == 3
+    assert len(Path(rows_file).read_text(encoding="utf-8-sig").splitlines()) >= 7
 
 
 def test_evaluate_an_uploaded_file_with_a_column_mapping(client, tmp_path):
@@ -116,7 +124,7 @@ def test_evaluate_an_uploaded_file_with_a_column_mapping(client, tmp_path):
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     input_choice, label_choice, _ = client.predict(handle_file(str(path)), api_name="/prompt_lab_columns")
     assert set(input_choice["choices"][0]) >= {"sentence"} or "sentence" in str(input_choice)
-    status, _, summary, table = client.predict(
+    status, _, summary, table, *_ = client.predict(
         *eval_args(source="upload", path=handle_file(str(path)), input_column="sentence", label_column="mood"),
         api_name="/prompt_lab_evaluate")
     assert "reviews.jsonl" in status and "2 of 2" in status
