@@ -48,8 +48,8 @@ def parameter_widgets(settings: Settings, prefix: str, max_new_tokens: int = 256
         top_p=slider("top_p", defaults.top_p, 0.01),
         top_k=slider("top_k", defaults.top_k, 1, high=200),
         repetition_penalty=slider("repetition_penalty", defaults.repetition_penalty, 0.05),
-        seed=gr.Number(value=-1 if seed is None else seed, precision=0, label=t("param.seed"), info=t("param.seed.help"),
-                       elem_id=f"{prefix}-seed"),
+        seed=gr.Number(value=-1 if seed is None else seed, precision=0, label=t("param.seed"),
+                       info=t("param.seed.help"), elem_id=f"{prefix}-seed"),
         stop=gr.Textbox(value="", label=t("param.stop"), info=t("param.stop.help"), elem_id=f"{prefix}-stop"),
     )
 

@@ -24,6 +24,11 @@ ERROR_BADGES = """() => [...document.querySelectorAll('[data-testid="status-trac
     .filter(e => e.offsetParent !== null && e.getBoundingClientRect().width > 0).length"""
 
 
+def open_params(page):
+    page.locator("#lab-params").get_by_text(load_locales()["en"]["lab.params"]).first.click()
+    page.wait_for_selector("#lab-temperature input[type='number']", state="visible", timeout=10_000)
+
+
 def use_transformers(page):
     """Generate with the transformers engine (the llama.cpp engine's decode loop has browser tests of its own)."""
     page.locator("#lab-engine").get_by_label("transformers").check()
@@ -68,6 +73,7 @@ def test_bad_inputs_are_one_message_and_leave_the_page_as_it_was(browser, app_ur
     context, page = open_lab(browser, app_url)
     try:
         # the teaching default: zero-shot, greedy with a fixed seed
+        open_params(page)
         assert page.locator("#lab-temperature input[type='number']").input_value() == "0"
         assert page.locator("#lab-seed input").input_value() == "0"
         use_transformers(page)
@@ -123,6 +129,7 @@ def test_self_consistency_counts_its_paths_and_tokens(browser, app_url):
     context, page = open_lab(browser, app_url)
     try:
         use_transformers(page)
+        open_params(page)
         page.locator("#lab-strategy").get_by_label(load_locales()["en"]["strategy.self_consistency"]).check()
         page.wait_for_function("document.querySelector(\"#lab-temperature input[type='number']\").value === '0.7'",
                                timeout=15_000)

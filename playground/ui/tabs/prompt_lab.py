@@ -262,7 +262,7 @@ def compare_rows(states: list[ColumnState | None], texts: Texts, label: Callable
         run = state.run
         rows.append([i + 1, strategy_label(state.column.setup.strategy, texts), label(state.column.model_id),
                      template(state.column.template_name),
-                     state.error if state.status == FAILED else texts(COLUMN_STATUS.get(state.status, "status.waiting")),
+                     state.error if state.status == FAILED else texts(COLUMN_STATUS.get(state.status, "lab.waiting")),
                      run.answer if run is not None else None, round(run.latency_s, 2) if run is not None else None,
                      run.completion_tokens if run is not None else None, state.text.strip()])
     return rows
@@ -541,7 +541,8 @@ class PromptLabHandlers:
         with self.cancellable(request, EVAL_SLOT) as cancel, user_errors(self.settings):
             report = self.lab.evaluate(lab_request, evaluation, models, cancel=cancel, progress=report_progress)
         summary_table, rows = report_tables(report, texts, names)
-        return (report_status(report, texts), gr.update(value=report_chart(report, short), x_title=texts("lab.col.strategy")),
+        chart = gr.update(value=report_chart(report, short), x_title=texts("lab.col.strategy"))
+        return (report_status(report, texts), chart,
                 gr.update(value=summary_table, visible=True), gr.update(value=rows, visible=True),
                 gr.update(value=self.table_file(token, "scores", summary_table), visible=True),
                 gr.update(value=self.table_file(token, "examples", rows), visible=True))
@@ -617,7 +618,7 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
                 with gr.Row():
                     save = gr.Button(t("lab.save_template"), size="sm", elem_id="lab-save-template")
                     reset = gr.Button(t("lab.reset_template"), size="sm", elem_id="lab-reset-template")
-            with gr.Accordion(t("lab.params"), open=False):
+            with gr.Accordion(t("lab.params"), open=False, elem_id="lab-params"):
                 # Greedy with a fixed seed, as the default strategy suggests: the lesson is the prompt, not chance.
                 params = parameter_widgets(settings, "lab", max_new_tokens=default_params.max_new_tokens,
                                            temperature=default_params.temperature, seed=default_params.seed)
@@ -647,7 +648,8 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     with gr.Row(equal_height=False):
         for i in range(MAX_COLUMNS):
             with gr.Column(min_width=220, elem_classes=["lab-column"]):
-                column_strategy.append(gr.Dropdown([(t("lab.off"), OFF)] + [(t(f"strategy.{s}"), s) for s in STRATEGIES],
+                every_strategy = [(t(f"strategy.{s}"), s) for s in STRATEGIES]
+                column_strategy.append(gr.Dropdown([(t("lab.off"), OFF)] + every_strategy,
                                                    value=DEFAULT_COLUMNS[i], label=t("lab.column_strategy"),
                                                    elem_id=f"lab-col{i}-strategy"))
                 column_model.append(gr.Dropdown(models, value=default_model, label=t("lab.column_model"),
@@ -733,7 +735,7 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     # Each action checks its input first, in an event with no outputs: a bad input is one toast and the page
     # keeps its last results (no output gets Gradio's error badge). API callers call the actions directly and
     # get the same message as an error.
-    checks = dict(api_name=False, show_progress="hidden", queue=False)
+    checks = dict(api_name=False, show_progress="hidden")
     run.click(handlers.check_run, form, None, **checks).success(
         handlers.run, form, [output, result_line, votes, paths], api_name="prompt_lab_run",
         show_progress_on=[output], **limits)
