@@ -226,3 +226,4 @@ def redact_server_paths(text: str, locations: Iterable[tuple[str, str]] | None =
             pattern = r"(?<![\w.-])" + re.escape(location) + r"(?=$|[/\\\s'\"`),:;\]}>])"
             text = re.sub(pattern, lambda _: placeholder, text)
     return text
+

@@ -88,6 +88,8 @@ class ModelReport:
     family: str
     objective: str
     error: str = ""
+    # what ``error`` is: "unavailable" (no weights here), "failed" (the load or a part failed), "" (no error)
+    error_kind: str = ""
     facts: _facts.ModelFacts | None = None
     tokens: _tokens.Tokenization | None = None
     attention: _attention.AttentionMaps | None = None
@@ -105,6 +107,19 @@ class ModelReport:
     @property
     def ok(self) -> bool:
         return not self.error
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """What one chosen model does with the tab's text: its native ``task`` (the catalog's head: masked_lm fills
+    [MASK], embedding ranks sentences and labels, seq2seq restores spans and rewrites, causal_lm predicts the
+    next token) and whether its weights are here without the network."""
+
+    model_id: str
+    name: str
+    family: str
+    task: str
+    available: bool
 
 
 @dataclass(frozen=True)
@@ -163,6 +178,21 @@ class ArchitectureLab:
             if found:
                 chosen.append(found)
         return tuple(chosen)
+
+    def tasks_for(self, model_ids: Sequence[str | None]) -> tuple[ModelTask, ...]:
+        """What each chosen model (unknown ids and empty choices left out) does with the text, so the tab's help
+        describes the models actually chosen (an offline encoder may be MiniLM, which has no [MASK] to fill)."""
+        tasks = []
+        for model_id in model_ids:
+            if not model_id:
+                continue
+            try:
+                spec = self.spec(model_id)
+            except PlaygroundError:
+                continue
+            tasks.append(ModelTask(model_id, spec.name, spec.family, spec.head,
+                                   self.engines.resolver.is_available_offline(spec)))
+        return tuple(tasks)
 
     def load(self, model_id: str, progress=None) -> LoadedModel:
         """The model, loaded once for the whole app through the shared model cache."""
@@ -291,15 +321,17 @@ class ArchitectureLab:
         try:
             spec = self.spec(model_id)
         except PlaygroundError as exc:
-            return ModelReport(model_id, model_id, "", "", error=str(exc))
+            return ModelReport(model_id, model_id, "", "", error=str(exc), error_kind="failed")
         base = dict(model_id=model_id, name=spec.name, family=spec.family, objective=spec.objective)
         try:
             loaded = self.load(model_id, progress)
         except ModelUnavailableError as exc:
             where = "offline" if self.settings.offline else "here"
-            return ModelReport(**base, error=f"Not available {where}: {exc}", seconds=time.perf_counter() - started)
+            return ModelReport(**base, error=f"Not available {where}: {exc}", error_kind="unavailable",
+                               seconds=time.perf_counter() - started)
         except Exception as exc:  # one model's failure must not stop the others
-            return ModelReport(**base, error=_first_line(exc), seconds=time.perf_counter() - started)
+            return ModelReport(**base, error=_first_line(exc), error_kind="failed",
+                               seconds=time.perf_counter() - started)
         errors: list[str] = []
         parts: dict[str, object] = {}
 
@@ -338,5 +370,5 @@ class ArchitectureLab:
             target = list(attention.target_tokens) if attention is not None and attention.target_tokens else None
             attempt("masks", lambda: _masks.mask_patterns(spec.family, [t.label for t in tokens.tokens], target,
                                                           options.max_tokens))
-        return ModelReport(**base, error=" ".join(errors), seconds=time.perf_counter() - started,
-                           **parts)  # type: ignore[arg-type]
+        return ModelReport(**base, error=" ".join(errors), error_kind="failed" if errors else "",
+                           seconds=time.perf_counter() - started, **parts)  # type: ignore[arg-type]

@@ -36,10 +36,12 @@ class Word:
 def check_text(text: str, max_chars: int | None = None, what: str = "text") -> str:
     """``text`` unchanged when it is usable; raises InvalidInputError when it is empty or too long."""
     if not isinstance(text, str) or not text.strip():
-        raise InvalidInputError(f"The {what} is empty: type a sentence for the models to read.")
+        raise InvalidInputError(f"The {what} is empty: type a sentence for the models to read.").keyed(
+            "arch.error.empty")
     if max_chars is not None and len(text) > max_chars:
         raise InvalidInputError(
-            f"The {what} is {len(text):,} characters long; the limit is {max_chars:,}. Shorten it.")
+            f"The {what} is {len(text):,} characters long; the limit is {max_chars:,}. Shorten it."
+        ).keyed("arch.error.too_long", count=len(text), limit=max_chars)
     return text
 
 

@@ -184,18 +184,19 @@ class QuantizedChat:
         history[-1] = {"role": "assistant", "content": generation.result.text}
         yield ChatUpdate(list(history), result=generation.result)
 
-    def compare(self, request: ChatRequest, models: QuantizedModels, progress=None) -> Iterator[PrecisionComparison]:
+    def compare(self, request: ChatRequest, models: QuantizedModels, progress=None, steps=None
+                ) -> Iterator[PrecisionComparison]:
         """The same message in full precision (transformers) and quantised (llama.cpp): each step of both.
 
         A run compares its adapter merged into the full-precision base against its adapter GGUF on the
-        quantised base.
+        quantised base. ``steps(ComparisonStep)`` hears each side's load and every generated token.
         """
         text = check_message(request.message, self.max_chars)
         facts = models.quantized_facts(request.model_id, progress)
         full, quantised = precision_labels(facts, models.hardware)
         updates = compare_precisions(models.engine, request.model_id, build_messages([], text, request.system),
                                      request.params, full_precision=full, quantised_precision=quantised,
-                                     progress=progress, slot=self.slot)
+                                     progress=progress, slot=self.slot, steps=steps)
         try:
             yield from updates
         finally:

@@ -57,7 +57,7 @@ from typing import Callable, Iterator, Sequence
 
 from playground.atomic import atomic_write_json
 from playground.errors import InvalidInputError, InvalidParameterError, ModelUnavailableError, PlaygroundError, \
-    SaveError
+    SaveError, keyed
 from playground.models.gguf_info import GGUFFacts, read_gguf_facts
 from playground.models.quantize import QUANT_TYPE_NAMES, quant_type, quantize_gguf
 
@@ -208,6 +208,23 @@ class LadderResult:
         rungs = tuple(LadderRung(**rung) for rung in data.pop("rungs"))
         return cls(rungs=rungs, **data)
 
+    CSV_COLUMNS = ("type", "file_mb", "bits_per_weight", "decode_tokens_per_s", "speed_vs_f32", "perplexity",
+                   "top1_agreement_pct", "kl_to_f32", "others_cpu_pct", "speed_reliable")
+
+    def csv(self) -> str:
+        """The ladder as CSV text (a spreadsheet opens it): one row per type, the stored figures as they are."""
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(self.CSV_COLUMNS)
+        for rung in self.rungs:
+            writer.writerow([rung.type, rung.file_mb, rung.bits_per_weight, rung.decode_tokens_per_s,
+                             rung.speed_vs_f32, rung.perplexity, rung.top1_agreement_pct, rung.kl_to_f32,
+                             rung.others_cpu_pct, "yes" if rung.speed_reliable else "no"])
+        return out.getvalue()
+
     def table(self) -> str:
         """The ladder as a plain-text table (for the CLI, logs and the curious)."""
         head = f"{'type':<7} {'MB':>7} {'bits/w':>6} {'tok/s':>7} {'×F32':>5} {'ppl':>8} {'top-1':>6} {'KL':>7}"
@@ -235,7 +252,8 @@ def ladder_types(types: Sequence[str] | None) -> tuple[str, ...]:
         types = [types]
     chosen = {quant_type(name).name for name in types}
     if not chosen:
-        raise InvalidParameterError(f"Choose at least one GGUF type: {', '.join(QUANT_TYPE_NAMES)}.")
+        raise InvalidParameterError(f"Choose at least one GGUF type: {', '.join(QUANT_TYPE_NAMES)}.").keyed(
+            "ladder.error.no_types", types=", ".join(QUANT_TYPE_NAMES))
     chosen.add(REFERENCE)
     return tuple(name for name in QUANT_TYPE_NAMES if name in chosen)
 

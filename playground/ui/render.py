@@ -7,9 +7,33 @@ readable token labels on both axes, and no plotting library to install.
 from __future__ import annotations
 
 import html
-from typing import Sequence
+import re
+from typing import Mapping, Sequence
 
 MAX_LABEL = 12
+# Characters Markdown would read as formatting (emphasis, code, links, tables, headings, HTML, LaTeX).
+_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!|~$-])")
+
+
+def md_escape(text: str) -> str:
+    """``text`` shown as it is inside Markdown: HTML characters as entities (so a special token such as
+    ``</s>`` stays visible) and Markdown's formatting characters backslash-escaped (so ``**`` or ``_`` in a
+    model's output is not read as bold or italics)."""
+    return _MARKDOWN.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
+def table_html(headers: Sequence[str], rows: Sequence[Sequence[str]], css_class: str = "",
+               numeric: Sequence[int] = ()) -> str:
+    """A small HTML table (escaped); the columns in ``numeric`` are right-aligned and never wrap, so a narrow
+    column shows "0.95", not "0.9" over "5"."""
+    def cell(tag: str, index: int, value) -> str:
+        cls = ' class="num"' if index in numeric else ""
+        return f"<{tag}{cls}>{html.escape(str(value))}</{tag}>"
+
+    head = "".join(cell("th", i, h) for i, h in enumerate(headers))
+    body = "".join("<tr>" + "".join(cell("td", i, v) for i, v in enumerate(row)) + "</tr>" for row in rows)
+    cls = f' class="{html.escape(css_class)}"' if css_class else ""
+    return f"<table{cls}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _label(token: str) -> str:
@@ -51,8 +75,11 @@ def token_chips_html(tokens: Sequence[tuple[str, int]], note: str = "") -> str:
     return f'<div class="tokens">{chips}</div>{note_html}'
 
 
-def role_chips_html(tokens: Sequence[tuple[str, str, str]], legend: dict[str, str]) -> str:
-    """(token, role, what is predicted) chips coloured by role, with a legend of the roles used."""
+def role_chips_html(tokens: Sequence[tuple[str, str, str]], legend: Mapping[str, str],
+                    names: Mapping[str, str] | None = None) -> str:
+    """(token, role, what is predicted) chips coloured by role, with a legend of the roles used: each role's
+    name (``names``, e.g. translated; the role id when missing) and its ``legend`` description."""
+    names = names or {}
     chips = []
     used = []
     for text, role, target in tokens:
@@ -63,5 +90,6 @@ def role_chips_html(tokens: Sequence[tuple[str, str, str]], legend: dict[str, st
         chips.append(f'<span class="tok" style="background:{colour}"{tip}><span class="tok-text">'
                      f'{html.escape(text)}</span></span>')
     keys = "".join(f'<span class="legend-item"><span class="swatch" style="background:{ROLE_COLOURS.get(r, "#eee")}">'
-                   f'</span>{html.escape(r)}: {html.escape(legend.get(r, ""))}</span>' for r in used)
+                   f'</span><b>{html.escape(names.get(r, r))}</b>: {html.escape(legend.get(r, ""))}</span>'
+                   for r in used)
     return f'<div class="tokens">{"".join(chips)}</div><div class="legend">{keys}</div>'

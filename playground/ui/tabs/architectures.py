@@ -13,17 +13,20 @@ import html
 from dataclasses import dataclass
 
 import gradio as gr
+import pandas as pd
 
-from playground.architectures.lab import CompareOptions, ModelReport
+from playground.architectures.lab import CompareOptions, ModelReport, ModelTask
 from playground.architectures.tasks import DEFAULT_CANDIDATES, DEFAULT_INSTRUCTION, DEFAULT_LABELS, DEFAULT_TEXT
 from playground.errors import PlaygroundError
 from playground.models.catalog import FAMILIES
 from playground.services import Services
-from playground.ui.i18n import Texts, t
-from playground.ui.render import heatmap_html, role_chips_html, token_chips_html
-from playground.ui.widgets import user_errors, user_message
+from playground.ui.i18n import Texts, load_locales, t
+from playground.ui.render import heatmap_html, md_escape, role_chips_html, table_html, token_chips_html
+from playground.ui.soft_errors import message_for, wire
+from playground.ui.widgets import user_errors
 
 SLUG = {"encoder": "enc", "encoder-decoder": "encdec", "decoder": "dec"}
+FACT_COLUMNS = ("fact", "value")
 
 
 @dataclass
@@ -85,86 +88,137 @@ def _distribution(candidates) -> dict[str, float]:
     return {_token_key(c.token, used): float(c.probability) for c in candidates}
 
 
-def facts_table(report: ModelReport) -> list[list[str]]:
+def _known(key: str) -> bool:
+    return key in load_locales()["en"]
+
+
+def _or(texts: Texts, key: str, fallback: str, **values) -> str:
+    """The key's text in the reader's language, or ``fallback`` (the logic's English) for an id without a key."""
+    return texts(key, **values) if _known(key) else fallback
+
+
+def facts_table(report: ModelReport, texts: Texts = Texts()) -> pd.DataFrame:
+    """The model's facts, named in the reader's language; the class and the model type on rows of their own
+    (one long "BertModel (bert)" value was cut off in a narrow column)."""
     f = report.facts
+    headers = [texts(f"arch.col.{c}") for c in FACT_COLUMNS]
     if f is None:
-        return []
+        return pd.DataFrame([], columns=headers)
+    layers = f"{f.layers}" + (f" + {texts('arch.fact.decoder_layers', count=f.decoder_layers)}"
+                              if f.decoder_layers else "")
+    objective = _or(texts, f"arch.objective.{f.objective}", f.objective_name)
     rows = [
-        ["architecture", f"{f.architecture} ({f.model_type})"],
+        ["architecture", f.architecture],
+        ["model_type", f.model_type],
         ["parameters", f"{f.total_parameters:,}"],
-        ["embedding / non-embedding", f"{f.embedding_parameters:,} / {f.non_embedding_parameters:,}"],
-        ["layers", f"{f.layers}" + (f" + {f.decoder_layers} decoder" if f.decoder_layers else "")],
-        ["hidden size", str(f.hidden_size)],
-        ["attention heads / KV heads", f"{f.attention_heads} / {f.kv_heads}"],
+        ["embedding", f"{f.embedding_parameters:,}"],
+        ["non_embedding", f"{f.non_embedding_parameters:,}"],
+        ["layers", layers],
+        ["hidden_size", str(f.hidden_size)],
+        ["heads", f"{f.attention_heads} / {f.kv_heads}"],
         ["vocabulary", f"{f.vocab_size:,}"],
-        ["context length", f"{f.context_length:,}"],
-        ["objective", f.objective_name],
-        ["tokenizer", f"{f.tokenizer_kind} ({f.tokenizer_class})"],
+        ["context_length", f"{f.context_length:,}"],
+        ["objective", objective],
+        ["tokenizer", f.tokenizer_kind],
+        ["tokenizer_class", f.tokenizer_class],
     ]
-    rows += [[f"weights at {m.precision}", f"{m.bytes / 1e6:,.0f} MB"] for m in f.memory]
-    return rows
+    named = [[texts(f"arch.fact.{key}"), value] for key, value in rows]
+    named += [[texts("arch.fact.weights", precision=m.precision), f"{m.bytes / 1e6:,.0f} MB"] for m in f.memory]
+    return pd.DataFrame(named, columns=headers)
 
 
-def task_outputs(report: ModelReport) -> tuple[dict, str]:
-    """(label values for gr.Label, markdown) of the model's native task."""
+def _note(note: str) -> str:
+    return f"_{md_escape(note)}_" if note else ""
+
+
+def task_outputs(report: ModelReport, texts: Texts = Texts()) -> tuple[dict, str]:
+    """(label values for gr.Label, markdown) of the model's native task; the model's and the person's text is
+    escaped, so special tokens (</s>) and stray ** show as they are."""
     notes = []
     if report.fill_mask is not None:
         r = report.fill_mask
         label = _distribution(r.predictions[0].candidates) if r.predictions else {}
-        notes.append(f"**Read:** {r.masked_text}  \n**Filled:** {r.filled_text}")
-        if r.note:
-            notes.append(f"_{r.note}_")
-        return label, "\n\n".join(notes)
+        notes.append(f"**{texts('arch.read')}** {md_escape(r.masked_text)}  \n"
+                     f"**{texts('arch.filled')}** {md_escape(r.filled_text)}")
+        notes.append(_note(r.note))
+        return label, "\n\n".join(n for n in notes if n)
     if report.zero_shot is not None or report.similarity is not None:
         label = {s.label: s.probability for s in report.zero_shot.labels} if report.zero_shot else {}
         if report.similarity is not None:
-            rows = "\n".join(f"| {s.rank} | {s.score:+.2f} | {s.text} |" for s in
-                             sorted(report.similarity.scores, key=lambda s: s.rank))
-            notes.append(f"| rank | cosine | sentence |\n|---|---|---|\n{rows}")
-        return label, "\n\n".join(notes)
+            rows = [[f"{s.rank}", f"{s.score:.2f}", s.text] for s in report.similarity.ranked]
+            notes.append(table_html([texts("arch.col.rank"), texts("arch.col.cosine"), texts("arch.col.sentence")],
+                                    rows, "arch-table", numeric=(0, 1)))
+            notes.append(_note(report.similarity.note))
+        return label, "\n\n".join(n for n in notes if n)
     if report.span_corruption is not None:
         r = report.span_corruption
-        fills = "\n".join(f"| `{f.sentinel}` | {f.original} | {f.predicted if f.found else '—'} |" for f in r.fills)
-        notes.append(f"**Encoder reads:** `{r.example.model_input}`  \n**Target:** `{r.example.target}`  \n"
-                     f"**Model wrote:** `{r.output}`")
-        if fills:
-            notes.append(f"| sentinel | hidden | model's fill |\n|---|---|---|\n{fills}")
+        notes.append(f"**{texts('arch.encoder_reads')}** `{r.example.model_input}`  \n"
+                     f"**{texts('arch.target')}** `{r.example.target}`  \n**{texts('arch.model_wrote')}** `{r.output}`")
+        if r.fills:
+            rows = [[f.sentinel, f.original, f.predicted if f.found else "—"] for f in r.fills]
+            notes.append(table_html([texts("arch.col.sentinel"), texts("arch.col.hidden"), texts("arch.col.fill")],
+                                    rows, "arch-table"))
         if report.text_to_text is not None:
-            notes.append(f"**{report.text_to_text.instruction}** → {report.text_to_text.output}")
-        return {}, "\n\n".join(notes)
+            notes.append(f"**{md_escape(report.text_to_text.instruction)}** → {md_escape(report.text_to_text.output)}")
+        notes.append(_note(r.note))
+        return {}, "\n\n".join(n for n in notes if n)
     if report.next_token is not None:
         text = report.continuation.full_text if report.continuation else report.next_token.text
-        return _distribution(report.next_token.candidates), f"**Text so far:** {text}"
+        return _distribution(report.next_token.candidates), f"**{texts('arch.text_so_far')}** {md_escape(text)}"
     return {}, ""
 
 
 def _title(report: ModelReport, texts: Texts) -> str:
-    head = f"### {report.name}\n{report.family} · {report.seconds:.2f} s"
+    family = _or(texts, f"arch.model.{SLUG.get(report.family, '')}", report.family)
+    head = f"### {md_escape(report.name)}\n{family} · {report.seconds:.2f} s"
     if report.error:
-        head += f"\n\n> {report.error}"
+        if report.error_kind == "unavailable":
+            head += f"\n\n> {texts('arch.unavailable', model=md_escape(report.model_id))}"
+        head += f"\n\n> {md_escape(report.error)}"
     return head
 
 
-def column_values(report: ModelReport | None, texts: Texts) -> list:
+def objective_html(report: ModelReport, texts: Texts = Texts()) -> str:
+    """The pre-training objective on the person's text: its name and explanation, the tokens coloured by role
+    and a legend of the roles, all in the reader's language."""
+    from playground.architectures.objectives import ROLES
+
+    example = report.objective_example
+    if example is None:
+        return ""
+    title = _or(texts, f"arch.objective.{example.objective}", example.title)
+    description = _or(texts, f"arch.objective.{example.objective}.help", example.description)
+    legend = {role: _or(texts, f"arch.role.{role}.help", text) for role, text in ROLES.items()}
+    names = {role: _or(texts, f"arch.role.{role}", role) for role in ROLES}
+    return (f"<p><b>{html.escape(title)}</b>: {html.escape(description)}</p>"
+            + role_chips_html([(tok.text, tok.role, tok.target) for tok in example.tokens], legend, names))
+
+
+def column_values(report: ModelReport | None, texts: Texts = Texts()) -> list:
     if report is None:
-        return ["", [], {}, "", "", ""]
-    label, task = task_outputs(report)
+        return ["", facts_table(ModelReport("", "", "", ""), texts), {}, "", "", ""]
+    label, task = task_outputs(report, texts)
     tokens = ""
     if report.tokens is not None:
+        caption = texts("arch.token_count", count=report.tokens.count, kind=report.tokens.tokenizer_kind)
         tokens = token_chips_html([(p.label, p.id) for p in report.tokens.tokens],
-                                  f"{report.tokens.count} tokens · {report.tokens.tokenizer_kind}"
-                                  + (f" · {report.tokens.note}" if report.tokens.note else ""))
-    objective = ""
-    if report.objective_example is not None:
-        from playground.architectures.objectives import ROLES
-
-        example = report.objective_example
-        objective = f"<p><b>{example.title}</b>: {example.description}</p>" + role_chips_html(
-            [(tok.text, tok.role, tok.target) for tok in example.tokens], ROLES)
-    return [_title(report, texts), facts_table(report), label, task, tokens, objective]
+                                  caption + (f" · {report.tokens.note}" if report.tokens.note else ""))
+    return [_title(report, texts), facts_table(report, texts), label, task, tokens, objective_html(report, texts)]
 
 
-def attention_outputs(services: Services, model_id: str, text: str, kind: str | None, layer: int, head: int):
+def does_text(tasks: tuple[ModelTask, ...], texts: Texts = Texts()) -> str:
+    """What each chosen model will do with the text (one line each), from the models actually chosen."""
+    lines = []
+    for task in tasks:
+        family = _or(texts, f"arch.model.{SLUG.get(task.family, '')}", task.family)
+        what = _or(texts, f"arch.does.{task.task}", task.task)
+        where = "" if task.available else f" {texts('arch.does.download')}"
+        lines.append(f"- **{md_escape(task.name)}** ({family}): {what}{where}")
+    return "\n".join(lines)
+
+
+def attention_outputs(services: Services, model_id: str, text: str, kind: str | None, layer: int, head: int,
+                      texts: Texts = Texts()):
     lab = services.architectures
     maps = lab.attention(model_id, text)
     kind = kind if kind in maps.kinds else maps.kinds[0]
@@ -173,12 +227,15 @@ def attention_outputs(services: Services, model_id: str, text: str, kind: str | 
     layer = max(0, min(int(layer), layers - 1))
     head_index = None if int(head) < 0 else min(int(head), heads - 1)
     view = maps.view(kind, layer, head_index)
-    which = "mean of the heads" if head_index is None else f"head {head_index}"
-    heat = heatmap_html(view.rows, view.cols, view.weights, title=f"{model_id} · {kind} · layer {layer} · {which}",
+    which = texts("arch.heads_mean") if head_index is None else texts("arch.head_n", head=head_index)
+    kind_name = _or(texts, f"arch.kind.{kind}", kind)
+    heat = heatmap_html(view.rows, view.cols, view.weights,
+                        title=f"{model_id} · {kind_name} · {texts('arch.layer_n', layer=layer)} · {which}",
                         caption=view.note or maps.note)
     patterns = lab.masks(model_id, text)
-    mask_html = "".join(heatmap_html(m.rows, m.cols, m.values, title=f"{m.name} mask", caption=m.description,
-                                     binary=True) for m in patterns.matrices)
+    mask_html = "".join(heatmap_html(m.rows, m.cols, m.values, title=_or(texts, f"arch.mask.{m.name}", f"{m.name} mask"),
+                                     caption=_or(texts, f"arch.mask.{m.name}.help", m.description), binary=True)
+                        for m in patterns.matrices)
     return (heat, mask_html, gr.update(choices=list(maps.kinds), value=kind),
             gr.update(maximum=layers - 1, value=layer), gr.update(maximum=heads - 1, value=-1 if head_index is None
                                                                    else head_index))
@@ -187,8 +244,10 @@ def attention_outputs(services: Services, model_id: str, text: str, kind: str | 
 def build(services: Services) -> None:
     settings = services.settings
     gr.Markdown(t("arch.intro"), elem_classes=["tab-intro"])
-    text = gr.Textbox(value=DEFAULT_TEXT, label=t("arch.text"), info=t("arch.text.help"), lines=2,
+    text = gr.Textbox(value=DEFAULT_TEXT, label=t("arch.text"), info=t("arch.text.info"), lines=2,
                       elem_id="arch-text")
+    # What each chosen model will do with the text, from the models chosen (filled when the page opens).
+    does = gr.Markdown(elem_id="arch-does", elem_classes=["arch-does"])
     with gr.Accordion(t("arch.options"), open=False):
         with gr.Row():
             mask = gr.Textbox(label=t("arch.mask"), info=t("arch.mask.help"), elem_id="arch-mask")
@@ -228,14 +287,14 @@ def build(services: Services) -> None:
                                                          info=t("param.temperature.help"),
                                                          elem_id="arch-continue-temperature")
                 with gr.Accordion(t("arch.facts"), open=False):
-                    facts = gr.Dataframe(headers=["fact", "value"], interactive=False, wrap=True,
-                                         elem_id=f"arch-{slug}-facts")
+                    facts = gr.Dataframe(headers=list(FACT_COLUMNS), interactive=False, wrap=True,
+                                         column_widths=["48%", "52%"], elem_id=f"arch-{slug}-facts")
                 gr.Markdown(t("arch.tokens"))
                 tokens = gr.HTML(elem_id=f"arch-{slug}-tokens")
                 gr.Markdown(t("arch.objective"))
                 objective = gr.HTML(elem_id=f"arch-{slug}-objective")
             columns.append(FamilyColumn(family, model, title, facts, task_label, task_text, tokens, objective))
-    gr.Markdown(t("arch.notice.columns"), elem_classes=["notice"])
+    gr.Markdown(t("arch.notice.families"), elem_classes=["notice"])
 
     gr.Markdown(t("arch.attention_title"), elem_classes=["section-title"])
     gr.Markdown(t("arch.attention_intro"))
@@ -271,56 +330,67 @@ def build(services: Services) -> None:
         attention = ("", "", gr.update(), gr.update(), gr.update())
         if first:
             try:
-                attention = attention_outputs(services, first, text_value, None, 0, -1)
+                attention = attention_outputs(services, first, text_value, None, 0, -1, texts)
             except PlaygroundError as exc:
-                attention = (f"<p>{html.escape(user_message(exc, settings))}</p>", "", gr.update(), gr.update(),
-                             gr.update())
-        summary_text = f"{len(comparison.reports)} models · {comparison.seconds:.2f} s"
+                attention = (f"<p>{html.escape(message_for(exc, settings, texts))}</p>", "", gr.update(),
+                             gr.update(), gr.update())
+        summary_text = texts("arch.summary", count=len(comparison.reports), seconds=comparison.seconds)
         return [summary_text, *values, gr.update(choices=[r.model_id for r in ok], value=first), *attention,
                 text_value]
 
-    def view_attention(model_id, text_value, kind, layer_value, head_value):
+    def view_attention(model_id, text_value, kind, layer_value, head_value, request: gr.Request):
         if not model_id:
             return "", "", gr.update(), gr.update(), gr.update()
         with user_errors(settings):
-            return attention_outputs(services, model_id, text_value, kind, layer_value, head_value)
+            return attention_outputs(services, model_id, text_value, kind, layer_value, head_value,
+                                     Texts.for_request(request))
 
-    def step_decoder(dec_id, current, text_value, top_k_value):
+    def step_decoder(dec_id, current, text_value, top_k_value, request: gr.Request):
+        texts = Texts.for_request(request)
         with user_errors(settings):
             result = services.architectures.step(dec_id, current or text_value, top_k=int(top_k_value))
-        chosen = repr(result.chosen.token)
+        added = texts("arch.added", token=md_escape(repr(result.chosen.token)),
+                      percent=f"{result.chosen.probability:.0%}")
         return (_distribution(result.distribution),
-                f"**Text so far:** {result.text}  \n_added {chosen} ({result.chosen.probability:.0%})_", result.text)
+                f"**{texts('arch.text_so_far')}** {md_escape(result.text)}  \n_{added}_", result.text)
 
-    def continue_decoder(dec_id, current, text_value, tokens_value, temperature_value, seed_value):
+    def continue_decoder(dec_id, current, text_value, tokens_value, temperature_value, seed_value,
+                         request: gr.Request):
+        texts = Texts.for_request(request)
         with user_errors(settings):
             result = services.architectures.continue_text(dec_id, current or text_value, int(tokens_value),
                                                           temperature=float(temperature_value),
                                                           seed=int(seed_value or 0))
         last = result.steps[-1].alternatives if result.steps else ()
-        how = "sampled" if result.sampled else "greedy"
-        return (_distribution(last), f"**Text so far:** {result.text}**{result.continuation}**  \n"
-                f"_{len(result.steps)} tokens, {how}, finish: {result.finish_reason}_", result.full_text)
+        how = texts("arch.sampled" if result.sampled else "arch.greedy")
+        done = texts("arch.continued", count=len(result.steps), how=how, finish=result.finish_reason)
+        # The continuation in bold as HTML: Markdown's ** does not close after a space (" Paris**").
+        return (_distribution(last), f"**{texts('arch.text_so_far')}** {md_escape(result.text)}"
+                f"<strong>{md_escape(result.continuation)}</strong>  \n_{done}_", result.full_text)
+
+    def show_does(enc_id, encdec_id, dec_id, request: gr.Request):
+        return does_text(services.architectures.tasks_for([enc_id, encdec_id, dec_id]), Texts.for_request(request))
 
     column_outputs = []
     for column in columns:
         column_outputs += [column.title, column.facts, column.task_label, column.task_text, column.tokens,
                            column.objective]
     attention_widgets = [heatmap, mask_view, attn_kind, layer, head]
-    run.click(run_tab, [text, columns[0].model, columns[1].model, columns[2].model, mask, instruction, candidates,
-                        labels, seed, top_k],
-              [summary, *column_outputs, attn_model, *attention_widgets, decoder_text],
-              api_name="architectures_run", concurrency_limit=settings.concurrency, concurrency_id="architectures")
+    model_inputs = [columns[0].model, columns[1].model, columns[2].model]
+    # In the browser a bad input is one warning and the results as they were (playground.ui.soft_errors);
+    # scripts calling the API names get the exception.
+    busy = dict(concurrency_limit=settings.concurrency, concurrency_id="architectures")
+    run_outputs = [summary, *column_outputs, attn_model, *attention_widgets, decoder_text]
+    wire([run.click], run_tab, [text, *model_inputs, mask, instruction, candidates, labels, seed, top_k],
+         run_outputs, settings=settings, api_name="architectures_run", elem_id="arch-run-api", **busy)
     attention_inputs = [attn_model, text, attn_kind, layer, head]
-    attn_model.change(view_attention, attention_inputs, attention_widgets, api_name="architectures_attention",
-                      show_progress="hidden")
-    for trigger in (attn_kind.input, layer.release, head.release):
-        trigger(view_attention, attention_inputs, attention_widgets, api_name=False, show_progress="hidden")
-    step.click(step_decoder, [columns[2].model, decoder_text, text, top_k],
-               [columns[2].task_label, columns[2].task_text, decoder_text], api_name="architectures_step",
-               concurrency_limit=settings.concurrency, concurrency_id="architectures")
-    continue_button.click(continue_decoder, [columns[2].model, decoder_text, text, continue_tokens,
-                                             continue_temperature, seed],
-                          [columns[2].task_label, columns[2].task_text, decoder_text],
-                          api_name="architectures_continue", concurrency_limit=settings.concurrency,
-                          concurrency_id="architectures")
+    wire([attn_model.change, attn_kind.input, layer.release, head.release], view_attention, attention_inputs,
+         attention_widgets, settings=settings, api_name="architectures_attention", elem_id="arch-attention-api",
+         show_progress="hidden")
+    decoder_outputs = [columns[2].task_label, columns[2].task_text, decoder_text]
+    wire([step.click], step_decoder, [columns[2].model, decoder_text, text, top_k], decoder_outputs,
+         settings=settings, api_name="architectures_step", elem_id="arch-step-api", **busy)
+    wire([continue_button.click], continue_decoder, [columns[2].model, decoder_text, text, continue_tokens,
+                                                     continue_temperature, seed],
+         decoder_outputs, settings=settings, api_name="architectures_continue", elem_id="arch-continue-api", **busy)
+    gr.on(None, show_does, model_inputs, does, api_name=False, queue=False, show_progress="hidden")

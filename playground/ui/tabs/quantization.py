@@ -19,8 +19,10 @@ from playground.errors import PlaygroundError
 from playground.models.ladder import LadderCancelled, LadderResult, LadderStep, QuantizationLadder
 from playground.models.quantize import QUANT_TYPE_NAMES
 from playground.services import Services
+from playground.ui.csv_downloads import csv_download
 from playground.ui.i18n import Texts, t
 from playground.ui.identity import generating
+from playground.ui.soft_errors import wire
 from playground.ui.widgets import generation_event_options, user_errors
 
 LADDER_SLOT = "quantization-ladder"
@@ -108,11 +110,18 @@ def step_text(step: LadderStep, texts: Texts) -> str:
     return texts(f"ladder.stage.{step.stage}", type=step.type_name, index=step.index, total=step.total)
 
 
-def ladder_outputs(result: LadderResult | None, texts: Texts) -> tuple:
-    """(table, chart, status) for a result, or empty widgets and the hint when there is none."""
+def csv_name(result: LadderResult) -> str:
+    """The download's file name: the source model and the ladder's key (two ladders never share a name)."""
+    return f"quantization-ladder-{result.source_label or result.source_name}-{result.key[:8]}.csv"
+
+
+def ladder_outputs(result: LadderResult | None, texts: Texts, request: gr.Request | None = None) -> tuple:
+    """(table, chart, status, CSV download) for a result, or empty widgets and the hint when there is none."""
     if result is None:
-        return pd.DataFrame(columns=_headers(texts)), chart_update(None, texts), texts("ladder.status.none")
-    return table_frame(result, texts), chart_update(result, texts), status_text(result, texts)
+        return (pd.DataFrame(columns=_headers(texts)), chart_update(None, texts), texts("ladder.status.none"),
+                gr.update(value=None, interactive=False))
+    download = gr.update(value=csv_download(csv_name(result), result.csv()), interactive=True)
+    return table_frame(result, texts), chart_update(result, texts), status_text(result, texts), download
 
 
 def build(services: Services, owner: gr.BrowserState) -> None:
@@ -137,6 +146,8 @@ def build(services: Services, owner: gr.BrowserState) -> None:
         stop = gr.Button(t("ladder.stop"), variant="stop", elem_id="ladder-stop", scale=1)
     status = gr.Markdown(elem_id="ladder-status")
     table = gr.Dataframe(label=t("ladder.table"), interactive=False, wrap=True, elem_id="ladder-table")
+    download = gr.DownloadButton(t("ladder.download_csv"), value=None, interactive=False, size="sm",
+                                 elem_id="ladder-csv")
     # x, y and colour are set with each result, in the reader's language; a height would hide the legend.
     chart = gr.LinePlot(None, x="type", y="percent", color="measure", sort=list(QUANT_TYPE_NAMES),
                         label=t("ladder.chart"), x_label_angle=-35, elem_id="ladder-chart")  # fits a phone
@@ -149,7 +160,7 @@ def build(services: Services, owner: gr.BrowserState) -> None:
         with user_errors(settings):
             result = controller.cached(model_id, type_names) if model_id else None
         if result is not None:  # reading a kept ladder costs nothing: no rate limit, no slot
-            return ladder_outputs(result, texts)
+            return ladder_outputs(result, texts, request)
         generating(services, identity, request)
         session = request.session_hash or "anonymous"
         stop_flag = CancelFlag()
@@ -162,10 +173,10 @@ def build(services: Services, owner: gr.BrowserState) -> None:
                                                                                        desc=step_text(step, texts)))
                 except LadderCancelled:
                     return (pd.DataFrame(columns=_headers(texts)), chart_update(None, texts),
-                            texts("ladder.status.cancelled"))
+                            texts("ladder.status.cancelled"), gr.update(value=None, interactive=False))
         finally:
             services.generations.finish(session, LADDER_SLOT, stop_flag)
-        return ladder_outputs(result, texts)
+        return ladder_outputs(result, texts, request)
 
     def show_kept(model_id, type_names, request: gr.Request):
         """The kept ladder of this model and these types, if any (nothing is built)."""
@@ -174,14 +185,16 @@ def build(services: Services, owner: gr.BrowserState) -> None:
             result = controller.cached(model_id, type_names) if model_id and type_names else None
         except PlaygroundError:  # a model that cannot be found shows the hint; Build gives the message
             result = None
-        return ladder_outputs(result, texts)
+        return ladder_outputs(result, texts, request)
 
     def stop_build(request: gr.Request):
         services.generations.cancel(request.session_hash or "anonymous", LADDER_SLOT)
 
-    outputs = [table, chart, status]
-    build_button.click(build_ladder, [model, types, owner], outputs, api_name="quantization_ladder",
-                       show_progress_on=[table], **generation_event_options(settings))
+    outputs = [table, chart, status, download]
+    # In the browser a bad choice is one warning and the page as it was; the API name keeps the exception.
+    wire([build_button.click], build_ladder, [model, types, owner], outputs, settings=settings,
+         api_name="quantization_ladder", elem_id="ladder-build-api", show_progress_on=[table],
+         **generation_event_options(settings))
     stop.click(stop_build, None, None, api_name="quantization_stop", queue=False)
     # When the page opens and whenever the choice changes: the kept ladder of that choice, if there is one.
     gr.on(None, show_kept, [model, types], outputs, api_name=False, queue=False, show_progress="hidden")

@@ -15,19 +15,31 @@ from dataclasses import dataclass
 from typing import Callable
 
 import gradio as gr
+import pandas as pd
 
 from playground.backends.base import CancelFlag
-from playground.backends.chat import ChatRequest, QuantizedChat
-from playground.backends.compare import PrecisionComparison, PrecisionRun
+from playground.backends.chat import ChatRequest, QuantizedChat, check_message
+from playground.backends.compare import ComparisonStep, PrecisionComparison, PrecisionRun, speed_verdict
 from playground.errors import PlaygroundError
 from playground.services import Services
+from playground.ui.csv_downloads import csv_download
 from playground.ui.i18n import Texts, t
 from playground.ui.identity import generating
+from playground.ui.soft_errors import message_for, wire
 from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, queue_status, \
-    user_errors, user_message
+    user_errors
 
 CHAT_SLOT = "quantized-chat"
 COMPARE_SLOT = "quantized-compare"
+CHAT_TEMPERATURE = 0.0  # greedy: the same question gets the same answer, in the language it was asked in
+# The GGUF facts' English names and their locale keys (a run's adapter rows keep their own names).
+FACT_KEYS = {
+    "name": "name", "base GGUF": "base_gguf", "architecture": "architecture", "quantisation": "quantisation",
+    "tensor types": "tensor_types", "file size": "file_size", "parameters": "parameters",
+    "bits per weight": "bits", "context length": "context_length", "layers": "layers", "hidden size": "hidden_size",
+    "attention heads / KV heads": "heads", "vocabulary": "vocabulary", "chat template": "chat_template",
+    "status": "status",
+}
 
 
 @dataclass(frozen=True)
@@ -44,10 +56,17 @@ class GgufModelPicker:
         """An update of ``model``: the token's owner's choices, the value kept."""
         return gr.update(choices=self.choices(token or ""))
 
-    def show_facts(self, model_id: str, token: str) -> list[list[str]]:
+    def show_facts(self, model_id: str, token: str, request: gr.Request = None) -> pd.DataFrame:
         """The facts of the chosen model, for a page that just opened (the table starts empty, so building
         the app never reads a GGUF file: the first read of a large vocabulary takes seconds)."""
-        return self.facts_rows(model_id, token or "")
+        return facts_frame(self.facts_rows(model_id, token or ""), Texts.for_request(request))
+
+
+def facts_frame(rows: list[list[str]], texts: Texts) -> pd.DataFrame:
+    """The facts table with its headers and fact names in the reader's language."""
+    named = [[texts(f"quant.fact.{FACT_KEYS[name]}") if name in FACT_KEYS else name, value]
+             for name, value in rows]
+    return pd.DataFrame(named, columns=[texts("quant.col.fact"), texts("quant.col.value")])
 
 
 def models_of(services: Services, token: str):
@@ -79,12 +98,31 @@ def run_stats(run: PrecisionRun, texts: Texts) -> str:
 
 
 def comparison_summary(comparison: PrecisionComparison, texts: Texts) -> str:
-    """One sentence on speed and memory; a speed ratio under 1 reads as "slower", never "0.4x faster"."""
-    if not (comparison.speedup and comparison.memory_ratio):
+    """One sentence on speed and memory; a speed ratio under 1 reads as "2.5x slower", never "0.4x faster"."""
+    verdict = speed_verdict(comparison.speedup, comparison.memory_ratio)
+    if verdict is None:
         return ""
-    if comparison.speedup >= 1:
-        return texts("stats.speedup", speedup=comparison.speedup, memory=comparison.memory_ratio)
-    return texts("stats.slowdown", slowdown=1 / comparison.speedup, memory=comparison.memory_ratio)
+    kind, factor = verdict
+    if kind == "faster":
+        return texts("stats.speedup", speedup=factor, memory=comparison.memory_ratio)
+    if kind == "slower":
+        return texts("stats.slowdown", slowdown=factor, memory=comparison.memory_ratio)
+    return texts("quant.same_speed", memory=comparison.memory_ratio)
+
+
+def step_text(step: ComparisonStep, texts: Texts) -> str:
+    """The progress bar's line for a comparison step: the side (1 of 2), the phase, the token count and the
+    time left, in the reader's language."""
+    side = texts(f"quant.side.{step.side}", index=step.index, total=2)
+    if step.phase == "loading":
+        detail = f" · {step.detail}" if step.detail else ""
+        return f"{side}: {texts('quant.phase.loading')}{detail}"
+    if step.phase == "done":
+        return texts("status.done")
+    line = f"{side}: {texts('quant.phase.generating', done=step.done, total=step.total)}"
+    if step.eta_s is not None:
+        line += f" · {texts('quant.eta', seconds=step.eta_s)}"
+    return line
 
 
 def _reporter(progress: gr.Progress):
@@ -92,8 +130,8 @@ def _reporter(progress: gr.Progress):
     return lambda fraction, message: progress(fraction, desc=message)
 
 
-def facts_or_status(services: Services, controller: QuantizedChat, model_id: str | None, token: str = ""
-                    ) -> list[list[str]]:
+def facts_or_status(services: Services, controller: QuantizedChat, model_id: str | None, token: str = "",
+                    texts: Texts | None = None) -> list[list[str]]:
     """The facts of what llama.cpp loads for ``model_id`` (a run: its adapter and its base GGUF), or the reason
     they are missing as table rows."""
     if not model_id:
@@ -101,7 +139,7 @@ def facts_or_status(services: Services, controller: QuantizedChat, model_id: str
     try:
         return [[name, value] for name, value in controller.facts(model_id, models_of(services, token))]
     except PlaygroundError as exc:
-        return [["status", line] for line in user_message(exc, services.settings).splitlines()]
+        return [["status", line] for line in message_for(exc, services.settings, texts).splitlines()]
 
 
 def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
@@ -138,8 +176,8 @@ def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
             with gr.Accordion(t("quant.params"), open=False):
                 system = gr.Textbox(value="", label=t("quant.system"), info=t("quant.system_info"), lines=2,
                                     elem_id="quant-system")
-                params = parameter_widgets(settings, "quant", max_new_tokens=256)
-            # Empty until the page opens (the app fills it then, for the page's identity).
+                params = parameter_widgets(settings, "quant", max_new_tokens=256, temperature=CHAT_TEMPERATURE)
+            # Empty until the page opens (the app fills it then, for the page's identity and language).
             facts = gr.Dataframe(value=[],
                                  headers=["fact", "value"], label=t("quant.facts"), interactive=False,
                                  wrap=True, elem_id="quant-facts", column_widths=["40%", "60%"])
@@ -159,23 +197,29 @@ def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
             quant_text = gr.Textbox(label=t("quant.quantised"), lines=6, interactive=False,
                                     elem_id="quant-compare-quantised")
             quant_stats = gr.Markdown(elem_id="quant-compare-quantised-stats")
-    compare_summary = gr.Markdown(elem_id="quant-compare-summary")
+    with gr.Row(equal_height=True):
+        compare_summary = gr.Markdown(elem_id="quant-compare-summary")
+        compare_csv = gr.DownloadButton(t("quant.download_csv"), value=None, interactive=False, size="sm",
+                                        scale=0, min_width=200, elem_id="quant-compare-csv")
     gr.Markdown(t("quant.compare_notice"), elem_classes=["notice"])
 
     # --- handlers: widget values in, logic called, widget values out ---------
-    def show_facts(model_id: str, identity: str):
-        rows = facts_or_status(services, controller, model_id, identity)
+    def show_facts(model_id: str, identity: str, request: gr.Request):
+        texts = Texts.for_request(request)
+        rows = facts_or_status(services, controller, model_id, identity, texts)
         if rows and rows[0][0] == "status":
             gr.Warning(rows[0][1])
-        return rows
+        return facts_frame(rows, texts)
 
     def chat(text, history, model_id, system_prompt, max_new_tokens, temperature, top_p, top_k,
              repetition_penalty, seed, stop_text, identity, request: gr.Request,
              progress=gr.Progress(track_tqdm=True)):
         texts = Texts.for_request(request)
-        models = services.models_for(generating(services, identity, request).id)
+        with user_errors(settings):  # an empty or over-long message is refused before it counts as a generation
+            check_message(text, settings.max_prompt_chars)
         chat_request = request_from_widgets(text, history, model_id, system_prompt, max_new_tokens, temperature,
                                             top_p, top_k, repetition_penalty, seed, stop_text)
+        models = services.models_for(generating(services, identity, request).id)
         session = request.session_hash or "anonymous"
         stop_flag = CancelFlag()  # Stop reaches it while the request waits for a slot and while it generates
         services.generations.start(session, CHAT_SLOT, stop_flag)
@@ -203,21 +247,32 @@ def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
         compare_request = request_from_widgets(prompt or texts("quant.default_prompt"), [], model_id, system_prompt,
                                                max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed,
                                                stop_text)
-        with user_errors(settings):
-            for comparison in controller.compare(compare_request, models, progress=_reporter(progress)):
-                yield (comparison.full.text, run_stats(comparison.full, texts), comparison.quantised.text,
-                       run_stats(comparison.quantised, texts), comparison_summary(comparison, texts))
+        def show(step: ComparisonStep) -> None:
+            progress(step.fraction, desc=step_text(step, texts))
 
+        comparison = None
+        with user_errors(settings):
+            for comparison in controller.compare(compare_request, models, steps=show):
+                yield (comparison.full.text, run_stats(comparison.full, texts), comparison.quantised.text,
+                       run_stats(comparison.quantised, texts), comparison_summary(comparison, texts), gr.skip())
+        if comparison is not None and comparison.quantised.result is not None:
+            path = csv_download("fp32-vs-quantized.csv", comparison.csv())
+            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
+                   gr.update(value=path, interactive=True))
+
+    # In the browser a bad input is one warning and the page as it was (playground.ui.soft_errors); scripts
+    # calling the API names get the exception.
     limits = generation_event_options(settings)
     chat_inputs = [message, chatbot, model, system, *params.as_list(), owner]
     chat_outputs = [chatbot, message, stats]
-    send.click(chat, chat_inputs, chat_outputs, api_name="quantized_chat", show_progress_on=[chatbot], **limits)
-    message.submit(chat, chat_inputs, chat_outputs, api_name=False, show_progress_on=[chatbot], **limits)
+    wire([send.click, message.submit], chat, chat_inputs, chat_outputs, settings=settings,
+         api_name="quantized_chat", elem_id="quant-chat-api", show_progress_on=[chatbot], **limits)
     stop.click(stop_generation, None, None, api_name="quantized_stop", queue=False)
     clear.click(lambda: ([], "", ""), None, [chatbot, message, stats], api_name=False, queue=False)
     model.change(show_facts, [model, owner], facts, api_name="quantized_facts")
-    compare_button.click(compare, [compare_prompt, model, system, *params.as_list(), owner],
-                         [full_text, full_stats, quant_text, quant_stats, compare_summary],
-                         api_name="quantized_compare", show_progress_on=[full_text, quant_text], **limits)
+    wire([compare_button.click], compare, [compare_prompt, model, system, *params.as_list(), owner],
+         [full_text, full_stats, quant_text, quant_stats, compare_summary, compare_csv], settings=settings,
+         api_name="quantized_compare", elem_id="quant-compare-api", show_progress_on=[full_text, quant_text],
+         **limits)
     return GgufModelPicker(model, facts, lambda token: models_of(services, token).gguf_choices(),
                            lambda model_id, token: facts_or_status(services, controller, model_id, token))
