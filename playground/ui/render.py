@@ -11,8 +11,9 @@ import re
 from typing import Mapping, Sequence
 
 MAX_LABEL = 12
-# Characters Markdown would read as formatting (emphasis, code, links, tables, headings, HTML, LaTeX).
-_MARKDOWN = re.compile(r"([\\`*_{}\[\]()#+!|~$-])")
+# Characters Markdown reads as formatting inside a line (emphasis, code, links, tables, strikethrough, LaTeX);
+# HTML's own characters become entities first.
+_MARKDOWN = re.compile(r"([\\`*_\[\]|~$])")
 
 
 def md_escape(text: str) -> str:

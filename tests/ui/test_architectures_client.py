@@ -21,7 +21,8 @@ def test_three_families_side_by_side(client):
     assert summary.startswith("3 models")
     # Encoder: zero-shot label, similarity ranking, facts, tokens, objective.
     assert enc[2]["label"] == "travel"
-    assert "Paris is the capital of France." in enc[3].split("\n")[2]  # ranked first
+    ranked = enc[3].split("<tr>")[2]  # the header row, then the first-ranked sentence
+    assert "Paris is the capital of France." in ranked and '<td class="num">1</td>' in ranked
     facts = dict(enc[1]["data"])
     assert facts["parameters"] == "22,713,216" and facts["tokenizer"].startswith("WordPiece")
     assert "[CLS]" in enc[4] and "tok-id" in enc[4]

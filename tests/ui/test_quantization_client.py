@@ -20,7 +20,7 @@ def _rows(table) -> list[list]:
 
 def test_a_ladder_is_built_then_read_from_the_cache(client):
     token = issue_token(client)
-    table, chart, status = client.predict(MODEL, ["Q4_K_M"], token, api_name="/quantization_ladder")
+    table, chart, status, download = client.predict(MODEL, ["Q4_K_M"], token, api_name="/quantization_ladder")
     assert table["headers"] == HEADERS
     rows = _rows(table)
     assert [row[0] for row in rows] == ["F32", "Q4_K_M"]  # F32 joins as the reference
@@ -34,8 +34,13 @@ def test_a_ladder_is_built_then_read_from_the_cache(client):
     assert "SmolLM2-135M-Instruct, Q4_1 (packaged)" in status and "re-quantized" in status
     assert "not a multiple of 256" in status  # SmolLM2's 576-wide matrices and the k-quants
     assert chart is not None
+    # The same ladder downloads as CSV, with the stored figures.
+    with open(download, encoding="utf-8-sig") as handle:
+        lines = handle.read().splitlines()
+    assert lines[0].startswith("type,file_mb,bits_per_weight") and [line.split(",")[0] for line in lines[1:]] == [
+        "F32", "Q4_K_M"]
 
-    again, _, status = client.predict(MODEL, ["Q4_K_M", "F32"], token, api_name="/quantization_ladder")
+    again, _, status, _ = client.predict(MODEL, ["Q4_K_M", "F32"], token, api_name="/quantization_ladder")
     assert "From the cache" in status
     assert _rows(again) == rows
 
@@ -66,7 +71,7 @@ def test_stop_ends_a_build_and_keeps_nothing(client, app_services):
             break
         time.sleep(0.05)
     client.predict(api_name="/quantization_stop")
-    table, chart, status = job.result(timeout=300)
+    table, chart, status, download = job.result(timeout=300)
     assert "Stopped" in status
     assert _rows(table) == [] or _rows(table) == [[""] * len(HEADERS)]
     ladder_dir = app_services.settings.data_dir / "ladder"

@@ -115,9 +115,13 @@ def test_stop_ends_a_long_answer_early(client):
 
 @pytest.mark.slow
 def test_full_precision_and_quantised_side_by_side(client):
-    full, full_stats, quant, quant_stats, summary = client.predict(
+    full, full_stats, quant, quant_stats, summary, download = client.predict(
         "Why is the sky blue?", MODEL, "", 16, 0.0, 0.95, 40, 1.1, -1, "", "", api_name="/quantized_compare")
     assert full.strip() and quant.strip()
     assert "transformers" in full_stats and "llama.cpp" in quant_stats
     assert "weights in memory" in full_stats and "tokens/s" in quant_stats
-    assert "faster" in summary and "less memory" in summary
+    assert ("faster" in summary or "slower" in summary or "as fast" in summary) and "less memory" in summary
+    assert "0." not in summary.split("×")[0]  # never "0.4× faster"
+    with open(download, encoding="utf-8-sig") as handle:
+        rows = handle.read().splitlines()
+    assert rows[0].startswith("side,engine,precision") and rows[1].startswith("full,transformers")

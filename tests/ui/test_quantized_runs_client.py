@@ -92,7 +92,7 @@ def test_someone_elses_run_reads_as_no_run(gguf_app, owned):
 def test_the_comparison_puts_the_run_in_full_precision_beside_the_run_quantised(gguf_app, owned):
     client, token, run_id = owned
     services, owner = gguf_app.services, owner_id(gguf_app.services, token)
-    full, full_stats, quant, quant_stats, _ = client.predict(
+    full, full_stats, quant, quant_stats, _, _ = client.predict(
         MESSAGE, f"run:{run_id}", "", NEW_TOKENS, 0.0, 0.95, 40, 1.0, -1, "", token, api_name="/quantized_compare")
     assert full == direct(services, f"run:{run_id}", owner, "transformers")
     assert quant == direct(services, f"run:{run_id}", owner, "llama.cpp")
