@@ -34,6 +34,8 @@ from playground.finetune.templates import load_templates
 from playground.finetune.weights import family_from_config
 
 AUTO_TEMPLATE = "auto"
+# The CPU demo preset: the Fine-tune tab starts from it, so the page and the CLI demo are one run.
+CPU_DEMO_PRESET = Path(__file__).resolve().parents[2] / "examples" / "finetune" / "cpu-demo.yaml"
 
 
 def _field(default: Any, help: str, **bounds: Any):
@@ -185,6 +187,11 @@ class FinetuneConfig:
             return cls.from_dict(data, catalog=catalog, check=check)
         except FinetuneConfigError as exc:
             raise FinetuneConfigError(f"{path.name}: {exc}") from None
+
+    @classmethod
+    def cpu_demo(cls) -> "FinetuneConfig":
+        """The CPU demo preset (examples/finetune/cpu-demo.yaml): the Fine-tune tab's starting values."""
+        return cls.from_yaml(CPU_DEMO_PRESET, check=False)
 
     def replace(self, **changes: Any) -> "FinetuneConfig":
         """A copy with some fields changed (checked again, as values)."""

@@ -177,9 +177,24 @@ def read_file_records(path: str | Path, input_column: str, target_column: str,
     return records_from_rows(rows, input_column, target_column, f"{path.name} ", limits)
 
 
+@dataclass(frozen=True)
+class DataFileSummary:
+    """What an uploaded file holds, once it reads: its own name, its rows and its columns (in file order)."""
+
+    name: str
+    rows: int
+    columns: tuple[str, ...]
+
+
 def data_file_columns(path: str | Path, limits: UploadLimits = FILE_LIMITS) -> list[str]:
     """The columns of a JSONL or CSV file (an upload), after checking that it reads; raises DataFileError
     naming the file by its own name."""
+    return list(check_data_file(path, limits).columns)
+
+
+def check_data_file(path: str | Path, limits: UploadLimits = FILE_LIMITS) -> DataFileSummary:
+    """Check a JSONL or CSV file (an upload) before anything else looks at it: its kind, size, encoding, rows;
+    raises DataFileError naming the file by its own name (never the server's path)."""
     path = Path(path)
     if path.suffix.lower() not in DATA_SUFFIXES:
         raise DataFileError(f"{path.name} is not a JSONL or CSV file: upload one of {', '.join(DATA_SUFFIXES)}.")
@@ -200,7 +215,7 @@ def data_file_columns(path: str | Path, limits: UploadLimits = FILE_LIMITS) -> l
     names: dict[str, None] = {}
     for _, row in rows:
         names.update(dict.fromkeys(map(str, row)))
-    return list(names)
+    return DataFileSummary(path.name, len(rows), tuple(names))
 
 
 def records_from_dataset_dict(dataset_dict: Mapping[str, Any], input_column: str, target_column: str,

@@ -428,3 +428,66 @@ def aggregate_rows(metrics: RunMetrics | None) -> list[dict[str, Any]]:
         rows.append({"bar": "accuracy tuned", "metric": "accuracy", "model": "fine-tuned",
                      "score": round(100 * metrics.accuracy_after, 2)})
     return rows
+
+
+# The run comparison's columns, in order (the page names them ft.runcol.<name> in its language).
+RUN_COLUMNS = ("name", "status", "model", "method", "steps", "train_loss", "validation_loss", "rougeL_before",
+               "rougeL_after", "rougeL_gain", "accuracy_before", "accuracy_after", "duration_s")
+
+
+def run_row(record) -> dict[str, Any]:
+    """One run (a RunRecord) for the run comparison: its name, config and, once finished, its figures."""
+    metrics = RunResult(record.path).metrics() if record.status == "succeeded" else None
+    if metrics is None and isinstance(record.metrics, Mapping):
+        metrics = RunMetrics.from_json(record.metrics)
+    config = record.config or {}
+
+    def percent(scores, name="rougeL"):
+        return None if not scores or name not in scores else round(100 * float(scores[name]), 1)
+
+    before = percent(metrics.rouge_before) if metrics else None
+    after = percent(metrics.rouge_after) if metrics else None
+    return {
+        "name": record.name or record.id, "status": record.status, "model": str(config.get("model", "")),
+        "method": str(config.get("method", "")),
+        "steps": metrics.steps if metrics else record.step,
+        "train_loss": _rounded(metrics.train_loss_last if metrics else record.loss),
+        "validation_loss": _rounded(metrics.eval_loss if metrics else record.eval_loss),
+        "rougeL_before": before, "rougeL_after": after,
+        "rougeL_gain": None if before is None or after is None else round(after - before, 1),
+        "accuracy_before": percent({"a": metrics.accuracy_before}, "a") if metrics and metrics.accuracy_before
+        is not None else None,
+        "accuracy_after": percent({"a": metrics.accuracy_after}, "a") if metrics and metrics.accuracy_after
+        is not None else None,
+        "duration_s": round(metrics.duration_s) if metrics and metrics.duration_s else None,
+    }
+
+
+def run_rows(records: Iterable[Any]) -> list[dict[str, Any]]:
+    """The run comparison: one row per run (newest first), columns RUN_COLUMNS; a column empty for every run
+    (accuracy for generation runs, ROUGE for classifiers) is left out."""
+    rows = [run_row(record) for record in records]
+    kept = [c for c in RUN_COLUMNS if c in ("name", "status", "model", "method") or
+            any(row[c] is not None for row in rows)]
+    return [{c: row[c] for c in kept} for row in rows]
+
+
+def _rounded(value: Any) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def table_csv(rows: Iterable[Mapping[str, Any]], headers: Mapping[str, str] | None = None) -> str:
+    """Rows as CSV text (UTF-8 with a BOM, so spreadsheet programs read accents right), the columns of the
+    first row renamed by ``headers``; empty cells for None."""
+    import csv
+    import io
+
+    rows = list(rows)
+    out = io.StringIO()
+    if rows:
+        columns = list(rows[0])
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([(headers or {}).get(c, c) for c in columns])
+        for row in rows:
+            writer.writerow(["" if row.get(c) is None else row.get(c) for c in columns])
+    return "\ufeff" + out.getvalue()

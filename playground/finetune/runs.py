@@ -37,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import yaml
 
@@ -185,7 +185,11 @@ class RunRecord:
     total_steps: int | None = None
     loss: float | None = None
     eval_loss: float | None = None
-    eta_s: float | None = None  # seconds left, counted from now (only while running)
+    eta_s: float | None = None  # seconds left in every phase, counted from now (only while running)
+    phase: str = ""  # the latest progress phase (playground.finetune.progress.PHASES) and its counts
+    phase_done: int | None = None
+    phase_total: int | None = None
+    name: str = ""  # short and readable, unique among its owner's runs (the id stays the key)
     metrics: dict | None = field(default=None, compare=False)
     events: int = 0  # complete lines in progress.jsonl; pass to read_events to get only newer ones
     queue_position: int | None = None  # filled by JobManager: 0 running, 1.. waiting, None otherwise
@@ -217,6 +221,7 @@ class _Meta:
     created: float
     config: dict
     summary: str
+    name: str = ""
 
 
 @dataclass
@@ -256,6 +261,7 @@ class RunStore:
         plain = json.loads(json.dumps(dict(config), default=jsonable))
         created = time.time()
         run_id = self._new_id(created)
+        name = short_run_name(plain, created, self._names_of(owner))
         staging = self.root / f".partial-{run_id}"
         staging.mkdir()
         try:
@@ -268,7 +274,7 @@ class RunStore:
                 plain[key] = str(self.root / run_id / INPUTS_DIR / source.name)
             atomic_write_text(staging / CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False, allow_unicode=True),
                               _run_file(CONFIG_FILE))
-            atomic_write_json(staging / JOB_FILE, {"entry": entry, "owner": owner, "created": created},
+            atomic_write_json(staging / JOB_FILE, {"entry": entry, "owner": owner, "created": created, "name": name},
                               _run_file(JOB_FILE))
             atomic_write_json(staging / STATUS_FILE, {"status": QUEUED, "message": "", "updated": created},
                               _run_file(STATUS_FILE))
@@ -285,6 +291,18 @@ class RunStore:
             self._last_stamp = stamp
         seconds, micros = divmod(stamp, 1_000_000)
         return time.strftime("%Y%m%d-%H%M%S", time.gmtime(seconds)) + f"-{micros:06d}-{secrets.token_hex(3)}"
+
+    def _names_of(self, owner: str) -> set[str]:
+        """The short names the owner's runs already have."""
+        names = set()
+        for run_id in self.run_ids():
+            try:
+                meta = self._meta_of(run_id)
+            except RunNotFoundError:
+                continue
+            if meta.owner == owner:
+                names.add(meta.name or run_id)
+        return names
 
     # --- finding --------------------------------------------------------
     def path(self, run_id: str) -> Path:
@@ -346,7 +364,8 @@ class RunStore:
         except (OSError, ValueError, yaml.YAMLError) as exc:
             raise RunNotFoundError(f"Run {run_id!r} is incomplete or damaged: {exc}") from None
         meta = _Meta(owner=str(job.get("owner", "")), entry=str(job.get("entry", "")),
-                     created=float(job.get("created", 0.0)), config=config, summary=summarize_config(config))
+                     created=float(job.get("created", 0.0)), config=config, summary=summarize_config(config),
+                     name=str(job.get("name", "")))
         with self._lock:
             self._meta[run_id] = meta
         return meta
@@ -511,7 +530,8 @@ class RunStore:
             pid=status.pid, config=meta.config, config_summary=meta.summary, stage=values.get("stage", ""),
             stage_message=values.get("stage_message", ""), step=values.get("step"),
             total_steps=values.get("total_steps"), loss=values.get("loss"), eval_loss=values.get("eval_loss"),
-            eta_s=eta, metrics=values.get("metrics"), events=count,
+            eta_s=eta, metrics=values.get("metrics"), events=count, phase=values.get("phase", ""),
+            phase_done=values.get("phase_done"), phase_total=values.get("phase_total"), name=meta.name or run_id,
         )
 
 
@@ -531,6 +551,17 @@ def _fold(values: dict[str, Any], event: dict) -> None:
     if kind == "stage":
         values["stage"] = str(event.get("stage", ""))
         values["stage_message"] = str(event.get("message", ""))
+        if event.get("phase"):
+            values["phase"], values["phase_done"], values["phase_total"] = (
+                str(event["phase"]), event.get("done"), event.get("total"))
+        else:
+            for key in ("phase", "phase_done", "phase_total"):
+                values.pop(key, None)
+        if "eta_s" in event:
+            if isinstance(event["eta_s"], (int, float)):
+                values["eta_s"], values["eta_time"] = event["eta_s"], event.get("time", time.time())
+            else:
+                values.pop("eta_s", None)
     elif kind == "start":
         values["total_steps"] = event.get("total_steps", values.get("total_steps"))
         values.setdefault("step", 0)
@@ -539,6 +570,8 @@ def _fold(values: dict[str, Any], event: dict) -> None:
             if key in event:
                 values[key] = event[key]
         values["eta_time"] = event.get("time", time.time())
+        values["phase"], values["phase_done"], values["phase_total"] = ("training", event.get("step"),
+                                                                        event.get("total_steps"))
     elif kind == "eval":
         values["eval_loss"] = event.get("eval_loss")
     elif kind == "done":
@@ -546,6 +579,33 @@ def _fold(values: dict[str, Any], event: dict) -> None:
         values.pop("eta_s", None)
     elif kind == "cancelled" and "step" in event:
         values["step"] = event["step"]
+
+
+_SIZE = re.compile(r"^\d+(\.\d+)?[kmb]$")
+
+
+def model_short_name(model: str) -> str:
+    """A model's first words, before its size: smollm2-135m-instruct -> smollm2, flan-t5-base -> flan-t5."""
+    words = [w for w in re.split(r"[^a-z0-9.]+", Path(str(model)).name.lower()) if w]
+    kept = []
+    for word in words[:2]:
+        if _SIZE.match(word):
+            break
+        kept.append(word.replace(".", ""))
+    return "-".join(kept) or "model"
+
+
+def short_run_name(config: Mapping[str, Any], created: float, taken: set[str] | frozenset = frozenset(),
+                   token: Callable[[int], str] = secrets.token_hex) -> str:
+    """A short readable name for a run, e.g. ``smollm2-lora-0412-a3`` (model, method, month and day, a random
+    tail), not among ``taken`` (the owner's other runs); the tail grows when two letters are all used up."""
+    method = re.sub(r"[^a-z0-9]+", "", str(config.get("method", "")).lower()) or "run"
+    stem = f"{model_short_name(str(config.get('model', '')))}-{method}-{time.strftime('%m%d', time.gmtime(created))}"
+    for length in (1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3, 4, 4, 4, 4, 8):
+        name = f"{stem}-{token(length)}"
+        if name not in taken:
+            return name
+    raise RuntimeError("no free run name")  # 8 random bytes collide essentially never
 
 
 def summarize_config(config: Mapping[str, Any], limit: int = 5) -> str:

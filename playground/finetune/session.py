@@ -36,7 +36,7 @@ from typing import Any, Callable, Mapping, Sequence
 from playground.errors import PlaygroundError
 from playground.finetune.config import FinetuneConfig
 from playground.finetune.costs import CostReport
-from playground.finetune.data import data_file_columns
+from playground.finetune.data import DataFileSummary, check_data_file, data_file_columns
 from playground.finetune.data_ids import BUNDLED_DATA, HUB_PREFIX
 from playground.finetune.export import merged_archive, result_archive
 from playground.finetune.finetuned import FinetunedModel, usable_result
@@ -45,9 +45,19 @@ from playground.finetune.jobs import TRAIN_ENTRY, JobManager
 from playground.finetune.limits import FinetuneLimits
 from playground.finetune.methods import TABLE
 from playground.finetune.preflight import DataReport, data_report, preflight
-from playground.finetune.result import LossPoint, RunMetrics, RunResult, aggregate_rows, comparison_rows, loss_points
+from playground.finetune.result import (
+    LossPoint,
+    RunMetrics,
+    RunResult,
+    aggregate_rows,
+    comparison_rows,
+    loss_points,
+    run_rows,
+    table_csv,
+)
 from playground.finetune.runs import SUCCEEDED, RunRecord, RunStore
 from playground.finetune.templates import load_templates
+from playground.atomic import atomic_write_text, save_error
 from playground.identity import Identities
 from playground.models.quantize import quant_type
 
@@ -179,6 +189,11 @@ class RunView:
         return self.cursor.points
 
     @property
+    def run_rows(self) -> list[dict[str, Any]]:
+        """The person's runs side by side (the run comparison)."""
+        return run_rows(self.runs)
+
+    @property
     def scores(self) -> list[dict[str, Any]]:
         """The before/after bars (ROUGE, or accuracy for a classifier)."""
         return aggregate_rows(self.metrics)
@@ -210,8 +225,9 @@ class FinetuneSession:
 
     # -- what the form offers ---------------------------------------------------------------------------
     def defaults(self) -> FinetuneConfig:
-        """Starting values a person can submit unchanged under the limits."""
-        return self.limits.fit(FinetuneConfig())
+        """The CPU demo preset (examples/finetune/cpu-demo.yaml), lowered to the limits: starting values a person
+        can submit unchanged, and the same run as ``python -m playground finetune examples/finetune/cpu-demo.yaml``."""
+        return self.limits.fit(FinetuneConfig.cpu_demo())
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, catalog id) of every catalog model, saying whether it works offline."""
@@ -225,6 +241,11 @@ class FinetuneSession:
     @staticmethod
     def template_choices() -> list[str]:
         return ["auto"] + [template.id for template in load_templates().templates]
+
+    @staticmethod
+    def check_upload(path: str) -> DataFileSummary:
+        """An uploaded file checked at once (kind, size, encoding, rows), named by its own name."""
+        return check_data_file(path)
 
     # -- before a run -----------------------------------------------------------------------------------
     def inspect(self, form: FinetuneForm, progress: Callable[[], None] | None = None) -> DataReport:
@@ -325,6 +346,38 @@ class FinetuneSession:
         return quantized_export(record.path, base, chosen.name, make_room=self._room_for(record.id),
                                 threads=self.settings.threads or 0)
 
+    def comparison_csv(self, token: str, run_id: str | None, headers: Mapping[str, str] | None = None,
+                       language: str = "en") -> Path:
+        """The run's before/after table as a CSV file in its downloads folder (headers renamed by ``headers``,
+        the page's language); refused while the run has no answers yet."""
+        owner = self._owner(token)
+        if not run_id:
+            raise NoRunChosen()
+        record = self.jobs.get(run_id, owner)
+        rows = comparison_rows(RunResult(record.path).samples())
+        if not rows:
+            raise RunNotFinished(record.status)
+        return self._write_csv(RunResult(record.path).downloads_dir / f"before-after-{_safe(language)}.csv",
+                               table_csv(rows, headers), record.id)
+
+    def runs_csv(self, token: str, headers: Mapping[str, str] | None = None, language: str = "en") -> Path:
+        """The person's runs side by side (the run comparison) as a CSV file, in their newest run's folder."""
+        owner = self._owner(token)
+        runs = self.jobs.list_runs(owner)
+        if not runs:
+            raise NoRunChosen()
+        return self._write_csv(RunResult(runs[0].path).downloads_dir / f"runs-{_safe(language)}.csv",
+                               table_csv(run_rows(runs), headers), runs[0].id)
+
+    def _write_csv(self, path: Path, text: str, run_id: str) -> Path:
+        self._room_for(run_id)(len(text.encode("utf-8")))
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise save_error(f"the table {path.name}", path.parent, exc) from None
+        atomic_write_text(path, text, f"the table {path.name}")
+        return path
+
     def use_in_lab(self, token: str, run_id: str | None) -> FinetunedModel:
         """The finished run as a model the Prompt Lab can generate with."""
         return usable_result(self._finished(token, run_id))
@@ -360,6 +413,10 @@ class FinetuneSession:
     def _room_for(self, run_id: str) -> Callable[[int], Sequence[str]]:
         """The data dir's budget, asked to make room for a download of ``run_id`` (never removing that run)."""
         return lambda needed: self.jobs.make_room(needed, keep=(run_id,))
+
+
+def _safe(language: str) -> str:
+    return "".join(c for c in str(language) if c.isalnum())[:8] or "en"
 
 
 def _report(progress: Callable[[], None] | None) -> None:

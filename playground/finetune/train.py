@@ -72,6 +72,8 @@ from playground.finetune.gguf_samples import (
 )
 from playground.finetune.hub_data import hub_source_for
 from playground.finetune.methods import TrainableModel, build_trainable, check_memory, cost_report, get_method
+from playground.finetune import progress as phases
+from playground.finetune.progress import RunClock, batches, validation_passes
 from playground.finetune.result import RunMetrics, RunResult
 from playground.finetune.runs import CONFIG_FILE, scratch_dir
 from playground.finetune.weights import DECODER, ENCODER, ENCODER_DECODER, default_resolver, locate_model
@@ -104,6 +106,12 @@ class TrainOutcome:
     @property
     def cancelled(self) -> bool:
         return self.status == "cancelled"
+
+
+# The stage (of the module docstring) each progress phase belongs to.
+STAGE_OF = {phases.LOADING: "loading", phases.BASELINE_LOSS: "baseline", phases.BASELINE: "baseline",
+            phases.TRAINING: "training", phases.VALIDATION: "training", phases.TUNED_LOSS: "evaluating",
+            phases.TUNED: "evaluating", phases.QUANTIZED: "evaluating", phases.SAVING: "saving"}
 
 
 class _Cancelled(Exception):
@@ -170,6 +178,10 @@ class _Run:
         self.engines: dict[str, SampleEngine] = {}  # system (base, tuned, quantized) -> what answered for it
         self.saved_weights: Path | None = None  # the adapter, when it was saved early to be converted
         self.gguf_problem = ""  # why llama.cpp could not answer after training (the conversion refused)
+        # Units planned and done per phase, and the time left in all of them (the ETA of every event).
+        self.clock = RunClock(grad_accum=config.grad_accum)
+        self.eval_phase = phases.BASELINE_LOSS  # what the Trainer's evaluation batches are counted as
+        self._last_batch_event = 0.0
 
     # -- events ----------------------------------------------------------------
     def emit(self, event: dict) -> None:
@@ -178,6 +190,50 @@ class _Run:
 
     def stage(self, stage: str, message: str) -> None:
         self.emit({"event": "stage", "stage": stage, "message": message})
+
+    def progress(self, phase: str, finished: int, shown: int | None = None, message: str = "",
+                 throttle_s: float = 0.0) -> None:
+        """``finished`` units of ``phase`` are done (``shown``: the unit the page names, e.g. the example being
+        generated); a stage event with the counts and the ETA of every phase left. ``throttle_s`` skips events
+        closer together than that (evaluation batches), except the phase's last one."""
+        self.clock.advance(phase, finished)
+        entry = self.clock.phases[phase]
+        shown = finished if shown is None else shown
+        now = time.perf_counter()
+        if throttle_s and shown < entry.total and now - self._last_batch_event < throttle_s:
+            return
+        self._last_batch_event = now
+        self.emit({"event": "stage", "stage": STAGE_OF[phase], "phase": phase, "done": shown, "total": entry.total,
+                   "eta_s": self.clock.remaining_s(), "message": message})
+
+    def begin(self, phase: str, message: str, total: int | None = None) -> None:
+        """``phase`` starts: a stage event with its counts (0 done) and the ETA."""
+        self.clock.begin(phase, total)
+        entry = self.clock.phases[phase]
+        self.emit({"event": "stage", "stage": STAGE_OF[phase], "phase": phase, "done": 0, "total": entry.total,
+                   "eta_s": self.clock.remaining_s(), "message": message})
+
+    def plan_phases(self, encoded: dict, answers: int, total_steps: int) -> None:
+        """Every phase's units, known once the data is encoded: the ETA then counts all of them."""
+        config, clock = self.config, self.clock
+        test_batches = batches(len(encoded["test"].features), config.batch_size)
+        validation_batches = batches(len(encoded["validation"].features), config.batch_size)
+        clock.plan(phases.BASELINE_LOSS, test_batches)
+        clock.plan(phases.BASELINE, answers)
+        clock.plan(phases.TRAINING, total_steps)
+        clock.plan(phases.VALIDATION, validation_batches * validation_passes(
+            total_steps, config.eval_every, bool(validation_batches)))
+        clock.plan(phases.TUNED_LOSS, test_batches)
+        clock.plan(phases.TUNED, answers)
+        quantized = self.sample_engine == TRANSFORMERS and self.plan.available and get_method(config.method).adapter
+        clock.plan(phases.QUANTIZED, answers if quantized else 0)
+        clock.plan(phases.SAVING, 1)
+
+    def evaluation_batch(self) -> None:
+        """One batch of an evaluation (test loss, or a validation pass) is done."""
+        entry = self.clock.phases.get(self.eval_phase)
+        done = (entry.done if entry else 0) + 1
+        self.progress(self.eval_phase, done, throttle_s=1.0)
 
     def check_stop(self) -> None:
         if self.control.should_stop():
@@ -240,20 +296,20 @@ class _Run:
         self.check_stop()
 
         answers = min(config.sample_count, len(encoded["test"].pairs))
-        self.stage("baseline", f"Scoring the base model: test loss on {len(encoded['test'].features)} examples, "
-                               f"answers to {answers}.")
+        self.plan_phases(encoded, answers, config.planned_steps(len(encoded["train"].features)))
+        self.begin(phases.BASELINE_LOSS, f"Scoring the base model: test loss on {len(encoded['test'].features)} "
+                                         f"examples, answers to {answers}.")
         test_pairs = list(encoded["test"].pairs)
         before = _evaluate_test(trainer, encoded["test"])
         base_outputs = self._answers(BASE, "baseline", "Base model", trainable, test_pairs)
 
-        self.stage("training", f"Training for {config.planned_steps(len(encoded['train'].features))} steps.")
+        self.begin(phases.TRAINING, f"Training for {config.planned_steps(len(encoded['train'].features))} steps.")
+        self.eval_phase = phases.VALIDATION
         train_output = trainer.train()
         self.step = trainer.state.global_step
         if callback.cancelled:
             raise _Cancelled()
 
-        self.stage("evaluating", f"Scoring the fine-tuned model: test loss on {len(encoded['test'].features)} "
-                                 f"examples, answers to {answers}.")
         if encoded["validation"].features:
             if callback.last_eval[0] == self.step:  # the Trainer has just measured it at this step
                 last_eval_loss = callback.last_eval[1]
@@ -261,6 +317,12 @@ class _Run:
                 last_eval_loss = trainer.evaluate().get("eval_loss")  # the callback emits the eval event
         else:
             last_eval_loss = None
+        validation = self.clock.phases.get(phases.VALIDATION)
+        if validation is not None:  # the passes are over: none is left for the ETA
+            validation.total = validation.done
+        self.begin(phases.TUNED_LOSS, f"Scoring the fine-tuned model: test loss on {len(encoded['test'].features)} "
+                                      f"examples, answers to {answers}.")
+        self.eval_phase = phases.TUNED_LOSS
         after = _evaluate_test(trainer, encoded["test"])
         adapter_gguf = self._adapter_gguf(trainable, test_pairs)
         tuned_outputs = self._answers(TUNED, "evaluating", "Fine-tuned model", trainable, test_pairs, adapter_gguf)
@@ -269,7 +331,11 @@ class _Run:
             quantized_outputs = self._answers(QUANTIZED, "evaluating", "Fine-tuned model, quantized", trainable,
                                               test_pairs, adapter_gguf)
 
-        self.stage("saving", f"Writing the {get_method(config.method).saves}, samples and metrics.")
+        for left in (phases.TUNED, phases.QUANTIZED):  # answers that were planned but not given
+            entry = self.clock.phases.get(left)
+            if entry is not None:
+                entry.total = entry.done
+        self.begin(phases.SAVING, f"Writing the {get_method(config.method).saves}, samples and metrics.")
         samples = _sample_rows(trainable, test_pairs, base_outputs, tuned_outputs, quantized_outputs)
         costs = cost_report(config, trainable=trainable.trainable_parameters, total=trainable.total_parameters,
                             memory=estimate, full_memory=full_estimate, budget=(budget, where),
@@ -324,12 +390,21 @@ class _Run:
         if count:
             self.engines[system] = engine
 
-        def progress(done: int) -> None:
-            self.stage(stage, f"{who}: generating {done} of {count} on {engine.label}.")
+        phase = {BASE: phases.BASELINE, TUNED: phases.TUNED, QUANTIZED: phases.QUANTIZED}[system]
+        if count:
+            self.clock.begin(phase, count)
+
+        def progress(done: int) -> None:  # called as the done-th answer starts
+            self.progress(phase, done - 1, shown=done, message=f"{who}: generating {done} of {count} on "
+                                                                 f"{engine.label}.")
 
         if on_llama:
-            return self._gguf_outputs(trainable, pairs[:count], adapter, progress)
-        return self._outputs(trainable, pairs, progress)
+            outputs = self._gguf_outputs(trainable, pairs[:count], adapter, progress)
+        else:
+            outputs = self._outputs(trainable, pairs, progress)
+        if count:
+            self.clock.advance(phase, count)
+        return outputs
 
     def _adapter_gguf(self, trainable: TrainableModel, pairs: Sequence[PromptPair]) -> Path | None:
         """After training: the adapter saved and converted for llama.cpp, when llama.cpp answers for this run."""
@@ -539,6 +614,8 @@ class _ProgressState:
     # The TrainerCallback hooks (transformers is imported only when a run starts: see _progress_callback).
     def on_train_begin(self, args, state, control, **kwargs):
         self._started = self._last = time.perf_counter()
+        self.run.clock.plan(phases.TRAINING, int(state.max_steps))
+        self.run.clock.begin(phases.TRAINING)
         self.run.emit({"event": "start", "total_steps": int(state.max_steps)})
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -561,10 +638,12 @@ class _ProgressState:
         loss = float(logs["loss"])
         self.losses.append(round(loss, 5))
         remaining = max(int(state.max_steps) - step, 0)
+        self.run.clock.advance(phases.TRAINING, step)
+        eta = self.run.clock.remaining_s()  # every phase left: training, validation passes, scoring, saving
         self.run.emit({"event": "step", "step": step, "total_steps": int(state.max_steps), "loss": loss,
                        "learning_rate": float(logs.get("learning_rate", 0.0)), "epoch": float(state.epoch or 0.0),
                        "tokens_per_s": round(self.tokens_seen / elapsed, 2),
-                       "eta_s": round(elapsed / max(step, 1) * remaining, 2)})
+                       "eta_s": eta if eta is not None else round(elapsed / max(step, 1) * remaining, 2)})
         return control
 
     def on_prediction_step(self, args, state, control, **kwargs):
@@ -573,9 +652,11 @@ class _ProgressState:
         if self.run.control.should_stop():
             self.cancelled = True
             raise _Cancelled()
+        self.run.evaluation_batch()
         return control
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        self._last = time.perf_counter()  # a validation pass is not part of the next step's time
         if metrics and "eval_loss" in metrics and not self.cancelled and state.global_step:
             self.last_eval = (int(state.global_step), float(metrics["eval_loss"]))
             self.run.emit({"event": "eval", "step": int(state.global_step), "eval_loss": float(metrics["eval_loss"])})

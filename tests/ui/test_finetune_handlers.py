@@ -60,19 +60,22 @@ def test_the_form_takes_the_widgets_in_their_order():
 
 def test_poll_without_runs_and_with_a_finished_one(session, token):
     values = on_poll(session, EN, token, None, None)
-    assert values[0] == token and values[2] == "No run yet: start one above." and values[3:7] == (None, None, "", None)
-    assert values[1]["choices"] == [] and isinstance(values[7], PollCursor)
+    assert values[0] == token and values[2] == "No run yet: start one above." and values[4:8] == (None, "", None, None)
+    assert "The loss appears here after the first training step." in values[3]  # an empty chart says what comes
+    assert values[1]["choices"] == [] and isinstance(values[8], PollCursor)
     run_id = finished_run(session, owner(session, token), weights=DECODER_INFO,
                           samples=[{"index": 0, "reference": "r", "base_output": "a", "tuned_output": "b",
                                     "base_rougeL": 0.1, "tuned_rougeL": 0.5, "improvement": 0.4}],
                           metrics={"family": "decoder", "sample_count": 1, "duration_s": 3.0,
                                    "rouge_before": {"rouge1": 0.1, "rouge2": 0.0, "rougeL": 0.1},
                                    "rouge_after": {"rouge1": 0.6, "rouge2": 0.3, "rougeL": 0.5}})
-    _, picker, status, loss, scores, gain, comparison, cursor = on_poll(session, EN, token, None, None)
+    _, picker, status, loss, scores, gain, comparison, runs, cursor = on_poll(session, EN, token, None, None)
     assert picker["value"] == run_id and picker["choices"][0][1] == run_id
-    assert f"**{run_id}** · {SUCCEEDED}" in status and loss is None  # the fake run logged no steps
+    name = session.jobs.get(run_id, owner(session, token)).name
+    assert f"**{name}** · {SUCCEEDED}" in status and "chart-point" not in loss  # the fake run logged no steps
+    assert list(runs.columns[:2]) == ["run", "status"] and list(runs["ROUGE-L gain (points)"]) == [40.0]
     assert len(scores) == 6 and "ROUGE-L went from **10.0** to **50.0** (**+40.0 points**)" in gain
-    assert list(comparison["ROUGE-L gain"]) == [40.0] and cursor.run_id == run_id
+    assert list(comparison["ROUGE-L gain (points)"]) == [40.0] and cursor.run_id == run_id
     # An older run's metrics name no engine: its answers came from transformers, and it has no third system.
     assert {"base · transformers", "fine-tuned · transformers"} <= set(comparison.columns)
     assert set(scores["model"]) == {"base · transformers", "fine-tuned · transformers"}
@@ -84,14 +87,14 @@ def test_poll_without_runs_and_with_a_finished_one(session, token):
 def test_the_quantized_system_shows_with_its_engine_in_the_pages_language(session, token):
     run_id = finished_run(session, owner(session, token), weights=DECODER_INFO, samples=[QUANTIZED_SAMPLE],
                           metrics={**QUANTIZED_METRICS, "duration_s": 3.0})
-    _, _, _, _, scores, gain, comparison, _ = on_poll(session, EN, token, run_id, None)
+    _, _, _, _, scores, gain, comparison, _, _ = on_poll(session, EN, token, run_id, None)
     systems = ["base · transformers fp32", "fine-tuned · transformers fp32",
                "fine-tuned, quantized · llama.cpp Q4_1 + adapter"]
     assert list(comparison.columns[2:5]) == systems and "quantization (ROUGE-L points)" in comparison.columns
     assert list(comparison["fine-tuned, quantized · llama.cpp Q4_1 + adapter"]) == ["z"]
     assert list(scores["model"][:3]) == systems and len(scores) == 9
     assert "Fine-tuned and quantized (llama.cpp Q4_1 + adapter): ROUGE-L **45.0**, **-5.0 points**" in gain
-    _, _, _, _, scores, gain, comparison, _ = on_poll(session, PT, token, run_id, None)
+    _, _, _, _, scores, gain, comparison, _, _ = on_poll(session, PT, token, run_id, None)
     assert "ajustado, quantizado · llama.cpp Q4_1 + adaptador" in comparison.columns
     assert "ajustado · transformers fp32" in set(scores["model"]) and "Ajustado e quantizado" in gain
     # A run whose samples ran on llama.cpp names the engines of its two systems and why there is no third.
@@ -101,7 +104,7 @@ def test_the_quantized_system_shows_with_its_engine_in_the_pages_language(sessio
                             "tuned": {"engine": "llama.cpp", "weights": "Q4_1", "adapter": True}}}
     sample = {k: v for k, v in QUANTIZED_SAMPLE.items() if not k.startswith("quantized")}
     run_id = finished_run(session, owner(session, token), weights=DECODER_INFO, samples=[sample], metrics=on_llama)
-    _, _, _, _, scores, gain, comparison, _ = on_poll(session, EN, token, run_id, None)
+    _, _, _, _, scores, gain, comparison, _, _ = on_poll(session, EN, token, run_id, None)
     assert list(comparison.columns[2:4]) == ["base · llama.cpp Q4_1", "fine-tuned · llama.cpp Q4_1 + adapter"]
     assert len(scores) == 6 and "No quantized column: the samples ran on llama.cpp." in gain
 
@@ -110,13 +113,18 @@ def test_start_then_poll_draws_the_loss_curve(session, token, capsys):
     started_token, picker = on_start(session, EN, token, "10.0.0.1", form())
     run_id = picker["value"]
     assert started_token == token and picker["choices"][0][1] == run_id
-    assert f"Run {run_id} is queued" in capsys.readouterr().out  # gr.Info outside an event prints
+    name = session.jobs.get(run_id, owner(session, token)).name
+    assert name != run_id and name in picker["choices"][0][0]  # the list shows the short name; the id is the value
+    assert f"Run {name} is queued" in capsys.readouterr().out  # gr.Info outside an event prints
     view, _ = wait_for(session, token, run_id)
     values = on_poll(session, EN, token, run_id, None)
-    assert list(values[3]["step"]) == [1, 2, 3, 3] and list(values[3]["kind"])[-1] == "validation"
+    chart = values[3]
+    train, validation = (chart.split(f'data-series="{kind}"')[1].split("</g>")[0] for kind in ("train", "validation"))
+    assert train.count("chart-point") == 3 and validation.count("chart-point") == 1  # a lone point is a dot
+    assert [tick.split(">")[1].split("<")[0] for tick in chart.split('class="chart-x-tick"')[1:]] == ["1", "2", "3"]
     # Given the cursor of the last poll, a poll reads nothing new and still draws the whole curve.
-    again = on_poll(session, EN, token, run_id, values[7])
-    assert again[7] == values[7] and again[3].equals(values[3])
+    again = on_poll(session, EN, token, run_id, values[8])
+    assert again[8] == values[8] and again[3] == values[3]
 
 
 def test_refusals_are_toasts_in_the_pages_language(session, token):
@@ -128,7 +136,7 @@ def test_refusals_are_toasts_in_the_pages_language(session, token):
     full = finished_run(session, owner(session, token), config={"method": "full"})
     assert toast(lambda: on_merge(session, downloads, EN, token, full)).startswith("A full fine-tune is already")
     queued = session.runs.create(owner(session, token), {"method": "lora"}, "tests.finetune.fake_jobs:quick")
-    assert toast(lambda: on_download(session, downloads, PT, token, queued)).startswith("Esta execução está queued")
+    assert toast(lambda: on_download(session, downloads, PT, token, queued)).startswith("Esta execução está na fila")
     assert "not one this server issues" in toast(lambda: on_cancel(session, EN, "someone-else", queued))
     assert "There is no run" in toast(lambda: on_cancel(session, EN, token, "20200101-000000-000000-abcdef"))
 
@@ -177,7 +185,8 @@ def test_inspect_and_estimate_on_a_tiny_model(session, ft_models):  # noqa: F811
     summary, examples, lengths = on_inspect(session, EN, tiny, lambda fraction, desc: moves.append(desc))
     assert summary.startswith("**3** train · **1** validation · **12** test examples from dialogues-small, "
                               "template `summarize-dialogue`")
-    assert len(examples) == 3 and "Summarize" in examples["prompt"][0] and sum(lengths["examples"]) > 0
+    assert len(examples) == 3 and "Summarize" in examples["prompt"][0] and lengths.count('class="chart-bar"') > 0
+    assert "max_length = 512" in lengths
     text = on_estimate(session, EN, tiny, lambda fraction, desc: moves.append(desc))
     assert "Trainable parameters" in text and "training step took" in text
     assert moves == ["reading and tokenising the data…", "building the model and timing one training step…"]

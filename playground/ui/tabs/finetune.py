@@ -19,11 +19,10 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
-from playground.finetune.config import FinetuneConfig
 from playground.finetune.gguf_samples import BASE, QUANTIZED, TUNED
 from playground.finetune.gguf_export import DEFAULT_TYPE
 from playground.finetune.methods import METHODS
-from playground.finetune.result import QUANTIZATION_COLUMN, SYSTEM_NAMES
+from playground.finetune.result import QUANTIZATION_COLUMN, RUN_COLUMNS, SYSTEM_NAMES
 from playground.finetune.session import (
     INTEGER_FIELDS,
     UPLOAD,
@@ -43,6 +42,7 @@ from playground.services import Services
 from playground.ui.downloads import PrivateDownloads
 from playground.ui.i18n import Texts, t
 from playground.ui.identity import request_address
+from playground.ui.render import histogram_html, line_chart_html
 from playground.ui.tabs.prompt_lab import ModelPickers
 from playground.ui.widgets import user_errors, warning_text
 
@@ -51,8 +51,17 @@ POLL_S = 2.0
 NUMBER_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "learning_rate", "max_steps", "epochs", "batch_size",
                  "grad_accum", "max_length", "eval_every", "validation_fraction", "test_limit", "sample_count",
                  "max_new_tokens", "seed")
-LOSS_COLUMNS = ["step", "loss", "kind"]
 SCORE_COLUMNS = ["bar", "metric", "model", "score"]
+# Config fields with a widget in the tab: each has a label (ft.field.<name>) and help (ft.help.<name>) in every
+# language; the English help is the config dataclass's own (tests/ui/test_finetune_texts.py holds them together).
+TEXT_FIELDS = ("model", "method", "template", "input_column", "target_column", "target_modules")
+SHOWN_FIELDS = TEXT_FIELDS + NUMBER_FIELDS
+# The before/after table's columns (besides the systems, named with their engines) and the data preview's.
+COMPARISON_HEADERS = {"#": "ft.col.index", "reference": "ft.col.reference", "ROUGE-L gain": "ft.col.gain",
+                      "input": "ft.col.input", "base correct": "ft.col.base_correct",
+                      "tuned correct": "ft.col.tuned_correct", "improvement": "ft.col.improvement"}
+EXAMPLE_HEADERS = ("ft.col.line", "ft.col.prompt", "ft.col.completion")
+STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 
 def form_from_values(model, method, data, upload, input_column, target_column, template, target_modules,
@@ -80,7 +89,7 @@ def step(progress, fraction: float, text: str):
 
 def refusal_text(exc: SessionRefusal, texts: Texts) -> str:
     if isinstance(exc, RunNotFinished):
-        return texts("ft.not_finished", status=exc.status)
+        return texts("ft.not_finished", status=status_word(exc.status, texts))
     if isinstance(exc, NoGGUFBase):
         return texts("ft.no_gguf_base", base=exc.base)
     key = {NoRunChosen: "ft.no_run", NothingSaved: "ft.nothing_saved", NotAnAdapter: "ft.merge_full"}
@@ -90,23 +99,55 @@ def refusal_text(exc: SessionRefusal, texts: Texts) -> str:
 # ------------------------------------------------------------------------------ answers as widget values
 
 
+def status_word(status: str, texts: Texts) -> str:
+    return texts(f"ft.status.{status}") if status in STATUSES else status
+
+
+def duration_text(seconds: float, texts: Texts) -> str:
+    """"3 min 05 s" or "40 s"."""
+    seconds = max(0, int(round(seconds)))
+    minutes, rest = divmod(seconds, 60)
+    return texts("ft.minutes", minutes=minutes, seconds=rest) if minutes else texts("ft.seconds", seconds=rest)
+
+
+def phase_text(record, texts: Texts) -> str:
+    """The running phase with its counts, e.g. "Base model: generating 3 of 12", in the page's language; the
+    trainer's own (English) stage message for a stage without counts."""
+    if record.phase and record.phase_total:
+        return texts(f"ft.phase.{record.phase}", done=record.phase_done or 0, total=record.phase_total)
+    return texts(f"ft.stage.{record.stage}") if record.stage in ("loading", "saving") else record.stage_message
+
+
+def progress_bar(done: int, total: int, label: str) -> str:
+    """A bar with the counts written in it (HTML; crisp on a projector, read by screen readers)."""
+    share = max(0.0, min(1.0, done / total)) if total else 0.0
+    return (f'<div class="ft-progress" role="progressbar" aria-valuenow="{done}" aria-valuemin="0" '
+            f'aria-valuemax="{total}" aria-label="{label}" style="background:#e5e7eb;border-radius:6px;'
+            f'height:14px;margin:6px 0;overflow:hidden"><div class="ft-progress-fill" style="width:{100 * share:.1f}%;'
+            f'height:100%;background:#4f46e5"></div></div>')
+
+
 def progress_text(record, texts: Texts) -> str:
     if record is None:
         return texts("ft.no_run")
-    parts = [f"**{record.id}** · {record.status}"]
+    parts = [f"**{record.name or record.id}** · {status_word(record.status, texts)}"]
     if record.queue_position:
         parts.append(texts("ft.queued", position=record.queue_position))
-    if record.stage_message:
-        parts.append(record.stage_message)
-    if record.total_steps:
+    phase = phase_text(record, texts) if not record.terminal else ""
+    if phase:
+        parts.append(phase)
+    if record.total_steps and record.phase != "training":
         parts.append(texts("ft.steps", step=record.step or 0, total=record.total_steps))
     if record.loss is not None:
-        parts.append(f"loss {record.loss:.3f}")
-    if record.eta_s:
-        parts.append(texts("ft.eta", seconds=record.eta_s))
+        parts.append(texts("ft.loss_value", loss=record.loss))
+    if record.eta_s is not None and not record.terminal:
+        parts.append(texts("ft.eta_all", time=duration_text(record.eta_s, texts)))
     if record.message and record.terminal:
         parts.append(record.message)
-    return " · ".join(parts)
+    line = " · ".join(parts)
+    if not record.terminal and record.phase and record.phase_total:
+        line += "\n\n" + progress_bar(record.phase_done or 0, record.phase_total, phase)
+    return line
 
 
 def engine_text(engine, texts: Texts) -> str:
@@ -166,27 +207,62 @@ def cost_text(report, texts: Texts) -> str:
     return "\n\n".join(line for line in lines if line)
 
 
-def run_choices(runs) -> list[tuple[str, str]]:
-    return [(f"{r.id} · {r.status} · {r.config_summary}", r.id) for r in runs]
+def run_choices(runs, texts: Texts | None = None) -> list[tuple[str, str]]:
+    """(label, id) of each run: its short name, status and config; the id stays the value."""
+    texts = texts or Texts()
+    return [(f"{r.name or r.id} · {status_word(r.status, texts)} · {r.config_summary}", r.id) for r in runs]
+
+
+def loss_chart(points, texts: Texts) -> str:
+    """The loss curve: train and validation losses by step, each point a dot, whole-number step ticks."""
+    series = {texts("ft.loss_train"): [(p.step, p.loss) for p in points if p.kind == "train"],
+              texts("ft.loss_validation"): [(p.step, p.loss) for p in points if p.kind == "validation"]}
+    return line_chart_html(series, x_title=texts("ft.axis_step"), y_title=texts("ft.axis_loss"),
+                           empty=texts("ft.loss_empty"))
+
+
+def lengths_chart(report, texts: Texts) -> str:
+    """The token lengths of the training examples as a histogram, max_length as a dashed line."""
+    bins = []
+    for row in report.histogram():
+        start, _, end = str(row["tokens"]).partition("-")
+        group = texts("ft.over_max_length" if row["cut"] != "fits" else "ft.fits_max_length")
+        bins.append((int(start), int(end or start), int(row["examples"]), group))
+    return histogram_html(bins, x_title=texts("ft.axis_tokens"), y_title=texts("ft.axis_examples"),
+                          marker=report.max_length, marker_label=texts("ft.max_length_marker", max_length=report.max_length),
+                          empty=texts("ft.lengths_empty"))
+
+
+def comparison_frame(rows, labels: dict[str, str], texts: Texts) -> pd.DataFrame:
+    """The before/after rows with headers in the page's language (systems named with their engines)."""
+    headers = {**{name: texts(key) for name, key in COMPARISON_HEADERS.items()}, **labels,
+               QUANTIZATION_COLUMN: texts("ft.quantization_column")}
+    return pd.DataFrame(list(rows)).rename(columns=headers)
+
+
+def runs_frame(rows, texts: Texts) -> pd.DataFrame | None:
+    """The person's runs side by side (session.run_rows), headers and statuses in the page's language."""
+    if not rows:
+        return None
+    frame = pd.DataFrame(list(rows))
+    frame["status"] = frame["status"].map(lambda status: status_word(status, texts))
+    return frame.rename(columns={name: texts(f"ft.runcol.{name}") for name in frame.columns})
 
 
 def poll_values(view: RunView, token: str, texts: Texts, settings=None) -> tuple:
     """(token, run picker, status, loss, scores, gain, comparison, cursor) for one poll."""
-    choices = run_choices(view.runs)
+    choices = run_choices(view.runs, texts)
+    runs = runs_frame(view.run_rows, texts)
     if view.record is None:
         status = warning_text(view.error, settings) if view.error is not None else texts("ft.no_run")
-        return token, gr.update(choices=choices), status, None, None, "", None, view.cursor
-    points = pd.DataFrame([p.__dict__ for p in view.points], columns=LOSS_COLUMNS)
+        return token, gr.update(choices=choices), status, loss_chart((), texts), None, "", None, runs, view.cursor
     labels = system_labels(view.metrics, texts)
     scores = pd.DataFrame(view.scores, columns=SCORE_COLUMNS)
     scores["model"] = scores["model"].map(lambda name: labels.get(name, name))
-    comparison = None
-    if view.comparison:
-        comparison = pd.DataFrame(list(view.comparison)).rename(
-            columns={**labels, QUANTIZATION_COLUMN: texts("ft.quantization_column")})
+    comparison = comparison_frame(view.comparison, labels, texts) if view.comparison else None
     return (token, gr.update(choices=choices, value=view.record.id), progress_text(view.record, texts),
-            points if len(points) else None, scores if len(scores) else None, gain_text(view.metrics, texts),
-            comparison, view.cursor)
+            loss_chart(view.points, texts), scores if len(scores) else None, gain_text(view.metrics, texts),
+            comparison, runs, view.cursor)
 
 
 # ------------------------------------------------------------------------------ the handlers, as plain functions
@@ -198,8 +274,9 @@ def on_inspect(session: FinetuneSession, texts: Texts, form: FinetuneForm, progr
     summary = texts("ft.data_summary", train=report.counts["train"], validation=report.counts["validation"],
                     test=report.counts["test"], source=report.source, template=report.template,
                     truncated=report.truncated, max_length=report.max_length)
-    return (summary, pd.DataFrame(list(report.examples), columns=["line", "prompt", "completion"]),
-            pd.DataFrame(report.histogram(), columns=["tokens", "examples", "cut"]))
+    examples = pd.DataFrame(list(report.examples), columns=["line", "prompt", "completion"])
+    examples.columns = [texts(key) for key in EXAMPLE_HEADERS]
+    return summary, examples, lengths_chart(report, texts)
 
 
 def on_estimate(session: FinetuneSession, texts: Texts, form: FinetuneForm, progress=None) -> str:
@@ -211,8 +288,9 @@ def on_estimate(session: FinetuneSession, texts: Texts, form: FinetuneForm, prog
 def on_start(session: FinetuneSession, texts: Texts, token: str, address: str, form: FinetuneForm) -> tuple:
     with shown_errors(texts, session.settings):
         started = session.start(form, token, address)
-    gr.Info(texts("ft.started", run=started.run_id))
-    return token, gr.update(choices=run_choices(started.runs), value=started.run_id)
+    name = next((r.name for r in started.runs if r.id == started.run_id), "") or started.run_id
+    gr.Info(texts("ft.started", run=name))
+    return token, gr.update(choices=run_choices(started.runs, texts), value=started.run_id)
 
 
 def on_poll(session: FinetuneSession, texts: Texts, token: str, run_id: str | None,
@@ -259,6 +337,38 @@ def on_merged_gguf(session: FinetuneSession, downloads: PrivateDownloads, texts:
         return downloads.serve(merged)
 
 
+def on_upload(session: FinetuneSession, texts: Texts, path: str | None) -> tuple:
+    """An uploaded file, read at once: the data choice becomes the upload, and the page says what it holds
+    (its own name, rows and columns) or, in a toast, why it cannot be used."""
+    if not path:
+        return gr.update(), ""
+    with shown_errors(texts, session.settings):
+        found = session.check_upload(path)
+    return (gr.update(value=UPLOAD), texts("ft.upload_ok", name=found.name, rows=found.rows,
+                                           columns=", ".join(f"`{c}`" for c in found.columns)))
+
+
+def table_headers(texts: Texts, rows_kind: str) -> dict[str, str]:
+    """The CSV headers in the page's language: the before/after table's, or the run comparison's."""
+    if rows_kind == "runs":
+        return {name: texts(f"ft.runcol.{name}") for name in RUN_COLUMNS}
+    return {**{name: texts(key) for name, key in COMPARISON_HEADERS.items()},
+            SYSTEM_NAMES[BASE]: texts("ft.col.base"), SYSTEM_NAMES[TUNED]: texts("ft.col.tuned"),
+            SYSTEM_NAMES[QUANTIZED]: texts("ft.col.quantized"), QUANTIZATION_COLUMN: texts("ft.quantization_column")}
+
+
+def on_comparison_csv(session: FinetuneSession, downloads: PrivateDownloads, texts: Texts, token: str,
+                      run_id: str | None) -> str:
+    with shown_errors(texts, session.settings):
+        return downloads.serve(session.comparison_csv(token, run_id, table_headers(texts, "comparison"),
+                                                      texts.language))
+
+
+def on_runs_csv(session: FinetuneSession, downloads: PrivateDownloads, texts: Texts, token: str) -> str:
+    with shown_errors(texts, session.settings):
+        return downloads.serve(session.runs_csv(token, table_headers(texts, "runs"), texts.language))
+
+
 def on_use_in_lab(session: FinetuneSession, links: "FinetuneLinks", texts: Texts, token: str,
                   run_id: str | None) -> list:
     with shown_errors(texts, session.settings):
@@ -296,33 +406,33 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
         with gr.Column(scale=3):
             with gr.Row():
                 model = gr.Dropdown(session.model_choices(), value=defaults.model, label=t("ft.model"),
-                                    info=FinetuneConfig.help("model"), elem_id="ft-model")
+                                    info=t("ft.help.model"), elem_id="ft-model")
                 method = gr.Radio(list(METHODS), value=defaults.method, label=t("ft.method"),
-                                  info=FinetuneConfig.help("method"), elem_id="ft-method")
+                                  info=t("ft.help.method"), elem_id="ft-method")
             with gr.Row():
                 data = gr.Dropdown(session.data_choices() + [(t("ft.upload_choice"), UPLOAD)], value=defaults.data,
                                    label=t("ft.data"), info=t("ft.data_info"), elem_id="ft-data",
                                    allow_custom_value=True)
-                template = gr.Dropdown(session.template_choices(), value="auto", label=t("ft.template"),
-                                       info=FinetuneConfig.help("template"), elem_id="ft-template")
+                template = gr.Dropdown(session.template_choices(), value=defaults.template, label=t("ft.template"),
+                                       info=t("ft.help.template"), elem_id="ft-template")
             with gr.Row():
                 upload = gr.File(label=t("ft.upload"), file_types=[".jsonl", ".csv", ".tsv"], type="filepath",
                                  elem_id="ft-upload", height=120)
-                input_column = gr.Textbox(label=t("ft.input_column"), info=FinetuneConfig.help("input_column"),
+                input_column = gr.Textbox(label=t("ft.input_column"), info=t("ft.help.input_column"),
                                           elem_id="ft-input-column")
-                target_column = gr.Textbox(label=t("ft.target_column"), info=FinetuneConfig.help("target_column"),
+                target_column = gr.Textbox(label=t("ft.target_column"), info=t("ft.help.target_column"),
                                            elem_id="ft-target-column")
         with gr.Column(scale=2):
             with gr.Accordion(t("ft.hyperparameters"), open=False):
-                target_modules = gr.Textbox(", ".join(defaults.target_modules), label="target_modules",
-                                            info=FinetuneConfig.help("target_modules"), elem_id="ft-target-modules")
+                target_modules = gr.Textbox(", ".join(defaults.target_modules), label=t("ft.field.target_modules"),
+                                            info=t("ft.help.target_modules"), elem_id="ft-target-modules")
                 numbers = {}
                 # No widget bounds: the config and the limits refuse a bad value with a message naming the field
                 # and its range, where Gradio's own bound check would not name it. A cap shows in the label.
                 for name in NUMBER_FIELDS:
                     cap = limits.maximum(name)
-                    label = name if cap is None else f"{name} ≤ {cap}"
-                    numbers[name] = gr.Number(getattr(defaults, name), label=label, info=FinetuneConfig.help(name),
+                    label = t(f"ft.field.{name}") if cap is None else t(f"ft.field.{name}") + f" ≤ {cap}"
+                    numbers[name] = gr.Number(getattr(defaults, name), label=label, info=t(f"ft.help.{name}"),
                                               precision=0 if name in INTEGER_FIELDS else None,
                                               elem_id=f"ft-{name.replace('_', '-')}")
     with gr.Row():
@@ -332,12 +442,11 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             data_summary = gr.Markdown(elem_id="ft-data-summary")
-            examples = gr.Dataframe(headers=["line", "prompt", "completion"], label=t("ft.examples"), wrap=True,
+            examples = gr.Dataframe(headers=[t(key) for key in EXAMPLE_HEADERS], label=t("ft.examples"), wrap=True,
                                     interactive=False, max_height=360, elem_id="ft-examples",
                                     column_widths=["7%", "60%", "33%"])
         with gr.Column(scale=2):
-            lengths = gr.BarPlot(None, x="tokens", y="examples", color="cut", sort=None, label=t("ft.lengths"),
-                                 height=260, elem_id="ft-lengths")
+            lengths = gr.HTML(label=t("ft.lengths"), show_label=True, elem_id="ft-lengths")
     costs = gr.Markdown(elem_id="ft-costs")
 
     gr.Markdown(t("ft.runs_title"), elem_classes=["section-title"])
@@ -346,13 +455,15 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
                                  allow_custom_value=True)
         cancel = gr.Button(t("ft.cancel"), variant="stop", elem_id="ft-cancel", scale=1)
     status = gr.Markdown(elem_id="ft-status")
+    runs_table = gr.Dataframe(label=t("ft.runs_table"), wrap=True, interactive=False, max_height=300,
+                              elem_id="ft-runs")
     with gr.Row(equal_height=False):
-        loss_plot = gr.LinePlot(None, x="step", y="loss", color="kind", label=t("ft.loss"), height=300,
-                                elem_id="ft-loss", scale=3)
+        loss_plot = gr.HTML(label=t("ft.loss"), show_label=True, elem_id="ft-loss")
         scores = gr.BarPlot(None, x="bar", y="score", color="model", y_lim=[0, 100], sort=None, x_title="",
                             label=t("ft.scores"), height=300, elem_id="ft-scores", scale=2)
     gain = gr.Markdown(elem_id="ft-gain")
-    comparison = gr.Dataframe(headers=["#", "reference", "base", "fine-tuned", "ROUGE-L gain", "input"],
+    comparison = gr.Dataframe(headers=[t(key) for key in ("ft.col.index", "ft.col.reference", "ft.col.base",
+                                                          "ft.col.tuned", "ft.col.gain", "ft.col.input")],
                               label=t("ft.comparison"), wrap=True, interactive=False, max_height=560,
                               elem_id="ft-comparison")
     with gr.Row():
@@ -360,6 +471,9 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
         merge = gr.Button(t("ft.merge"), elem_id="ft-merge")
         use_in_lab = gr.Button(t("ft.use_in_lab"), variant="primary", elem_id="ft-use-in-lab")
         download_file = gr.File(label=t("ft.download"), interactive=False, elem_id="ft-download", height=90)
+    with gr.Row():
+        comparison_csv = gr.Button(t("ft.comparison_csv"), elem_id="ft-comparison-csv")
+        runs_csv = gr.Button(t("ft.runs_csv"), elem_id="ft-runs-csv")
     with gr.Row(equal_height=False):
         download_adapter_gguf = gr.Button(t("ft.download_adapter_gguf"), elem_id="ft-download-adapter-gguf")
         gguf_type = gr.Dropdown(list(QUANT_TYPE_NAMES), value=DEFAULT_TYPE, label=t("ft.gguf_type"),
@@ -404,6 +518,15 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     def merged_gguf_download(request: gr.Request, token, run_id, type_name, progress=gr.Progress()):
         return on_merged_gguf(session, downloads, Texts.for_request(request), token, run_id, type_name, progress)
 
+    def comparison_csv_download(request: gr.Request, token, run_id):
+        return on_comparison_csv(session, downloads, Texts.for_request(request), token, run_id)
+
+    def runs_csv_download(request: gr.Request, token):
+        return on_runs_csv(session, downloads, Texts.for_request(request), token)
+
+    def uploaded(request: gr.Request, path):
+        return on_upload(session, Texts.for_request(request), path)
+
     def open_in_prompt_lab(request: gr.Request, token, run_id):
         return on_use_in_lab(session, links, Texts.for_request(request), token, run_id)
 
@@ -413,7 +536,7 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     preflight_button.click(estimate, config_inputs, costs, api_name="finetune_preflight", show_progress_on=[costs],
                            concurrency_limit=1, concurrency_id="finetune-preflight")
     start.click(start_run, [owner, *config_inputs], [owner, run_picker], api_name="finetune_start")
-    poll_outputs = [owner, run_picker, status, loss_plot, scores, gain, comparison, cursor]
+    poll_outputs = [owner, run_picker, status, loss_plot, scores, gain, comparison, runs_table, cursor]
     timer.tick(poll, [owner, run_picker, cursor], poll_outputs, api_name="finetune_poll", show_progress="hidden",
                queue=False)
     run_picker.input(poll, [owner, run_picker, cursor], poll_outputs, api_name=False, queue=False)
@@ -430,5 +553,11 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
                                 api_name="finetune_adapter_gguf", concurrency_limit=1, concurrency_id="finetune-merge")
     download_gguf.click(merged_gguf_download, [owner, run_picker, gguf_type], download_file,
                         api_name="finetune_merged_gguf", concurrency_limit=1, concurrency_id="finetune-merge")
+    # An upload is read at once: a file that cannot be used says why under its own name, before any column.
+    upload.upload(uploaded, upload, [data, data_summary], api_name="finetune_upload")
+    comparison_csv.click(comparison_csv_download, [owner, run_picker], download_file, api_name="finetune_comparison_csv",
+                         concurrency_limit=None, concurrency_id="finetune-csv")
+    runs_csv.click(runs_csv_download, [owner], download_file, api_name="finetune_runs_csv", concurrency_limit=None,
+                   concurrency_id="finetune-csv")
     use_in_lab.click(open_in_prompt_lab, [owner, run_picker], [links.tabs, *links.lab_models.comparison_outputs],
                      api_name="finetune_use_in_lab", concurrency_limit=None, concurrency_id="finetune-use-in-lab")
