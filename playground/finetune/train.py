@@ -394,9 +394,9 @@ class _Run:
         if count:
             self.clock.begin(phase, count)
 
-        def progress(done: int) -> None:  # called as the done-th answer starts
-            self.progress(phase, done - 1, shown=done, message=f"{who}: generating {done} of {count} on "
-                                                                 f"{engine.label}.")
+        def progress(done: int, finished: int | None = None) -> None:  # as answers up to the done-th start
+            self.progress(phase, done - 1 if finished is None else finished, shown=done,
+                          message=f"{who}: generating {done} of {count} on {engine.label}.")
 
         if on_llama:
             outputs = self._gguf_outputs(trainable, pairs[:count], adapter, progress)
@@ -453,7 +453,7 @@ class _Run:
         return machine_memory_budget(detect())
 
     def _outputs(self, trainable: TrainableModel, pairs: Sequence[PromptPair],
-                 progress: Callable[[int], None] | None = None) -> list[str]:
+                 progress: Callable[..., None] | None = None) -> list[str]:
         count = min(self.config.sample_count, len(pairs))
         if not count:
             return []
@@ -466,7 +466,7 @@ class _Run:
             self.check_stop()
             batch = chosen[start:start + self.config.batch_size]
             if progress is not None:
-                progress(start + len(batch))
+                progress(start + len(batch), start)
             outputs += generate(trainable.model, trainable.tokenizer, trainable.family, [p.prompt for p in batch],
                                 self.config.max_new_tokens, self.config.max_length,
                                 should_stop=self.control.should_stop)

@@ -108,12 +108,15 @@ EVENT_FIELDS = {
     "done": {"event": str, "metrics": dict},
     "cancelled": {"event": str, "step": int},
 }
+# A stage event with counts: the phase (playground.finetune.progress.PHASES), units done of total, and the
+# seconds left over every phase (None before any phase has a pace).
+PHASE_FIELDS = {**EVENT_FIELDS["stage"], "phase": str, "done": int, "total": int, "eta_s": (float, type(None))}
 
 
 def assert_event_shapes(events: list[dict]) -> None:
     """Every event has exactly the keys (and types) the UI reads."""
     for event in events:
-        fields = EVENT_FIELDS[event["event"]]
+        fields = PHASE_FIELDS if event["event"] == "stage" and "phase" in event else EVENT_FIELDS[event["event"]]
         assert set(event) == set(fields), event
         for key, kind in fields.items():
             assert isinstance(event[key], kind), (key, event)

@@ -43,10 +43,30 @@ def test_decoder_lora_run_emits_the_documented_events(decoder_run):
     assert control.of("start") == [{"event": "start", "total_steps": 4}]
     steps = control.of("step")
     assert [e["step"] for e in steps] == [1, 2, 3, 4] and all(e["total_steps"] == 4 for e in steps)
-    assert steps[0]["learning_rate"] == pytest.approx(1e-2) and steps[-1]["eta_s"] == 0.0
+    # The ETA counts every phase left: after the last step the fine-tuned model is still to be scored.
+    assert steps[0]["learning_rate"] == pytest.approx(1e-2) and steps[-1]["eta_s"] > 0.0
     assert all(e["tokens_per_s"] > 0 for e in steps)
     assert [e["step"] for e in control.of("eval")] == [2, 4]  # eval_every=2; no duplicate at the end
     assert control.events[-1]["event"] == "done" and control.events[-1]["metrics"] == outcome.metrics.to_json()
+
+
+def test_every_phase_reports_its_counts_and_an_eta_over_all_phases(decoder_run):
+    _, control, _ = decoder_run
+    counted = [e for e in control.of("stage") if "phase" in e]
+    phases = [e["phase"] for e in counted]
+    # 12 test examples in batches of 2, two answers, 4 steps, validation passes at steps 2 and 4.
+    for phase in ("baseline_loss", "baseline", "training", "validation", "tuned_loss", "tuned", "saving"):
+        assert phase in phases, phases
+    assert phases.index("baseline") < phases.index("training") < phases.index("tuned_loss") < phases.index("tuned")
+    answers = [(e["done"], e["total"]) for e in counted if e["phase"] == "baseline" and e["done"]]
+    assert answers == [(2, 2)]  # transformers answers a batch of 2 at once: "Base model: generating 2 of 2"
+    assert all(e["done"] <= e["total"] for e in counted)
+    validation = [e for e in counted if e["phase"] == "validation"]
+    assert validation and validation[-1]["total"] == validation[-1]["done"]  # the passes planned were made
+    # Once the base model's first test batch is timed, every event has an ETA, falling to 0 when saving.
+    timed = counted[next(i for i, e in enumerate(counted) if e["eta_s"] is not None):]
+    assert all(e["eta_s"] is not None for e in timed) and timed[-1]["phase"] == "saving"
+    assert [e["eta_s"] for e in counted if e["phase"] == "tuned_loss"][0] > 0  # the answers are still to come
 
 
 def test_decoder_lora_run_writes_adapter_samples_metrics(decoder_run):

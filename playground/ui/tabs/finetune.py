@@ -446,7 +446,7 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
                                     interactive=False, max_height=360, elem_id="ft-examples",
                                     column_widths=["7%", "60%", "33%"])
         with gr.Column(scale=2):
-            lengths = gr.HTML(label=t("ft.lengths"), show_label=True, elem_id="ft-lengths")
+            lengths = gr.HTML(label=t("ft.lengths"), show_label=True, container=True, elem_id="ft-lengths")
     costs = gr.Markdown(elem_id="ft-costs")
 
     gr.Markdown(t("ft.runs_title"), elem_classes=["section-title"])
@@ -458,7 +458,7 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     runs_table = gr.Dataframe(label=t("ft.runs_table"), wrap=True, interactive=False, max_height=300,
                               elem_id="ft-runs")
     with gr.Row(equal_height=False):
-        loss_plot = gr.HTML(label=t("ft.loss"), show_label=True, elem_id="ft-loss")
+        loss_plot = gr.HTML(label=t("ft.loss"), show_label=True, container=True, elem_id="ft-loss")
         scores = gr.BarPlot(None, x="bar", y="score", color="model", y_lim=[0, 100], sort=None, x_title="",
                             label=t("ft.scores"), height=300, elem_id="ft-scores", scale=2)
     gain = gr.Markdown(elem_id="ft-gain")

@@ -1,0 +1,69 @@
+"""The Fine-tune tab's words: every config field it shows has a label and help in English, Portuguese and French
+(the English help is the config dataclass's own), every phase and status has its line, and the page starts
+from the CPU demo preset."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+
+import pytest
+import yaml
+
+from playground.finetune.config import CPU_DEMO_PRESET, FinetuneConfig
+from playground.finetune.progress import PHASES
+from playground.ui.i18n import LANGUAGES, Texts, load_locales
+from playground.ui.tabs.finetune import NUMBER_FIELDS, SHOWN_FIELDS, STATUSES
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_shown_field_has_a_label_and_help_in_every_language(language):
+    texts = load_locales()[language]
+    missing = [key for name in SHOWN_FIELDS for key in (f"ft.field.{name}", f"ft.help.{name}") if key not in texts]
+    assert not missing, missing
+    for name in SHOWN_FIELDS:
+        assert texts[f"ft.field.{name}"].strip() and texts[f"ft.help.{name}"].strip()
+
+
+def test_the_english_help_is_the_config_dataclasss_help():
+    english = load_locales()["en"]
+    assert {name: english[f"ft.help.{name}"] for name in SHOWN_FIELDS} == {
+        name: FinetuneConfig.help(name) for name in SHOWN_FIELDS}
+
+
+def test_portuguese_and_french_help_is_translated():
+    locales = load_locales()
+    for language in ("pt", "fr"):
+        same = [n for n in SHOWN_FIELDS if locales[language][f"ft.help.{n}"] == locales["en"][f"ft.help.{n}"]]
+        assert not same, (language, same)
+    assert "jeton" not in " ".join(v for k, v in locales["fr"].items() if k.startswith("ft.")).lower()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_phase_and_status_has_its_words(language):
+    texts = Texts(language)
+    for phase in PHASES:
+        line = texts(f"ft.phase.{phase}", done=3, total=12)
+        assert line and "{" not in line
+    assert "3" in texts("ft.phase.baseline", done=3, total=12) and "12" in texts("ft.phase.baseline", done=3, total=12)
+    for status in STATUSES:
+        assert texts(f"ft.status.{status}")
+
+
+def test_english_progress_reads_as_the_issue_asked():
+    assert Texts("en")("ft.phase.baseline", done=3, total=12) == "Base model: generating 3 of 12"
+
+
+def test_the_page_starts_from_the_cpu_demo_preset(app_url):
+    """The widgets' starting values, read from the running app's config, are the preset's."""
+    with urllib.request.urlopen(app_url + "config") as answer:
+        config = json.load(answer)
+    values = {c["props"].get("elem_id"): c["props"].get("value") for c in config["components"]
+              if c.get("props", {}).get("elem_id", "") and str(c["props"]["elem_id"]).startswith("ft-")}
+    preset = yaml.safe_load(CPU_DEMO_PRESET.read_text(encoding="utf-8"))
+    for name in NUMBER_FIELDS:
+        if name in preset:
+            assert values[f"ft-{name.replace('_', '-')}"] == preset[name], name
+    assert values["ft-test-limit"] == 20 and values["ft-eval-every"] == 20
+    assert values["ft-model"] == preset["model"] and values["ft-template"] == preset["template"]
+    assert values["ft-target-modules"] == ", ".join(preset["target_modules"])
