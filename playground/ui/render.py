@@ -174,7 +174,7 @@ def _svg(parts: Sequence[str], elem_class: str, title: str, legend: str, empty: 
     body = (f'<svg class="chart-svg" viewBox="0 0 {_W} {_H}" width="100%" preserveAspectRatio="xMidYMid meet" '
             f'role="img" aria-label="{html.escape(title)}" style="font-size:12px;fill:currentColor;max-height:320px">'
             f'{"".join(parts)}</svg>') if parts else f'<div class="chart-empty">{html.escape(empty)}</div>'
-    return f'<div class="chart {elem_class}">{title_html}{body}{legend}</div>'
+    return f'<div class="chart {elem_class}" style="padding-top:26px">{title_html}{body}{legend}</div>'
 
 
 def line_chart_html(series: Mapping[str, Sequence[tuple[float, float]]], *, title: str = "", x_title: str = "",

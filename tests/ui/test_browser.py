@@ -203,7 +203,7 @@ def test_finetune_merged_gguf_download_gives_a_file_link(browser, app_url, app_s
         run_id = fabricated_run(app_services.runs, owner, SMOLLM2, base, seed=21)
         page.get_by_role("tab", name="Fine-tune").click()
         page.wait_for_selector("#ft-download-gguf", state="visible", timeout=30_000)
-        _wait_for_text(page, "#ft-status", run_id, 60)  # the page's poll found the run and chose it
+        _wait_for_text(page, "#ft-status", app_services.runs.get(run_id, owner).name, 60)  # the poll chose it
         page.locator("#ft-gguf-type input").click()
         page.get_by_role("option", name="Q8_0", exact=True).click()
         page.click("#ft-download-gguf")

@@ -62,6 +62,7 @@ COMPARISON_HEADERS = {"#": "ft.col.index", "reference": "ft.col.reference", "ROU
                       "tuned correct": "ft.col.tuned_correct", "improvement": "ft.col.improvement"}
 EXAMPLE_HEADERS = ("ft.col.line", "ft.col.prompt", "ft.col.completion")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
+EMPTY_TABLE = pd.DataFrame({"": []})  # a table's starting value: no header to leave untranslated
 
 
 def form_from_values(model, method, data, upload, input_column, target_column, template, target_modules,
@@ -442,7 +443,8 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
             data_summary = gr.Markdown(elem_id="ft-data-summary")
-            examples = gr.Dataframe(headers=[t(key) for key in EXAMPLE_HEADERS], label=t("ft.examples"), wrap=True,
+            # No headers until the data is inspected: the handler names the columns in the page's language.
+            examples = gr.Dataframe(EMPTY_TABLE, label=t("ft.examples"), wrap=True,
                                     interactive=False, max_height=360, elem_id="ft-examples",
                                     column_widths=["7%", "60%", "33%"])
         with gr.Column(scale=2):
@@ -458,13 +460,12 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     runs_table = gr.Dataframe(label=t("ft.runs_table"), wrap=True, interactive=False, max_height=300,
                               elem_id="ft-runs")
     with gr.Row(equal_height=False):
-        loss_plot = gr.HTML(label=t("ft.loss"), show_label=True, container=True, elem_id="ft-loss")
+        loss_plot = gr.HTML(label=t("ft.loss"), show_label=True, container=True, elem_id="ft-loss", scale=3,
+                            min_width=320)
         scores = gr.BarPlot(None, x="bar", y="score", color="model", y_lim=[0, 100], sort=None, x_title="",
                             label=t("ft.scores"), height=300, elem_id="ft-scores", scale=2)
     gain = gr.Markdown(elem_id="ft-gain")
-    comparison = gr.Dataframe(headers=[t(key) for key in ("ft.col.index", "ft.col.reference", "ft.col.base",
-                                                          "ft.col.tuned", "ft.col.gain", "ft.col.input")],
-                              label=t("ft.comparison"), wrap=True, interactive=False, max_height=560,
+    comparison = gr.Dataframe(EMPTY_TABLE, label=t("ft.comparison"), wrap=True, interactive=False, max_height=560,
                               elem_id="ft-comparison")
     with gr.Row():
         download_adapter = gr.Button(t("ft.download_adapter"), elem_id="ft-download-adapter")
