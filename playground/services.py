@@ -155,8 +155,8 @@ class OwnedModels:
         """(label, model id) for the model pickers."""
         services = self._services
         resolver = services.engines.resolver
-        catalog = [(f"{s.name} · {s.parameters_label} · {'offline' if resolver.is_available_offline(s) else 'Hub'}",
-                    s.id) for s in services.catalog.by_family("decoder")]
+        catalog = [(s.picker_label(resolver.is_available_offline(s)), s.id)
+                   for s in services.catalog.by_family("decoder")]
         return catalog + [(model.label, model.model_id) for model in self.runs]
 
     def gguf_choices(self) -> list[tuple[str, str]]:
@@ -164,8 +164,7 @@ class OwnedModels:
         answer on llama.cpp (a LoRA or QLoRA adapter over a base with a GGUF); the others stay in the Prompt Lab."""
         services = self._services
         resolver = services.engines.resolver
-        catalog = [(f"{s.name} · {s.parameters_label} · "
-                    f"{'offline' if resolver.is_available_offline(s, 'gguf') else 'Hub'}", s.id)
+        catalog = [(s.picker_label(resolver.is_available_offline(s, "gguf")), s.id)
                    for s in services.catalog.with_gguf()]
         return catalog + [(model.label, model.model_id) for model in self.runs
                           if not services.llama_cpp_refusal(model)]

@@ -231,8 +231,7 @@ class FinetuneSession:
 
     def model_choices(self) -> list[tuple[str, str]]:
         """(label, catalog id) of every catalog model, saying whether it works offline."""
-        return [(f"{s.name} · {s.family} · {s.parameters_label} · "
-                 f"{'offline' if self.resolver.is_available_offline(s) else 'Hub'}", s.id) for s in self.catalog.models]
+        return [(s.picker_label(self.resolver.is_available_offline(s)), s.id) for s in self.catalog.models]
 
     @staticmethod
     def data_choices() -> list[tuple[str, str]]:

@@ -57,7 +57,7 @@ from typing import Callable, Iterator, Sequence
 
 from playground.atomic import atomic_write_json
 from playground.errors import InvalidInputError, InvalidParameterError, ModelUnavailableError, PlaygroundError, \
-    SaveError, keyed
+    SaveError
 from playground.models.gguf_info import GGUFFacts, read_gguf_facts
 from playground.models.quantize import QUANT_TYPE_NAMES, quant_type, quantize_gguf
 

@@ -6,6 +6,7 @@ import contextlib
 from dataclasses import dataclass
 
 import gradio as gr
+import pandas as pd
 
 from playground.backends.base import GenerationParams
 from playground.config import Settings
@@ -119,3 +120,9 @@ def generation_event_options(settings: Settings) -> dict:
     """The queue options every generating event shares: one concurrency group ("generation"), sized by
     :func:`generation_handlers`. No event that does not generate may join it (tests/ui/test_event_queues.py)."""
     return dict(concurrency_limit=generation_handlers(settings), concurrency_id=GENERATION_GROUP)
+
+
+def empty_table() -> pd.DataFrame:
+    """A table's starting value before any result: no header row, so nothing is shown untranslated (headers
+    are named in the reader's language by the handler that fills the table)."""
+    return pd.DataFrame({"": []})

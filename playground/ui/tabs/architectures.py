@@ -23,7 +23,7 @@ from playground.services import Services
 from playground.ui.i18n import Texts, load_locales, t
 from playground.ui.render import heatmap_html, md_escape, role_chips_html, table_html, token_chips_html
 from playground.ui.soft_errors import message_for, wire
-from playground.ui.widgets import user_errors
+from playground.ui.widgets import empty_table, user_errors
 
 SLUG = {"encoder": "enc", "encoder-decoder": "encdec", "decoder": "dec"}
 FACT_COLUMNS = ("fact", "value")
@@ -43,8 +43,7 @@ class FamilyColumn:
 
 def _choices(services: Services, family: str) -> list[tuple[str, str]]:
     lab = services.architectures
-    return [(f"{s.name} · {s.parameters_label} · {'offline' if lab.available_offline(s.id) else 'Hub'}", s.id)
-            for s in lab.models(family)]
+    return [(s.picker_label(lab.available_offline(s.id)), s.id) for s in lab.models(family)]
 
 
 def _default(services: Services, family: str) -> str | None:
@@ -236,7 +235,8 @@ def attention_outputs(services: Services, model_id: str, text: str, kind: str | 
     mask_html = "".join(heatmap_html(m.rows, m.cols, m.values, title=_or(texts, f"arch.mask.{m.name}", f"{m.name} mask"),
                                      caption=_or(texts, f"arch.mask.{m.name}.help", m.description), binary=True)
                         for m in patterns.matrices)
-    return (heat, mask_html, gr.update(choices=list(maps.kinds), value=kind),
+    kinds = [(_or(texts, f"arch.kind.{k}", k), k) for k in maps.kinds]
+    return (heat, mask_html, gr.update(choices=kinds, value=kind),
             gr.update(maximum=layers - 1, value=layer), gr.update(maximum=heads - 1, value=-1 if head_index is None
                                                                    else head_index))
 
@@ -287,7 +287,7 @@ def build(services: Services) -> None:
                                                          info=t("param.temperature.help"),
                                                          elem_id="arch-continue-temperature")
                 with gr.Accordion(t("arch.facts"), open=False):
-                    facts = gr.Dataframe(headers=list(FACT_COLUMNS), interactive=False, wrap=True,
+                    facts = gr.Dataframe(empty_table(), interactive=False, wrap=True,
                                          column_widths=["48%", "52%"], elem_id=f"arch-{slug}-facts")
                 gr.Markdown(t("arch.tokens"))
                 tokens = gr.HTML(elem_id=f"arch-{slug}-tokens")
@@ -300,7 +300,8 @@ def build(services: Services) -> None:
     gr.Markdown(t("arch.attention_intro"))
     with gr.Row():
         attn_model = gr.Radio([], label=t("arch.attn_model"), elem_id="arch-attn-model")
-        attn_kind = gr.Dropdown(["self"], value="self", label=t("arch.attn_kind"), elem_id="arch-attn-kind")
+        attn_kind = gr.Dropdown([(t("arch.kind.self"), "self")], value="self", label=t("arch.attn_kind"),
+                                elem_id="arch-attn-kind")
         layer = gr.Slider(0, 1, value=0, step=1, label=t("arch.layer"), elem_id="arch-attn-layer")
         head = gr.Slider(-1, 1, value=-1, step=1, label=t("arch.head"), info=t("arch.head.help"),
                          elem_id="arch-attn-head")

@@ -44,7 +44,7 @@ from playground.ui.i18n import Texts, t
 from playground.ui.identity import request_address
 from playground.ui.render import histogram_html, line_chart_html
 from playground.ui.tabs.prompt_lab import ModelPickers
-from playground.ui.widgets import user_errors, warning_text
+from playground.ui.widgets import empty_table, user_errors, warning_text
 
 POLL_S = 2.0
 # Widgets made from FinetuneConfig fields, in the order of the hyperparameter panel.
@@ -62,7 +62,6 @@ COMPARISON_HEADERS = {"#": "ft.col.index", "reference": "ft.col.reference", "ROU
                       "tuned correct": "ft.col.tuned_correct", "improvement": "ft.col.improvement"}
 EXAMPLE_HEADERS = ("ft.col.line", "ft.col.prompt", "ft.col.completion")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
-EMPTY_TABLE = pd.DataFrame({"": []})  # a table's starting value: no header to leave untranslated
 
 
 def form_from_values(model, method, data, upload, input_column, target_column, template, target_modules,
@@ -408,13 +407,15 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
             with gr.Row():
                 model = gr.Dropdown(session.model_choices(), value=defaults.model, label=t("ft.model"),
                                     info=t("ft.help.model"), elem_id="ft-model")
-                method = gr.Radio(list(METHODS), value=defaults.method, label=t("ft.method"),
+                method = gr.Radio([(t(f"ft.method.{m}"), m) for m in METHODS], value=defaults.method, label=t("ft.method"),
                                   info=t("ft.help.method"), elem_id="ft-method")
             with gr.Row():
-                data = gr.Dropdown(session.data_choices() + [(t("ft.upload_choice"), UPLOAD)], value=defaults.data,
+                data = gr.Dropdown([(t(f"ft.data.{name}"), name) for _, name in session.data_choices()]
+                                   + [(t("ft.upload_choice"), UPLOAD)], value=defaults.data,
                                    label=t("ft.data"), info=t("ft.data_info"), elem_id="ft-data",
                                    allow_custom_value=True)
-                template = gr.Dropdown(session.template_choices(), value=defaults.template, label=t("ft.template"),
+                template = gr.Dropdown([(t("ft.template.plain"), name) if name == "plain" else name
+                                        for name in session.template_choices()], value=defaults.template, label=t("ft.template"),
                                        info=t("ft.help.template"), elem_id="ft-template")
             with gr.Row():
                 upload = gr.File(label=t("ft.upload"), file_types=[".jsonl", ".csv", ".tsv"], type="filepath",
@@ -444,7 +445,7 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
         with gr.Column(scale=3):
             data_summary = gr.Markdown(elem_id="ft-data-summary")
             # No headers until the data is inspected: the handler names the columns in the page's language.
-            examples = gr.Dataframe(EMPTY_TABLE, label=t("ft.examples"), wrap=True,
+            examples = gr.Dataframe(empty_table(), label=t("ft.examples"), wrap=True,
                                     interactive=False, max_height=360, elem_id="ft-examples",
                                     column_widths=["7%", "60%", "33%"])
         with gr.Column(scale=2):
@@ -462,10 +463,10 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
     with gr.Row(equal_height=False):
         loss_plot = gr.HTML(label=t("ft.loss"), show_label=True, container=True, elem_id="ft-loss", scale=3,
                             min_width=320)
-        scores = gr.BarPlot(None, x="bar", y="score", color="model", y_lim=[0, 100], sort=None, x_title="",
-                            label=t("ft.scores"), height=300, elem_id="ft-scores", scale=2)
+        scores = gr.BarPlot(None, x="bar", y="score", color="model", y_lim=[0, 100], sort=None, x_title=" ",
+                            y_title="%", label=t("ft.scores"), height=300, elem_id="ft-scores", scale=2)
     gain = gr.Markdown(elem_id="ft-gain")
-    comparison = gr.Dataframe(EMPTY_TABLE, label=t("ft.comparison"), wrap=True, interactive=False, max_height=560,
+    comparison = gr.Dataframe(empty_table(), label=t("ft.comparison"), wrap=True, interactive=False, max_height=560,
                               elem_id="ft-comparison")
     with gr.Row():
         download_adapter = gr.Button(t("ft.download_adapter"), elem_id="ft-download-adapter")

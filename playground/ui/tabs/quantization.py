@@ -32,11 +32,7 @@ MEASURES = ("size", "speed", "perplexity", "agreement")
 
 def _model_choices(services: Services, controller: QuantizationLadder) -> list[tuple[str, str]]:
     resolver = services.engines.resolver
-    choices = []
-    for spec in controller.models():
-        where = "offline" if resolver.is_available_offline(spec, "gguf") else "Hub"
-        choices.append((f"{spec.name} · {spec.parameters_label} · {where}", spec.id))
-    return choices
+    return [(spec.picker_label(resolver.is_available_offline(spec, "gguf")), spec.id) for spec in controller.models()]
 
 
 def _headers(texts: Texts) -> list[str]:
@@ -150,7 +146,7 @@ def build(services: Services, owner: gr.BrowserState) -> None:
                                  elem_id="ladder-csv")
     # x, y and colour are set with each result, in the reader's language; a height would hide the legend.
     chart = gr.LinePlot(None, x="type", y="percent", color="measure", sort=list(QUANT_TYPE_NAMES),
-                        label=t("ladder.chart"), x_label_angle=-35, elem_id="ladder-chart")  # fits a phone
+                        x_title="GGUF", y_title="%", label=t("ladder.chart"), x_label_angle=-35, elem_id="ladder-chart")  # fits a phone
     gr.Markdown(t("ladder.source_notice"), elem_classes=["notice"])
     gr.Markdown(t("ladder.how"), elem_classes=["notice"])
 

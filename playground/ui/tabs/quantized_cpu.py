@@ -26,8 +26,8 @@ from playground.ui.csv_downloads import csv_download
 from playground.ui.i18n import Texts, t
 from playground.ui.identity import generating
 from playground.ui.soft_errors import message_for, wire
-from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, queue_status, \
-    user_errors
+from playground.ui.widgets import empty_table, generation_event_options, parameter_widgets, params_from_widgets, \
+    queue_status, user_errors
 
 CHAT_SLOT = "quantized-chat"
 COMPARE_SLOT = "quantized-compare"
@@ -178,8 +178,7 @@ def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
                                     elem_id="quant-system")
                 params = parameter_widgets(settings, "quant", max_new_tokens=256, temperature=CHAT_TEMPERATURE)
             # Empty until the page opens (the app fills it then, for the page's identity and language).
-            facts = gr.Dataframe(value=[],
-                                 headers=["fact", "value"], label=t("quant.facts"), interactive=False,
+            facts = gr.Dataframe(empty_table(), label=t("quant.facts"), interactive=False,
                                  wrap=True, elem_id="quant-facts", column_widths=["40%", "60%"])
 
     gr.Markdown(t("quant.compare_title"), elem_classes=["section-title"])
