@@ -88,10 +88,10 @@ class ModelSpec:
         return f"{n / 1e9:.1f}B" if n >= 1e9 else f"{n / 1e6:.0f}M"
 
     def picker_label(self, on_this_machine: bool) -> str:
-        """How a model picker names this model: its name, its size, and "local" where its weights are on this
-        machine or "Hub" where they must be fetched first (both read the same in English, Portuguese and French,
-        so a label built before anyone's language is known needs no translation)."""
-        return f"{self.name} · {self.parameters_label} · {'local' if on_this_machine else 'Hub'}"
+        """How a model picker names this model: its name and size, and "Hub" after a model whose weights must be
+        fetched first (a name, the same in every language, so a label built before anyone's language is known
+        needs no translation; short enough for the narrow pickers of the Prompt Lab's columns)."""
+        return f"{self.name} · {self.parameters_label}" + ("" if on_this_machine else " · Hub")
 
 
 def _spec_from_dict(entry: dict, where: str) -> ModelSpec:

@@ -51,7 +51,8 @@ def build_app(services: Services) -> gr.Blocks:
             # The walk starts on its first step (the About tab's order): the app opens on Architectures.
             gr.Markdown(t("app.start_here"), elem_classes=["start-here"], elem_id="start-here")
             carry = carry_panel(services, owner)  # a personal code takes this browser's runs to another one
-            with gr.Tabs(elem_id="main-tabs", selected=TAB_IDS["architectures"]) as tabs:
+            # On a phone every tab stays in sight, on two lines, rather than behind a "..." menu.
+            with gr.Tabs(elem_id="main-tabs", selected=TAB_IDS["architectures"], overflow_behavior="wrap") as tabs:
                 with _tab("tab.architectures", TAB_IDS["architectures"]):
                     architectures.build(services)
                 with _tab("tab.prompt_lab", TAB_IDS["prompt_lab"]) as lab_tab:

@@ -81,8 +81,7 @@ NAMES = frozenset(w.lower() for w in """
     LLM Playground llama cpp transformers openai OpenAI auto Hub Hugging Face GGUF GGML safetensors LoRA QLoRA
     IA3 DPO ROUGE BLEU KL CPU GPU CUDA RAM GiB MiB MB GB KB JSONL CSV YAML Jinja Ollama BERT FLAN T5 GPT Qwen
     SmolLM2 Gemma MiniLM AdamW NF4 PyTorch bf16 fp16 fp32 zip id
-    local
-""".split())  # "local" (weights on this machine, in the model pickers) is spelled so in all three languages
+""".split())
 # Where Gradio 6 (6.31, checked in Chromium) shows a locale key as the raw text "__i18n__{...}" instead of translating
 # it: a Dataframe's headers and a plot's axis titles. Those texts must be translated on the server (Texts), for
 # instance headers or titles set when the page loads, or left free of words at build time.

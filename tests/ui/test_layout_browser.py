@@ -78,8 +78,6 @@ CHECK = r"""
 """
 
 
-@pytest.mark.xfail(reason="style.css fixes for the cut-off tables and dropdowns are not done yet (the issue's item 2)",
-                   strict=False)
 def test_no_table_cell_or_dropdown_is_cut_off_on_a_laptop_or_a_phone(browser, app_url):
     context = browser.new_context(viewport=LAPTOP, locale="en-US")
     try:

@@ -406,17 +406,17 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
         with gr.Column(scale=3):
             with gr.Row():
                 model = gr.Dropdown(session.model_choices(), value=defaults.model, label=t("ft.model"),
-                                    info=t("ft.help.model"), elem_id="ft-model")
+                                    info=t("ft.help.model"), elem_id="ft-model", min_width=280)
                 method = gr.Radio([(t(f"ft.method.{m}"), m) for m in METHODS], value=defaults.method, label=t("ft.method"),
                                   info=t("ft.help.method"), elem_id="ft-method")
             with gr.Row():
                 data = gr.Dropdown([(t(f"ft.data.{name}"), name) for _, name in session.data_choices()]
                                    + [(t("ft.upload_choice"), UPLOAD)], value=defaults.data,
-                                   label=t("ft.data"), info=t("ft.data_info"), elem_id="ft-data",
+                                   label=t("ft.data"), info=t("ft.data_info"), elem_id="ft-data", min_width=300,
                                    allow_custom_value=True)
                 template = gr.Dropdown([(t("ft.template.plain"), name) if name == "plain" else name
                                         for name in session.template_choices()], value=defaults.template, label=t("ft.template"),
-                                       info=t("ft.help.template"), elem_id="ft-template")
+                                       info=t("ft.help.template"), elem_id="ft-template", min_width=260)
             with gr.Row():
                 upload = gr.File(label=t("ft.upload"), file_types=[".jsonl", ".csv", ".tsv"], type="filepath",
                                  elem_id="ft-upload", height=120)

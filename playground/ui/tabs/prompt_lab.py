@@ -570,10 +570,11 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
         with gr.Column(scale=3):
             with gr.Row():
                 task = gr.Dropdown([(t(f"task.{task_id}"), task_id) for task_id in TASKS], value=DEFAULT_TASK,
-                                   label=t("lab.task"), info=t("lab.task_info"), elem_id="lab-task")
+                                   label=t("lab.task"), info=t("lab.task_info"), elem_id="lab-task", scale=2,
+                                   min_width=220)
                 # Custom values: a fine-tuned run (run:<id>) joins the list per browser, after the page loads.
                 model = gr.Dropdown(models, value=default_model, label=t("lab.model"), info=t("lab.model_info"),
-                                    allow_custom_value=True, elem_id="lab-model", scale=2)
+                                    allow_custom_value=True, elem_id="lab-model", scale=2, min_width=260)
                 # "openai" only where an OpenAI-compatible server is configured (PLAYGROUND_OPENAI_BASE_URL).
                 engines = [name for name in ENGINE_NAMES if name != OPENAI or settings.openai_base_url]
                 engine = gr.Radio(["auto", *engines], value="auto", label=t("lab.engine"),
@@ -648,7 +649,8 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     with gr.Row(equal_height=False):
         for i in range(MAX_COLUMNS):
             with gr.Column(min_width=220, elem_classes=["lab-column"]):
-                every_strategy = [(t(f"strategy.{s}"), s) for s in STRATEGIES]
+                # Short names: four columns side by side leave a narrow box for each.
+                every_strategy = [(t(f"strategy.{s}.short"), s) for s in STRATEGIES]
                 column_strategy.append(gr.Dropdown([(t("lab.off"), OFF)] + every_strategy,
                                                    value=DEFAULT_COLUMNS[i], label=t("lab.column_strategy"),
                                                    elem_id=f"lab-col{i}-strategy"))
