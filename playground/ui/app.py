@@ -58,7 +58,8 @@ def build_app(services: Services) -> gr.Blocks:
                 with _tab("tab.prompt_lab", TAB_IDS["prompt_lab"]) as lab_tab:
                     lab_models = prompt_lab.build(services, owner)
                 with _tab("tab.finetune", TAB_IDS["finetune"]):
-                    finetune.build(services, owner, FinetuneLinks(tabs, TAB_IDS["prompt_lab"], lab_models))
+                    finetune_runs = finetune.build(services, owner,
+                                                   FinetuneLinks(tabs, TAB_IDS["prompt_lab"], lab_models))
                 with _tab("tab.quantized", TAB_IDS["quantized"]) as quantized_tab:
                     quantized_models = quantized_cpu.build(services, owner)
                 with _tab("tab.quantization", TAB_IDS["quantization"]):
@@ -76,7 +77,7 @@ def build_app(services: Services) -> gr.Blocks:
         loaded.then(quantized_models.show_facts, [quantized_models.model, owner], quantized_models.facts,
                     api_name=False, queue=False, show_progress="hidden")
         carry.then_refresh([(lab_models.refresh, owner, lab_models.dropdowns),
-                            (quantized_models.refresh, owner, quantized_models.model)])
+                            (quantized_models.refresh, owner, quantized_models.model), finetune_runs])
         lab_tab.select(lab_models.refresh, owner, lab_models.dropdowns, api_name=False, queue=False,
                        show_progress="hidden")
         # Also an endpoint: a script sees the models its token may chat with.

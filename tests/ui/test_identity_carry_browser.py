@@ -28,6 +28,11 @@ def _picked_run(page) -> str:
     return page.locator("#ft-run input").input_value()
 
 
+def _name(services, run_id: str) -> str:
+    """The short name the run picker shows for a run."""
+    return services.runs.record(run_id).name or run_id
+
+
 def test_a_second_browser_takes_the_first_ones_runs_with_its_code(browser, app_services, app_url, monkeypatch):
     issued = record_issued_tokens(app_services, monkeypatch)
     first = browser.new_context(viewport={"width": 1400, "height": 1000}, locale="en-US")
@@ -35,7 +40,7 @@ def test_a_second_browser_takes_the_first_ones_runs_with_its_code(browser, app_s
     try:
         mine = _open(first, app_url)
         token = wait_until(lambda: issued and issued[0], "the first page getting an identity")
-        run_id = finished_run(app_services, token)
+        run_id = _name(app_services, finished_run(app_services, token))
         mine.get_by_text(TITLE).first.click()
         mine.click("#carry-show")
         shown = wait_until(lambda: CODE.search(mine.locator("#carry-code").inner_text()), "the code showing", 30)
@@ -46,8 +51,11 @@ def test_a_second_browser_takes_the_first_ones_runs_with_its_code(browser, app_s
 
         other = _open(second, app_url)
         wait_until(lambda: len(issued) >= 2, "the second page getting its own identity")
+        # The second browser has a run of its own, shown in its picker: after the switch it must not stay there.
+        own_run = _name(app_services, finished_run(app_services, issued[1]))
         other.get_by_role("tab", name="Fine-tune").click()
         other.wait_for_selector("#ft-run", state="visible", timeout=10_000)
+        wait_until(lambda: own_run in _picked_run(other), "the second browser's own run shown", 30)
         assert run_id not in _picked_run(other)
         other.get_by_text(TITLE).first.click()
         field = other.locator("#carry-paste input, #carry-paste textarea").first
@@ -55,6 +63,9 @@ def test_a_second_browser_takes_the_first_ones_runs_with_its_code(browser, app_s
         other.click("#carry-use")
         wait_until(lambda: "now holds your runs" in other.locator("#carry-status").inner_text(), "the switch", 30)
         wait_until(lambda: run_id in _picked_run(other), "the first browser's run listed on the second", 30)
+        other.wait_for_timeout(2500)  # a poll or two later, the run is still shown, not "no such run"
+        assert run_id in _picked_run(other)
+        assert "no run" not in other.locator("#ft-status").inner_text().lower()
         other.screenshot(path=str(ARTIFACTS / "carry-runs.png"), full_page=True)
 
         # The new identity is kept in the second browser's local storage: a reload still lists the run.

@@ -255,7 +255,9 @@ def poll_values(view: RunView, token: str, texts: Texts, settings=None) -> tuple
     runs = runs_frame(view.run_rows, texts)
     if view.record is None:
         status = warning_text(view.error, settings) if view.error is not None else texts("ft.no_run")
-        return token, gr.update(choices=choices), status, loss_chart((), texts), None, "", None, runs, view.cursor
+        # No run shown: the picker is emptied too, so a run of another identity (before a carry code) never stays.
+        return (token, gr.update(choices=choices, value=None), status, loss_chart((), texts), None, "", None, runs,
+                view.cursor)
     labels = system_labels(view.metrics, texts)
     scores = pd.DataFrame(view.scores, columns=SCORE_COLUMNS)
     scores["model"] = scores["model"].map(lambda name: labels.get(name, name))
@@ -395,8 +397,9 @@ def make_session(services: Services) -> FinetuneSession:
                            catalog=services.catalog, resolver=services.engines.resolver, settings=services.settings)
 
 
-def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> None:
-    """The tab; ``owner`` is the browser's identity token (shared with the Prompt Lab), issued when the page opens."""
+def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> tuple:
+    """The tab; ``owner`` is the browser's identity token (shared with the Prompt Lab), issued when the page opens.
+    Returns ``(handler, inputs, outputs)`` that lists the runs of a new identity (after a carry code)."""
     session = make_session(services)
     limits = session.limits
     defaults = session.defaults()  # starting values a workshop user can submit unchanged
@@ -563,3 +566,8 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> N
                    concurrency_id="finetune-csv")
     use_in_lab.click(open_in_prompt_lab, [owner, run_picker], [links.tabs, *links.lab_models.comparison_outputs],
                      api_name="finetune_use_in_lab", concurrency_limit=None, concurrency_id="finetune-use-in-lab")
+
+    def runs_of_new_identity(request: gr.Request, token):
+        return poll(request, token, None, None)
+
+    return runs_of_new_identity, [owner], poll_outputs
