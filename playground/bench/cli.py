@@ -248,8 +248,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
                              "at once).")
     parser.add_argument("--load-server", choices=SERVERS, default=None,
                         help="With the load run (implies --load): first start this OpenAI-compatible server on the "
-                             "model's GGUF (llama.cpp: python -m llama_cpp.server, which needs pip install "
-                             "sse-starlette starlette-context pydantic-settings) and point the app at it with "
+                             "model's GGUF (llama.cpp: python -m playground.backends.llama_server, llama-cpp-python's "
+                             "server, which needs pip install sse-starlette starlette-context pydantic-settings) and "
+                             "point the app at it with "
                              "PLAYGROUND_OPENAI_BASE_URL, PLAYGROUND_OPENAI_API_KEY and PLAYGROUND_OPENAI_MODELS.")
     return parser
 
