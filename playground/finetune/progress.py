@@ -127,4 +127,4 @@ class RunClock:
                     continue  # short, and never worth a guess
                 return None
             total += left * pace
-        return round(total, 1)
+        return total  # unrounded: on a fast machine a tiny model's phases left take milliseconds, never "0"

@@ -290,7 +290,7 @@ def test_an_evaluation_decodes_its_examples_together_with_the_answers_it_gives_i
         return figures
 
     together = evaluation.evaluate(llama_engine, setups, data, params, limit=6,
-                                   progress=lambda fraction, message: watched())
+                                   progress=lambda update: watched())
     monkeypatch.setattr(evaluation, "EXAMPLES_IN_FLIGHT", 1)
     in_turn = evaluation.evaluate(llama_engine, setups, data, params, limit=6)
     assert [r.output for r in together.results] == [r.output for r in in_turn.results]

@@ -86,14 +86,14 @@ def test_evaluation_on_llama_cpp_with_progress_and_cancel(smollm2, library):
     setup = _setup(library, "sentiment-classify", "few_shot", k=3)
     params = GenerationParams(max_new_tokens=6, temperature=0)
     seen = []
-    report = evaluate(smollm2, [setup], SENTIMENT, params, limit=3, progress=lambda f, m: seen.append(f))
+    report = evaluate(smollm2, [setup], SENTIMENT, params, limit=3, progress=lambda update: seen.append(update.fraction))
     assert len(report.results) == 3 and not report.cancelled and seen[-1] == 1.0
     assert 0.0 <= report.scores[0].metrics["accuracy"] <= 1.0
     assert all(r.prompt.startswith("<|im_start|>") for r in report.results)
 
     cancel = threading.Event()
     report = evaluate(smollm2, [setup], SENTIMENT, params, limit=5, cancel=cancel,
-                      progress=lambda f, m: cancel.set())  # cancel after the first example
+                      progress=lambda update: cancel.set())  # cancel after the first example
     assert report.cancelled and len(report.results) == 1
 
 
