@@ -147,6 +147,11 @@ class DiskFullError(SaveError):
     """A write failed because the server's disk (or the app's quota on it) is full."""
 
 
+class WalkError(PlaygroundError):
+    """A recorded walk (a presenter's replay) that cannot be read, saved or found: a bad file, a budget passed,
+    an id that names no walk of this person."""
+
+
 # --------------------------------------------------------------------------- disk full
 
 # The system's ways of saying "no room left": the disk is full, or the user's quota on it is used up.
