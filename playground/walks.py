@@ -387,6 +387,12 @@ def walk_from_json(raw: bytes | str) -> Walk:
     return _Reader().walk(value)
 
 
+def blocks_from_dicts(items: Any, where: str = "the step") -> list[Block]:
+    """Blocks in their file form (a step's "blocks"), read through the same checks as a walk file."""
+    reader = _Reader()
+    return [reader.block(item, f"{where}.blocks[{i}]") for i, item in enumerate(reader.items(items, where, MAX_BLOCKS))]
+
+
 def too_big(size: int) -> WalkError:
     return WalkError(f"This walk is {size:,} bytes; a walk may be at most {MAX_FILE_BYTES:,}.").keyed(
         "replay.error.too_big", size=f"{size:,}", limit=f"{MAX_FILE_BYTES:,}")

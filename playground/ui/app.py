@@ -22,9 +22,11 @@ from playground.services import Services
 from playground.ui.health import health_route
 from playground.ui.i18n import make_i18n, t
 from playground.ui.identity import carry_panel, identity_state, welcome
-from playground.ui.tabs import about, architectures, finetune, prompt_lab, quantization, quantized_cpu
+from playground.ui.tabs import about, architectures, finetune, prompt_lab, quantization, quantized_cpu, replay
 from playground.ui.tabs.finetune import FinetuneLinks
+from playground.ui.walk_recording import install_recording, recording_panel
 from playground.ui.widgets import generation_handlers
+from playground.walks import BUNDLED_DIR, WalkRecorder, WalkStore
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 # Gradio's cache (uploads, and the links to served downloads) cleans itself: every hour, files older than a day
@@ -35,11 +37,16 @@ CACHE_CLEANUP = (3600, 86400)
 # of their own, apart from the pool that serves the page, its files and /health.
 OTHER_HANDLERS = 40
 TAB_IDS = {"architectures": "tab-architectures", "prompt_lab": "tab-prompt-lab", "finetune": "tab-finetune",
-           "quantized": "tab-quantized", "quantization": "tab-quantization", "about": "tab-about"}
+           "quantized": "tab-quantized", "quantization": "tab-quantization", "about": "tab-about",
+           "replay": "tab-replay"}
 
 
 def build_app(services: Services) -> gr.Blocks:
     mode_class = f"mode-{services.settings.mode}"
+    presenting = services.settings.mode == "presenter"
+    # Walks to replay: the bundled ones and each person's recordings; a presenter's page records its results.
+    walks = WalkStore(BUNDLED_DIR, services.settings.data_dir / "walks")
+    recorder = WalkRecorder() if presenting else None
     with gr.Blocks(title="LLM Playground", analytics_enabled=False, fill_width=True,
                    delete_cache=CACHE_CLEANUP) as demo:
         # Who is asking: an identity token the server signs, kept in this browser's local storage and issued
@@ -51,6 +58,8 @@ def build_app(services: Services) -> gr.Blocks:
             # The walk starts on its first step (the About tab's order): the app opens on Architectures.
             gr.Markdown(t("app.start_here"), elem_classes=["start-here"], elem_id="start-here")
             carry = carry_panel(services, owner)  # a personal code takes this browser's runs to another one
+            if recorder is not None:
+                recording_panel(services, owner, recorder, walks)
             # On a phone every tab stays in sight, on two lines, rather than behind a "..." menu.
             with gr.Tabs(elem_id="main-tabs", selected=TAB_IDS["architectures"], overflow_behavior="wrap") as tabs:
                 with _tab("tab.architectures", TAB_IDS["architectures"]):
@@ -66,6 +75,8 @@ def build_app(services: Services) -> gr.Blocks:
                     quantization.build(services, owner)
                 with _tab("tab.about", TAB_IDS["about"]):
                     about.build(services)
+                with _tab("tab.replay", TAB_IDS["replay"]) as replay_tab:
+                    replayed = replay.build(services, owner, walks)
         # The token first (a script gets one from /identity), then this person's fine-tuned models; runs
         # finish while the page is open, so opening the Prompt Lab or the Quantized CPU tab lists them again.
         loaded = demo.load(welcome(services), owner, owner, api_name="identity", show_progress="hidden",
@@ -83,6 +94,11 @@ def build_app(services: Services) -> gr.Blocks:
         # Also an endpoint: a script sees the models its token may chat with.
         quantized_tab.select(quantized_models.refresh, owner, quantized_models.model, api_name="quantized_models",
                              queue=False, show_progress="hidden")
+        # Opening the Replay tab lists the person's own saved walks after the bundled ones (also an endpoint).
+        replay_tab.select(replayed.refresh, [owner, replayed.walk], replayed.walk, api_name="replay_walks",
+                          queue=False, show_progress="hidden")
+    if recorder is not None:
+        install_recording(demo, recorder)  # after every event exists: it wraps the tabs' result handlers
     demo.queue(default_concurrency_limit=services.settings.concurrency, max_size=256)
     return demo
 

@@ -178,14 +178,17 @@ def _svg(parts: Sequence[str], elem_class: str, title: str, legend: str, empty: 
 
 
 def line_chart_html(series: Mapping[str, Sequence[tuple[float, float]]], *, title: str = "", x_title: str = "",
-                    y_title: str = "", empty: str = "", integer_x: bool = True) -> str:
+                    y_title: str = "", empty: str = "", integer_x: bool = True,
+                    x_limits: tuple[float, float] | None = None, y_limits: tuple[float, float] | None = None) -> str:
     """Lines with a dot at every point, one per series (name -> [(x, y), ...]), with round ticks (whole numbers
-    on x when ``integer_x``), a y range padded around the values, and an HTML legend of the series drawn."""
+    on x when ``integer_x``), a y range padded around the values, and an HTML legend of the series drawn.
+    ``x_limits`` / ``y_limits`` widen the axes to a range the points may not reach yet, so a curve that is
+    redrawn point by point (a replay) keeps still axes."""
     drawn = {name: sorted(points) for name, points in series.items() if points}
     if not drawn:
         return _svg([], "chart-line", title, "", empty)
-    xs = [x for points in drawn.values() for x, _ in points]
-    ys = [y for points in drawn.values() for _, y in points]
+    xs = [x for points in drawn.values() for x, _ in points] + list(x_limits or ())
+    ys = [y for points in drawn.values() for _, y in points] + list(y_limits or ())
     x_low, x_high = min(xs), max(xs)
     if integer_x and x_high - x_low < 1:
         x_low, x_high = x_low - 1 if x_low >= 1 else x_low, x_high + 1

@@ -65,6 +65,16 @@ NOT_GENERATING = {
     "playground.ui.tabs.quantization:build.<locals>.stop_build",
     "playground.ui.tabs.quantization:build.<locals>.show_kept",
     "playground.ui.tabs.about:build.<locals>.about_tables",  # the models table: what works offline now
+    # Replay: a recorded walk, shown step by step (waits between frames, computes nothing)
+    "playground.ui.tabs.replay:build.<locals>.show_first",
+    "playground.ui.tabs.replay:build.<locals>.show",
+    "playground.ui.tabs.replay:build.<locals>.go_next",
+    "playground.ui.tabs.replay:build.<locals>.go_previous",
+    "playground.ui.tabs.replay:build.<locals>.play_walk",
+    "playground.ui.tabs.replay:build.<locals>.stop_replay",
+    "playground.ui.tabs.replay:build.<locals>.delete_walk",
+    "playground.ui.tabs.replay:build.<locals>.refresh",
+    "gradio.renderable:Renderable.apply",  # the Replay tab's blocks (gr.render)
 }
 
 
