@@ -1,5 +1,5 @@
-"""``python -m playground serve | finetune | export | bench | download``: the app, training, a run's llama.cpp
-files, benchmarks and the offline kit from the command line."""
+"""``python -m playground serve | finetune | export | bench | download | walk``: the app, training, a run's
+llama.cpp files, benchmarks, the offline kit and a recorded walk for the Replay tab from the command line."""
 
 from __future__ import annotations
 
@@ -17,6 +17,9 @@ commands:
   download  fetch Hub models and the DialogSum data set ahead of time for offline use: download IDS | --all
             (into PLAYGROUND_MODELS_DIR, else the Hub cache; resumable, verified); download --check prints
             what works offline now and the command that fetches each missing one (download --help)
+  walk      walk record --out FILE: start the app in presenter mode on the packaged models, walk the tabs with
+            Record on (Architectures, Prompt Lab, a short fine-tuning run, the Quantized CPU chat) and write
+            the walk for the Replay tab (walk record --help)
 """
 
 
@@ -46,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         from playground.models.download import main as download_main
 
         return download_main(rest)
+    if command == "walk":
+        from playground.ui.walk_cli import main as walk_main
+
+        return walk_main(rest)
     print(f"unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
     return 2
 
