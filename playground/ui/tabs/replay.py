@@ -156,8 +156,10 @@ def build(services: Services, owner: gr.BrowserState, store: WalkStore) -> Repla
 
     gr.Markdown(t("replay.intro"), elem_classes=["tab-intro"])
     with gr.Row(equal_height=False):
+        # Custom values: a person's own walks join the list per browser (when the tab opens); the store checks
+        # every id it is given (parse_walk_id) and shows nobody another person's walk.
         walk = gr.Dropdown(first_choices, value=first_choices[0][1] if first_choices else None, label=t("replay.walk"),
-                           info=t("replay.walk_info"), elem_id="replay-walk", scale=3)
+                           info=t("replay.walk_info"), allow_custom_value=True, elem_id="replay-walk", scale=3)
         pace = gr.Slider(MIN_PACE_S, MAX_PACE_S, value=DEFAULT_PACE_S, step=1, label=t("replay.pace"),
                          info=t("replay.pace_info"), elem_id="replay-pace", scale=2)
     with gr.Row():
@@ -208,11 +210,16 @@ def build(services: Services, owner: gr.BrowserState, store: WalkStore) -> Repla
         if curve is None:
             return
         shown_at = 0.0
-        for frame in loss_frames(len(curve.events), pace):
+        frames = loss_frames(len(curve.events), pace)
+        for frame in frames:
             if not await pause(frame.at_s - shown_at, stop):
                 return
             shown_at = frame.at_s
-            yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.update(value=loss_html(curve, frame.shown, texts))
+            drawn = gr.update(value=loss_html(curve, frame.shown, texts))
+            if frame is frames[-1]:  # whole again at the end: an API caller's result is the last yield
+                yield (gr.skip(), banner_html(walk, texts), heading_text(walk, index, texts), gr.skip(), drawn)
+            else:
+                yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), drawn
 
     def _index(walk: Walk, wanted: int) -> int:
         return max(0, min(int(wanted), len(walk.steps) - 1))
