@@ -120,3 +120,18 @@ def test_a_recording_is_saved_for_its_owner_and_replayed_for_them_only(client, p
         client.predict(COURSE, token, api_name="/replay_delete")
     client.predict(walk_id, token, api_name="/replay_delete")
     assert all(w != walk_id for _, w in client.predict(token, None, api_name="/replay_walks")["choices"])
+
+
+def test_stop_ends_a_replay_before_its_curve_is_whole(client):
+    from tests.helpers import wait_until
+
+    walk = course()
+    index = next(i for i, step in enumerate(walk.steps) if step.loss_block is not None)
+    total = len(walk.steps[index].loss_block.events)
+    job = client.submit(COURSE, index + 1, 60, "", api_name="/replay_show")  # a frame every 2.5 s
+    wait_until(lambda: len(job.outputs()) >= 2, "the first frames of the curve", 60)
+    client.predict(api_name="/replay_stop")  # the same browser session as the replay
+    job.result(timeout=60)
+    drawn = [output[2] for output in job.outputs()]
+    last = drawn[-1]["value"] if isinstance(drawn[-1], dict) else drawn[-1]
+    assert len(drawn) < total + 1 and last.count('class="chart-point"') < total

@@ -151,15 +151,13 @@ async def pause(seconds: float, stop: CancelFlag) -> bool:
 
 def build(services: Services, owner: gr.BrowserState, store: WalkStore) -> ReplayTab:
     settings = services.settings
-    english = Texts()
-    first_choices = walk_choices(store, "", english)
-
     gr.Markdown(t("replay.intro"), elem_classes=["tab-intro"])
     with gr.Row(equal_height=False):
         # Custom values: a person's own walks join the list per browser (when the tab opens); the store checks
         # every id it is given (parse_walk_id) and shows nobody another person's walk.
-        walk = gr.Dropdown(first_choices, value=first_choices[0][1] if first_choices else None, label=t("replay.walk"),
-                           info=t("replay.walk_info"), allow_custom_value=True, elem_id="replay-walk", scale=3)
+        # The list is filled when the tab opens, in the reader's language (app.py: replay_walks).
+        walk = gr.Dropdown([], value=None, label=t("replay.walk"), info=t("replay.walk_info"), allow_custom_value=True,
+                           elem_id="replay-walk", scale=3)
         pace = gr.Slider(MIN_PACE_S, MAX_PACE_S, value=DEFAULT_PACE_S, step=1, label=t("replay.pace"),
                          info=t("replay.pace_info"), elem_id="replay-pace", scale=2)
     with gr.Row():
@@ -181,7 +179,7 @@ def build(services: Services, owner: gr.BrowserState, store: WalkStore) -> Repla
     gr.Markdown(t("replay.notice"), elem_classes=["notice"])
     # Hidden: the API's way to show a given step (gradio_client calls replay_show with a step number).
     number = gr.Number(1, precision=0, visible=False, elem_id="replay-number")
-    show_api = gr.Button(visible=False, elem_id="replay-show-api")
+    show_api = gr.Button("", visible=False, elem_id="replay-show-api")
 
     nothing = tuple(gr.skip() for _ in range(5))  # a replay event that has no step to show leaves the page as it was
 
@@ -313,7 +311,7 @@ def build(services: Services, owner: gr.BrowserState, store: WalkStore) -> Repla
     outputs = [position, banner, heading, view, loss]
     # A replay waits, it does not generate: its own group, no limit, so it never queues behind anyone's answer.
     waits = dict(concurrency_id="replay", concurrency_limit=None, show_progress="hidden")
-    walk.change(show_first, [walk, pace, owner], outputs, api_name=False, **waits)
+    walk.input(show_first, [walk, pace, owner], outputs, api_name=False, **waits)  # a walk the person picks
     show_api.click(show, [walk, number, pace, owner], outputs, api_name="replay_show", **waits)
     following.click(go_next, [walk, position, pace, owner], outputs, api_name=False, **waits)
     previous.click(go_previous, [walk, position, pace, owner], outputs, api_name=False, **waits)
