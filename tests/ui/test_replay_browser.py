@@ -5,6 +5,8 @@ test-artifacts/replay-*.png."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from playground.walks import BUNDLED_DIR, walk_from_json
@@ -94,5 +96,58 @@ def test_stepping_through_in_portuguese_keeps_the_banner_in_portuguese(browser, 
         wait_until(lambda: f"Passo {curve_step} de" in heading.inner_text(), "the step before", 30)
         wait_until(lambda: not page.locator("#replay-loss").is_visible(),
                    "the curve hidden on a step without one", 30)
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def presenter_app(tmp_path_factory):
+    """An app in presenter mode with a data dir of its own (its saved walks are this test's only ones)."""
+    from playground.services import Services
+    from tests.helpers import offline_settings
+    from tests.ui.conftest import _free_port, launched
+
+    settings = offline_settings(tmp_path_factory.mktemp("replay-presenter"), PLAYGROUND_MODE="presenter",
+                                PLAYGROUND_HOST="127.0.0.1", PLAYGROUND_PORT=str(_free_port()))
+    services = Services.create(settings)
+    try:
+        with launched(services) as url:
+            yield url
+    finally:
+        services.close()
+
+
+def test_a_presenter_records_a_prompt_lab_run_saves_it_and_replays_it(browser, presenter_app):
+    # A projector's width: presenter mode's large tab names all fit in one row.
+    context = browser.new_context(viewport={"width": 1920, "height": 1080}, locale="en-US")
+    page = context.new_page()
+    try:
+        page.goto(presenter_app)
+        page.wait_for_selector("#walk-record", timeout=60_000)
+        page.locator("#walk-record input[type=checkbox]").check()
+        status = page.locator("#walk-status")
+        wait_until(lambda: "Recording — steps: 0" in status.inner_text(), "recording on", 30)
+        page.get_by_role("tab", name="Prompt Lab").click()
+        page.click("#lab-run")  # the page's own Run button (its handler has no API name)
+        wait_until(lambda: page.locator("#lab-output textarea").input_value().strip(), "the model's answer", 120)
+        answer = page.locator("#lab-output textarea").input_value().strip()
+        wait_until(lambda: "Recording — steps: 1" in status.inner_text(), "the run recorded", 30)
+        page.locator("#walk-title input, #walk-title textarea").first.fill("Rehearsal")
+        page.click("#walk-save")
+        wait_until(lambda: "Recording — steps: 0" in status.inner_text(), "the walk saved", 30)
+
+        page.get_by_role("tab", name="Replay").click()
+        picker = page.locator("#replay-walk input")
+        wait_until(lambda: picker.input_value().startswith("The course"), "the walk list", 30)
+        picker.click()
+        page.get_by_role("option", name=re.compile(r"^Rehearsal · .* · yours$")).click()
+        wait_until(lambda: "Step 1 of 1 · Prompt Lab" in page.locator("#replay-step").inner_text(), "the step", 30)
+        assert "REPLAY — recorded on" in page.locator("#replay-banner").inner_text()
+        blocks = page.locator(".replay-block")
+        wait_until(lambda: blocks.count() >= 3, "the recorded blocks", 30)
+        assert "What was asked" in blocks.nth(0).inner_text() and "Zero-shot" in blocks.nth(0).inner_text()
+        assert page.locator(".replay-text textarea").first.input_value().strip() == answer
+        assert not page.locator("#replay-loss").is_visible()
+        page.screenshot(path=str(ARTIFACTS / "replay-recorded.png"), full_page=True)
     finally:
         context.close()
