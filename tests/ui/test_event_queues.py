@@ -33,6 +33,7 @@ NOT_GENERATING = {
     "playground.ui.tabs.architectures:build.<locals>.view_attention",
     "playground.ui.tabs.architectures:build.<locals>.step_decoder",
     "playground.ui.tabs.architectures:build.<locals>.continue_decoder",
+    "playground.ui.tabs.architectures:build.<locals>.show_does",  # what each chosen model does (text only)
     # Prompt Lab: controls, preview and token counts, templates, uploads, Stop
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.on_task",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.on_strategy",
@@ -58,6 +59,10 @@ NOT_GENERATING = {
     "playground.ui.tabs.finetune:build.<locals>.adapter_gguf_download",
     "playground.ui.tabs.finetune:build.<locals>.merged_gguf_download",
     "playground.ui.tabs.finetune:build.<locals>.open_in_prompt_lab",
+    "playground.ui.tabs.finetune:build.<locals>.comparison_csv_download",  # CSV files of finished results
+    "playground.ui.tabs.finetune:build.<locals>.runs_csv_download",
+    "playground.ui.tabs.finetune:build.<locals>.runs_of_new_identity",  # after a carry code
+    "playground.ui.tabs.finetune:build.<locals>.uploaded",  # an upload checked at once
     # Quantized CPU and the ladder: facts, Stop, Clear, a kept ladder
     "playground.ui.tabs.quantized_cpu:build.<locals>.show_facts",
     "playground.ui.tabs.quantized_cpu:build.<locals>.stop_generation",
