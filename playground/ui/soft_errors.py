@@ -74,10 +74,12 @@ def soft(fn: Callable, settings: Settings, outputs: int) -> Callable:
 
 
 def wire(triggers: Sequence[Callable], fn: Callable, inputs: list, outputs: list, *, settings: Settings,
-         api_name: str, elem_id: str, **options) -> None:
+         api_name: str, elem_id: str, **options) -> list:
     """``fn`` on each of ``triggers`` (e.g. ``button.click``) with soft errors, and under ``api_name`` on a
-    hidden button with the exception kept (``elem_id`` names that button)."""
-    for trigger in triggers:
-        trigger(soft(fn, settings, len(outputs)), inputs, outputs, api_name=False, **options)
+    hidden button with the exception kept (``elem_id`` names that button). Returns the browser's events
+    (to chain a step that only the page needs)."""
+    events = [trigger(soft(fn, settings, len(outputs)), inputs, outputs, api_name=False, **options)
+              for trigger in triggers]
     hidden = gr.Button(visible=False, elem_id=elem_id)
     hidden.click(fn, inputs, outputs, api_name=api_name, **options)
+    return events

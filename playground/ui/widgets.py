@@ -126,3 +126,31 @@ def empty_table() -> pd.DataFrame:
     """A table's starting value before any result: no header row, so nothing is shown untranslated (headers
     are named in the reader's language by the handler that fills the table)."""
     return pd.DataFrame({"": []})
+
+
+def _filled(value) -> bool:
+    if value is None or (isinstance(value, str) and not value):
+        return False
+    return not (isinstance(value, pd.DataFrame) and value.empty and len(value.columns) == 0)
+
+
+def _follow_values(events, components: list, prop: str) -> None:
+    def follow(*values):
+        updates = [gr.update(**{prop: _filled(value)}) for value in values]
+        return updates[0] if len(updates) == 1 else updates
+
+    for event in events:
+        event.success(follow, components, components, api_name=False, queue=False, show_progress="hidden")
+
+
+def reveal_when_filled(events, components: list) -> None:
+    """After each of ``events``, show every one of ``components`` that now holds a value (and hide an empty
+    one). The event itself returns plain values, so a script's result is the table or file, never a Gradio
+    update; only the page needs to know what to show."""
+    _follow_values(events, components, "visible")
+
+
+def enable_when_filled(events, components: list) -> None:
+    """After each of ``events``, make each of ``components`` (download buttons) clickable once it holds a
+    file, and not while it is empty; the event itself returns the plain file path (see reveal_when_filled)."""
+    _follow_values(events, components, "interactive")

@@ -258,7 +258,7 @@ def test_the_page_gets_a_signed_identity_once_and_a_new_one_for_a_forged_value(b
         first = _stored_identity(page)
         assert len(issued) == 1 and issued[0] not in first  # kept encrypted in the browser
         page.reload()
-        page.wait_for_selector("#quant-input textarea", timeout=60_000)
+        page.wait_for_selector("#arch-run", timeout=60_000)
         time.sleep(2)  # the page-load event has run again by now
         # A reload keeps the identity (the stored text changes: Gradio encrypts it afresh each time it saves).
         assert _stored_identity(page) and len(issued) == 1

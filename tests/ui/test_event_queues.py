@@ -80,6 +80,7 @@ NOT_GENERATING = {
     "playground.ui.tabs.replay:build.<locals>.delete_walk",
     "playground.ui.tabs.replay:build.<locals>.refresh",
     "gradio.renderable:Renderable.apply",  # the Replay tab's blocks (gr.render)
+    "playground.ui.widgets:_follow_values.<locals>.follow",  # shows or enables the results' files and tables
 }
 
 

@@ -64,7 +64,7 @@ def test_a_tiny_run_trains_in_the_background_and_fills_the_results(client, tmp_p
     run_id = picker["value"] if isinstance(picker, dict) else picker
     assert run_id
 
-    status, loss, scores, gain, comparison = wait_for(client, owner, run_id, ["succeeded", "failed"])[2:]
+    status, loss, scores, gain, comparison = wait_for(client, owner, run_id, ["succeeded", "failed"])[2:7]
     assert "succeeded" in status, status
     assert loss is not None and scores is not None
     assert "ROUGE-L went from" in gain
@@ -172,8 +172,9 @@ def test_workshop_accepts_a_bounded_run_and_one_at_a_time(workshop_app):
 def test_workshop_widgets_show_the_caps(workshop_app):
     client, _ = workshop_app
     props = {c["props"].get("elem_id"): c["props"] for c in client.config["components"]}
-    assert props["ft-max-steps"]["label"] == "max_steps ≤ 200"
-    assert props["ft-test-limit"]["label"] == "test_limit ≤ 16"
+    # The field's name is a locale key that the page translates inside the label; the cap follows it.
+    assert props["ft-max-steps"]["label"].endswith('"key": "ft.field.max_steps"} ≤ 200')
+    assert props["ft-test-limit"]["label"].endswith('"key": "ft.field.test_limit"} ≤ 16')
     assert props["ft-test-limit"]["value"] == 16  # the default (50) lowered, so the form submits as it is
 
 

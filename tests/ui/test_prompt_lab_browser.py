@@ -39,11 +39,8 @@ def open_lab(browser, app_url, language="en", viewport=LAPTOP):
     context = browser.new_context(viewport=viewport, locale=LOCALES[language], accept_downloads=True)
     page = context.new_page()
     page.goto(app_url)
-    page.wait_for_selector("#quant-input textarea", timeout=60_000)
-    tab = page.get_by_role("tab", name=load_locales()[language]["tab.prompt_lab"])
-    if not tab.is_visible():  # a narrow screen keeps some tabs in the overflow menu
-        page.locator(".overflow-menu button, button.overflow-dropdown, [class*=overflow] button").first.click()
-    tab.first.click()
+    page.wait_for_selector("#arch-run", timeout=60_000)  # the app opens on Architectures
+    page.get_by_role("tab", name=load_locales()[language]["tab.prompt_lab"]).first.click()
     page.wait_for_selector("#lab-preview textarea", state="visible", timeout=30_000)
     _wait_for_text(page, "#lab-token-count", load_locales()[language]["lab.chat_template_yes"], 60)
     return context, page
@@ -113,7 +110,7 @@ def test_bad_inputs_are_one_message_and_leave_the_page_as_it_was(browser, app_ur
         # every column off, and an evaluation with no strategy
         for i in range(4):
             page.locator(f"#lab-col{i}-strategy input").click()
-            page.get_by_role("option", name="(off)").click()
+            page.locator("[data-testid='dropdown-option'][aria-label='(off)']").locator("visible=true").first.click()
         page.click("#lab-compare")
         expect_one_clear_message(page, "Every column is off", answer)
         for box in page.locator("#lab-eval-strategies input[type=checkbox]").all():

@@ -5,8 +5,6 @@ test-artifacts/replay-*.png."""
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from playground.walks import BUNDLED_DIR, walk_from_json
@@ -140,7 +138,7 @@ def test_a_presenter_records_a_prompt_lab_run_saves_it_and_replays_it(browser, p
         picker = page.locator("#replay-walk input")
         wait_until(lambda: picker.input_value().startswith("The course"), "the walk list", 30)
         picker.click()
-        page.get_by_role("option", name=re.compile(r"^Rehearsal · .* · yours$")).click()
+        page.get_by_role("option", name="★ Rehearsal").click()
         wait_until(lambda: "Step 1 of 1 · Prompt Lab" in page.locator("#replay-step").inner_text(), "the step", 30)
         assert "REPLAY — recorded on" in page.locator("#replay-banner").inner_text()
         blocks = page.locator(".replay-block")

@@ -53,7 +53,7 @@ from playground.ui.downloads import PrivateDownloads
 from playground.ui.i18n import DEFAULT_LANGUAGE, Texts, load_locales, t
 from playground.ui.identity import generating
 from playground.ui.widgets import generation_event_options, parameter_widgets, params_from_widgets, queue_status, \
-    user_errors, user_message, warning_text
+    reveal_when_filled, user_errors, user_message, warning_text
 
 RUN_SLOT = "prompt-lab-run"
 EVAL_SLOT = "prompt-lab-eval"
@@ -517,14 +517,16 @@ class PromptLabHandlers:
         lab_request = self.request(controls)
         template = self.template_label(texts)
         states: list = []
+        columns: list = [gr.update()] * (3 * MAX_COLUMNS)
         with self.cancellable(request, RUN_SLOT) as cancel, user_errors(self.settings):
             for states in self.lab.compare(lab_request, list(zip(strategies, model_ids)), models, cancel):
                 views = [column_view(state, texts, models.label, template) for state in states]
-                yield [view[j] for j in range(3) for view in views] + [gr.update()]
+                columns = [view[j] for j in range(3) for view in views]
+                yield columns + [gr.skip()]
         table = pd.DataFrame(compare_rows(states, texts, models.label, template),
                              columns=[header(c, texts) for c in COMPARE_COLUMNS])
-        yield [gr.update()] * (3 * MAX_COLUMNS) + [gr.update(value=self.table_file(token, "columns", table),
-                                                             visible=True)]
+        # The last message repeats the finished columns with the CSV file: a script reads its result from it.
+        yield columns + [self.table_file(token, "columns", table)]
 
     def evaluate(self, request: gr.Request, *values, progress=gr.Progress()):
         controls, token, rest = split_controls(values)
@@ -541,11 +543,9 @@ class PromptLabHandlers:
         with self.cancellable(request, EVAL_SLOT) as cancel, user_errors(self.settings):
             report = self.lab.evaluate(lab_request, evaluation, models, cancel=cancel, progress=report_progress)
         summary_table, rows = report_tables(report, texts, names)
-        chart = gr.update(value=report_chart(report, short), x_title=texts("lab.col.strategy"))
-        return (report_status(report, texts), chart,
-                gr.update(value=summary_table, visible=True), gr.update(value=rows, visible=True),
-                gr.update(value=self.table_file(token, "scores", summary_table), visible=True),
-                gr.update(value=self.table_file(token, "examples", rows), visible=True))
+        # Plain values (a script's result); the page shows the hidden tables and buttons after (reveal_when_filled).
+        return (report_status(report, texts), report_chart(report, short), summary_table, rows,
+                self.table_file(token, "scores", summary_table), self.table_file(token, "examples", rows))
 
 
 # --------------------------------------------------------------------------- the tab
@@ -743,17 +743,19 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
         show_progress_on=[output], **limits)
     stop.click(handlers.stop, None, None, api_name="prompt_lab_stop", queue=False)
     compare_form = [*form, *column_strategy, *column_model]
-    compare.click(handlers.check_compare, compare_form, None, **checks).success(
+    compared = compare.click(handlers.check_compare, compare_form, None, **checks).success(
         handlers.compare, compare_form, [*column_header, *column_text, *column_stats, compare_download],
         api_name="prompt_lab_compare", show_progress_on=column_text, **limits)
+    reveal_when_filled([compared], [compare_download])
     compare_stop.click(handlers.stop, None, None, api_name=False, queue=False)
     upload.upload(handlers.upload_columns, upload, [input_column, label_column, rationale_column],
                   api_name="prompt_lab_columns")
     eval_form = [*form, eval_strategies, eval_source, upload, input_column, label_column, rationale_column, demo_rows,
                  eval_limit]
-    evaluate_button.click(handlers.check_evaluation, eval_form, None, **checks).success(
+    evaluated = evaluate_button.click(handlers.check_evaluation, eval_form, None, **checks).success(
         handlers.evaluate, eval_form, [eval_status, chart, summary, per_example, summary_download, rows_download],
         api_name="prompt_lab_evaluate", show_progress_on=[eval_status], **limits)
+    reveal_when_filled([evaluated], [summary, per_example, summary_download, rows_download])
     cancel_button.click(handlers.stop_evaluation, None, None, api_name="prompt_lab_cancel", queue=False)
     return ModelPickers(task, model, tuple(column_strategy), tuple(column_model),
                         lambda token: services.models_for(services.identities.owner_of(token)).choices())

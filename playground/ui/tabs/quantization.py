@@ -23,7 +23,7 @@ from playground.ui.csv_downloads import csv_download
 from playground.ui.i18n import Texts, t
 from playground.ui.identity import generating
 from playground.ui.soft_errors import wire
-from playground.ui.widgets import generation_event_options, user_errors
+from playground.ui.widgets import enable_when_filled, generation_event_options, user_errors
 
 LADDER_SLOT = "quantization-ladder"
 COLUMNS = ("type", "file_mb", "bits", "speed", "speed_ratio", "perplexity", "agreement", "kl")
@@ -114,9 +114,9 @@ def csv_name(result: LadderResult) -> str:
 def ladder_outputs(result: LadderResult | None, texts: Texts, request: gr.Request | None = None) -> tuple:
     """(table, chart, status, CSV download) for a result, or empty widgets and the hint when there is none."""
     if result is None:
-        return (pd.DataFrame(columns=_headers(texts)), chart_update(None, texts), texts("ladder.status.none"),
-                gr.update(value=None, interactive=False))
-    download = gr.update(value=csv_download(csv_name(result), result.csv()), interactive=True)
+        return pd.DataFrame(columns=_headers(texts)), chart_update(None, texts), texts("ladder.status.none"), None
+    # The CSV file's path as it is (a script's result); the page makes the button clickable (enable_when_filled).
+    download = csv_download(csv_name(result), result.csv())
     return table_frame(result, texts), chart_update(result, texts), status_text(result, texts), download
 
 
@@ -169,7 +169,7 @@ def build(services: Services, owner: gr.BrowserState) -> None:
                                                                                        desc=step_text(step, texts)))
                 except LadderCancelled:
                     return (pd.DataFrame(columns=_headers(texts)), chart_update(None, texts),
-                            texts("ladder.status.cancelled"), gr.update(value=None, interactive=False))
+                            texts("ladder.status.cancelled"), None)
         finally:
             services.generations.finish(session, LADDER_SLOT, stop_flag)
         return ladder_outputs(result, texts, request)
@@ -188,9 +188,11 @@ def build(services: Services, owner: gr.BrowserState) -> None:
 
     outputs = [table, chart, status, download]
     # In the browser a bad choice is one warning and the page as it was; the API name keeps the exception.
-    wire([build_button.click], build_ladder, [model, types, owner], outputs, settings=settings,
-         api_name="quantization_ladder", elem_id="ladder-build-api", show_progress_on=[table],
-         **generation_event_options(settings))
+    built = wire([build_button.click], build_ladder, [model, types, owner], outputs, settings=settings,
+                 api_name="quantization_ladder", elem_id="ladder-build-api", show_progress_on=[table],
+                 **generation_event_options(settings))
+    enable_when_filled(built, [download])
     stop.click(stop_build, None, None, api_name="quantization_stop", queue=False)
     # When the page opens and whenever the choice changes: the kept ladder of that choice, if there is one.
-    gr.on(None, show_kept, [model, types], outputs, api_name=False, queue=False, show_progress="hidden")
+    kept = gr.on(None, show_kept, [model, types], outputs, api_name=False, queue=False, show_progress="hidden")
+    enable_when_filled([kept], [download])

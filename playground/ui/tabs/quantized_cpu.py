@@ -26,8 +26,8 @@ from playground.ui.csv_downloads import csv_download
 from playground.ui.i18n import Texts, t
 from playground.ui.identity import generating
 from playground.ui.soft_errors import message_for, wire
-from playground.ui.widgets import empty_table, generation_event_options, parameter_widgets, params_from_widgets, \
-    queue_status, user_errors
+from playground.ui.widgets import empty_table, enable_when_filled, generation_event_options, parameter_widgets, \
+    params_from_widgets, queue_status, user_errors
 
 CHAT_SLOT = "quantized-chat"
 COMPARE_SLOT = "quantized-compare"
@@ -249,15 +249,16 @@ def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
         def show(step: ComparisonStep) -> None:
             progress(step.fraction, desc=step_text(step, texts))
 
-        comparison = None
+        comparison, shown = None, ()
         with user_errors(settings):
             for comparison in controller.compare(compare_request, models, steps=show):
-                yield (comparison.full.text, run_stats(comparison.full, texts), comparison.quantised.text,
-                       run_stats(comparison.quantised, texts), comparison_summary(comparison, texts), gr.skip())
+                shown = (comparison.full.text, run_stats(comparison.full, texts), comparison.quantised.text,
+                         run_stats(comparison.quantised, texts), comparison_summary(comparison, texts))
+                yield (*shown, gr.skip())
         if comparison is not None and comparison.quantised.result is not None:
-            path = csv_download("fp32-vs-quantized.csv", comparison.csv())
-            yield (gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip(),
-                   gr.update(value=path, interactive=True))
+            # The last message repeats the results with the CSV file: a script reads its result from it (the
+            # page makes the button clickable after, enable_when_filled).
+            yield (*shown, csv_download("fp32-vs-quantized.csv", comparison.csv()))
 
     # In the browser a bad input is one warning and the page as it was (playground.ui.soft_errors); scripts
     # calling the API names get the exception.
@@ -269,9 +270,10 @@ def build(services: Services, owner: gr.BrowserState) -> GgufModelPicker:
     stop.click(stop_generation, None, None, api_name="quantized_stop", queue=False)
     clear.click(lambda: ([], "", ""), None, [chatbot, message, stats], api_name=False, queue=False)
     model.change(show_facts, [model, owner], facts, api_name="quantized_facts")
-    wire([compare_button.click], compare, [compare_prompt, model, system, *params.as_list(), owner],
-         [full_text, full_stats, quant_text, quant_stats, compare_summary, compare_csv], settings=settings,
-         api_name="quantized_compare", elem_id="quant-compare-api", show_progress_on=[full_text, quant_text],
-         **limits)
+    compared = wire([compare_button.click], compare, [compare_prompt, model, system, *params.as_list(), owner],
+                    [full_text, full_stats, quant_text, quant_stats, compare_summary, compare_csv], settings=settings,
+                    api_name="quantized_compare", elem_id="quant-compare-api",
+                    show_progress_on=[full_text, quant_text], **limits)
+    enable_when_filled(compared, [compare_csv])
     return GgufModelPicker(model, facts, lambda token: models_of(services, token).gguf_choices(),
                            lambda model_id, token: facts_or_status(services, controller, model_id, token))

@@ -55,12 +55,9 @@ class ReplayTab:
 
 def walk_choices(store: WalkStore, owner: str, texts: Texts) -> list[tuple[str, str]]:
     """(label, walk id) of the walks this person may replay: the bundled ones, then their own, newest first."""
-    choices = []
-    for info in store.list(owner):
-        source = texts("replay.bundled" if info.bundled else "replay.yours")
-        choices.append((texts("replay.choice", title=info.title, date=info.recorded_at[:10], steps=info.steps,
-                              source=source), info.walk_id))
-    return choices
+    # The title alone (★ before one's own walks, as before one's own runs): the date and the step count are in
+    # the banner of every step, and a longer label does not fit a phone's picker.
+    return [(info.title if info.bundled else f"★ {info.title}", info.walk_id) for info in store.list(owner)]
 
 
 def banner_html(walk: Walk, texts: Texts) -> str:
@@ -157,7 +154,7 @@ def build(services: Services, owner: gr.BrowserState, store: WalkStore) -> Repla
         # every id it is given (parse_walk_id) and shows nobody another person's walk.
         # The list is filled when the tab opens, in the reader's language (app.py: replay_walks).
         walk = gr.Dropdown([], value=None, label=t("replay.walk"), info=t("replay.walk_info"), allow_custom_value=True,
-                           elem_id="replay-walk", scale=3)
+                           elem_id="replay-walk", scale=3, min_width=320)
         pace = gr.Slider(MIN_PACE_S, MAX_PACE_S, value=DEFAULT_PACE_S, step=1, label=t("replay.pace"),
                          info=t("replay.pace_info"), elem_id="replay-pace", scale=2)
     with gr.Row():
