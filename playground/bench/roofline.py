@@ -1,4 +1,4 @@
-"""How close llama.cpp decode and the fine-tune trainer come to the machine's ceilings (:mod:`~playground.bench.machine`).
+"""How close llama.cpp decode and the fine-tune trainer come to the machine's ceilings (see bench.machine).
 
 Decode roofline: a small model decoding one token reads each of its weights once, so the bytes of
 weights it streams per second (weights bytes x tokens/s) cannot exceed the machine's read bandwidth.
