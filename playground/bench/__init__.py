@@ -4,10 +4,14 @@ Tests never assert wall-clock times; this package is where speed is checked inst
 measures every figure on this machine, suite by suite:
 
 - :mod:`~playground.bench.startup`: ``app.py`` to its first HTTP 200, no model loaded (< 10 s);
+- :mod:`~playground.bench.machine`: the machine's own ceilings, read bandwidth (one thread and the
+  bench's threads) and float32 sgemm FLOP/s (informational);
 - :mod:`~playground.bench.llama_decode`: llama.cpp decode through the app's engine against plain
   llama-cpp-python (>= 0.9 x), and the warm time to first token of a chat prompt (< 0.5 s);
 - :mod:`~playground.bench.prompt_lab`: self-consistency N=5 over one sample (<= 2.5 x) and a whole
   sentiment evaluation (< 120 s), with the timing functions behind them;
+- :mod:`~playground.bench.roofline`: each offline GGUF model's decode bytes/s over the read bandwidth
+  (>= 0.7 for Gemma-3-270M), and after the fine-tune figure the trainer's FLOP/s over sgemm (>= 0.6);
 - :mod:`~playground.bench.transformers_engine`: the transformers engine's first (GGUF conversion) and
   second load (< 5 s), and llama.cpp's speed over its CPU speed;
 - :mod:`~playground.bench.finetune`: the app's trainer over the textbook peft + ``Trainer`` script of
@@ -24,8 +28,10 @@ and ``GET /health`` < 1 s meanwhile). ``--load-server llama.cpp`` runs the same 
 at llama-cpp-python's OpenAI-compatible server.
 
 :mod:`~playground.bench.core` holds what they share (the figure record and its target, the options,
-the CPU watch, ABBA rounds), :mod:`~playground.bench.streams` the timed generation streams, and
-:mod:`~playground.bench.cli` the command line, the driver and the table or JSON it prints. The exit
+the CPU watch, ABBA rounds), :mod:`~playground.bench.streams` the timed generation streams,
+:mod:`~playground.bench.quiet` the stdout that carries nothing but the table or JSON (library output goes
+to stderr, the bench's log; progress bars are off), and :mod:`~playground.bench.cli` the command line, the
+driver and the table or JSON it prints. The exit
 code is 1 when a figure misses its target or could not be measured, else 0. Heavy libraries are
 imported inside the functions that need them, so importing the bench loads no model; everything
 written goes to a scratch folder that is removed at the end.

@@ -16,6 +16,7 @@ from typing import Any
 
 from playground.bench.core import DEFAULT_MODEL, BenchOptions, CpuWatch, Figure, Measure, log
 from playground.bench.load import DEFAULT_LOADS, MAX_PEOPLE, SERVERS, LoadSpecError, parse_loads
+from playground.bench.quiet import suites_write_to_the_log
 
 
 # --------------------------------------------------------------------------- machine
@@ -85,11 +86,20 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
     """Measure every figure in this process; ``machine`` (if given) receives the hardware summary."""
     from playground.backends.provider import EngineProvider
     from playground.bench.architectures import ARCHITECTURES_WARM, bench_architectures
-    from playground.bench.finetune import APP_OVER_PLAIN, bench_finetune
+    from playground.bench.finetune import APP_OVER_PLAIN, measure_finetune, not_a_decoder
     from playground.bench.finetuned_llama import RUN_OVER_BASE, bench_finetuned_llama
     from playground.bench.gguf_export import MERGE_Q4_K_M, bench_gguf_export
     from playground.bench.llama_decode import APP_OVER_DIRECT, bench_llama_cpp
+    from playground.bench.machine import (
+        READ_ALL_THREADS,
+        SGEMM,
+        bench_machine,
+        figure_detail,
+        figure_value,
+        last_level_cache_bytes,
+    )
     from playground.bench.prompt_lab import bench_prompt_lab
+    from playground.bench.roofline import TRAINING_MFU, bench_roofline, count_model, training_mfu_figure
     from playground.bench.startup import STARTUP, bench_startup
     from playground.bench.transformers_engine import SECOND_LOAD, bench_transformers
     from playground.hardware import detect
@@ -113,9 +123,14 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
         else:
             figures += _guarded(STARTUP, lambda: bench_startup(scratch))
 
+        ceilings = bench_machine(hardware.cpu_threads, options)  # each of its figures reports its own failure
+        figures += ceilings
+        bandwidth = figure_value(ceilings, READ_ALL_THREADS)
+        sgemm = figure_value(ceilings, SGEMM)
+
         llama_speed: float | None = None
+        provider = EngineProvider(settings, hardware, catalog)
         if spec.has_gguf:
-            provider = EngineProvider(settings, hardware, catalog)
             try:
                 llama_figures, llama_speed = bench_llama_cpp(provider, options)
                 figures += llama_figures
@@ -125,14 +140,31 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
             provider.cache.clear()
         else:
             figures.append(APP_OVER_DIRECT.skipped(f"skipped: {options.model} has no GGUF source"))
+        known = {options.model: llama_speed} if llama_speed else {}
+        figures += bench_roofline(provider, options, bandwidth, hardware.cpu_threads, known,
+                                  last_level_cache_bytes())  # reports its own failures, model by model
+        provider.cache.clear()
 
         figures += _guarded(SECOND_LOAD, lambda: bench_transformers(settings, hardware, catalog, options, scratch,
                                                                     llama_speed))
         figures += _guarded(RUN_OVER_BASE, lambda: bench_finetuned_llama(settings, hardware, catalog, options, scratch))
         if options.skip_finetune:
             figures.append(APP_OVER_PLAIN.skipped("skipped (--skip-finetune)"))
+            figures.append(TRAINING_MFU.skipped("skipped: it needs the fine-tune figure's runs (--skip-finetune)"))
         else:
-            figures += _guarded(APP_OVER_PLAIN, lambda: bench_finetune(settings, hardware, catalog, options, scratch))
+            try:
+                trained = measure_finetune(settings, hardware, catalog, options, scratch)
+            except Exception as exc:  # e.g. torch or transformers missing
+                figures += [APP_OVER_PLAIN.failed(exc), TRAINING_MFU.not_measured("the fine-tune figure failed")]
+            else:
+                if trained is None:
+                    figures += [not_a_decoder(options.model),
+                                TRAINING_MFU.skipped(f"skipped: {options.model} is not a decoder")]
+                else:
+                    figures.append(trained.figure)
+                    figures += _guarded(TRAINING_MFU, lambda: training_mfu_figure(
+                        count_model(trained.model_folder, trained.targets, trained.config.lora_r), trained.app_runs,
+                        trained.rows_per_step, sgemm, figure_detail(ceilings, SGEMM).split(";")[0]))
         figures += _guarded(ARCHITECTURES_WARM, lambda: bench_architectures(settings, hardware, catalog, options))
         figures += _guarded(MERGE_Q4_K_M, lambda: bench_gguf_export(settings, catalog, options, scratch))
     finally:
@@ -274,14 +306,15 @@ def main(argv: list[str] | None = None) -> int:
     from playground.errors import PlaygroundError
 
     machine: dict[str, Any] = {}
-    try:
-        figures = run_load(options, machine) if options.load else run_benchmarks(options, machine)
-    except PlaygroundError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted: the processes the bench started were stopped", file=sys.stderr)
-        return 130
+    with suites_write_to_the_log():  # stdout carries the table or the JSON, nothing else
+        try:
+            figures = run_load(options, machine) if options.load else run_benchmarks(options, machine)
+        except PlaygroundError as exc:
+            print(str(exc), file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted: the processes the bench started were stopped", file=sys.stderr)
+            return 130
     print(format_json(figures, machine) if options.json else format_table(figures, machine))
     return 1 if any(f.passed is False for f in figures) else 0
 

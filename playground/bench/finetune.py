@@ -161,11 +161,38 @@ def _losses(runs: list[TrainRun]) -> str:
     return ", ".join("-" if r.first_loss is None else f"{r.first_loss:.4f}" for r in runs)
 
 
+@dataclass(frozen=True)
+class FinetuneMeasurement:
+    """The fine-tune figure and what its runs measured, for the figures that build on them (training MFU)."""
+
+    figure: Figure
+    app_runs: tuple[TrainRun, ...]
+    config: object  # the FinetuneConfig both trainers ran
+    model_folder: Path  # the transformers folder they trained
+    targets: tuple[str, ...]  # the LoRA target modules
+
+    @property
+    def rows_per_step(self) -> int:
+        return self.config.batch_size * self.config.grad_accum
+
+
 def bench_finetune(settings, hardware, catalog, options: BenchOptions, scratch: Path, config=None) -> Figure:
     """Training speed of the app's trainer over a plain peft + Trainer script: same model, data, settings.
 
     ``config`` (default :func:`finetune_config`) lets a test run the figure on a tiny model and data file.
     """
+    config = config or finetune_config(options)
+    measurement = measure_finetune(settings, hardware, catalog, options, scratch, config)
+    return measurement.figure if measurement else not_a_decoder(config.model)
+
+
+def not_a_decoder(model: str) -> Figure:
+    return APP_OVER_PLAIN.skipped(f"skipped: {model} is not a decoder")
+
+
+def measure_finetune(settings, hardware, catalog, options: BenchOptions, scratch: Path,
+                     config=None) -> FinetuneMeasurement | None:
+    """The fine-tune figure with the runs behind it; None when the model is not a decoder (nothing trains)."""
     import gc
     import statistics
 
@@ -177,7 +204,7 @@ def bench_finetune(settings, hardware, catalog, options: BenchOptions, scratch: 
 
     config = config or finetune_config(options)
     if model_family(config.model, catalog) != "decoder":
-        return APP_OVER_PLAIN.skipped(f"skipped: {config.model} is not a decoder")
+        return None
     torch.set_num_threads(hardware.cpu_threads)  # both trainers run in this process, on the same threads
     resolver = SourceResolver(settings.models_dir, settings.offline)
     data_dir = scratch / "transformers-data"  # the transformers figures' converted copy, when they made one
@@ -218,4 +245,5 @@ def bench_finetune(settings, hardware, catalog, options: BenchOptions, scratch: 
               f"alpha={config.lora_alpha:g} on {','.join(targets) or 'peft default'}, lr {config.learning_rate:g}, "
               f"seed {config.seed}, {hardware.cpu_threads} threads; "
               f"first-step loss app {_losses(app_runs)}, plain {_losses(plain_runs)}{cpu_note}")
-    return APP_OVER_PLAIN.measured(app_speed / plain_speed if plain_speed > 0 else None, detail)
+    figure = APP_OVER_PLAIN.measured(app_speed / plain_speed if plain_speed > 0 else None, detail)
+    return FinetuneMeasurement(figure, tuple(app_runs), config, source.folder, targets)
