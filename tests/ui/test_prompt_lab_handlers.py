@@ -77,9 +77,10 @@ def test_compare_fills_four_columns_and_names_the_models(handlers):
     assert "label of m" in headers[0] and "label of run:1" in headers[2] and headers[1] == headers[3] == ""
     assert "_Ask how the writer feels_" in headers[0]  # the template by its translated name
     assert texts[0] == "positive" and "tokens/s" in stats[2]
-    download = last[-1]
-    assert download["visible"] and download["value"].endswith("prompt-lab-columns.csv")
-    csv_text = Path(download["value"]).read_text(encoding="utf-8-sig")
+    assert last[:-1] == outputs[:-1]  # the last message repeats the finished columns, with the CSV file
+    download = last[-1]  # the plain path (the page shows the button after: reveal_when_filled)
+    assert download.endswith("prompt-lab-columns.csv")
+    csv_text = Path(download).read_text(encoding="utf-8-sig")
     assert csv_text.splitlines()[0].startswith("Column,Strategy,Model,Template,Status,Answer")
     assert '3,"few-shot (k=3, fixed)",label of run:1,Ask how the writer feels,done,positive' in csv_text
     with pytest.raises(gr.Error, match="Every column is off"):
@@ -92,7 +93,7 @@ def test_evaluate_returns_status_chart_and_tables(handlers):
         REQUEST, *values(), ["zero_shot", "few_shot"], "bundled", None, "", "", "", 0, 4,
         progress=lambda fraction, desc: seen.append((fraction, desc)))
     assert status.startswith("Done: 8 of 8 runs in") and status.endswith("on sentiment.jsonl.")
-    chart, summary, rows = chart["value"], summary["value"], rows["value"]
+    assert scores_file.endswith(".csv") and rows_file.endswith(".csv")  # plain values, as a script receives them
     assert list(chart["strategy"]) == ["zero-shot", "few-shot"]  # short names under the bars
     assert list(rows.columns)[:6] == ["Strategy", "#", "Input", "Expected", "Answer", "Correct"]
     assert set(rows["Correct"]) <= {"✓", "✗"} and len(summary) == 2
@@ -106,8 +107,8 @@ def test_evaluate_returns_status_chart_and_tables(handlers):
     assert "zero-shot: example 1 of 4 · 1 of 8 runs · " in seen[1][1] and "tokens generated" in seen[1][1]
     assert "s left" in seen[1][1] and seen[-1][0] == 1.0
     for download, name in ((scores_file, "prompt-lab-scores.csv"), (rows_file, "prompt-lab-examples.csv")):
-        assert download["visible"] and Path(download["value"]).name == name
-    assert Path(scores_file["value"]).read_text(encoding="utf-8-sig").startswith(
+        assert Path(download).name == name
+    assert Path(scores_file).read_text(encoding="utf-8-sig").startswith(
         "Strategy,Examples,Accuracy (%),No answer")
     with pytest.raises(gr.Error, match="Choose at least one strategy to evaluate"):
         handlers.evaluate(REQUEST, *values(), [], "bundled", None, "", "", "", 0, 4, progress=lambda *a, **k: None)
@@ -193,7 +194,7 @@ def test_portuguese_names_headers_and_progress(handlers):
     status, chart, summary, rows, *_ = handlers.evaluate(
         PT, *values(), ["zero_shot"], "bundled", None, "", "", "", 0, 2,
         progress=lambda fraction, desc: seen.append(desc))
-    assert status.startswith("Concluído") and list(summary["value"].columns)[:3] == ["Estratégia", "Exemplos",
+    assert status.startswith("Concluído") and list(summary.columns)[:3] == ["Estratégia", "Exemplos",
                                                                                   "Acurácia (%)"]
     assert "exemplo 1 de 2" in seen[1] and "tokens gerados" in seen[1]
 
