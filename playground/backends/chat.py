@@ -38,14 +38,15 @@ def check_message(text: str | None, max_chars: int) -> str:
     return text
 
 
-def _content_text(content) -> str:
-    # Chatbot histories may hold rich content (lists of parts); the models here read text only.
+def content_text(content, separator: str = "") -> str:
+    """The text of a chat message's content: Chatbot histories may hold rich content (lists of parts, dicts),
+    and the models here read text only. ``separator`` joins the parts of a list."""
     if isinstance(content, str):
         return content
     if isinstance(content, dict):
         return str(content.get("text") or content.get("value") or "")
     if isinstance(content, (list, tuple)):
-        return "".join(_content_text(part) for part in content)
+        return separator.join(content_text(part, separator) for part in content)
     return "" if content is None else str(content)
 
 
@@ -57,7 +58,7 @@ def build_messages(history: Sequence[dict], user_message: str, system_prompt: st
     for turn in history or []:
         role = turn.get("role")
         if role in ("user", "assistant"):
-            text = _content_text(turn.get("content"))
+            text = content_text(turn.get("content"))
             if text:
                 messages.append({"role": role, "content": text})
     messages.append({"role": "user", "content": user_message})

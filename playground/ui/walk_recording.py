@@ -24,6 +24,7 @@ import pandas as pd
 from gradio.i18n import I18nData
 
 from playground import __version__
+from playground.backends.chat import content_text
 from playground.services import Services
 from playground.ui.i18n import Texts, current_request, t
 from playground.ui.widgets import user_errors
@@ -146,16 +147,6 @@ def _scores(value: Any, label: str) -> Block | None:
     return Block.scores(pairs, label) if pairs else None
 
 
-def _content_text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, dict):
-        return str(content.get("text") or content.get("value") or "")
-    if isinstance(content, (list, tuple)):
-        return "\n".join(_content_text(part) for part in content)
-    return "" if content is None else str(content)
-
-
 def _chat(value: Any, label: str) -> Block | None:
     if not isinstance(value, (list, tuple)) or not value:
         return None
@@ -163,7 +154,7 @@ def _chat(value: Any, label: str) -> Block | None:
     for message in value:
         role = message.get("role") if isinstance(message, dict) else getattr(message, "role", None)
         content = message.get("content") if isinstance(message, dict) else getattr(message, "content", None)
-        text = _content_text(content)
+        text = content_text(content, "\n")
         if role and text:
             messages.append((str(role), text))
     return Block.chat(messages, label) if messages else None

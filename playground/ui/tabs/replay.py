@@ -53,7 +53,7 @@ class ReplayTab:
 # ------------------------------------------------------------------------------ what a step looks like
 
 
-def walk_choices(store: WalkStore, owner: str, texts: Texts) -> list[tuple[str, str]]:
+def walk_choices(store: WalkStore, owner: str) -> list[tuple[str, str]]:
     """(label, walk id) of the walks this person may replay: the bundled ones, then their own, newest first."""
     # The title alone (★ before one's own walks, as before one's own runs): the date and the step count are in
     # the banner of every step, and a longer label does not fit a phone's picker.
@@ -242,15 +242,17 @@ def build(services: Services, owner: gr.BrowserState, store: WalkStore) -> Repla
         where = where or {}
         return where.get("index") if where.get("walk") == walk_id else None
 
+    def opened(walk_id, token) -> Walk | None:
+        """The chosen walk, or None when none is chosen or it has no step to show."""
+        chosen = load(walk_id, token) if walk_id else None
+        return chosen if chosen is not None and chosen.steps else None
+
     async def move(walk_id, where, pace_value, token, request: gr.Request, by: int):
-        if not walk_id:
+        chosen = opened(walk_id, token)
+        if chosen is None:
             yield nothing
             return
         texts = Texts.for_request(request)
-        chosen = load(walk_id, token)
-        if not chosen.steps:
-            yield nothing
-            return
         current = _where(walk_id, where)
         index = 0 if current is None else _index(chosen, current + by)
         with replaying(request) as stop_flag:
@@ -267,14 +269,11 @@ def build(services: Services, owner: gr.BrowserState, store: WalkStore) -> Repla
 
     async def play_walk(walk_id, where, pace_value, token, request: gr.Request):
         """From the step shown (the first, after the last) to the end, a few seconds on each step."""
-        if not walk_id:
+        chosen = opened(walk_id, token)
+        if chosen is None:
             yield nothing
             return
         texts = Texts.for_request(request)
-        chosen = load(walk_id, token)
-        if not chosen.steps:
-            yield nothing
-            return
         current = _where(walk_id, where)
         start = 0 if current is None or current >= len(chosen.steps) - 1 else current
         spent = 0.0
@@ -294,7 +293,7 @@ def build(services: Services, owner: gr.BrowserState, store: WalkStore) -> Repla
 
     def refresh(token, current, request: gr.Request):
         """The walks this person may replay (theirs appear once saved)."""
-        choices = walk_choices(store, services.identities.owner_of(token or ""), Texts.for_request(request))
+        choices = walk_choices(store, services.identities.owner_of(token or ""))
         ids = [walk_id for _, walk_id in choices]
         return gr.update(choices=choices, value=current if current in ids else (ids[0] if ids else None))
 
