@@ -2,7 +2,8 @@
 
 Modules, in the order a prompt flows through them:
 
-- ``tasks``: the tasks (sentiment, arithmetic, summarisation, translation), strategy and selection names;
+- ``tasks``: the tasks (sentiment, arithmetic, summarisation, translation, dates, last letters, coin
+  flips, commonsense multiple choice), strategy and selection names;
 - ``sandbox``: the bounded Jinja sandbox every template renders in (output, value, building, work and time budgets);
 - ``templates``: templates checked and rendered there, and the YAML template library in ``examples/prompts/``;
 - ``data``: bundled labelled sets (``examples/data/``) and uploaded JSONL/CSV files with a column mapping;

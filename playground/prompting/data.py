@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Iterator
 
 from playground.errors import DataFileError
-from playground.prompting.extraction import canonical_number, normalize_label
+from playground.prompting.extraction import canonical_date, canonical_number, normalize_choice, normalize_label, \
+    normalize_word
 from playground.prompting.tasks import TaskSpec, get_task
 
 SPLITS = ("demo", "test")
@@ -95,6 +96,24 @@ def check_target(value: str, task: TaskSpec, line: int, column: str) -> str:
         if number is None:
             raise DataFileError(f"Line {line}: the {column!r} value {value[:40]!r} is not a number.", line=line)
         return number
+    if task.answer_kind == "date":
+        date = canonical_date(value)
+        if date is None:
+            raise DataFileError(f"Line {line}: the {column!r} value {value[:40]!r} is not a date (write it as "
+                                f"YYYY-MM-DD, e.g. 2027-03-01).", line=line)
+        return date
+    if task.answer_kind == "word":
+        word = normalize_word(value)
+        if word is None:
+            raise DataFileError(f"Line {line}: the {column!r} value {value[:40]!r} is not one word of letters.",
+                                line=line)
+        return word
+    if task.answer_kind == "choice":
+        letter = normalize_choice(value, task.labels)
+        if letter is None:
+            raise DataFileError(f"Line {line}: the {column!r} value {value[:40]!r} is not one of the choice "
+                                f"letters {', '.join(task.labels)}.", line=line)
+        return letter
     return value
 
 

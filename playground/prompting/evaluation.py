@@ -6,6 +6,8 @@ one example to the next) and scores the answers:
 
 - labels (sentiment): accuracy;
 - numbers (arithmetic): exact match of the extracted number;
+- dates and words (date arithmetic, last letters): exact match after normalising (ISO date, lower case);
+- multiple-choice letters (commonsense questions): accuracy;
 - free text (summaries, translations): ROUGE-1/2/L F1 from ``rouge-score``.
 
 An answer that cannot be extracted counts as wrong. ``progress`` hears an
@@ -155,7 +157,8 @@ class EvaluationReport:
 
 
 def _metric_name(kind: str) -> str:
-    return {"label": "accuracy", "number": "exact_match"}[kind]
+    return {"label": "accuracy", "choice": "accuracy", "number": "exact_match", "date": "exact_match",
+            "word": "exact_match"}[kind]
 
 
 def score_results(strategy: str, kind: str, results: Sequence[ExampleResult]) -> StrategyScore:

@@ -565,7 +565,7 @@ def suggested_params(task: str | TaskSpec, config: StrategyConfig, base: Generat
                      ) -> GenerationParams:
     """Generation settings that suit a task and strategy (short answers short, reasoning longer).
 
-    Direct label answers get 8 new tokens, direct numbers 16, summaries and translations 80,
+    Direct label and choice answers get 8 new tokens, numbers and words 16, dates 24, summaries and translations 80,
     reasoning 128; greedy decoding, except self-consistency (temperature 0.7, seed 0).
     """
     task = get_task(task) if isinstance(task, str) else task
@@ -573,7 +573,7 @@ def suggested_params(task: str | TaskSpec, config: StrategyConfig, base: Generat
     if config.uses_cot:
         tokens = 128
     else:
-        tokens = {"label": 8, "number": 16}.get(task.answer_kind, 80)
+        tokens = {"label": 8, "choice": 8, "number": 16, "word": 16, "date": 24}.get(task.answer_kind, 80)
     if config.strategy == SELF_CONSISTENCY:
         return replace(base, max_new_tokens=tokens, temperature=SAMPLING_TEMPERATURE, top_p=0.95, top_k=40, seed=0)
     return replace(base, max_new_tokens=tokens, temperature=0.0, seed=0)

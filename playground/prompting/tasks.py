@@ -20,8 +20,9 @@ EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
 DATA_DIR = EXAMPLES_DIR / "data"
 PROMPTS_DIR = EXAMPLES_DIR / "prompts"
 
-# How the answer is pulled out of the model's text.
-ANSWER_KINDS = ("label", "number", "text")
+# How the answer is pulled out of the model's text: a label, a number, free text, a date (ISO), one word
+# (checked exactly) or a multiple-choice letter.
+ANSWER_KINDS = ("label", "number", "text", "date", "word", "choice")
 
 # Prompting strategies, in the order the Prompt Lab shows them.
 ZERO_SHOT = "zero_shot"
@@ -60,11 +61,11 @@ class TaskSpec:
     name: str
     input_field: str  # the example's input column in the bundled data; also a template variable
     target_field: str  # the expected output's column; also the demonstrations' variable name
-    answer_kind: str  # "label", "number" or "text"
+    answer_kind: str  # one of ANSWER_KINDS
     metric: str  # "accuracy", "exact_match" or "rouge"
     data_file: str  # file name in examples/data/
     description: str
-    labels: tuple[str, ...] = ()  # the allowed labels when answer_kind is "label"
+    labels: tuple[str, ...] = ()  # the allowed labels ("label") or choice letters ("choice")
 
     @property
     def data_path(self) -> Path:
@@ -72,8 +73,8 @@ class TaskSpec:
 
     @property
     def supports_reasoning(self) -> bool:
-        """Chain-of-thought and self-consistency need an answer that can be voted on."""
-        return self.answer_kind in ("label", "number")
+        """Chain-of-thought and self-consistency need an answer that can be checked and voted on."""
+        return self.answer_kind != "text"
 
 
 TASKS: Mapping[str, TaskSpec] = MappingProxyType({
@@ -97,6 +98,29 @@ TASKS: Mapping[str, TaskSpec] = MappingProxyType({
         id="translation", name="Translation (English to French)", input_field="text", target_field="translation",
         answer_kind="text", metric="rouge", data_file="translation.jsonl",
         description="Translate a short English sentence (scored with ROUGE against one reference).",
+    ),
+    "dates": TaskSpec(
+        id="dates", name="Date arithmetic", input_field="question", target_field="answer",
+        answer_kind="date", metric="exact_match", data_file="dates.jsonl",
+        description="Days and weeks before or after a date, across month and year ends and leap days; "
+                    "answers are dates (YYYY-MM-DD).",
+    ),
+    "last_letters": TaskSpec(
+        id="last_letters", name="Last-letter concatenation", input_field="words", target_field="answer",
+        answer_kind="word", metric="exact_match", data_file="last_letters.jsonl",
+        description="Join the last letters of two to four words (\"apple river\" -> \"er\"); checked exactly.",
+    ),
+    "coin_flips": TaskSpec(
+        id="coin_flips", name="Coin flips", input_field="question", target_field="answer",
+        answer_kind="label", metric="accuracy", data_file="coin_flips.jsonl",
+        description="A coin starts heads up and people flip it or not: is it still heads up (yes or no)?",
+        labels=("yes", "no"),
+    ),
+    "commonsense": TaskSpec(
+        id="commonsense", name="Commonsense multiple choice", input_field="question", target_field="answer",
+        answer_kind="choice", metric="accuracy", data_file="commonsense.jsonl",
+        description="Everyday questions with five choices, A to E; the answer is a letter.",
+        labels=("A", "B", "C", "D", "E"),
     ),
 })
 
