@@ -175,6 +175,37 @@ def test_an_evaluation_in_portuguese_has_percent_tables_and_csv_downloads(browse
         context.close()
 
 
+def test_a_reasoning_task_is_chosen_from_the_task_list_and_run_with_few_shot_cot(browser, app_url):
+    context, page = open_lab(browser, app_url)
+    try:
+        from playground.prompting.data import load_bundled
+
+        locale = load_locales()["en"]  # generates on llama.cpp (auto), whose model the tab has already loaded
+        page.locator("#lab-task input").click()
+        page.locator(f"[data-testid='dropdown-option'][aria-label='{locale['task.commonsense']}']") \
+            .locator("visible=true").first.click()
+        question = load_bundled("commonsense").examples[0].input
+        page.wait_for_function("q => document.querySelector('#lab-input textarea').value === q", arg=question,
+                               timeout=15_000)  # the task's first example, its choices A) to E) included
+        assert page.locator("#lab-task input").input_value() == locale["task.commonsense"]
+        page.locator("#lab-strategy").get_by_label(locale["strategy.few_shot_cot"]).check()
+        assert locale["template.commonsense-qa"] in page.locator("#lab-template input").input_value()
+        demo = load_bundled("commonsense").demos[0]
+        page.wait_for_function("r => document.querySelector('#lab-preview textarea').value.includes(r)",
+                               arg=demo.rationale, timeout=120_000)  # the worked rationale of the first demo
+        open_params(page)
+        tokens = page.locator("#lab-max-new-tokens input[type='number']")
+        tokens.fill("32")
+        tokens.press("Enter")
+        page.click("#lab-run")
+        _wait_for_text(page, "#lab-result", "tokens/s", 240)
+        assert page.locator("#lab-output textarea").input_value().strip()
+        assert locale["lab.answer"] in page.locator("#lab-result").inner_text()
+        assert page.evaluate(ERROR_BADGES) == 0
+    finally:
+        context.close()
+
+
 @pytest.mark.parametrize("language", ["en", "pt", "fr"])
 @pytest.mark.parametrize("size, viewport", [("1366", LAPTOP), ("390", PHONE)])
 def test_the_tab_in_each_language_on_a_laptop_and_a_phone(browser, app_url, language, size, viewport):

@@ -131,6 +131,26 @@ def test_evaluate_an_uploaded_file_with_a_column_mapping(client, tmp_path):
     assert len(table["data"]) == 2
 
 
+def test_a_reasoning_task_beyond_arithmetic_runs_and_evaluates(client):
+    """Commonsense multiple choice with few-shot chain-of-thought, then date arithmetic evaluated (exact match)."""
+    from playground.prompting.data import load_bundled
+
+    question = load_bundled("commonsense").examples[0].input
+    output, result, _, _ = client.predict(
+        *form(task="commonsense", template_id="commonsense-qa", strategy="few_shot_cot", k=1, text=question,
+              max_new_tokens=40), api_name="/prompt_lab_run")
+    assert output.strip() and "Answer:" in result and "tokens/s" in result
+    status, _, summary, rows, *_ = client.predict(
+        *eval_args(("zero_shot", "few_shot"), task="dates", template_id="dates-qa", k=2, max_new_tokens=24,
+                   text=load_bundled("dates").examples[0].input, limit=2), api_name="/prompt_lab_evaluate")
+    assert "4 of 4" in status and "dates.jsonl" in status
+    assert summary["headers"][:3] == ["Strategy", "Examples", "Exact match (%)"]
+    headers = rows["headers"]
+    assert {row[headers.index("Expected")] for row in rows["data"]} <= {"2027-04-01", "2026-10-02"}
+    answers = {row[headers.index("Answer")] for row in rows["data"]}
+    assert all(a in ("", None, "(none)") or len(a) == 10 and a[4] == "-" for a in answers), answers  # ISO dates
+
+
 @pytest.mark.parametrize("content, mapping, expected", [
     ('{"sentence": "fine", "mood": "positive"}\n{"sentence": oops}\n', ("sentence", "mood"), "Line 2"),
     ('{"sentence": "fine", "mood": "positive"}\n', ("text", "mood"), "text"),

@@ -225,3 +225,28 @@ def test_the_prompt_lab_starts_greedy_with_a_fixed_seed(services):
     by_id = {block.elem_id: block for block in demo.blocks.values() if getattr(block, "elem_id", None)}
     assert by_id["lab-temperature"].value == 0.0 and by_id["lab-seed"].value == 0
     assert by_id["lab-strategy"].choices[0][1] == "zero_shot"
+
+
+@pytest.mark.parametrize("task, reply, metric", [
+    ("dates", "So it is March 3, 2027.", "Exact match (%)"),
+    ("last_letters", "**ER**", "Exact match (%)"),
+    ("coin_flips", "Yes.", "Accuracy (%)"),
+    ("commonsense", "C) a fridge", "Accuracy (%)"),
+])
+def test_a_reasoning_task_offers_chain_of_thought_and_evaluates(services, monkeypatch, task, reply, metric):
+    models = FakeModels(reply)
+    monkeypatch.setattr(services, "models_for", lambda owner="": models)
+    handlers = PromptLabHandlers(services, PromptLab(LIBRARY, max_chars=5_000, token_limit=2_048))
+    updates = handlers.on_task(task, "few_shot_cot", {})
+    assert [value for _, value in updates[0]["choices"]] == ["zero_shot", "few_shot", "zero_shot_cot",
+                                                             "few_shot_cot", "self_consistency"]
+    assert updates[0]["value"] == "few_shot_cot"
+    template_id = updates[1]["value"]
+    assert template_id in [t.id for t in LIBRARY.for_task(task, "few_shot_cot")]
+    assert updates[4] and updates[5]["maximum"] == 8  # the first example, and k up to the demonstration pool
+    status, _, summary, rows, *_ = handlers.evaluate(
+        REQUEST, *values(task=task, template_id=template_id, strategy="few_shot_cot", text=updates[4],
+                         max_new_tokens=60.0),
+        ["zero_shot", "few_shot_cot"], "bundled", None, "", "", "", 0, 2, progress=lambda *a, **k: None)
+    assert status.startswith("Done: 4 of 4 runs") and list(summary.columns)[2] == metric
+    assert set(rows["Answer"]) <= {"2027-03-03", "er", "yes", "C"} and len(rows) == 4
