@@ -1,8 +1,9 @@
 """The Prompt Lab's fixed vocabulary: tasks, strategies, demonstration selections and answer kinds.
 
 A task says which field of an example is the input and which the target, how
-an answer is pulled out of the model's text (a label, a number or free text)
-and how a set of answers is scored (accuracy, exact match or ROUGE). The
+an answer is pulled out of the model's text (a label, a number, free text, a
+date, one word or a multiple-choice letter) and how a set of answers is scored
+(accuracy, exact match or ROUGE). The
 bundled data of every task lives in ``examples/data/`` and its templates in
 ``examples/prompts/``.
 """

@@ -187,7 +187,7 @@ class PromptTemplate:
     task: str  # a key of tasks.TASKS
     name: str
     strategies: tuple[str, ...]  # the strategies this phrasing suits
-    answer: str  # answer-extraction kind: "label", "number" or "text"
+    answer: str  # answer-extraction kind, one of tasks.ANSWER_KINDS ("label", "number", "text", "date", ...)
     template: str  # Jinja text
     system: str = ""  # optional system message
     description: str = ""
