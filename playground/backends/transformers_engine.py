@@ -39,8 +39,8 @@ from playground.backends.base import (
     first_stop_index,
     check_sample_count,
 )
-from playground.errors import ContextOverflowError, EngineUnavailableError, InvalidParameterError, InvalidPromptError, \
-    PlaygroundError
+from playground.errors import EncoderInputOverflowError, EngineUnavailableError, InvalidParameterError, \
+    InvalidPromptError, PlaygroundError
 from playground.models.conversion import load_gguf_as_transformers
 from playground.models.sources import ResolvedWeights
 
@@ -344,7 +344,7 @@ class Seq2SeqTransformersEngine(TransformersEngine):
                 f"{self.context_window} tokens.")
         ids = list(prompt.ids) if isinstance(prompt, TokenizedPrompt) else self.tokenize(text)
         if len(ids) > self.context_window:
-            raise ContextOverflowError(len(ids), 0, self.context_window)
+            raise EncoderInputOverflowError(len(ids), self.context_window)
         return ids
 
     def _answer_start(self, prompt_tokens: int) -> int:

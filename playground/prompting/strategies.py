@@ -46,7 +46,8 @@ from typing import Any, Iterator, Mapping, Sequence
 from playground.backends.base import Engine, GenerationParams, GenerationResult, Message, SampleProgress, \
     TokenizedPrompt
 from playground.backends.slots import SlotHolder, line_for, no_slot, slot_for
-from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
+from playground.errors import ContextOverflowError, EncoderInputOverflowError, InvalidParameterError, \
+    TemplateError
 from playground.prompting.data import Example
 from playground.prompting.demos import Embedder, select_demos
 from playground.prompting.extraction import VoteResult, extract_answer, majority_vote
@@ -243,8 +244,9 @@ class BuiltPrompt:
         """Self; raises ContextOverflowError with the token counts when prompt + answer overflow (an
         encoder-decoder: when the encoder's input does)."""
         if not self.fits(max_new_tokens):
-            raise ContextOverflowError(self.token_count, 0 if self.encoder_decoder else max_new_tokens,
-                                       self.context_window)
+            if self.encoder_decoder:
+                raise EncoderInputOverflowError(self.token_count, self.context_window)
+            raise ContextOverflowError(self.token_count, max_new_tokens, self.context_window)
         return self
 
 

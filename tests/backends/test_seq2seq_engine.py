@@ -104,7 +104,7 @@ def test_the_encoder_input_alone_must_fit_the_window(t5):
     n = t5.count_tokens(long_prompt)
     assert 440 < n <= 512, n  # near the window: a decoder-only model could not add 100 new tokens
     assert t5.generate(long_prompt, GenerationParams(max_new_tokens=100, temperature=0)).completion_tokens >= 1
-    with pytest.raises(ContextOverflowError, match="context window is 512"):
+    with pytest.raises(ContextOverflowError, match="reads at most 512 tokens of input"):
         t5.generate(long_prompt + " the quick brown fox" * 40, GenerationParams(max_new_tokens=4))
     with pytest.raises(InvalidParameterError, match="writes at most 512 tokens"):
         t5.generate("Hello.", GenerationParams(max_new_tokens=600))
