@@ -38,7 +38,7 @@ def test_flan_t5_loads_as_a_text_to_text_engine(t5, flan_provider):
     assert t5.is_encoder_decoder and not t5.has_chat_template and t5.name == "transformers"
     assert t5.context_window == 512  # T5's relative positions; its checkpoints say 512 (n_positions)
     assert flan_provider.get(FLAN, "transformers") is t5 and flan_provider.choose(FLAN).engine == "transformers"
-    with pytest.raises(EngineUnavailableError, match="no GGUF source"):
+    with pytest.raises(EngineUnavailableError, match="encoder-decoder .*llama.cpp here runs decoders only"):
         flan_provider.get(FLAN, "llama.cpp")
 
 
