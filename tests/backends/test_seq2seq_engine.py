@@ -108,3 +108,22 @@ def test_the_encoder_input_alone_must_fit_the_window(t5):
         t5.generate(long_prompt + " the quick brown fox" * 40, GenerationParams(max_new_tokens=4))
     with pytest.raises(InvalidParameterError, match="writes at most 512 tokens"):
         t5.generate("Hello.", GenerationParams(max_new_tokens=600))
+
+
+@pytest.mark.gpu
+def test_the_tiny_t5_on_cuda(flan_provider, tmp_path):
+    import torch
+
+    from playground.backends.transformers_engine import device_for
+
+    weights = flan_provider.resolve(FLAN)
+    engine = TransformersEngine.load(FLAN, weights, tmp_path, device_for(True, torch.cuda.is_bf16_supported()))
+    try:
+        assert isinstance(engine, Seq2SeqTransformersEngine)
+        assert next(engine.model.parameters()).device.type == "cuda"
+        result = engine.generate(PROMPT, GenerationParams(max_new_tokens=6, temperature=0))
+        assert 1 <= result.completion_tokens <= 6
+        assert len(engine.sample_n(PROMPT, SAMPLED, 2)) == 2
+        assert sum(t.probability for t in engine.next_token_probabilities(PROMPT, k=5)) <= 1 + 1e-3
+    finally:
+        engine.close()
