@@ -34,12 +34,15 @@ def handlers_with(services, monkeypatch, flan_here: bool) -> PromptLabHandlers: 
 def test_choosing_a_setup_sets_every_prompt_control(services, monkeypatch):  # noqa: F811
     handlers = handlers_with(services, monkeypatch, flan_here=True)
     (task, strategy, template, template_text, system, k, selection, model, text, max_new_tokens, temperature, _top_p,
-     _top_k, seed, evaluate, line) = handlers.on_setup("flan-t5-dialogue-one-shot", "", REQUEST)
+     _top_k, seed, evaluate, line) = handlers.on_setup("flan-t5-dialogue-one-shot", "", {}, REQUEST)
     assert task == "summarization" and strategy["value"] == "few_shot" and template["value"] == "t2t-dialogue-going-on"
     assert "What was going on?" in template_text and system == "" and k["value"] == 1 and selection == "fixed"
     assert model["value"] == "flan-t5-small" and text == handlers.lab.first_example("summarization")
     assert (max_new_tokens, temperature, seed) == (80, 0.0, 0) and evaluate == ["zero_shot", "few_shot"]
     assert "one earlier conversation" in line
+    saved = {"t2t-dialogue-going-on": {"template": "Mine: {{ dialogue }}", "system": "Short."}}
+    edited = handlers.on_setup("flan-t5-dialogue-one-shot", "", saved, REQUEST)
+    assert edited[3:5] == ["Mine: {{ dialogue }}", "Short."]  # the session's saved edit of that template
     # The task's change event comes after, and keeps what the setup chose (template, k, input).
     after = handlers.on_task("summarization", "few_shot", {}, REQUEST, "flan-t5-dialogue-one-shot")
     assert after[0]["value"] == "few_shot" and after[1]["value"] == "t2t-dialogue-going-on"
@@ -52,12 +55,12 @@ def test_choosing_a_setup_sets_every_prompt_control(services, monkeypatch):  # n
 
 def test_a_setup_without_its_model_says_which_download_it_needs(services, monkeypatch):  # noqa: F811
     handlers = handlers_with(services, monkeypatch, flan_here=False)
-    updates = handlers.on_setup("flan-t5-dialogue-zero-shot", "", PT)
+    updates = handlers.on_setup("flan-t5-dialogue-zero-shot", "", {}, PT)
     model, line = updates[7], updates[-1]
     assert model == {"__type__": "update"}  # the model stays as it was
     assert line.startswith("⚠") and "python -m playground download flan-t5-base" in line and "máquina" in line
     assert updates[0] == "summarization" and updates[2]["value"] == "t2t-dialogue-summary"  # the rest applies
-    nothing = handlers.on_setup("", "", REQUEST)
+    nothing = handlers.on_setup("", "", {}, REQUEST)
     assert nothing[:-1] == [{"__type__": "update"}] * 15 and nothing[-1] == ""
 
 

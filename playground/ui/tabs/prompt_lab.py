@@ -405,7 +405,7 @@ class PromptLabHandlers:
         setup = next((s for s in self.lab.setups if s.id == setup_id), None) if setup_id else None
         return setup if setup is not None and setup.task == task_id else None
 
-    def on_setup(self, setup_id, token, request: gr.Request = None):
+    def on_setup(self, setup_id, token, saved=None, request: gr.Request = None):
         """A bundled setup chosen: every prompt control at once (task, strategy, template, k, model, input,
         settings, the strategies to evaluate), and a line saying what it shows, or which download it needs."""
         texts = Texts.for_request(request)
@@ -416,7 +416,7 @@ class PromptLabHandlers:
             applied = self.lab.apply_setup(setup_id, available)
             setup = applied.setup
             templates = template_choices(self.lab, setup.task, setup.strategy, texts)
-            template_text_value, system_value = self.lab.template_text(setup.template)
+            template_text_value, system_value = self.lab.template_text(setup.template, saved)  # an edit saved here
             pool_size = len(self.lab.demos(setup.task))
         line = texts(f"setup.{setup.id}.info") if f"setup.{setup.id}.info" in load_locales()[DEFAULT_LANGUAGE] \
             else setup.description
@@ -776,7 +776,7 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     # --- wiring ---------------------------------------------------------------
     limits = generation_event_options(settings)
     # A setup sets the task (whose change then keeps the setup's template, k and input: on_task reads the setup).
-    setup.input(handlers.on_setup, [setup, owner],
+    setup.input(handlers.on_setup, [setup, owner, saved_templates],
                 [task, strategy, template_id, template_text, system, k, selection, model, text, *param_outputs,
                  eval_strategies, setup_line], api_name="prompt_lab_setup", queue=False)
     task.change(handlers.on_task, [task, strategy, saved_templates, setup],
