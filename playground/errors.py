@@ -82,6 +82,21 @@ class ContextOverflowError(InvalidPromptError):
                    context_window=context_window, room=room)
 
 
+class EncoderInputOverflowError(ContextOverflowError):
+    """An encoder-decoder's input exceeds the context window (its answer has positions of its own)."""
+
+    def __init__(self, prompt_tokens: int, context_window: int):
+        self.prompt_tokens = prompt_tokens
+        self.max_new_tokens = 0
+        self.context_window = context_window
+        InvalidPromptError.__init__(
+            self,
+            f"The prompt is {prompt_tokens} tokens, but this encoder-decoder model reads at most {context_window} "
+            f"tokens of input. Shorten the prompt (fewer or shorter demonstrations) to at most {context_window} "
+            f"tokens.")
+        self.keyed("error.encoder_overflow", prompt_tokens=prompt_tokens, context_window=context_window)
+
+
 class InvalidParameterError(PlaygroundError):
     """A generation or training parameter out of its allowed range."""
 

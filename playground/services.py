@@ -152,12 +152,16 @@ class OwnedModels:
         return finetuned_models(self._services.runs, self.owner)
 
     def choices(self) -> list[tuple[str, str]]:
-        """(label, model id) for the model pickers."""
+        """(label, model id) for the model pickers: the catalog's decoders, its encoder-decoders (FLAN-T5) whose
+        weights are on this machine (PLAYGROUND_MODELS_DIR, the Hub cache: they are never fetched for a prompt),
+        then the owner's finished runs, decoders and encoder-decoders alike."""
         services = self._services
         resolver = services.engines.resolver
         catalog = [(s.picker_label(resolver.is_available_offline(s)), s.id)
                    for s in services.catalog.by_family("decoder")]
-        return catalog + [(model.label, model.model_id) for model in self.runs]
+        text_to_text = [(s.picker_label(True), s.id) for s in services.catalog.by_family("encoder-decoder")
+                        if s.is_generative and resolver.is_available_offline(s, "transformers")]
+        return catalog + text_to_text + [(model.label, model.model_id) for model in self.runs]
 
     def gguf_choices(self) -> list[tuple[str, str]]:
         """(label, model id) for the Quantized CPU tab: the catalog's GGUF models, then the owner's runs that
@@ -192,7 +196,12 @@ class OwnedModels:
         services = self._services
         threads = services.settings.threads or None
         if not is_finetuned_id(model_id):
-            return dict(engine=engine, spec=services.catalog.get(model_id), threads=threads)
+            spec = services.catalog.get(model_id)
+            if spec.family == "encoder-decoder" and engine == LLAMA_CPP:
+                return dict(engine=TRANSFORMERS, spec=spec, threads=threads,
+                            note=f"llama.cpp cannot run {spec.name}: it is an encoder-decoder (text-to-text) "
+                                 f"model, and llama.cpp here runs decoders only.")
+            return dict(engine=engine, spec=spec, threads=threads)
         tuned = finetuned_model(services.runs, model_id, self.owner)
         base_spec = services.catalog.get(tuned.base_model) if tuned.base_model in services.catalog.ids else None
         refusal = services.llama_cpp_refusal(tuned)
@@ -285,6 +294,8 @@ class Services:
         """Why the run cannot answer on llama.cpp ("" when it can): a full fine-tune, a base without a GGUF in
         the catalog, or an adapter with parts a llama.cpp adapter cannot carry (DoRA, trained biases, ...)."""
         spec = self.catalog.get(model.base_model) if model.base_model in self.catalog.ids else None
+        if model.is_encoder_decoder:
+            return "it is an encoder-decoder (text-to-text) model, and llama.cpp here runs decoders only"
         if not model.is_adapter:
             return ("a full fine-tune changes every weight, so it answers through transformers; its merged "
                     "download runs anywhere")
@@ -311,7 +322,8 @@ class Services:
                                          f"transformers.") from None
 
     def models_for(self, owner: str = "") -> "OwnedModels":
-        """One person's view of the models: the catalog's decoders and their own finished runs."""
+        """One person's view of the models: the catalog's decoders, its encoder-decoders whose weights are here,
+        and their own finished runs."""
         return OwnedModels(self, owner)
 
     def load_summary(self) -> LoadSummary:

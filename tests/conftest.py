@@ -20,6 +20,7 @@ from tests.helpers import (
     SMOLLM2,
     TINY_MODELS,
     build_tiny_causal_lm,
+    build_tiny_t5,
     decoder_spec,
     fake_hardware,
     offline_settings,
@@ -110,6 +111,22 @@ def tiny_models_dir(tmp_path_factory, tiny_tokenizer) -> Path:
     root = tmp_path_factory.mktemp("tiny-models")
     for arch, repo, context in TINY_MODELS.values():
         build_tiny_causal_lm(root / repo.split("/")[-1], arch, tiny_tokenizer, context)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory) -> Path:
+    """A tiny random T5ForConditionalGeneration with its T5 tokenizer (helpers.build_tiny_t5), built once per
+    session: the encoder-decoder of the engine, Prompt Lab and fine-tuning tests."""
+    return build_tiny_t5(tmp_path_factory.mktemp("tiny-t5") / "tiny-t5")
+
+
+@pytest.fixture(scope="session")
+def flan_models_dir(tmp_path_factory, tiny_t5) -> Path:
+    """A PLAYGROUND_MODELS_DIR where the catalog's FLAN-T5 small is "present": the tiny T5 under the folder name the
+    catalog looks for (flan-t5-small), as a download made ahead of time would be."""
+    root = tmp_path_factory.mktemp("flan-models")
+    (root / "flan-t5-small").symlink_to(tiny_t5, target_is_directory=True)
     return root
 
 

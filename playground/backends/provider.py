@@ -114,9 +114,10 @@ class EngineProvider:
         """A loaded engine for ``model_id``; ``engine`` is auto, llama.cpp, transformers or openai."""
         spec = self.spec(model_id)
         choice = self.choose(model_id, engine)
-        if spec.family != "decoder":
+        if not spec.is_generative:
             raise EngineUnavailableError(
-                f"{spec.name} is an {spec.family} model; text generation here runs decoder models."
+                f"{spec.name} is an {spec.family} model; text generation here runs decoder and encoder-decoder "
+                f"models."
             )
         key = ("engine", choice.engine, model_id)
         return self.cache.get_or_load(key, lambda: self._load(spec, choice, progress))
@@ -129,13 +130,14 @@ class EngineProvider:
         def build():
             import torch
 
-            from playground.backends.transformers_engine import TransformersEngine, device_for
+            from playground.backends.transformers_engine import device_for, engine_for
 
             torch.set_num_threads(self.hardware.cpu_threads)
             device = device_for(self.hardware.cuda, self.hardware.bf16)
             model, tokenizer = load(device)
-            engine = TransformersEngine(model_id, model.to(device=device.device, dtype=device.dtype).eval(),
-                                        tokenizer, device, token_limit=self.settings.request_token_limit)
+            # A decoder, or an encoder-decoder (a fine-tuned FLAN-T5): engine_for reads the model's config.
+            engine = engine_for(model_id, model.to(device=device.device, dtype=device.dtype).eval(),
+                                tokenizer, device, token_limit=self.settings.request_token_limit)
             return engine, engine.memory_bytes()
 
         return self.cache.get_or_load(("engine", TRANSFORMERS, model_id), build)

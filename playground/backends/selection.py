@@ -45,6 +45,10 @@ def choose_engine(spec: ModelSpec, hardware: Hardware, requested: str = "auto",
                 f"{', '.join(served)}): add {spec.id}=<served name> there, or choose another engine.")
         return EngineChoice(OPENAI, "requested")
     if requested == LLAMA_CPP:
+        if spec.family == "encoder-decoder":
+            raise EngineUnavailableError(
+                f"{spec.name} is an encoder-decoder (text-to-text) model; llama.cpp here runs decoders only, so "
+                f"use the transformers engine (or auto).")
         if not spec.has_gguf:
             raise EngineUnavailableError(
                 f"{spec.name} has no GGUF source, so llama.cpp cannot run it; use the transformers engine."

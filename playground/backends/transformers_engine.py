@@ -5,6 +5,17 @@ transformers through :mod:`playground.models.conversion` (the first load writes
 a safetensors copy into the data dir; later loads read that copy).
 ``sample_n`` draws several completions in one ``generate`` call
 (``num_return_sequences``), so the prompt goes through the model once.
+
+Encoder-decoder models (T5, FLAN-T5, a fine-tuned run of one) load as
+:class:`Seq2SeqTransformersEngine` (``AutoModelForSeq2SeqLM``): text to text,
+with no chat template. The prompt is the encoder's input; the decoder writes
+the answer from its start token, so the answer's tokens do not share the
+prompt's context window (the encoder input must fit the window on its own),
+the streamer and the samples read the decoder's tokens, and the next-token
+probabilities are those of the decoder's first step. A system message is
+folded into the input (its text, a blank line, then the user's text); a
+conversation with earlier answers (a chat-only feature) is refused with a
+clear error. :func:`engine_for` picks the class from the model's config.
 """
 
 from __future__ import annotations
@@ -23,11 +34,13 @@ from playground.backends.base import (
     Prompt,
     Message,
     SampleProgress,
+    TokenizedPrompt,
     TokenProbability,
     first_stop_index,
     check_sample_count,
 )
-from playground.errors import PlaygroundError
+from playground.errors import EncoderInputOverflowError, EngineUnavailableError, InvalidParameterError, \
+    InvalidPromptError, PlaygroundError
 from playground.models.conversion import load_gguf_as_transformers
 from playground.models.sources import ResolvedWeights
 
@@ -70,6 +83,7 @@ class _TokenQueue:
 
 class TransformersEngine(EngineBase):
     name = "transformers"
+    is_encoder_decoder = False  # the prompt and the answer share one context window (a decoder-only model)
 
     def __init__(self, model_id: str, model, tokenizer, device: DeviceChoice, token_limit: int | None = None,
                  context_window: int | None = None):
@@ -84,13 +98,15 @@ class TransformersEngine(EngineBase):
     @classmethod
     def load(cls, model_id: str, weights: ResolvedWeights, data_dir: Path, device: DeviceChoice,
              token_limit: int | None = None, progress=None) -> "TransformersEngine":
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
         if weights.format == "gguf":
             model, tokenizer, _ = load_gguf_as_transformers(weights, data_dir, progress)
         else:
             try:
-                model = AutoModelForCausalLM.from_pretrained(weights.path, dtype="float32", use_safetensors=True)
+                seq2seq = bool(getattr(AutoConfig.from_pretrained(weights.path), "is_encoder_decoder", False))
+                auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+                model = auto.from_pretrained(weights.path, dtype="float32", use_safetensors=True)
                 tokenizer = AutoTokenizer.from_pretrained(weights.path)
             except Exception as exc:
                 raise PlaygroundError(
@@ -98,7 +114,7 @@ class TransformersEngine(EngineBase):
                     f"{type(exc).__name__}: {str(exc)[:200]}"
                 ) from None
         model = model.to(device=device.device, dtype=device.dtype).eval()
-        return cls(model_id, model, tokenizer, device, token_limit)
+        return engine_for(model_id, model, tokenizer, device, token_limit)
 
     @property
     def context_window(self) -> int:
@@ -139,7 +155,7 @@ class TransformersEngine(EngineBase):
                 return torch.full((input_ids.shape[0],), stop_flag.is_set(), dtype=torch.bool,
                                   device=input_ids.device)
 
-        streamer = _TokenQueue()
+        streamer = _TokenQueue()  # skips what generate() pushes first: the prompt (a decoder's start token)
         input_ids = torch.tensor([prompt_ids], device=self.device.device)
         sampling = params.temperature > 0
         kwargs = dict(
@@ -208,7 +224,7 @@ class TransformersEngine(EngineBase):
         started = time.perf_counter()
         ids = self.check_prompt(prompt, params)
         first_step: list[float] = []
-
+        start = self._answer_start(len(ids))  # where the new tokens begin in generate()'s sequences
         eos_ids = sorted(set(_as_list(getattr(self.model.generation_config, "eos_token_id", None))))
 
         class _Watch(StoppingCriteria):  # called after every step: notes the first, reports, and honours cancel
@@ -216,7 +232,7 @@ class TransformersEngine(EngineBase):
                 if not first_step:
                     first_step.append(time.perf_counter())
                 if progress is not None:
-                    new = input_ids[:, len(ids):]
+                    new = input_ids[:, start:]
                     ended = torch.isin(new, torch.tensor(eos_ids, device=new.device))
                     done_rows = ended.any(dim=1)  # a row's tokens: those before its first end-of-sequence token
                     lengths = torch.where(done_rows, ended.int().argmax(dim=1), new.shape[1])
@@ -240,7 +256,7 @@ class TransformersEngine(EngineBase):
         cancelled = cancel is not None and cancel.is_set()
         eos = set(eos_ids)
         results = []
-        for row in output[:, len(ids):].tolist():
+        for row in output[:, start:].tolist():
             tokens: list[int] = []
             finish = "length"
             for token_id in row:
@@ -272,8 +288,93 @@ class TransformersEngine(EngineBase):
         return [TokenProbability(int(i), self.tokenizer.decode([int(i)]), float(p))
                 for p, i in zip(top.values.tolist(), top.indices.tolist())]
 
+    def _answer_start(self, prompt_tokens: int) -> int:
+        """Where the new tokens begin in the sequences ``generate`` returns: after the prompt."""
+        return prompt_tokens
+
     def close(self) -> None:
         self.model = None
+
+
+class Seq2SeqTransformersEngine(TransformersEngine):
+    """An encoder-decoder model (T5, FLAN-T5): the prompt is the encoder's input, the decoder writes the answer.
+
+    Text to text: there is no chat template. ``format_chat`` folds a system message into the input (its text,
+    a blank line, the user's text) and refuses a conversation with earlier answers. The encoder input must fit
+    the context window by itself (the answer is the decoder's, which starts afresh), and ``max_new_tokens``
+    may be at most the window too.
+    """
+
+    is_encoder_decoder = True
+
+    def __init__(self, model_id: str, model, tokenizer, device: DeviceChoice, token_limit: int | None = None,
+                 context_window: int | None = None):
+        config = model.config
+        # T5 has relative positions; its checkpoints name the length they were trained on (512 for FLAN-T5).
+        window = context_window or int(getattr(config, "n_positions", 0) or getattr(
+            config, "max_position_embeddings", 0) or 512)
+        super().__init__(model_id, model, tokenizer, device, token_limit, context_window=window)
+
+    @property
+    def has_chat_template(self) -> bool:
+        return False
+
+    def format_chat(self, messages: Sequence[Message]) -> str:
+        """The encoder's input: the system text (if any), a blank line, then the user's text."""
+        if any(m.get("role") == "assistant" for m in messages):
+            raise EngineUnavailableError(
+                f"{self.model_id} is an encoder-decoder (text-to-text) model: it has no chat template, so it "
+                f"cannot continue a conversation with earlier answers. Send one input (the Prompt Lab), or choose "
+                f"a decoder model to chat.")
+        parts = [str(m.get("content") or "").strip() for m in messages if m.get("role") in ("system", "user")]
+        return "\n\n".join(part for part in parts if part)
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def check_prompt(self, prompt: Prompt, params: GenerationParams) -> list[int]:
+        """The encoder's ids, checked: the input fits the window on its own; the answer's length is capped by it."""
+        text = prompt.text if isinstance(prompt, TokenizedPrompt) else prompt
+        if not text or not text.strip():
+            raise InvalidPromptError("The prompt is empty: type some text first.").keyed("error.empty_prompt")
+        params.validated(self.token_limit)
+        if params.max_new_tokens > self.context_window:
+            raise InvalidParameterError(
+                f"max_new_tokens={params.max_new_tokens} is out of range: {self.model_id}'s decoder writes at most "
+                f"{self.context_window} tokens.")
+        ids = list(prompt.ids) if isinstance(prompt, TokenizedPrompt) else self.tokenize(text)
+        if len(ids) > self.context_window:
+            raise EncoderInputOverflowError(len(ids), self.context_window)
+        return ids
+
+    def _answer_start(self, prompt_tokens: int) -> int:
+        return 1  # the decoder's sequences begin with its start token
+
+    def next_token_probabilities(self, prompt: str, k: int = 10) -> list[TokenProbability]:
+        """The decoder's first step: the most likely first tokens of the answer to ``prompt``."""
+        import torch
+
+        ids = self.check_prompt(prompt, GenerationParams(max_new_tokens=1))
+        start = self.model.generation_config.decoder_start_token_id
+        if start is None:
+            start = self.model.config.decoder_start_token_id
+        with self.lock, torch.inference_mode():
+            logits = self.model(input_ids=torch.tensor([ids], device=self.device.device),
+                                decoder_input_ids=torch.tensor([[int(start)]], device=self.device.device)
+                                ).logits[0, -1].float()
+        probs = torch.softmax(logits, dim=-1)
+        top = torch.topk(probs, min(int(k), probs.numel()))
+        return [TokenProbability(int(i), self.tokenizer.decode([int(i)]), float(p))
+                for p, i in zip(top.values.tolist(), top.indices.tolist())]
+
+
+def engine_for(model_id: str, model, tokenizer, device: DeviceChoice, token_limit: int | None = None
+               ) -> TransformersEngine:
+    """The engine for a loaded model: :class:`Seq2SeqTransformersEngine` for an encoder-decoder, else the
+    decoder-only :class:`TransformersEngine`."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        return Seq2SeqTransformersEngine(model_id, model, tokenizer, device, token_limit)
+    return TransformersEngine(model_id, model, tokenizer, device, token_limit)
 
 
 def _as_list(value) -> list[int]:

@@ -11,7 +11,10 @@ weights: the adapter was trained against the 4-bit weights, and merging
 into unquantised ones is what peft's merge does (the same as "merge and
 download"). A full fine-tune's folder loads as it is.
 
-Classifier runs (a label head) and encoder-decoder runs have no place in a
+An encoder-decoder run (LoRA or a full fine-tune of FLAN-T5) answers too, text
+to text: it loads as a sequence-to-sequence model and generates through the
+transformers engine's encoder-decoder path (no chat template; llama.cpp runs
+decoders only). Classifier runs (a label head) have no place in a
 text-generation engine here; they are listed with the reason instead.
 """
 
@@ -26,7 +29,9 @@ from playground.finetune.data import template_for
 from playground.finetune.methods import LORA, TABLE, get_method, load_trained
 from playground.finetune.result import ResultInfo, RunResult
 from playground.finetune.runs import SUCCEEDED, RunNotFoundError, RunRecord, RunStore
-from playground.finetune.weights import DECODER
+from playground.finetune.weights import DECODER, ENCODER_DECODER
+
+GENERATING_FAMILIES = (DECODER, ENCODER_DECODER)  # the families whose runs write text
 
 FINETUNED_PREFIX = "run:"
 
@@ -51,6 +56,7 @@ class FinetunedModel:
     data: str
     template: str
     task: str  # the training template's task (summarization, classification, any): what to ask it
+    family: str = DECODER  # decoder or encoder-decoder (text to text)
 
     @property
     def model_id(self) -> str:
@@ -59,6 +65,10 @@ class FinetunedModel:
     @property
     def is_adapter(self) -> bool:
         return get_method(self.method).adapter
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self.family == ENCODER_DECODER
 
     @property
     def label(self) -> str:
@@ -84,11 +94,11 @@ def usable_result(record: RunRecord) -> FinetunedModel:
     if method is not None and method.label_head:
         raise EngineUnavailableError(f"Run {record.id} trained a classifier head: it predicts labels and does not "
                                      f"generate text. Its accuracy is in the Fine-tune tab.")
-    if info.family != DECODER:
+    if info.family not in GENERATING_FAMILIES:
         raise EngineUnavailableError(f"Run {record.id} trained an {info.family or None} model; the Prompt Lab "
-                                     f"generates with decoder models only.")
+                                     f"generates with decoder and encoder-decoder models only.")
     return FinetunedModel(record.id, info.base_model, info.base_name, info.method, result.weights_dir, info.data,
-                          info.template, _task_of(info))
+                          info.template, _task_of(info), info.family)
 
 
 def _task_of(info: ResultInfo) -> str:
@@ -126,8 +136,9 @@ def finetuned_model(runs: RunStore, model_id: str, owner: str) -> FinetunedModel
 
 def load_for_generation(model: FinetunedModel, data_dir: Path, resolver, catalog=None, device: str = "cpu",
                         dtype_name: str = "float32"):
-    """(model, tokenizer) ready to generate: the base with the adapter merged in, or the full fine-tune."""
+    """(model, tokenizer) ready to generate: the base with the adapter merged in, or the full fine-tune (a causal
+    LM, or a sequence-to-sequence model for an encoder-decoder run)."""
     loaded, tokenizer = load_trained(model.result_dir, base_model=model.base_model, method=model.method,
-                                     family=DECODER, data_dir=data_dir, resolver=resolver, catalog=catalog,
+                                     family=model.family, data_dir=data_dir, resolver=resolver, catalog=catalog,
                                      dtype_name=dtype_name, name=f"run {model.run_id}")
     return loaded.to(device).eval(), tokenizer

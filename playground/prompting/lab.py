@@ -30,6 +30,7 @@ from playground.prompting.data import ColumnMapping, LabelledSet, file_columns, 
     load_bundled
 from playground.prompting.demos import Embedder
 from playground.prompting.evaluation import EvaluationReport, Progress, evaluate
+from playground.prompting.setups import AppliedSetup, LabSetup, choose_model, get_setup, load_setups
 from playground.prompting.snippet import code_snippet
 from playground.prompting.strategies import BuiltPrompt, PromptSetup, SamplingProgress, StrategyConfig, StrategyRun, \
     build_prompt, check_input, check_sampling, effective_params, stream_prompt, suggested_params
@@ -108,8 +109,11 @@ class PromptLab:
 
     def __init__(self, library: TemplateLibrary, *, embedder: Embedder | None = None, slot: SlotHolder = no_slot,
                  max_chars: int = 20_000, token_limit: int | None = None,
-                 bundled: Mapping[str, LabelledSet] | None = None) -> None:
+                 bundled: Mapping[str, LabelledSet] | None = None, setups: Sequence[LabSetup] | None = None
+                 ) -> None:
         self.library = library
+        # The bundled setups (examples/setups/prompt_lab.yaml): one choice fills every prompt control.
+        self.setups = tuple(setups) if setups is not None else load_setups(library)
         self.embedder = embedder
         self.slot = slot
         self.max_chars = max_chars
@@ -155,6 +159,14 @@ class PromptLab:
 
     def first_example(self, task: str) -> str:
         return self.bundled[get_task(task).id].examples[0].input
+
+    def apply_setup(self, setup_id: str, available: Sequence[str]) -> AppliedSetup:
+        """What choosing a bundled setup sets: its controls, the first of its models among ``available`` (the
+        pickers' model ids; None when none is here), its input (a bundled example) and the settings that suit it."""
+        setup = get_setup(self.setups, setup_id)
+        examples = self.bundled[get_task(setup.task).id].examples
+        text = examples[min(setup.example, len(examples) - 1)].input if examples else ""
+        return AppliedSetup(setup, choose_model(setup, available), text, self.suggested(setup.task, setup.strategy))
 
     @staticmethod
     def upload_columns(path: Path) -> list[str]:

@@ -135,39 +135,53 @@ def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: in
                        model_ref: str | None, adapter: str | None, note: str = "") -> str:
     repo = model_ref or (spec.hub_repo if spec is not None else "") or "path/to/model-folder"
     notes = ["# " + " ".join(note.split()), ""] if note else []
+    seq2seq = built.encoder_decoder
+    auto = "AutoModelForSeq2SeqLM" if seq2seq else "AutoModelForCausalLM"
     if adapter:
         lines = ['"""Reproduce the Prompt Lab run of your fine-tuned adapter with transformers and peft',
                  '(pip install transformers peft torch)."""', "", *notes,
                  "import torch",
                  "from peft import PeftModel",
-                 "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                 f"from transformers import {auto}, AutoTokenizer",
                  "",
                  f"MODEL = {repo!r}  # the base model the run trained",
                  f"ADAPTER = {adapter!r}  # the unzipped folder of the Fine-tune tab's \"Download adapter\"",
                  "tokenizer = AutoTokenizer.from_pretrained(ADAPTER)  # saved by the run, chat template included",
-                 "model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32)",
+                 f"model = {auto}.from_pretrained(MODEL, dtype=torch.float32)",
                  "# Merging folds the low-rank update into the weights: generation then costs what the base costs.",
                  "model = PeftModel.from_pretrained(model, ADAPTER).merge_and_unload().eval()",
                  ""]
     else:
         lines = ['"""Reproduce the Prompt Lab run with transformers (pip install transformers torch)."""', "", *notes,
                  "import torch",
-                 "from transformers import AutoModelForCausalLM, AutoTokenizer",
+                 f"from transformers import {auto}, AutoTokenizer",
                  "",
                  f"MODEL = {repo!r}",
                  "tokenizer = AutoTokenizer.from_pretrained(MODEL)",
-                 "model = AutoModelForCausalLM.from_pretrained(MODEL, dtype=torch.float32).eval()",
+                 f"model = {auto}.from_pretrained(MODEL, dtype=torch.float32).eval()",
                  ""]
-    lines += ["# The chat messages the template produced; with the model's chat template they become PROMPT:",
-              _messages_literal(built),
-              f"ANSWER_PREFIX = {python_string(built.answer_prefix)}  # text the answer starts with, if any",
-              "# tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) + ANSWER_PREFIX",
-              "# gives the prompt below (exactly, when the model is the one the app used):",
-              f"PROMPT = {python_string(built.text)}",
-              "",
-              f"inputs = tokenizer(PROMPT, return_tensors=\"pt\", add_special_tokens={not built.chat_template_applied})",
-              f"print(inputs.input_ids.shape[1], \"prompt tokens\")  # the Prompt Lab counted {built.token_count}",
-              ""]
+    if seq2seq:
+        lines += ["# An encoder-decoder reads text to text: no chat template. PROMPT is the encoder's input (a system",
+                  "# message, if any, comes first, then a blank line); the decoder writes the answer.",
+                  f"PROMPT = {python_string(built.text)}",
+                  "",
+                  "inputs = tokenizer(PROMPT, return_tensors=\"pt\")  # adds the end-of-input token </s>",
+                  f"print(inputs.input_ids.shape[1], \"encoder input tokens\")  # the Prompt Lab counted "
+                  f"{built.token_count}",
+                  ""]
+    else:
+        lines += ["# The chat messages the template produced; with the model's chat template they become PROMPT:",
+                  _messages_literal(built),
+                  f"ANSWER_PREFIX = {python_string(built.answer_prefix)}  # text the answer starts with, if any",
+                  "# tokenizer.apply_chat_template(MESSAGES, tokenize=False, add_generation_prompt=True) + "
+                  "ANSWER_PREFIX",
+                  "# gives the prompt below (exactly, when the model is the one the app used):",
+                  f"PROMPT = {python_string(built.text)}",
+                  "",
+                  f"inputs = tokenizer(PROMPT, return_tensors=\"pt\", "
+                  f"add_special_tokens={not built.chat_template_applied})",
+                  f"print(inputs.input_ids.shape[1], \"prompt tokens\")  # the Prompt Lab counted {built.token_count}",
+                  ""]
     sampling = params.temperature > 0
     settings = [f"max_new_tokens={params.max_new_tokens}", f"repetition_penalty={params.repetition_penalty}"]
     if sampling:
@@ -190,6 +204,8 @@ def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: in
               f"        {setting.split('  #')[0]},  #{setting.split('  #')[1]}" for setting in settings]
     lines += ["    )",
               "for i, sequence in enumerate(output):",
+              # An encoder-decoder's output is the decoder's sequence alone; a decoder's repeats the prompt first.
+              "    text = tokenizer.decode(sequence, skip_special_tokens=True)" if seq2seq else
               "    text = tokenizer.decode(sequence[inputs.input_ids.shape[1]:], skip_special_tokens=True)",
               "    print(f\"--- output {i + 1}\\n{text}\")"]
     return "\n".join(lines) + "\n"

@@ -9,9 +9,13 @@ Prompt Lab):
 3. wrap the rendered text in chat messages (an optional system message, then one
    user message) and apply the engine's chat template (``engine.format_chat``);
    with the trigger placed at the start of the answer, it follows the template's
-   generation prompt, so the model continues from it;
+   generation prompt, so the model continues from it. An encoder-decoder
+   (FLAN-T5) has no chat template: the text is its encoder's input, with the
+   system message folded in before the user's text (a blank line between), and
+   a trigger placed "at the start of the answer" ends that input on its own line;
 4. count the tokens against the engine's context window (a prompt that does not
-   fit raises ``ContextOverflowError`` with the numbers);
+   fit raises ``ContextOverflowError`` with the numbers; an encoder-decoder's
+   input must fit on its own, since the decoder writes the answer afresh);
 5. generate, once, or N times for self-consistency (``engine.sample_n``: the
    prompt is processed once and the samples are decoded together);
 6. extract the answer of each output and, for self-consistency, take the
@@ -42,7 +46,8 @@ from typing import Any, Iterator, Mapping, Sequence
 from playground.backends.base import Engine, GenerationParams, GenerationResult, Message, SampleProgress, \
     TokenizedPrompt
 from playground.backends.slots import SlotHolder, line_for, no_slot, slot_for
-from playground.errors import ContextOverflowError, InvalidParameterError, TemplateError
+from playground.errors import ContextOverflowError, EncoderInputOverflowError, InvalidParameterError, \
+    TemplateError
 from playground.prompting.data import Example
 from playground.prompting.demos import Embedder, select_demos
 from playground.prompting.extraction import VoteResult, extract_answer, majority_vote
@@ -221,6 +226,9 @@ class BuiltPrompt:
     chat_template_applied: bool
     demos: tuple[Example, ...]  # the demonstrations, in prompt order
     ids: tuple[int, ...] = ()  # the prompt tokenised by its engine (empty when built for display only)
+    # An encoder-decoder's prompt is its encoder's input: it must fit the window on its own, and the answer
+    # (the decoder's) does not share it.
+    encoder_decoder: bool = False
 
     @property
     def tokens(self) -> TokenizedPrompt | str:
@@ -228,11 +236,16 @@ class BuiltPrompt:
         return TokenizedPrompt(self.text, self.ids) if self.ids else self.text
 
     def fits(self, max_new_tokens: int) -> bool:
+        if self.encoder_decoder:
+            return self.token_count <= self.context_window
         return self.token_count + max_new_tokens <= self.context_window
 
     def check_fits(self, max_new_tokens: int) -> "BuiltPrompt":
-        """Self; raises ContextOverflowError with the token counts when prompt + answer overflow."""
+        """Self; raises ContextOverflowError with the token counts when prompt + answer overflow (an
+        encoder-decoder: when the encoder's input does)."""
         if not self.fits(max_new_tokens):
+            if self.encoder_decoder:
+                raise EncoderInputOverflowError(self.token_count, self.context_window)
             raise ContextOverflowError(self.token_count, max_new_tokens, self.context_window)
         return self
 
@@ -354,7 +367,8 @@ def build_prompt(engine: Engine, setup: PromptSetup, input_text: str, pool: Sequ
     ids = tuple(engine.tokenize(text))  # once: the engine gets these ids with the text
     built = BuiltPrompt(rendered=rendered, messages=tuple(messages), text=text, answer_prefix=prefix,
                         token_count=len(ids), context_window=engine.context_window,
-                        chat_template_applied=engine.has_chat_template, demos=chosen, ids=ids)
+                        chat_template_applied=engine.has_chat_template, demos=chosen, ids=ids,
+                        encoder_decoder=bool(getattr(engine, "is_encoder_decoder", False)))
     if params is not None:
         built.check_fits(params.max_new_tokens)
     return built

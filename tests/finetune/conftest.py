@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import build_tiny_bert, build_tiny_causal_lm, build_tiny_t5
+from tests.helpers import build_tiny_bert, build_tiny_causal_lm
 
 # Short everyday dialogues, so the tiny byte-level tokenizer keeps them under a small max_length.
 DIALOGUES = [
@@ -59,11 +59,11 @@ def dialogue_rows(train_repeats: int = 1, test: int = 2):
 
 
 @pytest.fixture(scope="session")
-def ft_models(tmp_path_factory, tiny_tokenizer) -> dict[str, Path]:
+def ft_models(tmp_path_factory, tiny_tokenizer, tiny_t5) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("finetune-models")
     return {
         "llama": build_tiny_causal_lm(root / "tiny-llama", "llama", tiny_tokenizer, 512),
-        "t5": build_tiny_t5(root / "tiny-t5"),
+        "t5": tiny_t5,  # the session's tiny T5 (tests/conftest.py)
         "bert": build_tiny_bert(root / "tiny-bert", context=128),
     }
 

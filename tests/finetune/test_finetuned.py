@@ -54,15 +54,16 @@ def test_model_ids_name_runs():
     assert is_finetuned_id("run:x") and not is_finetuned_id("smollm2-135m-instruct") and not is_finetuned_id(None)
 
 
-def test_only_the_owners_finished_decoder_runs_are_listed(services, finished_run):
+def test_only_the_owners_finished_generating_runs_are_listed(services, finished_run):
     classifier = _fake_result(services, "alice", SUCCEEDED, {"method": "classifier", "family": "encoder"})
     seq2seq = _fake_result(services, "alice", SUCCEEDED, {"method": "lora", "family": "encoder-decoder"})
     failed = _fake_result(services, "alice", FAILED, {"method": "lora", "family": "decoder"})
     bundled = _fake_result(services, "alice", SUCCEEDED, {"method": "qlora", "family": "decoder", "data": "dialogues",
                                                           "template": "auto", "base_name": "SmolLM2-135M"})
     listed = finetuned_models(services.runs, "alice")
-    assert [m.run_id for m in listed] == [bundled, finished_run]  # newest first
-    model = listed[1]
+    assert [m.run_id for m in listed] == [bundled, seq2seq, finished_run]  # newest first
+    assert listed[1].is_encoder_decoder and not listed[2].is_encoder_decoder  # text to text (FLAN-T5 runs)
+    model = listed[2]
     assert model.method == "lora" and model.is_adapter and model.task == "any"  # a file's rows: the plain template
     assert model.base_name == "tiny-llama" and finished_run in model.label and "LORA" in model.label
     assert listed[0].task == "summarization"  # the bundled dialogues' own template
@@ -70,8 +71,9 @@ def test_only_the_owners_finished_decoder_runs_are_listed(services, finished_run
 
     with pytest.raises(EngineUnavailableError, match="classifier head"):
         finetuned_model(services.runs, finetuned_id(classifier), "alice")
-    with pytest.raises(EngineUnavailableError, match="decoder models only"):
-        finetuned_model(services.runs, finetuned_id(seq2seq), "alice")
+    encoder = _fake_result(services, "alice", SUCCEEDED, {"method": "lora", "family": "encoder"})
+    with pytest.raises(EngineUnavailableError, match="decoder and encoder-decoder models only"):
+        finetuned_model(services.runs, finetuned_id(encoder), "alice")
     with pytest.raises(EngineUnavailableError, match="is failed; only a finished"):
         finetuned_model(services.runs, finetuned_id(failed), "alice")
 

@@ -135,3 +135,22 @@ def record_issued_tokens(services, monkeypatch) -> list[str]:
     original = issuer.issue
     monkeypatch.setattr(issuer, "issue", lambda: issued.append(original()) or issued[-1])
     return issued
+
+
+@pytest.fixture(scope="session")
+def flan_app(tmp_path_factory, flan_models_dir):
+    """(services, URL) of an app whose models dir holds FLAN-T5 small (the session's tiny T5, where the catalog
+    looks for it), with the real catalog otherwise: its Prompt Lab lists FLAN-T5 and runs the classic lab's
+    setups on it."""
+    from playground.services import Services
+    from tests.helpers import offline_settings
+
+    settings = offline_settings(tmp_path_factory.mktemp("flan-app-data"), flan_models_dir,
+                                PLAYGROUND_HOST="127.0.0.1", PLAYGROUND_PORT=str(_free_port()))
+    services = Services.create(settings)
+    services.engines.resolver.hub_cache_dir = tmp_path_factory.mktemp("flan-app-hub")  # nothing from the Hub cache
+    try:
+        with launched(services) as url:
+            yield services, url
+    finally:
+        services.close()

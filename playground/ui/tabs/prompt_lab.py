@@ -40,6 +40,7 @@ from playground.prompting.strategies import TRIGGER_POSITIONS, BuiltPrompt, Samp
 from playground.prompting.tasks import (
     FEW_SHOT,
     FEW_SHOT_COT,
+    FIXED,
     RANDOM,
     SELECTIONS,
     SELF_CONSISTENCY,
@@ -139,6 +140,12 @@ def template_name(template, texts: Texts | None = None):
     return named(key, texts) if key in load_locales()[DEFAULT_LANGUAGE] else template.name
 
 
+def setup_name(setup, texts: Texts | None = None):
+    """A bundled setup's translated name (setup.<id>); one without a key keeps its own name."""
+    key = f"setup.{setup.id}"
+    return named(key, texts) if key in load_locales()[DEFAULT_LANGUAGE] else setup.name
+
+
 def template_choices(lab: PromptLab, task_id: str, strategy: str, texts: Texts | None = None) -> list[tuple]:
     return [(template_name(tpl, texts), tpl.id) for tpl in lab.templates_for(task_id, strategy)]
 
@@ -172,8 +179,12 @@ def param_values(params: GenerationParams) -> list:
 
 
 def token_summary(built: BuiltPrompt, max_new_tokens: int, texts: Texts) -> str:
-    line = texts("lab.tokens", prompt=built.token_count, new=max_new_tokens, window=built.context_window)
-    template = texts("lab.chat_template_yes" if built.chat_template_applied else "lab.chat_template_no")
+    if built.encoder_decoder:  # the encoder reads the prompt; the decoder writes the answer, in its own window
+        line = texts("lab.tokens_encdec", prompt=built.token_count, new=max_new_tokens, window=built.context_window)
+        template = texts("lab.text_to_text")
+    else:
+        line = texts("lab.tokens", prompt=built.token_count, new=max_new_tokens, window=built.context_window)
+        template = texts("lab.chat_template_yes" if built.chat_template_applied else "lab.chat_template_no")
     demos = texts("lab.demos_used", count=len(built.demos)) if built.demos else ""
     parts = [line, template] + ([demos] if demos else [])
     if not built.fits(max_new_tokens):
@@ -365,19 +376,58 @@ class PromptLabHandlers:
         return self.downloads.serve(path)
 
     # -- the controls ----------------------------------------------------------------------
-    def on_task(self, task_id, strategy_id, saved, request: gr.Request = None):
+    def on_task(self, task_id, strategy_id, saved, request: gr.Request = None, setup_id: str = ""):
+        """A new task: its strategies, first template, first example and settings; when the chosen bundled setup
+        (``setup_id``) is of this task, its strategy, template, k and input instead (choosing a setup changes the
+        task, and this runs after it)."""
         texts = Texts.for_request(request)
         with user_errors(self.settings):
+            setup = self.setup_for(setup_id, task_id)
             choices = strategy_choices(self.lab, task_id, texts)
+            if setup is not None:
+                strategy_id = setup.strategy
             if strategy_id not in [value for _, value in choices]:
                 strategy_id = ZERO_SHOT
             templates = template_choices(self.lab, task_id, strategy_id, texts)
-            template_text_value, system_value = self.lab.template_text(templates[0][1], saved)
+            chosen = setup.template if setup is not None else templates[0][1]
+            template_text_value, system_value = self.lab.template_text(chosen, saved)
             pool_size = len(self.lab.demos(task_id))
+            k_value = min(setup.k if setup is not None and setup.k else 3, pool_size)
+            text_value = self.lab.apply_setup(setup.id, ()).text if setup is not None else \
+                self.lab.first_example(task_id)
             return [gr.update(choices=choices, value=strategy_id),
-                    gr.update(choices=templates, value=templates[0][1]), template_text_value, system_value,
-                    self.lab.first_example(task_id), gr.update(maximum=pool_size, value=min(3, pool_size)),
+                    gr.update(choices=templates, value=chosen), template_text_value, system_value,
+                    text_value, gr.update(maximum=pool_size, value=k_value),
                     *param_values(self.lab.suggested(task_id, strategy_id))]
+
+    def setup_for(self, setup_id, task_id):
+        """The bundled setup ``setup_id`` if it is one of ``task_id``; else None."""
+        setup = next((s for s in self.lab.setups if s.id == setup_id), None) if setup_id else None
+        return setup if setup is not None and setup.task == task_id else None
+
+    def on_setup(self, setup_id, token, saved=None, request: gr.Request = None):
+        """A bundled setup chosen: every prompt control at once (task, strategy, template, k, model, input,
+        settings, the strategies to evaluate), and a line saying what it shows, or which download it needs."""
+        texts = Texts.for_request(request)
+        if not setup_id:
+            return [gr.update()] * 15 + [""]
+        with user_errors(self.settings):
+            available = [model_id for _, model_id in self.models_of(token).choices()]
+            applied = self.lab.apply_setup(setup_id, available)
+            setup = applied.setup
+            templates = template_choices(self.lab, setup.task, setup.strategy, texts)
+            template_text_value, system_value = self.lab.template_text(setup.template, saved)  # an edit saved here
+            pool_size = len(self.lab.demos(setup.task))
+        line = texts(f"setup.{setup.id}.info") if f"setup.{setup.id}.info" in load_locales()[DEFAULT_LANGUAGE] \
+            else setup.description
+        if applied.missing_models:
+            line = "⚠ " + texts("lab.setup_missing", models=", ".join(applied.missing_models),
+                                command=f"python -m playground download {applied.missing_models[0]}")
+        return [setup.task, gr.update(choices=strategy_choices(self.lab, setup.task, texts), value=setup.strategy),
+                gr.update(choices=templates, value=setup.template), template_text_value, system_value,
+                gr.update(maximum=pool_size, value=min(setup.k or 3, pool_size)), FIXED,
+                gr.update(value=applied.model_id) if applied.model_id else gr.update(), applied.text,
+                *param_values(applied.params), list(setup.evaluate), line]
 
     def on_strategy(self, task_id, strategy_id, template_id_value, saved, request: gr.Request = None):
         texts = Texts.for_request(request)
@@ -565,6 +615,12 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
 
     gr.Markdown(t("lab.intro"), elem_classes=["tab-intro"])
     saved_templates = gr.State({})  # template id -> {"template", "system"} edited and saved in this session
+    # Bundled setups (examples/setups/prompt_lab.yaml): one choice fills the controls, e.g. the classic lab's
+    # zero-, one- and few-shot FLAN-T5 on dialogue summaries.
+    with gr.Row(equal_height=False):
+        setup = gr.Dropdown([(t("lab.setup_none"), "")] + [(setup_name(s), s.id) for s in lab.setups], value="",
+                            label=t("lab.setup"), info=t("lab.setup_info"), elem_id="lab-setup", scale=2)
+        setup_line = gr.Markdown(elem_id="lab-setup-info")
 
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
@@ -719,7 +775,11 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
 
     # --- wiring ---------------------------------------------------------------
     limits = generation_event_options(settings)
-    task.change(handlers.on_task, [task, strategy, saved_templates],
+    # A setup sets the task (whose change then keeps the setup's template, k and input: on_task reads the setup).
+    setup.input(handlers.on_setup, [setup, owner, saved_templates],
+                [task, strategy, template_id, template_text, system, k, selection, model, text, *param_outputs,
+                 eval_strategies, setup_line], api_name="prompt_lab_setup", queue=False)
+    task.change(handlers.on_task, [task, strategy, saved_templates, setup],
                 [strategy, template_id, template_text, system, text, k, *param_outputs], api_name=False,
                 queue=False)
     strategy.change(handlers.on_strategy, [task, strategy, template_id, saved_templates],
