@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 
 from playground.models.catalog import Catalog
-from tests.helpers import build_tiny_bert, build_tiny_causal_lm, build_tiny_t5, model_spec, offline_settings
+from tests.helpers import build_tiny_bert, build_tiny_causal_lm, model_spec, offline_settings
 
 # catalog id -> (family, objective, head, repo, context)
 TINY_ARCH_MODELS = {
@@ -23,10 +23,10 @@ MINILM = "all-minilm-l6-v2"
 
 
 @pytest.fixture(scope="session")
-def arch_models_dir(tmp_path_factory, tiny_tokenizer):
+def arch_models_dir(tmp_path_factory, tiny_tokenizer, tiny_t5):
     root = tmp_path_factory.mktemp("arch-models")
     build_tiny_bert(root / "Tiny-BERT-Random", context=TINY_ARCH_MODELS["tiny-bert"][4])
-    build_tiny_t5(root / "Tiny-T5-Random")
+    (root / "Tiny-T5-Random").symlink_to(tiny_t5, target_is_directory=True)  # the session's tiny T5
     build_tiny_causal_lm(root / "Tiny-GPT2-Random", "gpt2", tiny_tokenizer, TINY_ARCH_MODELS["tiny-gpt2"][4])
     return root
 
