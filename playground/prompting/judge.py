@@ -45,7 +45,7 @@ MAX_RUBRIC_CHARS = 8_000
 MAX_REASONS_CHARS = 1_000
 JUDGE_TOKENS = 96  # new tokens the judge may write: a score and a sentence or two of reasons
 MAX_JUDGE_TOKENS = 512
-MAX_JUDGED = 60  # answers one judged evaluation may score (examples x strategies)
+MAX_JUDGED = 24  # answers one judged evaluation may score (examples x strategies)
 RUBRIC_VARIABLES = ("output", "reference")  # on top of the Prompt Lab's input, task, ...
 NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
                 "eight": 8, "nine": 9, "ten": 10}
