@@ -4,8 +4,8 @@ The steps of one match (each a method of :class:`Arena`, the Arena tab's control
 
 1. :meth:`Arena.match` takes the task, the input and two different contenders (a strategy and a catalog
    model each), shuffles which one is shown as A, and generates both answers through the Prompt Lab's own
-   side-by-side code (``PromptLab.compare``: the same templates, settings, generation slots and shared decode
-   loops). Once both answers are in, the match is kept **on the server** (:class:`PendingMatches`), under an
+   side-by-side code (``PromptLab.columns`` and ``run_columns``: the same templates, settings, generation slots
+   and shared decode loops, each answer within the arena's token cap). Once both answers are in, the match is kept **on the server** (:class:`PendingMatches`), under an
    id made by ``secrets`` that names nothing; the page gets only the id and the two texts, so nobody can
    learn which side is which before voting, nor forge a match.
 2. :meth:`Arena.vote` takes the id, "a", "b" or "tie", and the voter's verified owner id (from the signed
@@ -30,12 +30,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
 import secrets
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -43,11 +42,10 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from playground.atomic import atomic_write_jsonl, atomic_write_text
-from playground.backends.base import GenerationParams
 from playground.errors import InvalidParameterError, PlaygroundError
-from playground.prompting.columns import CANCELLED, DONE, FAILED, ColumnState
+from playground.prompting.columns import CANCELLED, DONE, FAILED, ColumnState, run_columns
 from playground.prompting.lab import LabRequest, ModelChoices, PromptLab
-from playground.prompting.strategies import StrategyConfig, prompt_variables, PromptSetup
+from playground.prompting.strategies import PromptSetup, StrategyConfig, prompt_variables
 from playground.prompting.tasks import ZERO_SHOT, get_task
 from playground.prompting.templates import parse_template
 
@@ -366,8 +364,10 @@ class Arena:
 
     def __init__(self, lab: PromptLab, data_dir: Path, *, catalog_ids: Sequence[str] = (),
                  make_room: Callable[[int], object] | None = None, max_votes: int = MAX_VOTES_PER_OWNER,
-                 pending: PendingMatches | None = None, rng: random.Random | None = None) -> None:
+                 pending: PendingMatches | None = None, rng: random.Random | None = None,
+                 max_new_tokens: int | None = None) -> None:
         self.lab = lab
+        self.max_new_tokens = max_new_tokens or lab.token_limit  # new tokens each answer may have at most
         self.root = Path(data_dir) / ARENA_DIR
         self.catalog_ids = tuple(catalog_ids)  # empty: any model id the choices accept
         self.store = VoteStore(self.root / "votes", max_votes, make_room)
@@ -422,9 +422,16 @@ class Arena:
         a, b = (second, first) if swap else (first, second)
         request = self.lab.checked(self.request(task, text, a.strategy, engine))
         prompt = self.instruction(task, text)
+        columns = [column for _, column in self.lab.columns(request, [(a.strategy, a.model_id),
+                                                                      (b.strategy, b.model_id)])]
+        if self.max_new_tokens:  # each side's settings suit its strategy, within the arena's token cap
+            columns = [replace(c, params=replace(c.params, max_new_tokens=min(c.params.max_new_tokens,
+                                                                              self.max_new_tokens)))
+                       for c in columns]
         states: list[ColumnState | None] = []
-        for states in self.lab.compare(request, [(a.strategy, a.model_id), (b.strategy, b.model_id)], models,
-                                       cancel):
+        for states in run_columns(columns, request.text, self.lab.demos(task),
+                                  lambda model_id: models.engine(model_id, engine), embedder=self.lab.embedder,
+                                  cancel=cancel, slot=self.lab.slot):
             yield self._update(states)
         failed = [s for s in states if s is not None and s.status == FAILED]
         if failed:

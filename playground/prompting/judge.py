@@ -25,10 +25,10 @@ import json
 import math
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import yaml
@@ -43,8 +43,8 @@ from playground.prompting.templates import check_entry_keys, parse_template
 RUBRICS_FILE = PROMPTS_DIR / "rubrics.yaml"
 MAX_RUBRIC_CHARS = 8_000
 MAX_REASONS_CHARS = 1_000
-JUDGE_TOKENS = 96  # new tokens the judge may write: a score and a sentence or two of reasons
-MAX_JUDGE_TOKENS = 512
+JUDGE_TOKENS = 64  # new tokens the judge may write: a score and a sentence of reasons
+MAX_JUDGE_TOKENS = 256
 MAX_JUDGED = 24  # answers one judged evaluation may score (examples x strategies)
 RUBRIC_VARIABLES = ("output", "reference")  # on top of the Prompt Lab's input, task, ...
 NUMBER_WORDS = {"zero": 0, "one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7,
@@ -336,11 +336,12 @@ def judge_params(max_new_tokens: int = JUDGE_TOKENS) -> GenerationParams:
 
 def judge_evaluation(lab, request, evaluation, models, judge_model: str, rubric_text: str, *, low: int = 1,
                      high: int = 5, system: str = "", judge_engine: str = "auto", max_new_tokens: int = JUDGE_TOKENS,
-                     cancel: threading.Event | None = None,
+                     answer_tokens: int | None = None, cancel: threading.Event | None = None,
                      progress: Callable[[int, int], None] | None = None) -> JudgedReport:
     """Evaluate the strategies of ``evaluation`` on a free-text task (``lab.evaluate``: ROUGE), then score every
     answer with ``judge_model`` and the rubric. The rubric and the judge's first prompt are checked before
-    anything generates. ``progress(done, total)`` hears each judged answer."""
+    anything generates. ``max_new_tokens`` bounds what the judge writes, ``answer_tokens`` the answers (None:
+    the settings that suit each strategy). ``progress(done, total)`` hears each judged answer."""
     task = get_task(request.task)
     if task.answer_kind != "text":
         raise InvalidParameterError(f"The judge scores free-text tasks (summaries, translations); {task.id!r} is "
@@ -358,7 +359,7 @@ def judge_evaluation(lab, request, evaluation, models, judge_model: str, rubric_
     if first is not None:  # a broken rubric fails here, before the evaluation generates anything
         build_prompt(judge, judge_setup(task.id, rubric_text, "…", first.target, system), first.input,
                      params=params)
-    report = lab.evaluate(request, evaluation, models, cancel=cancel)
+    report = lab.evaluate(request, evaluation, models, cancel=cancel, max_new_tokens=answer_tokens)
     rows: list[JudgedRow] = []
     cancelled = report.cancelled
     for done, result in enumerate(report.results):

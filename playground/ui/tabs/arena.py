@@ -19,8 +19,8 @@ import pandas as pd
 
 from playground.backends.base import CancelFlag
 from playground.prompting.arena import Arena, Contender, Reveal
-from playground.prompting.judge import JudgedReport, Rubric, get_rubric, load_rubrics
-from playground.prompting.lab import BUNDLED, EvaluationRequest, LabRequest, PromptLab  # noqa: F401
+from playground.prompting.judge import JUDGE_TOKENS, MAX_JUDGE_TOKENS, JudgedReport, Rubric, get_rubric, load_rubrics
+from playground.prompting.lab import BUNDLED, EvaluationRequest, LabRequest, PromptLab
 from playground.prompting.tasks import FEW_SHOT, TASKS, ZERO_SHOT
 from playground.prompting.templates import TemplateLibrary
 from playground.services import Services
@@ -164,7 +164,7 @@ class ArenaHandlers:
         return gr.update(choices=[(rubric_name(r, texts), r.id) for r in self.rubrics if r.id in ids], value=chosen), \
             (self.rubric_text(chosen) if chosen else "")
 
-    def judge(self, task_id, model_id, strategies, limit, judge_model, rubric_id, rubric_text, token,
+    def judge(self, task_id, model_id, strategies, limit, judge_model, rubric_id, rubric_text, tokens, token,
               request: gr.Request, progress=gr.Progress()):
         """Evaluate the strategies on the bundled examples (ROUGE), then let the judge score every answer."""
         texts = Texts.for_request(request)
@@ -179,6 +179,7 @@ class ArenaHandlers:
         with self.cancellable(request, JUDGE_SLOT) as cancel, user_errors(self.services.settings):
             judged = self.arena.judge(lab_request, evaluation, models, judge_model, rubric_text, low=rubric.low,
                                       high=rubric.high, system=rubric.system, cancel=cancel,
+                                      max_new_tokens=int(tokens or JUDGE_TOKENS), answer_tokens=int(tokens or JUDGE_TOKENS),
                                       progress=lambda done, total: progress(done / max(total, 1),
                                                                             desc=texts("arena.judging")))
         names = {s.label: texts(f"strategy.{s.strategy.strategy}.short")
@@ -270,6 +271,8 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
                                                 elem_id="arena-judge-strategies")
             judge_limit = gr.Slider(1, MAX_JUDGE_EXAMPLES, value=3, step=1, label=t("lab.eval_limit"),
                                     elem_id="arena-judge-limit")
+            judge_tokens = gr.Slider(8, MAX_JUDGE_TOKENS, value=JUDGE_TOKENS, step=8, label=t("arena.judge_tokens"),
+                                     info=t("arena.judge_tokens_info"), elem_id="arena-judge-tokens")
             judge_model = gr.Dropdown(catalog, value=default_model, label=t("arena.judge_model"),
                                       info=t("arena.judge_model_info"), elem_id="arena-judge-model")
         with gr.Column(scale=3):
@@ -307,7 +310,7 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     judge_task.change(handlers.on_judge_task, judge_task, [rubric, rubric_text], api_name=False, **quick)
     rubric.input(handlers.rubric_text, rubric, rubric_text, api_name="arena_rubric", **quick)
     judge_run.click(handlers.judge, [judge_task, judge_answerer, judge_strategies, judge_limit, judge_model, rubric,
-                                     rubric_text, owner],
+                                     rubric_text, judge_tokens, owner],
                     [judge_status, judge_summary, judge_rows], api_name="arena_judge",
                     show_progress_on=[judge_status], **limits)
     return ArenaTab(leaderboard, handlers.leaderboard)
