@@ -45,7 +45,7 @@ from playground.atomic import atomic_write_jsonl, atomic_write_text
 from playground.errors import InvalidParameterError, PlaygroundError
 from playground.prompting.columns import CANCELLED, DONE, FAILED, ColumnState, run_columns
 from playground.prompting.lab import LabRequest, ModelChoices, PromptLab
-from playground.prompting.strategies import PromptSetup, StrategyConfig, prompt_variables
+from playground.prompting.strategies import PromptSetup, StrategyConfig, check_input, prompt_variables
 from playground.prompting.tasks import ZERO_SHOT, get_task
 from playground.prompting.templates import parse_template
 
@@ -106,7 +106,6 @@ class MatchUpdate:
     done_a: bool = False
     done_b: bool = False
     match_id: str = ""  # set on the last update, when the match can be voted on
-    queue_position: int | None = None  # waiting for a generation slot: requests ahead
 
 
 @dataclass(frozen=True)
@@ -417,6 +416,7 @@ class Arena:
                 "arena.error.no_owner")
         get_task(task)
         self.check_contenders(task, first, second)
+        check_input(text)
         with self._rng_lock:
             swap = self._rng.random() < 0.5
         a, b = (second, first) if swap else (first, second)

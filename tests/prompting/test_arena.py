@@ -202,3 +202,11 @@ def test_the_leaderboard_covers_everyone(arena):
     board = arena.leaderboard()
     assert sum(row.votes for row in board) == 4
     assert {row.model for row in board} == {"m1", "m2", "m3"}
+
+
+def test_an_empty_input_is_refused_before_anything_generates(arena):
+    models = ModelsByName()
+    with pytest.raises(Exception, match="input is empty"):
+        list(arena.match("alice", "summarization", "   ", Contender("zero_shot", "m1"), Contender("zero_shot", "m2"),
+                         models))
+    assert not models.engines

@@ -27,7 +27,7 @@ from playground.services import Services
 from playground.ui.i18n import DEFAULT_LANGUAGE, Texts, load_locales, t
 from playground.ui.identity import generating
 from playground.ui.downloads import PrivateDownloads
-from playground.ui.widgets import generation_event_options, queue_status, reveal_when_filled, user_errors
+from playground.ui.widgets import generation_event_options, reveal_when_filled, user_errors
 
 MATCH_SLOT = "arena-match"
 JUDGE_SLOT = "arena-judge"
@@ -117,8 +117,7 @@ class ArenaHandlers:
                 if update.match_id:
                     yield update.text_a, update.text_b, update.match_id, texts("arena.vote_now")
                 else:
-                    waiting = f"_{queue_status(update.queue_position, texts)}_" if update.queue_position else ""
-                    yield update.text_a, update.text_b, "", waiting
+                    yield update.text_a, update.text_b, "", ""
 
     def stop(self, request: gr.Request):
         self.services.generations.cancel(request.session_hash or "anonymous", MATCH_SLOT)
@@ -214,7 +213,7 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     other_model = next((m for m in catalog_ids if m != default_model), default_model)
     strategies = [(t(f"strategy.{s}.short"), s) for s in lab.strategies_for(DEFAULT_TASK)]
 
-    gr.Markdown(t("arena.intro"), elem_classes=["tab-intro"])
+    gr.Markdown(t("arena.intro"), elem_classes=["tab-intro"], elem_id="arena-intro")
     with gr.Row(equal_height=False):
         task = gr.Dropdown([(t(f"task.{task_id}"), task_id) for task_id in TASKS], value=DEFAULT_TASK,
                            label=t("lab.task"), elem_id="arena-task", scale=1, min_width=220)
