@@ -40,6 +40,7 @@ def test_a_blind_match_a_vote_the_leaderboard_the_export_and_the_judge(browser, 
         wait_until(lambda: "vote A, B or tie" in reveal.inner_text(), "both answers", 600, poll_s=0.5)
         answers = [page.locator(f"#arena-answer-{side} textarea").input_value() for side in "ab"]
         assert all(a.strip() for a in answers)
+        assert MODEL in page.locator("#arena-model-2 input").input_value()  # one model: the strategies differ
         assert MODEL not in reveal.inner_text()  # nothing says where A and B came from before the vote
 
         page.click("#arena-vote-b")
@@ -47,7 +48,7 @@ def test_a_blind_match_a_vote_the_leaderboard_the_export_and_the_judge(browser, 
         shown = reveal.inner_text()
         assert "You voted B." in shown and "A =" in shown and MODEL in shown
         board = page.locator("#arena-leaderboard")
-        wait_until(lambda: "zero_shot" in board.inner_text() and "few_shot" in board.inner_text(), "the board", 30)
+        wait_until(lambda: "zero-shot" in board.inner_text() and "few-shot" in board.inner_text(), "the board", 30)
         assert "rating" in board.inner_text()
 
         page.click("#arena-export")

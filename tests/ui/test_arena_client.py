@@ -38,7 +38,7 @@ def test_a_blind_match_a_vote_the_reveal_the_leaderboard_and_the_export(client):
     board = client.predict(api_name="/arena_leaderboard")
     assert board["headers"][:3] == ["strategy", "model", "rating"]
     rows = {row[0]: row for row in board["data"]}
-    assert {"zero_shot", "few_shot"} <= set(rows) and all(row[3] >= 1 for row in rows.values())
+    assert {"zero-shot", "few-shot"} <= set(rows) and all(row[3] >= 1 for row in rows.values())
 
     message, path = client.predict(token, api_name="/arena_export")
     pairs = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines()]

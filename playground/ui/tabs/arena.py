@@ -143,7 +143,9 @@ class ArenaHandlers:
 
     def leaderboard(self, request: gr.Request = None):
         texts = Texts.for_request(request)
-        return table([s.as_row() for s in self.arena.leaderboard()], LEADERBOARD_COLUMNS, texts)
+        rows = [dict(s.as_row(), strategy=texts(f"strategy.{s.strategy}.short") if texts.has(
+            f"strategy.{s.strategy}.short") else s.strategy) for s in self.arena.leaderboard()]
+        return table(rows, LEADERBOARD_COLUMNS, texts)
 
     def export(self, token, request: gr.Request):
         """One's votes as preference pairs (JSONL), served to them alone."""
@@ -210,8 +212,9 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     rubrics = load_rubrics()
     handlers = ArenaHandlers(services, arena, rubrics, PrivateDownloads())
     default_model = settings.default_model if settings.default_model in catalog_ids else catalog_ids[0]
-    other_model = next((m for m in catalog_ids if m != default_model), default_model)
     strategies = [(t(f"strategy.{s}.short"), s) for s in lab.strategies_for(DEFAULT_TASK)]
+    # Both sides start on the default model (one model to load on a laptop) with two strategies; pick another
+    # model for a side to pit models against each other.
 
     gr.Markdown(t("arena.intro"), elem_classes=["tab-intro"], elem_id="arena-intro")
     with gr.Row(equal_height=False):
@@ -228,7 +231,7 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
         with gr.Column(min_width=240):
             strategy_2 = gr.Dropdown(strategies, value=FEW_SHOT, label=t("arena.strategy_2"),
                                      elem_id="arena-strategy-2")
-            model_2 = gr.Dropdown(catalog, value=other_model, label=t("arena.model_2"), elem_id="arena-model-2")
+            model_2 = gr.Dropdown(catalog, value=default_model, label=t("arena.model_2"), elem_id="arena-model-2")
     with gr.Row():
         make = gr.Button(t("arena.match"), variant="primary", elem_id="arena-match")
         stop = gr.Button(t("lab.stop"), variant="stop", elem_id="arena-stop")
@@ -275,8 +278,9 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
             judge_model = gr.Dropdown(catalog, value=default_model, label=t("arena.judge_model"),
                                       info=t("arena.judge_model_info"), elem_id="arena-judge-model")
         with gr.Column(scale=3):
+            # Custom values: every bundled rubric is a valid value for API callers; the page lists the task's.
             rubric = gr.Dropdown([(rubric_name(r), r.id) for r in first_rubrics], value=first_rubrics[0].id,
-                                 label=t("arena.rubric"), elem_id="arena-rubric")
+                                 label=t("arena.rubric"), allow_custom_value=True, elem_id="arena-rubric")
             rubric_text = gr.Code(first_rubrics[0].template, language="jinja2", lines=10, max_lines=24,
                                   label=t("arena.rubric_text"), interactive=True, elem_id="arena-rubric-text")
     with gr.Row():
