@@ -316,10 +316,15 @@ class PromptLab:
         return models.engine(request.model_id, request.engine), setups, data, limit
 
     def evaluate(self, request: LabRequest, evaluation: EvaluationRequest, models: ModelChoices, *,
-                 progress: Progress | None = None, cancel: threading.Event | None = None) -> EvaluationReport:
-        """Score the chosen strategies on the bundled or uploaded examples (one slot per example)."""
+                 progress: Progress | None = None, cancel: threading.Event | None = None,
+                 max_new_tokens: int | None = None) -> EvaluationReport:
+        """Score the chosen strategies on the bundled or uploaded examples (one slot per example); with
+        ``max_new_tokens``, no strategy's answers get more new tokens than that (the Arena's judge)."""
         engine, setups, data, limit = self._evaluation_plan(request, evaluation, models)
-        return evaluate(engine, setups, data, [self.params_for(request, s) for s in setups], limit=limit,
+        params = [self.params_for(request, s) for s in setups]
+        if max_new_tokens:
+            params = [replace(p, max_new_tokens=min(p.max_new_tokens, int(max_new_tokens))) for p in params]
+        return evaluate(engine, setups, data, params, limit=limit,
                         embedder=self.embedder, progress=progress, cancel=cancel, slot=self.slot)
 
 

@@ -42,6 +42,7 @@ MAX_TEMPLATE_CHARS = 20_000  # a template longer than this is refused before par
 MAX_OUTPUT_CHARS = DEFAULT_BUDGET.output_chars  # a rendered prompt longer than this is refused while it renders
 MAX_LOOP_DEPTH = 2  # for-loops written inside each other (loops reached through macros count as work)
 MAX_TEMPLATE_STOPS = 4  # stop sequences a library template may bring
+NOT_TEMPLATES = frozenset({"rubrics.yaml"})  # the judge's rubrics (playground.prompting.judge) live beside the templates
 
 
 def _line_text(source: str, line: int | None) -> str:
@@ -281,7 +282,7 @@ class TemplateLibrary:
     def load(cls, folder: Path = PROMPTS_DIR) -> "TemplateLibrary":
         """Read every ``*.yaml`` in ``folder``; raises TemplateError for a malformed file or duplicate id."""
         templates = [_template_from_dict(entry, where) for path in sorted(Path(folder).glob("*.yaml"))
-                     for where, entry in read_template_entries(path)]
+                     if path.name not in NOT_TEMPLATES for where, entry in read_template_entries(path)]
         check_unique_ids([t.id for t in templates], str(folder))
         return cls(tuple(templates))
 

@@ -22,7 +22,7 @@ from playground.services import Services
 from playground.ui.health import health_route
 from playground.ui.i18n import make_i18n, t
 from playground.ui.identity import carry_panel, identity_state, welcome
-from playground.ui.tabs import about, architectures, finetune, prompt_lab, quantization, quantized_cpu, replay
+from playground.ui.tabs import about, arena, architectures, finetune, prompt_lab, quantization, quantized_cpu, replay
 from playground.ui.tabs.finetune import FinetuneLinks
 from playground.ui.walk_recording import install_recording, recording_panel
 from playground.ui.widgets import generation_handlers
@@ -38,7 +38,7 @@ CACHE_CLEANUP = (3600, 86400)
 OTHER_HANDLERS = 40
 TAB_IDS = {"architectures": "tab-architectures", "prompt_lab": "tab-prompt-lab", "finetune": "tab-finetune",
            "quantized": "tab-quantized", "quantization": "tab-quantization", "about": "tab-about",
-           "replay": "tab-replay"}
+           "replay": "tab-replay", "arena": "tab-arena"}
 
 
 def build_app(services: Services) -> gr.Blocks:
@@ -69,6 +69,9 @@ def build_app(services: Services) -> gr.Blocks:
                 with _tab("tab.finetune", TAB_IDS["finetune"]):
                     finetune_runs = finetune.build(services, owner,
                                                    FinetuneLinks(tabs, TAB_IDS["prompt_lab"], lab_models))
+                # After the Fine-tune tab, so the tabs the walks and tests count keep their places.
+                with _tab("tab.arena", TAB_IDS["arena"]) as arena_tab:
+                    arena_board = arena.build(services, owner)
                 with _tab("tab.quantized", TAB_IDS["quantized"]) as quantized_tab:
                     quantized_models = quantized_cpu.build(services, owner)
                 with _tab("tab.quantization", TAB_IDS["quantization"]):
@@ -94,6 +97,8 @@ def build_app(services: Services) -> gr.Blocks:
         # Also an endpoint: a script sees the models its token may chat with.
         quantized_tab.select(quantized_models.refresh, owner, quantized_models.model, api_name="quantized_models",
                              queue=False, show_progress="hidden")
+        arena_tab.select(arena_board.refresh, None, arena_board.leaderboard, api_name=False, queue=False,
+                         show_progress="hidden")  # the room's leaderboard as it is now
         # Opening the Replay tab lists the person's own saved walks after the bundled ones (also an endpoint).
         replay_tab.select(replayed.refresh, [owner, replayed.walk], replayed.walk, api_name="replay_walks",
                           queue=False, show_progress="hidden")

@@ -19,6 +19,8 @@ GENERATING = {
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.compare",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.evaluate",
     "playground.ui.tabs.quantization:build.<locals>.build_ladder",
+    "playground.ui.tabs.arena:ArenaHandlers.match",  # two answers for a blind vote
+    "playground.ui.tabs.arena:ArenaHandlers.judge",  # an evaluation, then the judge model on every answer
 }
 NOT_GENERATING = {
     # the page and identity
@@ -80,6 +82,18 @@ NOT_GENERATING = {
     "playground.ui.tabs.replay:build.<locals>.delete_walk",
     "playground.ui.tabs.replay:build.<locals>.refresh",
     "gradio.renderable:Renderable.apply",  # the Replay tab's blocks (gr.render)
+    # Arena: the controls, votes, the leaderboard, the export, the rubrics, Stop
+    "playground.ui.tabs.arena:ArenaHandlers.on_task",
+    "playground.ui.tabs.arena:ArenaHandlers.random_example",
+    "playground.ui.tabs.arena:ArenaHandlers.stop",
+    "playground.ui.tabs.arena:ArenaHandlers.vote",
+    "playground.ui.tabs.arena:ArenaHandlers.vote_a",
+    "playground.ui.tabs.arena:ArenaHandlers.vote_b",
+    "playground.ui.tabs.arena:ArenaHandlers.vote_tie",
+    "playground.ui.tabs.arena:ArenaHandlers.leaderboard",
+    "playground.ui.tabs.arena:ArenaHandlers.export",
+    "playground.ui.tabs.arena:ArenaHandlers.rubric_text",
+    "playground.ui.tabs.arena:ArenaHandlers.on_judge_task",
     "playground.ui.widgets:_follow_values.<locals>.follow",  # shows or enables the results' files and tables
 }
 
