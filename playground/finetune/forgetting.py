@@ -49,6 +49,7 @@ class TaskForgetting:
     examples: int
     before: float | None = None
     after: float | None = None
+    problem: str = ""  # why it has no score (a prompt longer than the model's context, ...)
 
     @property
     def change(self) -> float | None:
@@ -59,7 +60,7 @@ class TaskForgetting:
 
     def to_json(self) -> dict[str, Any]:
         return {"task": self.task, "metric": self.metric, "examples": self.examples, "before": self.before,
-                "after": self.after, "change": self.change}
+                "after": self.after, "change": self.change, "problem": self.problem}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "TaskForgetting":
@@ -68,7 +69,8 @@ class TaskForgetting:
             return None if value is None else float(value)
 
         return cls(task=str(data.get("task", "")), metric=str(data.get("metric", "")),
-                   examples=int(data.get("examples") or 0), before=number("before"), after=number("after"))
+                   examples=int(data.get("examples") or 0), before=number("before"), after=number("after"),
+                   problem=str(data.get("problem") or ""))
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,8 @@ class ForgettingCheck:
         if self.unavailable:
             return ForgettingReport(self.examples, target_task=self.target, unavailable=self.unavailable)
         tasks = tuple(TaskForgetting(p.task, p.metric, len(p.data.examples), self._before.get(p.task),
-                                     self._after.get(p.task)) for p in self._plans)
+                                     self._after.get(p.task), self.problems.get(p.task, "")[:300])
+                      for p in self._plans)
         return ForgettingReport(self.examples, tasks, self.target)
 
     def _score(self, model, tokenizer, side: str) -> dict[str, float]:

@@ -148,7 +148,7 @@ def test_a_task_that_cannot_be_prompted_is_left_out(monkeypatch):
     check = ForgettingCheck(_config(forgetting_examples=1), "decoder")
     check.base(FakeModel(), None)
     assert set(check.problems) == {"sentiment", "arithmetic", "translation"}
-    assert check.report().mean_change is None
+    assert check.report().mean_change is None and all("context" in t.problem for t in check.report().tasks)
 
 
 def test_task_forgetting_json_reads_back():
@@ -175,7 +175,9 @@ def test_a_tiny_decoder_run_measures_forgetting(tmp_path, ft_models, dialogue_fi
     report = RunResult(tmp_path / "run").metrics().forgetting_report
     assert report.examples == 1 and report.target_task == ""  # a file: every Prompt Lab task is "another" one
     scored = [t for t in report.tasks if t.change is not None]
-    assert len(scored) == 4 and all(0.0 <= t.before <= 1.0 and 0.0 <= t.after <= 1.0 for t in scored)
+    # The tiny model's 512-token context may not hold a few-shot prompt of every task: such a task says why.
+    assert all(t.problem for t in report.tasks if t.change is None)
+    assert len(scored) >= 3 and all(0.0 <= t.before <= 1.0 and 0.0 <= t.after <= 1.0 for t in scored)
     messages = [e["message"] for e in control.of("stage")]
     assert any(m.startswith("Forgetting check, base model") for m in messages)
     assert any(m.startswith("Forgetting check, fine-tuned model") for m in messages)
