@@ -25,8 +25,9 @@ FORGETTING = {"examples": 8, "target_task": "summarization", "tasks": [
 def _metrics(method: str, **changes) -> dict:
     values = {"family": "decoder", "method": method, "steps": 20, "trainable_share": 0.012, "duration_s": 301.4,
               "tokens_per_s": 151.26, "train_losses": [2.0, 1.25], "eval_loss": 1.5, "peak_memory_bytes": 2_400_000_000,
-              "peak_memory_kind": "rss", "weights_bytes": 1_700_000, "rouge_before": {"rougeL": 0.2},
-              "rouge_after": {"rougeL": 0.35}, "forgetting": FORGETTING}
+              "peak_memory_kind": "rss", "weights_bytes": 1_700_000, "sample_count": 8,
+              "rouge_before": {"rouge1": 0.25, "rouge2": 0.1, "rougeL": 0.2},
+              "rouge_after": {"rouge1": 0.4, "rouge2": 0.2, "rougeL": 0.35}, "forgetting": FORGETTING}
     values.update(changes)
     return values
 

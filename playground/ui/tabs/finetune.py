@@ -61,7 +61,7 @@ NUMBER_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "learning_rate", "max_s
                  "grad_accum", "max_length", "eval_every", "validation_fraction", "test_limit", "sample_count",
                  "max_new_tokens", "forgetting_examples", "seed")
 SCORE_COLUMNS = ["bar", "metric", "model", "score"]
-RUNS_CHART_COLUMNS = ["run", "series", "value"]
+RUNS_CHART_COLUMNS = ["run", "series", "value"]  # and "bar": the x axis
 # Config fields with a widget in the tab: each has a label (ft.field.<name>) and help (ft.help.<name>) in every
 # language; the English help is the config dataclass's own (tests/ui/test_finetune_texts.py holds them together).
 TEXT_FIELDS = ("model", "method", "template", "input_column", "target_column", "target_modules")
@@ -294,6 +294,10 @@ def runs_chart_frame(rows, metric: str, texts: Texts) -> pd.DataFrame | None:
     if not bars:
         return None
     frame = pd.DataFrame(bars, columns=RUNS_CHART_COLUMNS)
+    several = frame["series"].nunique() > 1
+    # One bar per run and series, side by side (a bar plot stacks the series of one x value otherwise).
+    frame["bar"] = [f"{run} · {texts(f'ft.chart_bar.{series}')}" if several else run
+                    for run, series in zip(frame["run"], frame["series"])]
     frame["series"] = frame["series"].map(lambda name: texts(f"ft.runcol.{name}"))
     return frame
 
@@ -306,10 +310,9 @@ def compare_choices(runs, texts: Texts) -> list[tuple[str, str]]:
 
 def sweep_text(sweep, texts: Texts) -> str:
     """What a sweep preset runs: its description and one line per run."""
-    lines = [f"**{sweep.name}**" + (f" — {sweep.description}" if sweep.description else ""),
-             texts("ft.sweep_runs", count=len(sweep.configs))]
-    lines += [f"{number}. `{label}`" for number, label in enumerate(sweep.labels(), start=1)]
-    return "\n".join(lines)
+    head = f"**{sweep.name}**" + (f" — {sweep.description}" if sweep.description else "")
+    runs = "\n".join(f"{number}. `{label}`" for number, label in enumerate(sweep.labels(), start=1))
+    return "\n\n".join([head, texts("ft.sweep_runs", count=len(sweep.configs)), runs])
 
 
 def poll_values(view: RunView, token: str, texts: Texts, settings=None, compared=None,
@@ -322,7 +325,9 @@ def poll_values(view: RunView, token: str, texts: Texts, settings=None, compared
     rows = view.compared(picked or None)
     runs = runs_frame(rows, texts)
     compare = gr.update(choices=compare_choices(view.runs, texts), value=picked)
-    chart = runs_chart_frame(rows, metric, texts)
+    frame = runs_chart_frame(rows, metric, texts)
+    # The bars in the order the runs ran (a bar plot would sort its x values by name otherwise).
+    chart = gr.update(value=frame, sort=list(frame["bar"]) if frame is not None else None)
     if view.record is None:
         status = warning_text(view.error, settings) if view.error is not None else texts("ft.no_run")
         # No run shown: the picker is emptied too, so a run of another identity (before a carry code) never stays.
@@ -560,10 +565,10 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
         chart_metric = gr.Dropdown([(t(f"ft.chart.{m}"), m) for m in CHART_METRICS], value=GAIN_AND_FORGETTING,
                                    label=t("ft.chart_metric"), info=t("ft.chart_metric_info"),
                                    elem_id="ft-chart-metric", scale=1)
-    runs_table = gr.Dataframe(label=t("ft.runs_table"), wrap=True, interactive=False, max_height=300,
+    runs_table = gr.Dataframe(label=t("ft.runs_table"), wrap=True, interactive=False, max_height=520,
                               elem_id="ft-runs")
-    runs_chart = gr.BarPlot(None, x="run", y="value", color="series", sort=None, x_title=" ", y_title=" ",
-                            label=t("ft.runs_chart"), height=280, elem_id="ft-runs-chart")
+    runs_chart = gr.BarPlot(None, x="bar", y="value", color="series", sort=None, x_title=" ", y_title=" ",
+                            color_title=" ", label=t("ft.runs_chart"), height=340, elem_id="ft-runs-chart")
     sweep_choices = session.sweep_choices()
     with gr.Row(equal_height=False):
         sweep_preset = gr.Dropdown(sweep_choices, value=sweep_choices[0][1] if sweep_choices else None,
