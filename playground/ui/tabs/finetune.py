@@ -310,7 +310,9 @@ def compare_choices(runs, texts: Texts) -> list[tuple[str, str]]:
 
 def sweep_text(sweep, texts: Texts) -> str:
     """What a sweep preset runs: its description and one line per run."""
-    head = f"**{sweep.name}**" + (f" — {sweep.description}" if sweep.description else "")
+    name = texts(f"ft.sweep.{sweep.id}") if texts.has(f"ft.sweep.{sweep.id}") else sweep.name
+    about = texts(f"ft.sweep_about.{sweep.id}") if texts.has(f"ft.sweep_about.{sweep.id}") else sweep.description
+    head = f"**{name}**" + (f" — {about}" if about else "")
     runs = "\n".join(f"{number}. `{label}`" for number, label in enumerate(sweep.labels(), start=1))
     return "\n\n".join([head, texts("ft.sweep_runs", count=len(sweep.configs)), runs])
 
@@ -569,7 +571,9 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
                               elem_id="ft-runs")
     runs_chart = gr.BarPlot(None, x="bar", y="value", color="series", sort=None, x_title=" ", y_title=" ",
                             color_title=" ", label=t("ft.runs_chart"), height=340, elem_id="ft-runs-chart")
-    sweep_choices = session.sweep_choices()
+    # A shipped preset's name is a locale key (ft.sweep.<id>); a deployer's own preset shows the name its file gives.
+    sweep_choices = [(t(f"ft.sweep.{preset}") if Texts().has(f"ft.sweep.{preset}") else name, preset)
+                     for name, preset in session.sweep_choices()]
     with gr.Row(equal_height=False):
         sweep_preset = gr.Dropdown(sweep_choices, value=sweep_choices[0][1] if sweep_choices else None,
                                    label=t("ft.sweep_preset"), info=t("ft.sweep_preset_info"),
