@@ -114,3 +114,11 @@ def test_the_session_queues_a_preset_and_the_workshop_counts_it_as_one_run(tmp_p
         session.start(form(), token, "10.0.0.1")  # and then the person may start again
     finally:
         session.jobs.shutdown(cancel_running=True)
+
+
+def test_the_cli_says_a_sweep_preset_is_not_one_run(capsys):
+    from playground.finetune.cli import main
+    from playground.finetune.sweep import PRESETS_DIR
+
+    assert main([str(PRESETS_DIR / "sweep-cpu-demo.yaml")]) == 2
+    assert "is a sweep preset" in capsys.readouterr().err
