@@ -130,6 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     from playground.config import Settings
     from playground.finetune.config import FinetuneConfig
 
+    if args.config.name.startswith("sweep-"):  # examples/finetune/sweep-*.yaml: several runs, not one config
+        print(f"playground finetune: {args.config.name} is a sweep preset (several runs queued one after another); "
+              f"start it from the Fine-tune tab (Run the sweep), or give one run's config.", file=sys.stderr)
+        return 2
     try:
         settings = Settings.load()
         config = FinetuneConfig.from_yaml(args.config, check=False)

@@ -113,6 +113,12 @@ class FinetuneConfig:
                                       "with the run's adapter (several times faster on a CPU; LoRA and QLoRA of "
                                       "a catalog decoder with a GGUF only). auto: llama.cpp on a CPU where it "
                                       "can, else transformers.", choices=SAMPLE_ENGINES)
+    forgetting_examples: int = _field(0, "Catastrophic forgetting check of a decoder run: the base and the "
+                                         "fine-tuned model answer this many examples of each of the Prompt Lab's "
+                                         "other bundled tasks (sentiment, arithmetic, translation; greedy, a few "
+                                         "tokens each), scored as the Prompt Lab scores them, so the run shows "
+                                         "what it lost elsewhere next to its gain (0: off).",
+                                      minimum=0, maximum=32)
 
     # ------------------------------------------------------------------ checks on values
     def __post_init__(self) -> None:

@@ -9,6 +9,12 @@ system when it exits. The same thread watches the children: a worker that dies
 without writing a final status leaves its run ``failed`` with the exit code or
 signal, and the next queued run starts.
 
+Sweeps: :meth:`JobManager.submit_sweep` queues several runs of one person as one
+sweep (job.json names it); the scheduler starts a sweep's next run only once the
+one before it has ended, whatever the number of slots, so the runs of a sweep
+compare on an otherwise equal machine. :meth:`JobManager.cancel_sweep` stops the
+running one and cancels the rest.
+
 Cancel: a queued run is marked cancelled at once; a running one gets a
 ``cancel`` file and SIGTERM, which the trainer honours between steps, and its
 process group is killed if it is still alive ``grace_s`` seconds later (30 by
@@ -111,6 +117,7 @@ class _Job:
     pid: int | None
     process: subprocess.Popen | None  # None for a worker adopted from an earlier app process
     gpu: str | None = None
+    sweep: str = ""  # the sweep the run belongs to: no other run of it starts while this one runs
     cancel_at: float | None = None  # when the cancel was seen; the group is killed grace_s later
     killed: bool = False
 
@@ -180,6 +187,54 @@ class JobManager:
             self._queue.append(run_id)
             self._cond.notify_all()
         return run_id
+
+    def submit_sweep(self, owner: str, configs: Sequence[Mapping[str, Any]], sweep: str, entry: str = TRAIN_ENTRY, *,
+                     admit: Callable[[list[RunRecord]], None] | None = None) -> list[str]:
+        """Queue the runs of one sweep for ``owner`` (in order); returns their ids. They run one after another:
+        the next starts once the one before it has ended. ``admit`` sees the owner's runs once, as for
+        :meth:`submit` (a sweep counts as one start); all the runs are queued or none."""
+        check_entry(entry)
+        if not configs:
+            raise InvalidParameterError("A sweep needs at least one run.")
+        if not sweep:
+            raise InvalidParameterError("A sweep needs a name.")
+        if self.leading and not self._stopping:
+            self.make_room()
+        with self._cond:
+            if self._stopping:
+                raise SchedulerBusyError("The job manager is shutting down; no new runs can start.")
+            if not self.leading:
+                raise SchedulerBusyError(
+                    f"Another app process already runs the fine-tuning jobs in {self.store.root}. "
+                    "Start your sweep there, or give this app its own PLAYGROUND_DATA_DIR.")
+            if admit is not None:
+                admit(self.list_runs(owner))
+            ids: list[str] = []
+            try:
+                for config in configs:
+                    ids.append(self.store.create(owner, config, entry, sweep=sweep))
+            except BaseException:
+                for run_id in ids:  # all or none: the ones made so far never start
+                    self.store.set_status(run_id, CANCELLED, message="The sweep could not be queued.")
+                raise
+            self._queue.extend(ids)
+            self._cond.notify_all()
+        return ids
+
+    def sweep_runs(self, sweep: str, owner: str) -> list[RunRecord]:
+        """The owner's runs of one sweep, oldest first (the order they run in), with queue positions."""
+        return [r for r in reversed(self.list_runs(owner)) if sweep and r.sweep == sweep]
+
+    def cancel_sweep(self, sweep: str, owner: str) -> int:
+        """Stop the owner's sweep: its queued runs are cancelled first (so none starts), then the running one.
+        Returns how many runs it stopped."""
+        stopped = 0
+        with self._cond:
+            members = self.sweep_runs(sweep, owner)
+            for record in sorted(members, key=lambda r: r.status == RUNNING):  # the queued ones first
+                if not record.terminal and self.cancel(record.id, owner):
+                    stopped += 1
+        return stopped
 
     def make_room(self, needed: int = 0, keep: Sequence[str] = ()) -> list[str]:
         """Make ``needed`` more bytes fit the data dir's budget (see DataBudget.make_room); the runs removed.
@@ -302,16 +357,29 @@ class JobManager:
                     self._queue.append(run_id)
                 elif status.status == RUNNING:
                     if self.store.worker_alive(run_id, status.pid):
-                        self._running[run_id] = _Job(run_id, status.pid, None, status.gpu)
+                        self._running[run_id] = _Job(run_id, status.pid, None, status.gpu,
+                                                     self.store.sweep_of(run_id))
                     else:
                         self._settle(run_id, _RESTARTED, killed=False)
                         self.store.remove_scratch(run_id)
 
     def _start_queued(self) -> None:
+        """Start queued runs, oldest first, while a slot is free; a run of a sweep whose run before it still runs
+        waits in its place (others may pass it)."""
+        busy = {job.sweep for job in self._running.values() if job.sweep}
+        waiting: list[str] = []
         while self._queue and len(self._running) < self.slots:
             run_id = self._queue.popleft()
-            if self.store.status(run_id).status == QUEUED:  # skips runs cancelled by another process
-                self._start(run_id)
+            if self.store.status(run_id).status != QUEUED:  # skips runs cancelled by another process
+                continue
+            sweep = self.store.sweep_of(run_id)
+            if sweep and sweep in busy:
+                waiting.append(run_id)
+                continue
+            self._start(run_id)
+            if sweep:
+                busy.add(sweep)
+        self._queue.extendleft(reversed(waiting))
 
     def _start(self, run_id: str) -> None:
         try:
@@ -336,7 +404,7 @@ class JobManager:
         except OSError as exc:
             self.store.set_status(run_id, FAILED, message=f"Could not start the worker process: {exc}")
             return
-        self._running[run_id] = _Job(run_id, process.pid, process, gpu)
+        self._running[run_id] = _Job(run_id, process.pid, process, gpu, self.store.sweep_of(run_id))
 
     # --- watching -------------------------------------------------------
     def _watch(self) -> None:

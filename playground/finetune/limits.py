@@ -47,6 +47,10 @@ WORKSHOP_MAX_NEW_TOKENS = 128
 # Rank 64 is already generous for 135M-500M models; rank 1024 would make the "adapter" as big as the weights.
 WORKSHOP_MAX_LORA_R = 64
 WORKSHOP_MAX_ACTIVE_RUNS = 1
+# The forgetting check answers this many examples of each other task, twice (base and tuned), greedy and short.
+WORKSHOP_MAX_FORGETTING_EXAMPLES = 8
+# A sweep holds the training slot for all its runs in turn: a few variations, not a grid search.
+WORKSHOP_MAX_SWEEP_RUNS = 3
 
 
 class ActiveRunLimitError(InvalidParameterError):
@@ -68,6 +72,8 @@ class FinetuneLimits:
     max_new_tokens: int | None = None
     max_lora_r: int | None = None
     max_active_runs: int | None = None
+    max_forgetting_examples: int | None = None
+    max_sweep_runs: int | None = None  # runs in one sweep (the sweep module's own cap applies anyway)
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "FinetuneLimits":
@@ -79,7 +85,8 @@ class FinetuneLimits:
                    max_length=WORKSHOP_MAX_LENGTH, max_test_examples=WORKSHOP_MAX_TEST_EXAMPLES,
                    max_samples=WORKSHOP_MAX_SAMPLES,
                    max_new_tokens=min(WORKSHOP_MAX_NEW_TOKENS, settings.request_token_limit),
-                   max_lora_r=WORKSHOP_MAX_LORA_R, max_active_runs=WORKSHOP_MAX_ACTIVE_RUNS)
+                   max_lora_r=WORKSHOP_MAX_LORA_R, max_active_runs=WORKSHOP_MAX_ACTIVE_RUNS,
+                   max_forgetting_examples=WORKSHOP_MAX_FORGETTING_EXAMPLES, max_sweep_runs=WORKSHOP_MAX_SWEEP_RUNS)
 
     @property
     def unlimited(self) -> bool:
@@ -91,7 +98,8 @@ class FinetuneLimits:
         return {"max_steps": self.max_steps, "batch_size": self.max_effective_batch,
                 "grad_accum": self.max_effective_batch, "max_length": self.max_length,
                 "test_limit": self.max_test_examples, "sample_count": self.max_samples,
-                "max_new_tokens": self.max_new_tokens, "lora_r": self.max_lora_r}.get(name)
+                "max_new_tokens": self.max_new_tokens, "lora_r": self.max_lora_r,
+                "forgetting_examples": self.max_forgetting_examples}.get(name)
 
     def fit(self, config: FinetuneConfig) -> FinetuneConfig:
         """``config`` with every capped number lowered to its cap: starting values a form can submit as is.
@@ -100,7 +108,8 @@ class FinetuneLimits:
         grad_accum first, since it only trades time for a bigger batch.
         """
         changes = {}
-        for name in ("max_steps", "max_length", "test_limit", "sample_count", "max_new_tokens", "lora_r"):
+        for name in ("max_steps", "max_length", "test_limit", "sample_count", "max_new_tokens", "lora_r",
+                     "forgetting_examples"):
             cap, value = self.maximum(name), getattr(config, name)
             if cap is not None and (value > cap or (value == 0 and name in ("max_steps", "test_limit"))):
                 changes[name] = cap
@@ -165,6 +174,9 @@ class FinetuneLimits:
                                    "new tokens per answer", where))
         if self.max_lora_r is not None and adapter:
             problems.append(_above("lora_r", config.lora_r, self.max_lora_r, "for the adapter's rank", where))
+        if self.max_forgetting_examples is not None:
+            problems.append(_above("forgetting_examples", config.forgetting_examples, self.max_forgetting_examples,
+                                   "examples per task in the forgetting check", where))
         problems = [p for p in problems if p]
         if problems:
             raise FinetuneConfigError(" ".join(problems))
@@ -174,13 +186,15 @@ class FinetuneLimits:
         """Refuse a new run while the owner already has ``max_active_runs`` runs queued or running.
 
         ``runs`` are one owner's records; the message names the active run, so the person can find and cancel it.
+        The runs of one sweep (queued to run one after another) count as one.
         """
         if self.max_active_runs is None:
             return
         active = [run for run in runs if not run.terminal]
-        if len(active) < self.max_active_runs:
+        units = {getattr(run, "sweep", "") or run.id for run in active}
+        if len(units) < self.max_active_runs:
             return
-        run = active[0]
+        run = next((r for r in active if r.queue_position == 0), active[0])
         state = f"waiting in the queue at position {run.queue_position}" if run.queue_position else run.status
         one = "one run" if self.max_active_runs == 1 else f"{self.max_active_runs} runs"
         raise ActiveRunLimitError(

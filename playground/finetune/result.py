@@ -33,12 +33,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from playground.atomic import atomic_directory, atomic_write_json, atomic_write_jsonl
 from playground.errors import PlaygroundError, TrainingError
+from playground.finetune.forgetting import ForgettingReport
 from playground.finetune.gguf_samples import BASE, QUANTIZED, TRANSFORMERS, TUNED, SampleEngine
 from playground.finetune.methods import ADAPTER_DIR, MODEL_DIR, get_method
+from playground.finetune.usage import weights_bytes
 from playground.finetune.weights import ENCODER
 
 INFO_FILE = "playground.json"  # beside the weights: base model, method, labels
@@ -168,6 +170,18 @@ class RunMetrics:
     # reason there is no such column ("" in older runs, which never had one).
     rouge_quantized: Mapping[str, float] | None = None
     quantized_unavailable: str = ""
+    # What the run used (playground.finetune.usage): its process's peak memory and what that peak measures
+    # (cuda: torch's allocator; rss: the process's resident size), and the saved weights' size on disk (written
+    # by RunResult.save). None in older runs.
+    peak_memory_bytes: int | None = None
+    peak_memory_kind: str = ""
+    weights_bytes: int | None = None
+    # The catastrophic forgetting check (ForgettingReport.to_json; empty when the run had it off or is older).
+    forgetting: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def forgetting_report(self) -> ForgettingReport | None:
+        return ForgettingReport.from_json(self.forgetting)
 
     @property
     def classifier(self) -> bool:
@@ -200,11 +214,11 @@ class RunMetrics:
         values = _fields(cls, data)
         for name in ("train_losses", "labels"):
             values[name] = tuple(values.get(name) or ())
-        for name in ("data", "costs"):
+        for name in ("data", "costs", "forgetting"):
             values[name] = dict(values.get(name) or {})
         values["engines"] = {str(k): dict(v) for k, v in dict(values.get("engines") or {}).items()
                              if isinstance(v, Mapping)}
-        for name in ("sample_engine", "quantized_unavailable"):
+        for name in ("sample_engine", "quantized_unavailable", "peak_memory_kind"):
             values[name] = str(values.get(name) or "")
         return cls(**values)
 
@@ -231,6 +245,8 @@ class RunMetrics:
                         engines={k: dict(v) for k, v in self.engines.items()},
                         rouge_quantized=_plain(self.rouge_quantized))
         data["quantized_unavailable"] = self.quantized_unavailable
+        data.update(peak_memory_bytes=self.peak_memory_bytes, peak_memory_kind=self.peak_memory_kind,
+                    weights_bytes=self.weights_bytes, forgetting=dict(self.forgetting))
         return data
 
 
@@ -311,14 +327,17 @@ class RunResult:
         return self.downloads_dir / f"{self.run_dir.name}-{kind}.zip"
 
     # -- the trainer's writes ---------------------------------------------------------------------------
-    def save(self, trainable, config, samples: Iterable[dict], metrics: RunMetrics, weights: bool = True) -> None:
+    def save(self, trainable, config, samples: Iterable[dict], metrics: RunMetrics,
+             weights: bool = True) -> RunMetrics:
         """Write the weights (with tokenizer and info), the samples and the metrics, each atomically, in that
         order: a reader that finds metrics.json finds the rest. ``weights`` False: the run saved them already
-        (to convert its adapter for llama.cpp)."""
+        (to convert its adapter for llama.cpp). Returns the metrics as written (with the weights' size)."""
         if weights:
             self.save_weights(trainable, config)
+        metrics = dataclasses.replace(metrics, weights_bytes=weights_bytes(self.weights_dir))
         atomic_write_jsonl(self.samples_file, samples, "the before/after samples")
         atomic_write_json(self.metrics_file, metrics.to_json(), "the metrics")
+        return metrics
 
     def save_weights(self, trainable, config) -> Path:
         """The adapter (or the whole model) with its tokenizer and ``playground.json``, atomically."""
@@ -430,26 +449,50 @@ def aggregate_rows(metrics: RunMetrics | None) -> list[dict[str, Any]]:
     return rows
 
 
-# The run comparison's columns, in order (the page names them ft.runcol.<name> in its language).
-RUN_COLUMNS = ("name", "status", "model", "method", "steps", "train_loss", "validation_loss", "rougeL_before",
-               "rougeL_after", "rougeL_gain", "accuracy_before", "accuracy_after", "duration_s")
+# The run comparison's columns, in order (the page names them ft.runcol.<name> in its language): what was trained,
+# what it cost (trainable share, weights on disk, peak memory, wall time, training speed), how it trained (the
+# final losses) and what it gained on its own task next to what it lost on the Prompt Lab's other tasks.
+FORGETTING_TASKS = ("sentiment", "arithmetic", "translation", "summarization")  # the Prompt Lab's tasks
+RUN_COLUMNS = ("name", "status", "model", "method", "lora_r", "trainable_share", "adapter_mb", "peak_memory_mb",
+               "duration_s", "tokens_per_s", "steps", "train_loss", "validation_loss", "rougeL_before",
+               "rougeL_after", "rougeL_gain", "accuracy_before", "accuracy_after", "forgetting",
+               *(f"forgetting_{task}" for task in FORGETTING_TASKS))
+ALWAYS_SHOWN = ("name", "status", "model", "method")
+MISSING = "—"  # how the page shows a figure a run does not have (still running, older, another kind of run)
+# What the runs chart can show: one bar per run for a column, or the gain and the forgetting side by side.
+GAIN_AND_FORGETTING = "gain_and_forgetting"
+CHART_METRICS = (GAIN_AND_FORGETTING, "rougeL_gain", "forgetting", "rougeL_after", "accuracy_after",
+                 "validation_loss", "train_loss", "duration_s", "tokens_per_s", "peak_memory_mb", "adapter_mb",
+                 "trainable_share")
+MAX_COMPARED = 12  # runs in one comparison (the picker offers every run; the table and chart take this many)
 
 
 def run_row(record) -> dict[str, Any]:
-    """One run (a RunRecord) for the run comparison: its name, config and, once finished, its figures."""
+    """One run (a RunRecord) for the run comparison: its name, config and, once finished, its figures
+    (None where the run has no such figure)."""
     metrics = RunResult(record.path).metrics() if record.status == "succeeded" else None
     if metrics is None and isinstance(record.metrics, Mapping):
         metrics = RunMetrics.from_json(record.metrics)
     config = record.config or {}
+    method = str(config.get("method", ""))
 
     def percent(scores, name="rougeL"):
         return None if not scores or name not in scores else round(100 * float(scores[name]), 1)
 
     before = percent(metrics.rouge_before) if metrics else None
     after = percent(metrics.rouge_after) if metrics else None
-    return {
+    forgetting = metrics.forgetting_report if metrics else None
+    weights = metrics.weights_bytes if metrics and metrics.weights_bytes else None
+    if weights is None and metrics is not None:  # runs older than the record's own figure
+        weights = weights_bytes(RunResult(record.path).weights_dir)
+    row = {
         "name": record.name or record.id, "status": record.status, "model": str(config.get("model", "")),
-        "method": str(config.get("method", "")),
+        "method": method, "lora_r": _rank(method, config.get("lora_r")),
+        "trainable_share": round(100 * metrics.trainable_share, 3) if metrics and metrics.trainable_share else None,
+        "adapter_mb": round(weights / 1e6, 2) if weights else None,
+        "peak_memory_mb": round(metrics.peak_memory_bytes / 1e6) if metrics and metrics.peak_memory_bytes else None,
+        "duration_s": round(metrics.duration_s) if metrics and metrics.duration_s else None,
+        "tokens_per_s": round(metrics.tokens_per_s, 1) if metrics and metrics.tokens_per_s else None,
         "steps": metrics.steps if metrics else record.step,
         "train_loss": _rounded(metrics.train_loss_last if metrics else record.loss),
         "validation_loss": _rounded(metrics.eval_loss if metrics else record.eval_loss),
@@ -459,17 +502,59 @@ def run_row(record) -> dict[str, Any]:
         is not None else None,
         "accuracy_after": percent({"a": metrics.accuracy_after}, "a") if metrics and metrics.accuracy_after
         is not None else None,
-        "duration_s": round(metrics.duration_s) if metrics and metrics.duration_s else None,
+        "forgetting": forgetting.mean_change if forgetting else None,
     }
+    for task in FORGETTING_TASKS:
+        row[f"forgetting_{task}"] = forgetting.change_of(task) if forgetting else None
+    return row
 
 
-def run_rows(records: Iterable[Any]) -> list[dict[str, Any]]:
-    """The run comparison: one row per run (newest first), columns RUN_COLUMNS; a column empty for every run
-    (accuracy for generation runs, ROUGE for classifiers) is left out."""
+def _rank(method: str, rank: Any) -> int | None:
+    """The LoRA rank of a run whose method trains LoRA matrices (None for any other method)."""
+    from playground.finetune.methods import TABLE
+
+    entry = TABLE.get(method)
+    if entry is None or not entry.adapter or entry.adapter_kind != "LoRA" or rank is None:
+        return None
+    try:
+        return int(rank)
+    except (TypeError, ValueError):
+        return None
+
+
+def run_rows(records: Iterable[Any], chosen: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    """The run comparison: one row per run (in the records' order: newest first), columns RUN_COLUMNS; a column
+    empty for every run (accuracy for generation runs, ROUGE for classifiers, forgetting with the check off) is
+    left out. ``chosen`` (run ids) keeps only those runs; None keeps the first MAX_COMPARED."""
+    records = list(records)
+    if chosen is None:
+        records = records[:MAX_COMPARED]
+    else:
+        wanted = set(chosen)
+        records = [r for r in records if r.id in wanted][:MAX_COMPARED]
     rows = [run_row(record) for record in records]
-    kept = [c for c in RUN_COLUMNS if c in ("name", "status", "model", "method") or
-            any(row[c] is not None for row in rows)]
+    kept = [c for c in RUN_COLUMNS if c in ALWAYS_SHOWN or any(row[c] is not None for row in rows)]
     return [{c: row[c] for c in kept} for row in rows]
+
+
+def shown_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows as the page shows them: a missing figure reads MISSING ("—") instead of an empty cell."""
+    return [{c: MISSING if v is None else v for c, v in row.items()} for row in rows]
+
+
+def chart_rows(rows: Sequence[Mapping[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """The runs chart's bars (oldest run first, the order a sweep ran in): {"run", "series", "value"} per run
+    that has the figure; the gain and the forgetting side by side for GAIN_AND_FORGETTING."""
+    if metric not in CHART_METRICS:
+        raise PlaygroundError(f"The runs chart shows one of: {', '.join(CHART_METRICS)}; not {metric!r}.")
+    series = ("rougeL_gain", "forgetting") if metric == GAIN_AND_FORGETTING else (metric,)
+    bars = []
+    for row in reversed(list(rows)):
+        for name in series:
+            value = row.get(name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                bars.append({"run": str(row["name"]), "series": name, "value": float(value)})
+    return bars
 
 
 def _rounded(value: Any) -> float | None:

@@ -190,6 +190,7 @@ class RunRecord:
     phase_done: int | None = None
     phase_total: int | None = None
     name: str = ""  # short and readable, unique among its owner's runs (the id stays the key)
+    sweep: str = ""  # the sweep it belongs to (its runs go one after another; "" for a run on its own)
     metrics: dict | None = field(default=None, compare=False)
     events: int = 0  # complete lines in progress.jsonl; pass to read_events to get only newer ones
     queue_position: int | None = None  # filled by JobManager: 0 running, 1.. waiting, None otherwise
@@ -222,6 +223,7 @@ class _Meta:
     config: dict
     summary: str
     name: str = ""
+    sweep: str = ""
 
 
 @dataclass
@@ -248,8 +250,12 @@ class RunStore:
         self._progress: dict[str, _Progress] = {}
 
     # --- creating -------------------------------------------------------
-    def create(self, owner: str, config: Mapping[str, Any], entry: str, keep_files: Sequence[str] = ()) -> str:
+    def create(self, owner: str, config: Mapping[str, Any], entry: str, keep_files: Sequence[str] = (),
+               sweep: str = "") -> str:
         """A new queued run for ``owner``; returns its id. The directory appears complete or not at all.
+
+        ``sweep`` names the sweep the run belongs to (job.json keeps it; the job manager runs a sweep's runs
+        one after another).
 
         ``keep_files`` names config keys whose value is a file the run needs later (an upload, which lives in
         a temporary folder that is cleaned up): each file is copied into the run's ``inputs/`` folder and the
@@ -274,8 +280,10 @@ class RunStore:
                 plain[key] = str(self.root / run_id / INPUTS_DIR / source.name)
             atomic_write_text(staging / CONFIG_FILE, yaml.safe_dump(plain, sort_keys=False, allow_unicode=True),
                               _run_file(CONFIG_FILE))
-            atomic_write_json(staging / JOB_FILE, {"entry": entry, "owner": owner, "created": created, "name": name},
-                              _run_file(JOB_FILE))
+            job = {"entry": entry, "owner": owner, "created": created, "name": name}
+            if sweep:
+                job["sweep"] = str(sweep)
+            atomic_write_json(staging / JOB_FILE, job, _run_file(JOB_FILE))
             atomic_write_json(staging / STATUS_FILE, {"status": QUEUED, "message": "", "updated": created},
                               _run_file(STATUS_FILE))
             os.rename(staging, self.root / run_id)
@@ -325,6 +333,13 @@ class RunStore:
     def entry_of(self, run_id: str) -> str:
         return self._meta_of(run_id).entry
 
+    def sweep_of(self, run_id: str) -> str:
+        """The sweep the run belongs to ("" for a run on its own, or one that cannot be read)."""
+        try:
+            return self._meta_of(run_id).sweep
+        except RunNotFoundError:
+            return ""
+
     def check_owner(self, run_id: str, owner: str) -> None:
         """RunNotFoundError unless ``owner`` owns the run (someone else's run looks like no run at all)."""
         if self.owner_of(run_id) != owner:
@@ -365,7 +380,7 @@ class RunStore:
             raise RunNotFoundError(f"Run {run_id!r} is incomplete or damaged: {exc}") from None
         meta = _Meta(owner=str(job.get("owner", "")), entry=str(job.get("entry", "")),
                      created=float(job.get("created", 0.0)), config=config, summary=summarize_config(config),
-                     name=str(job.get("name", "")))
+                     name=str(job.get("name", "")), sweep=str(job.get("sweep", "") or ""))
         with self._lock:
             self._meta[run_id] = meta
         return meta
@@ -532,6 +547,7 @@ class RunStore:
             total_steps=values.get("total_steps"), loss=values.get("loss"), eval_loss=values.get("eval_loss"),
             eta_s=eta, metrics=values.get("metrics"), events=count, phase=values.get("phase", ""),
             phase_done=values.get("phase_done"), phase_total=values.get("phase_total"), name=meta.name or run_id,
+            sweep=meta.sweep,
         )
 
 

@@ -10,7 +10,9 @@ same way:
   :class:`FinetuneForm` (the widgets' values) and give the data report and the
   cost report;
 - :meth:`~FinetuneSession.start` queues a run for the person behind an identity
-  token, within the room's limits;
+  token, within the room's limits; :meth:`~FinetuneSession.start_sweep` queues a
+  sweep preset's runs (:mod:`~playground.finetune.sweep`), one after another, as
+  one start;
 - :meth:`~FinetuneSession.poll` reads a run's progress from where the last poll
   stopped (a :class:`PollCursor` the page keeps), so each poll reads only the
   lines the trainer appended since;
@@ -29,11 +31,12 @@ with its message.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from playground.errors import PlaygroundError
+from playground.errors import FinetuneConfigError, PlaygroundError
 from playground.finetune.config import FinetuneConfig
 from playground.finetune.costs import CostReport
 from playground.finetune.data import DataFileSummary, check_data_file, data_file_columns
@@ -50,12 +53,14 @@ from playground.finetune.result import (
     RunMetrics,
     RunResult,
     aggregate_rows,
+    chart_rows,
     comparison_rows,
     loss_points,
     run_rows,
     table_csv,
 )
 from playground.finetune.runs import SUCCEEDED, RunRecord, RunStore
+from playground.finetune.sweep import Sweep, load_sweep, preset_ids
 from playground.finetune.templates import load_templates
 from playground.atomic import atomic_write_text, save_error
 from playground.identity import Identities
@@ -158,10 +163,13 @@ class FinetuneForm:
 
 @dataclass(frozen=True)
 class Started:
-    """A run that was queued: its id and its owner's runs (newest first, the new one among them)."""
+    """A run that was queued: its id and its owner's runs (newest first, the new one among them); for a sweep,
+    its first run's id, the sweep's name and all its run ids (in the order they run)."""
 
     run_id: str
     runs: tuple[RunRecord, ...]
+    sweep: str = ""
+    sweep_runs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,14 @@ class RunView:
         """The person's runs side by side (the run comparison)."""
         return run_rows(self.runs)
 
+    def compared(self, chosen: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """The run comparison of the chosen runs (ids; None: the newest MAX_COMPARED)."""
+        return run_rows(self.runs, chosen)
+
+    def chart(self, chosen: Sequence[str] | None, metric: str) -> list[dict[str, Any]]:
+        """The runs chart's bars for the chosen runs and ``metric`` (result.CHART_METRICS)."""
+        return chart_rows(self.compared(chosen), metric)
+
     @property
     def scores(self) -> list[dict[str, Any]]:
         """The before/after bars (ROUGE, or accuracy for a classifier)."""
@@ -204,6 +220,8 @@ class CancelOutcome:
     run_id: str
     stopping: bool  # False: the run had already ended
     status: str  # its status right after the cancel ("cancelled" at once when it was still queued)
+    sweep: str = ""  # the sweep the run belongs to: every run of it left was stopped
+    stopped: int = 0  # how many runs the cancel stopped
 
 
 # ------------------------------------------------------------------------------ the controller
@@ -276,6 +294,41 @@ class FinetuneSession:
             admission.started(run_id)
         return Started(run_id, tuple(self.jobs.list_runs(owner)))
 
+    @staticmethod
+    def sweep_choices() -> list[tuple[str, str]]:
+        """(name, preset id) of every sweep preset (examples/finetune/sweep-*.yaml)."""
+        choices = []
+        for preset in preset_ids():
+            try:
+                choices.append((load_sweep(preset).name, preset))
+            except PlaygroundError:  # a broken preset is refused when chosen, with its message
+                choices.append((preset, preset))
+        return choices
+
+    def sweep(self, preset: str) -> Sweep:
+        """The sweep preset, its configs lowered to the room's caps (as the form's defaults are)."""
+        return load_sweep(str(preset or ""), max_runs=self.limits.max_sweep_runs).fitted(self.limits.fit)
+
+    def start_sweep(self, preset: str, token: str, address: str) -> Started:
+        """Queue every run of a sweep preset for the person behind ``token``: one after another, on the same data
+        and seed. Every run is checked against the limits and the world before any is queued; the room's
+        one-active-run rule and rate limits count the sweep as one start."""
+        chosen = self.sweep(preset)
+        configs = []
+        for number, config in enumerate(chosen.configs, start=1):
+            try:
+                configs.append(self.limits.check(config, self.catalog).check(self.catalog))
+            except PlaygroundError as exc:
+                raise FinetuneConfigError(f"{chosen.id}, run {number} ({chosen.labels()[number - 1]}): {exc}") \
+                    from None
+        name = f"{chosen.id}-{secrets.token_hex(3)}"
+        with self.identities.starting_run(token, address, is_active=self._active) as admission:
+            owner = admission.identity.id
+            ids = self.jobs.submit_sweep(owner, [c.to_dict() for c in configs], name, entry=self.entry,
+                                         admit=self.limits.check_active)
+            admission.started(ids[0])
+        return Started(ids[0], tuple(self.jobs.list_runs(owner)), name, tuple(ids))
+
     def poll(self, token: str, run_id: str | None, cursor: PollCursor | None = None) -> RunView:
         """The person's runs and the chosen one (default: the newest), read from ``cursor`` on.
 
@@ -307,8 +360,12 @@ class FinetuneSession:
         owner = self._owner(token)
         if not run_id:
             raise NoRunChosen()
+        sweep = self.jobs.get(run_id, owner).sweep
+        if sweep:  # a run of a sweep: the sweep stops (its queued runs never start)
+            stopped = self.jobs.cancel_sweep(sweep, owner)
+            return CancelOutcome(run_id, stopped > 0, self.jobs.get(run_id, owner).status, sweep, stopped)
         stopping = self.jobs.cancel(run_id, owner)
-        return CancelOutcome(run_id, stopping, self.jobs.get(run_id, owner).status)
+        return CancelOutcome(run_id, stopping, self.jobs.get(run_id, owner).status, stopped=int(stopping))
 
     def download(self, token: str, run_id: str | None) -> Path:
         """The finished run's adapter (or whole model) as a zip, built once and kept in the run's folder."""
@@ -359,14 +416,16 @@ class FinetuneSession:
         return self._write_csv(RunResult(record.path).downloads_dir / f"before-after-{_safe(language)}.csv",
                                table_csv(rows, headers), record.id)
 
-    def runs_csv(self, token: str, headers: Mapping[str, str] | None = None, language: str = "en") -> Path:
-        """The person's runs side by side (the run comparison) as a CSV file, in their newest run's folder."""
+    def runs_csv(self, token: str, headers: Mapping[str, str] | None = None, language: str = "en",
+                 chosen: Sequence[str] | None = None) -> Path:
+        """The person's runs side by side (the run comparison; ``chosen`` ids, None: the newest) as a CSV file,
+        in their newest run's folder."""
         owner = self._owner(token)
         runs = self.jobs.list_runs(owner)
         if not runs:
             raise NoRunChosen()
         return self._write_csv(RunResult(runs[0].path).downloads_dir / f"runs-{_safe(language)}.csv",
-                               table_csv(run_rows(runs), headers), runs[0].id)
+                               table_csv(run_rows(runs, chosen), headers), runs[0].id)
 
     def _write_csv(self, path: Path, text: str, run_id: str) -> Path:
         self._room_for(run_id)(len(text.encode("utf-8")))
@@ -407,7 +466,12 @@ class FinetuneSession:
             raise NoGGUFBase(exc.base) from None
 
     def _active(self, run_id: str) -> bool:
-        return not self.runs.status(run_id).terminal
+        """Whether a run, or any run of its sweep, is still queued or running."""
+        sweep = self.runs.sweep_of(run_id)
+        if not sweep:
+            return not self.runs.status(run_id).terminal
+        return any(not self.runs.status(other).terminal for other in self.runs.run_ids()
+                   if self.runs.sweep_of(other) == sweep)
 
     def _room_for(self, run_id: str) -> Callable[[int], Sequence[str]]:
         """The data dir's budget, asked to make room for a download of ``run_id`` (never removing that run)."""

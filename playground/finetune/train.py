@@ -57,6 +57,7 @@ from playground.finetune.config import FinetuneConfig
 from playground.finetune.costs import FP32_BYTES, machine_memory_budget
 from playground.finetune.data import DataSplits, PromptPair, load_splits
 from playground.finetune.encoding import EncodedSplit, causal_prompt_ids, data_collator, encode_pairs, encode_splits
+from playground.finetune.forgetting import ForgettingCheck
 from playground.finetune.gguf_adapter import AdapterConversionError, adapter_gguf_path, run_adapter_gguf
 from playground.finetune.gguf_samples import (
     BASE,
@@ -76,6 +77,7 @@ from playground.finetune import progress as phases
 from playground.finetune.progress import RunClock, batches, validation_passes
 from playground.finetune.result import RunMetrics, RunResult
 from playground.finetune.runs import CONFIG_FILE, scratch_dir
+from playground.finetune.usage import peak_memory
 from playground.finetune.weights import DECODER, ENCODER, ENCODER_DECODER, default_resolver, locate_model
 
 
@@ -302,6 +304,7 @@ class _Run:
         test_pairs = list(encoded["test"].pairs)
         before = _evaluate_test(trainer, encoded["test"])
         base_outputs = self._answers(BASE, "baseline", "Base model", trainable, test_pairs)
+        forgetting = self._forgetting_check(trainable)  # the base on the Prompt Lab's other tasks
 
         self.begin(phases.TRAINING, f"Training for {config.planned_steps(len(encoded['train'].features))} steps.")
         self.eval_phase = phases.VALIDATION
@@ -331,6 +334,8 @@ class _Run:
             quantized_outputs = self._answers(QUANTIZED, "evaluating", "Fine-tuned model, quantized", trainable,
                                               test_pairs, adapter_gguf)
 
+        forgetting.tuned(trainable.model, trainable.tokenizer)
+        self.check_stop()
         for left in (phases.TUNED, phases.QUANTIZED):  # answers that were planned but not given
             entry = self.clock.phases.get(left)
             if entry is not None:
@@ -342,14 +347,29 @@ class _Run:
                             total_steps=trainer.state.max_steps, step_seconds=callback.mean_step_seconds)
         metrics = self._metrics(trainable, splits, encoded, callback, train_output, before, after, samples,
                                 last_eval_loss, costs)
+        peak, peak_kind = peak_memory(cuda)
+        report = forgetting.report()
+        metrics = dataclasses.replace(metrics, peak_memory_bytes=peak, peak_memory_kind=peak_kind,
+                                      forgetting=report.to_json() if report else {})
         self.check_stop()
         if self.main_process:
-            RunResult(self.run_dir).save(trainable, config, samples, metrics, weights=self.saved_weights is None)
+            metrics = RunResult(self.run_dir).save(trainable, config, samples, metrics,
+                                                   weights=self.saved_weights is None)
         self.written = []  # the run finished: what it wrote is its result
         self.emit({"event": "done", "metrics": metrics.to_json()})
         return TrainOutcome("done", self.step, metrics)
 
     # -- helpers -----------------------------------------------------------------
+    def _forgetting_check(self, trainable: TrainableModel) -> ForgettingCheck:
+        """The catastrophic forgetting check (forgetting.py), its base side scored now, before training."""
+        stages = {"base": "baseline", "tuned": "evaluating"}
+        check = ForgettingCheck(self.config, trainable.family, should_stop=self.control.should_stop,
+                                stage=lambda side, message: self.stage(stages[side], message),
+                                active=self.main_process)
+        check.base(trainable.model, trainable.tokenizer)
+        self.check_stop()
+        return check
+
     def _prepare_run_dir(self) -> None:
         if not self.main_process:
             return

@@ -44,8 +44,8 @@ RECORDED_EVENTS = {
     "quantization_ladder": "quantization",
 }
 # Outputs a step leaves out: the Fine-tune tab's drawn loss curve (the replay redraws it from the run's events)
-# and its table of all the person's runs (their other runs are not this walk's business).
-SKIPPED_OUTPUTS = frozenset({"ft-loss", "ft-runs"})
+# and its table, chart and picker of all the person's runs (their other runs are not this walk's business).
+SKIPPED_OUTPUTS = frozenset({"ft-loss", "ft-runs", "ft-runs-chart", "ft-compare-runs"})
 # Inputs worth showing beside a result: what was typed or chosen (sliders and numbers are the parameters).
 INPUT_KINDS = (gr.Textbox, gr.Dropdown, gr.Radio, gr.CheckboxGroup)
 MAX_INPUT_CHARS = 400

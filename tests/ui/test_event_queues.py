@@ -65,6 +65,8 @@ NOT_GENERATING = {
     "playground.ui.tabs.finetune:build.<locals>.runs_csv_download",
     "playground.ui.tabs.finetune:build.<locals>.runs_of_new_identity",  # after a carry code
     "playground.ui.tabs.finetune:build.<locals>.uploaded",  # an upload checked at once
+    "playground.ui.tabs.finetune:build.<locals>.start_sweep",  # queues a sweep's runs: the worker trains them
+    "playground.ui.tabs.finetune:build.<locals>.sweep_described",  # reads a preset file
     # Quantized CPU and the ladder: facts, Stop, Clear, a kept ladder
     "playground.ui.tabs.quantized_cpu:build.<locals>.show_facts",
     "playground.ui.tabs.quantized_cpu:build.<locals>.stop_generation",

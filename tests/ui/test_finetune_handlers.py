@@ -69,7 +69,7 @@ def test_poll_without_runs_and_with_a_finished_one(session, token):
                           metrics={"family": "decoder", "sample_count": 1, "duration_s": 3.0,
                                    "rouge_before": {"rouge1": 0.1, "rouge2": 0.0, "rougeL": 0.1},
                                    "rouge_after": {"rouge1": 0.6, "rouge2": 0.3, "rougeL": 0.5}})
-    _, picker, status, loss, scores, gain, comparison, runs, cursor = on_poll(session, EN, token, None, None)
+    _, picker, status, loss, scores, gain, comparison, runs, cursor, _, _ = on_poll(session, EN, token, None, None)
     assert picker["value"] == run_id and picker["choices"][0][1] == run_id
     name = session.jobs.get(run_id, owner(session, token)).name
     assert f"**{name}** · {SUCCEEDED}" in status and "chart-point" not in loss  # the fake run logged no steps
@@ -87,14 +87,14 @@ def test_poll_without_runs_and_with_a_finished_one(session, token):
 def test_the_quantized_system_shows_with_its_engine_in_the_pages_language(session, token):
     run_id = finished_run(session, owner(session, token), weights=DECODER_INFO, samples=[QUANTIZED_SAMPLE],
                           metrics={**QUANTIZED_METRICS, "duration_s": 3.0})
-    _, _, _, _, scores, gain, comparison, _, _ = on_poll(session, EN, token, run_id, None)
+    _, _, _, _, scores, gain, comparison, _, _, _, _ = on_poll(session, EN, token, run_id, None)
     systems = ["base · transformers fp32", "fine-tuned · transformers fp32",
                "fine-tuned, quantized · llama.cpp Q4_1 + adapter"]
     assert list(comparison.columns[2:5]) == systems and "quantization (ROUGE-L points)" in comparison.columns
     assert list(comparison["fine-tuned, quantized · llama.cpp Q4_1 + adapter"]) == ["z"]
     assert list(scores["model"][:3]) == systems and len(scores) == 9
     assert "Fine-tuned and quantized (llama.cpp Q4_1 + adapter): ROUGE-L **45.0**, **-5.0 points**" in gain
-    _, _, _, _, scores, gain, comparison, _, _ = on_poll(session, PT, token, run_id, None)
+    _, _, _, _, scores, gain, comparison, _, _, _, _ = on_poll(session, PT, token, run_id, None)
     assert "ajustado, quantizado · llama.cpp Q4_1 + adaptador" in comparison.columns
     assert "ajustado · transformers fp32" in set(scores["model"]) and "Ajustado e quantizado" in gain
     # A run whose samples ran on llama.cpp names the engines of its two systems and why there is no third.
@@ -104,7 +104,7 @@ def test_the_quantized_system_shows_with_its_engine_in_the_pages_language(sessio
                             "tuned": {"engine": "llama.cpp", "weights": "Q4_1", "adapter": True}}}
     sample = {k: v for k, v in QUANTIZED_SAMPLE.items() if not k.startswith("quantized")}
     run_id = finished_run(session, owner(session, token), weights=DECODER_INFO, samples=[sample], metrics=on_llama)
-    _, _, _, _, scores, gain, comparison, _, _ = on_poll(session, EN, token, run_id, None)
+    _, _, _, _, scores, gain, comparison, _, _, _, _ = on_poll(session, EN, token, run_id, None)
     assert list(comparison.columns[2:4]) == ["base · llama.cpp Q4_1", "fine-tuned · llama.cpp Q4_1 + adapter"]
     assert len(scores) == 6 and "No quantized column: the samples ran on llama.cpp." in gain
 

@@ -19,10 +19,19 @@ from dataclasses import dataclass
 import gradio as gr
 import pandas as pd
 
+from playground.errors import PlaygroundError
 from playground.finetune.gguf_samples import BASE, QUANTIZED, TUNED
 from playground.finetune.gguf_export import DEFAULT_TYPE
 from playground.finetune.methods import METHODS
-from playground.finetune.result import QUANTIZATION_COLUMN, RUN_COLUMNS, SYSTEM_NAMES
+from playground.finetune.result import (
+    CHART_METRICS,
+    GAIN_AND_FORGETTING,
+    QUANTIZATION_COLUMN,
+    RUN_COLUMNS,
+    SYSTEM_NAMES,
+    chart_rows,
+    shown_rows,
+)
 from playground.finetune.session import (
     INTEGER_FIELDS,
     UPLOAD,
@@ -50,8 +59,9 @@ POLL_S = 2.0
 # Widgets made from FinetuneConfig fields, in the order of the hyperparameter panel.
 NUMBER_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "learning_rate", "max_steps", "epochs", "batch_size",
                  "grad_accum", "max_length", "eval_every", "validation_fraction", "test_limit", "sample_count",
-                 "max_new_tokens", "seed")
+                 "max_new_tokens", "forgetting_examples", "seed")
 SCORE_COLUMNS = ["bar", "metric", "model", "score"]
+RUNS_CHART_COLUMNS = ["run", "series", "value"]  # and "bar": the x axis
 # Config fields with a widget in the tab: each has a label (ft.field.<name>) and help (ft.help.<name>) in every
 # language; the English help is the config dataclass's own (tests/ui/test_finetune_texts.py holds them together).
 TEXT_FIELDS = ("model", "method", "template", "input_column", "target_column", "target_modules")
@@ -176,6 +186,9 @@ def gain_text(metrics, texts: Texts) -> str:
         before, after = metrics.rouge_before["rougeL"], metrics.rouge_after["rougeL"]
         lines = [texts("ft.gain", before=100 * before, after=100 * after, gain=100 * (after - before),
                        examples=metrics.sample_count, seconds=metrics.duration_s)]
+        forgetting = forgetting_text(metrics, texts)
+        if forgetting:
+            lines.append(forgetting)
         quantized = metrics.engine_of(QUANTIZED)
         if metrics.rouge_quantized and quantized is not None:
             lines.append(texts("ft.quantized_gain", engine=engine_text(quantized, texts),
@@ -187,6 +200,30 @@ def gain_text(metrics, texts: Texts) -> str:
         return texts("ft.gain_accuracy", before=100 * (metrics.accuracy_before or 0),
                      after=100 * metrics.accuracy_after)
     return ""
+
+
+def forgetting_text(metrics, texts: Texts) -> str:
+    """The forgetting check next to the run's own gain: each other task's score, base -> fine-tuned, and the mean
+    change in points ("" when the run had no check)."""
+    report = metrics.forgetting_report if metrics is not None else None
+    if report is None:
+        return ""
+    if report.unavailable:
+        return texts("ft.forgetting_unavailable", reason=report.unavailable)
+    parts = []
+    for task in report.tasks:
+        if task.before is None or task.after is None:
+            continue
+        parts.append(texts("ft.forgetting_task", task=texts(f"ft.task.{task.task}"),
+                           metric=texts(f"ft.metric.{task.metric}"), before=100 * task.before,
+                           after=100 * task.after, change=100 * task.change))
+    if not parts or report.mean_change is None:
+        return texts("ft.forgetting_unavailable", reason=texts("ft.forgetting_stopped"))
+    gain = None
+    if metrics.rouge_before and metrics.rouge_after:
+        gain = 100 * (metrics.rouge_after["rougeL"] - metrics.rouge_before["rougeL"])
+    return texts("ft.forgetting", examples=report.examples, tasks="; ".join(parts), mean=report.mean_change,
+                 gain=gain if gain is not None else 0.0)
 
 
 def cost_text(report, texts: Texts) -> str:
@@ -241,30 +278,70 @@ def comparison_frame(rows, labels: dict[str, str], texts: Texts) -> pd.DataFrame
 
 
 def runs_frame(rows, texts: Texts) -> pd.DataFrame | None:
-    """The person's runs side by side (session.run_rows), headers and statuses in the page's language."""
+    """The person's runs side by side (session.run_rows), headers and statuses in the page's language, a figure a
+    run lacks shown as "—"."""
     if not rows:
         return None
-    frame = pd.DataFrame(list(rows))
+    frame = pd.DataFrame(shown_rows(rows))
     frame["status"] = frame["status"].map(lambda status: status_word(status, texts))
     return frame.rename(columns={name: texts(f"ft.runcol.{name}") for name in frame.columns})
 
 
-def poll_values(view: RunView, token: str, texts: Texts, settings=None) -> tuple:
-    """(token, run picker, status, loss, scores, gain, comparison, cursor) for one poll."""
+def runs_chart_frame(rows, metric: str, texts: Texts) -> pd.DataFrame | None:
+    """The runs chart: one bar per run (oldest first) for ``metric``, or the gain and the forgetting side by side;
+    series named as the table's columns are."""
+    bars = chart_rows(rows, metric if metric in CHART_METRICS else GAIN_AND_FORGETTING)
+    if not bars:
+        return None
+    frame = pd.DataFrame(bars, columns=RUNS_CHART_COLUMNS)
+    several = frame["series"].nunique() > 1
+    # One bar per run and series, side by side (a bar plot stacks the series of one x value otherwise).
+    frame["bar"] = [f"{run} · {texts(f'ft.chart_bar.{series}')}" if several else run
+                    for run, series in zip(frame["run"], frame["series"])]
+    frame["series"] = frame["series"].map(lambda name: texts(f"ft.runcol.{name}"))
+    return frame
+
+
+def compare_choices(runs, texts: Texts) -> list[tuple[str, str]]:
+    """(label, id) of each run for the comparison picker: its short name and method (no status, so the choices
+    stay the same while runs progress)."""
+    return [(f"{r.name or r.id} · {r.config.get('method', '')}", r.id) for r in runs]
+
+
+def sweep_text(sweep, texts: Texts) -> str:
+    """What a sweep preset runs: its description and one line per run."""
+    name = texts(f"ft.sweep.{sweep.id}") if texts.has(f"ft.sweep.{sweep.id}") else sweep.name
+    about = texts(f"ft.sweep_about.{sweep.id}") if texts.has(f"ft.sweep_about.{sweep.id}") else sweep.description
+    head = f"**{name}**" + (f" — {about}" if about else "")
+    runs = "\n".join(f"{number}. `{label}`" for number, label in enumerate(sweep.labels(), start=1))
+    return "\n\n".join([head, texts("ft.sweep_runs", count=len(sweep.configs)), runs])
+
+
+def poll_values(view: RunView, token: str, texts: Texts, settings=None, compared=None,
+                metric: str = GAIN_AND_FORGETTING) -> tuple:
+    """(token, run picker, status, loss, scores, gain, comparison, runs table, cursor, comparison picker, runs
+    chart) for one poll; ``compared`` are the run ids picked for the comparison (none: the newest runs)."""
     choices = run_choices(view.runs, texts)
-    runs = runs_frame(view.run_rows, texts)
+    known = {r.id for r in view.runs}
+    picked = [run_id for run_id in (compared or []) if run_id in known]
+    rows = view.compared(picked or None)
+    runs = runs_frame(rows, texts)
+    compare = gr.update(choices=compare_choices(view.runs, texts), value=picked)
+    frame = runs_chart_frame(rows, metric, texts)
+    # The bars in the order the runs ran (a bar plot would sort its x values by name otherwise).
+    chart = gr.update(value=frame, sort=list(frame["bar"]) if frame is not None else None)
     if view.record is None:
         status = warning_text(view.error, settings) if view.error is not None else texts("ft.no_run")
         # No run shown: the picker is emptied too, so a run of another identity (before a carry code) never stays.
         return (token, gr.update(choices=choices, value=None), status, loss_chart((), texts), None, "", None, runs,
-                view.cursor)
+                view.cursor, compare, chart)
     labels = system_labels(view.metrics, texts)
     scores = pd.DataFrame(view.scores, columns=SCORE_COLUMNS)
     scores["model"] = scores["model"].map(lambda name: labels.get(name, name))
     comparison = comparison_frame(view.comparison, labels, texts) if view.comparison else None
     return (token, gr.update(choices=choices, value=view.record.id), progress_text(view.record, texts),
             loss_chart(view.points, texts), scores if len(scores) else None, gain_text(view.metrics, texts),
-            comparison, runs, view.cursor)
+            comparison, runs, view.cursor, compare, chart)
 
 
 # ------------------------------------------------------------------------------ the handlers, as plain functions
@@ -296,8 +373,27 @@ def on_start(session: FinetuneSession, texts: Texts, token: str, address: str, f
 
 
 def on_poll(session: FinetuneSession, texts: Texts, token: str, run_id: str | None,
-            cursor: PollCursor | None) -> tuple:
-    return poll_values(session.poll(token, run_id, cursor), token, texts, session.settings)
+            cursor: PollCursor | None, compared=None, metric: str | None = None) -> tuple:
+    return poll_values(session.poll(token, run_id, cursor), token, texts, session.settings, compared,
+                       metric or GAIN_AND_FORGETTING)
+
+
+def on_start_sweep(session: FinetuneSession, texts: Texts, token: str, address: str, preset: str) -> tuple:
+    """Queue a sweep preset's runs; the run picker shows its first run."""
+    with shown_errors(texts, session.settings):
+        started = session.start_sweep(preset, token, address)
+    gr.Info(texts("ft.sweep_started", count=len(started.sweep_runs), sweep=started.sweep))
+    return token, gr.update(choices=run_choices(started.runs, texts), value=started.run_id)
+
+
+def on_sweep_info(session: FinetuneSession, texts: Texts, preset: str | None) -> str:
+    """What the chosen sweep preset runs (or why it cannot)."""
+    if not preset:
+        return ""
+    try:
+        return sweep_text(session.sweep(preset), texts)
+    except PlaygroundError as exc:  # answered unqueued (on the page's load): a line on the page, not a toast
+        return warning_text(exc, session.settings)
 
 
 def on_cancel(session: FinetuneSession, texts: Texts, token: str, run_id: str | None) -> None:
@@ -305,6 +401,8 @@ def on_cancel(session: FinetuneSession, texts: Texts, token: str, run_id: str | 
         outcome = session.cancel(token, run_id)
     if not outcome.stopping:
         gr.Warning(texts("ft.already_ended", run=outcome.run_id, status=outcome.status))
+    elif outcome.sweep:
+        gr.Info(texts("ft.cancelled_sweep", sweep=outcome.sweep, stopped=outcome.stopped))
     elif outcome.status == "cancelled":  # it was still waiting in the queue
         gr.Info(texts("ft.cancelled_queued", run=outcome.run_id))
     else:
@@ -366,9 +464,11 @@ def on_comparison_csv(session: FinetuneSession, downloads: PrivateDownloads, tex
                                                       texts.language))
 
 
-def on_runs_csv(session: FinetuneSession, downloads: PrivateDownloads, texts: Texts, token: str) -> str:
+def on_runs_csv(session: FinetuneSession, downloads: PrivateDownloads, texts: Texts, token: str,
+                compared=None) -> str:
     with shown_errors(texts, session.settings):
-        return downloads.serve(session.runs_csv(token, table_headers(texts, "runs"), texts.language))
+        return downloads.serve(session.runs_csv(token, table_headers(texts, "runs"), texts.language,
+                                                list(compared or []) or None))
 
 
 def on_use_in_lab(session: FinetuneSession, links: "FinetuneLinks", texts: Texts, token: str,
@@ -461,8 +561,25 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
                                  allow_custom_value=True)
         cancel = gr.Button(t("ft.cancel"), variant="stop", elem_id="ft-cancel", scale=1)
     status = gr.Markdown(elem_id="ft-status")
-    runs_table = gr.Dataframe(label=t("ft.runs_table"), wrap=True, interactive=False, max_height=300,
+    with gr.Row(equal_height=False):
+        compare_runs = gr.Dropdown([], value=[], multiselect=True, label=t("ft.compare_runs"),
+                                   info=t("ft.compare_runs_info"), elem_id="ft-compare-runs", scale=3)
+        chart_metric = gr.Dropdown([(t(f"ft.chart.{m}"), m) for m in CHART_METRICS], value=GAIN_AND_FORGETTING,
+                                   label=t("ft.chart_metric"), info=t("ft.chart_metric_info"),
+                                   elem_id="ft-chart-metric", scale=1)
+    runs_table = gr.Dataframe(label=t("ft.runs_table"), wrap=True, interactive=False, max_height=520,
                               elem_id="ft-runs")
+    runs_chart = gr.BarPlot(None, x="bar", y="value", color="series", sort=None, x_title=" ", y_title=" ",
+                            color_title=" ", label=t("ft.runs_chart"), height=340, elem_id="ft-runs-chart")
+    # A shipped preset's name is a locale key (ft.sweep.<id>); a deployer's own preset shows the name its file gives.
+    sweep_choices = [(t(f"ft.sweep.{preset}") if Texts().has(f"ft.sweep.{preset}") else name, preset)
+                     for name, preset in session.sweep_choices()]
+    with gr.Row(equal_height=False):
+        sweep_preset = gr.Dropdown(sweep_choices, value=sweep_choices[0][1] if sweep_choices else None,
+                                   label=t("ft.sweep_preset"), info=t("ft.sweep_preset_info"),
+                                   elem_id="ft-sweep-preset", scale=2)
+        sweep_start = gr.Button(t("ft.sweep_start"), elem_id="ft-sweep-start", scale=1)
+    sweep_info = gr.Markdown(elem_id="ft-sweep-info")
     with gr.Row(equal_height=False):
         loss_plot = gr.HTML(label=t("ft.loss"), show_label=True, container=True, elem_id="ft-loss", scale=3,
                             min_width=320)
@@ -505,8 +622,14 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
         return on_start(session, Texts.for_request(request), token, request_address(request, services),
                         form_from_values(*values))
 
-    def poll(request: gr.Request, token, run_id, read_so_far):
-        return on_poll(session, Texts.for_request(request), token, run_id, read_so_far)
+    def poll(request: gr.Request, token, run_id, read_so_far, compared=None, metric=GAIN_AND_FORGETTING):
+        return on_poll(session, Texts.for_request(request), token, run_id, read_so_far, compared, metric)
+
+    def start_sweep(request: gr.Request, token, preset):
+        return on_start_sweep(session, Texts.for_request(request), token, request_address(request, services), preset)
+
+    def sweep_described(request: gr.Request, preset):
+        return on_sweep_info(session, Texts.for_request(request), preset)
 
     def cancel_run(request: gr.Request, token, run_id):
         on_cancel(session, Texts.for_request(request), token, run_id)
@@ -526,8 +649,8 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
     def comparison_csv_download(request: gr.Request, token, run_id):
         return on_comparison_csv(session, downloads, Texts.for_request(request), token, run_id)
 
-    def runs_csv_download(request: gr.Request, token):
-        return on_runs_csv(session, downloads, Texts.for_request(request), token)
+    def runs_csv_download(request: gr.Request, token, compared=None):
+        return on_runs_csv(session, downloads, Texts.for_request(request), token, compared)
 
     def uploaded(request: gr.Request, path):
         return on_upload(session, Texts.for_request(request), path)
@@ -541,10 +664,17 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
     preflight_button.click(estimate, config_inputs, costs, api_name="finetune_preflight", show_progress_on=[costs],
                            concurrency_limit=1, concurrency_id="finetune-preflight")
     start.click(start_run, [owner, *config_inputs], [owner, run_picker], api_name="finetune_start")
-    poll_outputs = [owner, run_picker, status, loss_plot, scores, gain, comparison, runs_table, cursor]
-    timer.tick(poll, [owner, run_picker, cursor], poll_outputs, api_name="finetune_poll", show_progress="hidden",
-               queue=False)
-    run_picker.input(poll, [owner, run_picker, cursor], poll_outputs, api_name=False, queue=False)
+    poll_outputs = [owner, run_picker, status, loss_plot, scores, gain, comparison, runs_table, cursor, compare_runs,
+                    runs_chart]
+    poll_inputs = [owner, run_picker, cursor, compare_runs, chart_metric]
+    timer.tick(poll, poll_inputs, poll_outputs, api_name="finetune_poll", show_progress="hidden", queue=False)
+    run_picker.input(poll, poll_inputs, poll_outputs, api_name=False, queue=False)
+    # Picking runs to compare, or what the chart shows, answers at once (the next poll keeps the choice).
+    compare_runs.input(poll, poll_inputs, poll_outputs, api_name=False, queue=False)
+    chart_metric.input(poll, poll_inputs, poll_outputs, api_name=False, queue=False)
+    sweep_start.click(start_sweep, [owner, sweep_preset], [owner, run_picker], api_name="finetune_sweep")
+    # On the page's load (in its language) and whenever the preset changes: what the sweep runs.
+    gr.on(None, sweep_described, sweep_preset, sweep_info, api_name="finetune_sweep_info", queue=False)
     # Queued, in groups of their own without a limit, so they never wait behind other work: an unqueued
     # event's gr.Error never reaches the page as a toast (Gradio 6's client drops the error's "visible" flag
     # for queue=False calls, and its toasts default to hidden), and gr.Info/gr.Warning need the queue too.
@@ -562,12 +692,12 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
     upload.upload(uploaded, upload, [data, data_summary], api_name="finetune_upload")
     comparison_csv.click(comparison_csv_download, [owner, run_picker], download_file, api_name="finetune_comparison_csv",
                          concurrency_limit=None, concurrency_id="finetune-csv")
-    runs_csv.click(runs_csv_download, [owner], download_file, api_name="finetune_runs_csv", concurrency_limit=None,
-                   concurrency_id="finetune-csv")
+    runs_csv.click(runs_csv_download, [owner, compare_runs], download_file, api_name="finetune_runs_csv",
+                   concurrency_limit=None, concurrency_id="finetune-csv")
     use_in_lab.click(open_in_prompt_lab, [owner, run_picker], [links.tabs, *links.lab_models.comparison_outputs],
                      api_name="finetune_use_in_lab", concurrency_limit=None, concurrency_id="finetune-use-in-lab")
 
     def runs_of_new_identity(request: gr.Request, token):
-        return poll(request, token, None, None)
+        return poll(request, token, None, None, None, GAIN_AND_FORGETTING)
 
     return runs_of_new_identity, [owner], poll_outputs
