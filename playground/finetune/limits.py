@@ -47,6 +47,9 @@ WORKSHOP_MAX_NEW_TOKENS = 128
 # Rank 64 is already generous for 135M-500M models; rank 1024 would make the "adapter" as big as the weights.
 WORKSHOP_MAX_LORA_R = 64
 WORKSHOP_MAX_ACTIVE_RUNS = 1
+# Prompt and prefix tuning: each virtual token is a position of every example (and, for prefix tuning, a key and a
+# value in every layer); 64 is more than their papers use on small models.
+WORKSHOP_MAX_VIRTUAL_TOKENS = 64
 
 
 class ActiveRunLimitError(InvalidParameterError):
@@ -68,6 +71,7 @@ class FinetuneLimits:
     max_new_tokens: int | None = None
     max_lora_r: int | None = None
     max_active_runs: int | None = None
+    max_virtual_tokens: int | None = None
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "FinetuneLimits":
@@ -79,7 +83,8 @@ class FinetuneLimits:
                    max_length=WORKSHOP_MAX_LENGTH, max_test_examples=WORKSHOP_MAX_TEST_EXAMPLES,
                    max_samples=WORKSHOP_MAX_SAMPLES,
                    max_new_tokens=min(WORKSHOP_MAX_NEW_TOKENS, settings.request_token_limit),
-                   max_lora_r=WORKSHOP_MAX_LORA_R, max_active_runs=WORKSHOP_MAX_ACTIVE_RUNS)
+                   max_lora_r=WORKSHOP_MAX_LORA_R, max_active_runs=WORKSHOP_MAX_ACTIVE_RUNS,
+                   max_virtual_tokens=WORKSHOP_MAX_VIRTUAL_TOKENS)
 
     @property
     def unlimited(self) -> bool:
@@ -91,7 +96,8 @@ class FinetuneLimits:
         return {"max_steps": self.max_steps, "batch_size": self.max_effective_batch,
                 "grad_accum": self.max_effective_batch, "max_length": self.max_length,
                 "test_limit": self.max_test_examples, "sample_count": self.max_samples,
-                "max_new_tokens": self.max_new_tokens, "lora_r": self.max_lora_r}.get(name)
+                "max_new_tokens": self.max_new_tokens, "lora_r": self.max_lora_r,
+                "num_virtual_tokens": self.max_virtual_tokens}.get(name)
 
     def fit(self, config: FinetuneConfig) -> FinetuneConfig:
         """``config`` with every capped number lowered to its cap: starting values a form can submit as is.
@@ -100,7 +106,8 @@ class FinetuneLimits:
         grad_accum first, since it only trades time for a bigger batch.
         """
         changes = {}
-        for name in ("max_steps", "max_length", "test_limit", "sample_count", "max_new_tokens", "lora_r"):
+        for name in ("max_steps", "max_length", "test_limit", "sample_count", "max_new_tokens", "lora_r",
+                     "num_virtual_tokens"):
             cap, value = self.maximum(name), getattr(config, name)
             if cap is not None and (value > cap or (value == 0 and name in ("max_steps", "test_limit"))):
                 changes[name] = cap
@@ -128,7 +135,8 @@ class FinetuneLimits:
                 problems.append(f"model {config.model!r} cannot be fine-tuned {where}: only catalog models may "
                                 f"load here (no local folders, no other ids). Choose one of: "
                                 f"{', '.join(catalog.ids)}.")
-        adapter = get_method(config.method).adapter
+        method = get_method(config.method)
+        adapter = method.adapter
         if not self.allow_full and not adapter:
             problems.append(f"method {config.method!r} is not available {where}: it trains every weight, needs several times "
                             f"the model's memory for gradients and optimizer states, and holds the shared training "
@@ -163,8 +171,11 @@ class FinetuneLimits:
         if self.max_new_tokens is not None:
             problems.append(_above("max_new_tokens", config.max_new_tokens, self.max_new_tokens,
                                    "new tokens per answer", where))
-        if self.max_lora_r is not None and adapter:
+        if self.max_lora_r is not None and "lora_r" in method.knobs:  # the methods that read a rank
             problems.append(_above("lora_r", config.lora_r, self.max_lora_r, "for the adapter's rank", where))
+        if self.max_virtual_tokens is not None and "num_virtual_tokens" in method.knobs:
+            problems.append(_above("num_virtual_tokens", config.num_virtual_tokens, self.max_virtual_tokens,
+                                   "virtual tokens", where))
         problems = [p for p in problems if p]
         if problems:
             raise FinetuneConfigError(" ".join(problems))
