@@ -165,7 +165,7 @@ def _run(tmp_path, model, data, method, resolver, **extra):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("family,method", [("llama", m) for m in NEW_METHODS]
-                         + [("t5", m) for m in (IA3, PROMPT_TUNING, PREFIX_TUNING)])
+                         + [("t5", m) for m in (PROMPT_TUNING, PREFIX_TUNING)])
 def test_each_method_trains_answers_and_loads_back(family, method, tmp_path, ft_models, dialogue_file,
                                                    offline_resolver):
     # Virtual tokens learn slowly at LoRA's rates: prompt and prefix tuning take a higher one, as usual.
