@@ -266,3 +266,17 @@ def test_ia3_and_dora_merge_but_do_not_convert_for_llama_cpp(method, tmp_path, f
     with pytest.raises(AdapterConversionError):
         check_adapter(run_dir / "adapter")
     assert "llama.cpp LoRA adapter cannot carry" in llama_cpp_problem(method, "smollm2-135m-instruct", DECODER, None)
+
+
+def test_workshop_limits_cap_virtual_tokens_and_a_rank_only_where_the_method_reads_them():
+    from playground.finetune.limits import WORKSHOP_MAX_VIRTUAL_TOKENS, FinetuneLimits
+
+    limits = FinetuneLimits(mode="workshop", max_virtual_tokens=WORKSHOP_MAX_VIRTUAL_TOKENS, max_lora_r=64)
+    with pytest.raises(FinetuneConfigError, match="num_virtual_tokens=100 is above the limit of 64"):
+        limits.check(FinetuneConfig(method=PREFIX_TUNING, num_virtual_tokens=100))
+    limits.check(FinetuneConfig(method=LORA, num_virtual_tokens=100))  # LoRA reads no virtual tokens
+    limits.check(FinetuneConfig(method=IA3, lora_r=128))  # nor does IA3 read a rank
+    with pytest.raises(FinetuneConfigError, match="lora_r=128 is above the limit"):
+        limits.check(FinetuneConfig(method=DORA, lora_r=128))
+    assert limits.maximum("num_virtual_tokens") == 64
+    assert limits.fit(FinetuneConfig(method=PROMPT_TUNING, num_virtual_tokens=100)).num_virtual_tokens == 64
