@@ -35,6 +35,7 @@ from playground.finetune.finetuned import FinetunedModel, finetuned_model, finet
 from playground.finetune.gguf_adapter import AdapterConversionError, adapter_download_name, check_adapter, \
     read_adapter_facts, run_adapter_gguf
 from playground.finetune.jobs import JobManager, automatic_slots, visible_gpus
+from playground.finetune.methods import get_method
 from playground.finetune.runs import RunStore
 from playground.finetune.storage import DataBudget
 from playground.hardware import Hardware, detect
@@ -212,7 +213,8 @@ class OwnedModels:
         if not tuned.is_adapter:  # a full fine-tune: the downloaded model folder is the model
             return dict(engine=TRANSFORMERS, model_ref=tuned.result_dir.name, threads=threads, note=note)
         return dict(engine=TRANSFORMERS, spec=base_spec, model_ref=None if base_spec else tuned.base_model,
-                    adapter=tuned.result_dir.name, threads=threads, note=note)
+                    adapter=tuned.result_dir.name, threads=threads, note=note,
+                    merge=get_method(tuned.method).mergeable)
 
 
 @dataclass

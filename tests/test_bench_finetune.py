@@ -219,3 +219,22 @@ def test_skip_finetune_flag_reaches_the_options(monkeypatch, capsys):
     assert seen["options"].skip_finetune and seen["options"].quick
     assert "skipped (--skip-finetune)" in capsys.readouterr().out
     assert not cli.build_arg_parser().parse_args([]).skip_finetune
+
+
+@pytest.mark.slow
+def test_peft_methods_figures_compare_each_method_with_lora(tiny_config, tmp_path, catalog):
+    settings = offline_settings(tmp_path / "app-data")
+    figures = ft.bench_peft_methods(settings, fake_hardware(threads=2), catalog, BenchOptions(quick=True), tmp_path,
+                                    config=tiny_config, methods=("ia3", "prompt_tuning"))
+    assert [f.name for f in figures] == ["fine-tune tokens/s: ia3 / lora", "fine-tune tokens/s: prompt_tuning / lora"]
+    for figure in figures:
+        assert figure.unit == "x" and figure.target == "" and figure.passed is None
+        assert figure.value is not None and figure.value > 0
+        assert "tok/s" in figure.detail and "lora" in figure.detail and "the first not timed" in figure.detail
+
+
+def test_peft_methods_figures_are_skipped_for_a_model_that_is_not_a_decoder(tmp_path, catalog):
+    figures = ft.bench_peft_methods(offline_settings(tmp_path), fake_hardware(), catalog,
+                                    BenchOptions(model="all-minilm-l6-v2"), tmp_path)
+    assert len(figures) == len(ft.PEFT_METHODS_BENCHED)
+    assert all(f.value is None and "not a decoder" in f.detail for f in figures)

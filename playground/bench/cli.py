@@ -86,7 +86,8 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
     """Measure every figure in this process; ``machine`` (if given) receives the hardware summary."""
     from playground.backends.provider import EngineProvider
     from playground.bench.architectures import ARCHITECTURES_WARM, bench_architectures
-    from playground.bench.finetune import APP_OVER_PLAIN, measure_finetune, not_a_decoder
+    from playground.bench.finetune import APP_OVER_PLAIN, PEFT_FIGURES, bench_peft_methods, measure_finetune, \
+        not_a_decoder
     from playground.bench.finetuned_llama import RUN_OVER_BASE, bench_finetuned_llama
     from playground.bench.gguf_export import MERGE_Q4_K_M, bench_gguf_export
     from playground.bench.llama_decode import APP_OVER_DIRECT, bench_llama_cpp
@@ -165,6 +166,11 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
                     figures += _guarded(TRAINING_MFU, lambda: training_mfu_figure(
                         count_model(trained.model_folder, trained.targets, trained.config.lora_r), trained.app_runs,
                         trained.rows_per_step, sgemm, figure_detail(ceilings, SGEMM).split(";")[0]))
+        if options.skip_finetune:
+            figures += [m.skipped("skipped (--skip-finetune)") for m in PEFT_FIGURES.values()]
+        else:  # tokens/s of each PEFT method over LoRA's, on the same rows
+            figures += _guarded(next(iter(PEFT_FIGURES.values())),
+                                lambda: bench_peft_methods(settings, hardware, catalog, options, scratch))
         figures += _guarded(ARCHITECTURES_WARM, lambda: bench_architectures(settings, hardware, catalog, options))
         figures += _guarded(MERGE_Q4_K_M, lambda: bench_gguf_export(settings, catalog, options, scratch))
     finally:

@@ -247,3 +247,57 @@ def measure_finetune(settings, hardware, catalog, options: BenchOptions, scratch
               f"first-step loss app {_losses(app_runs)}, plain {_losses(plain_runs)}{cpu_note}")
     figure = APP_OVER_PLAIN.measured(app_speed / plain_speed if plain_speed > 0 else None, detail)
     return FinetuneMeasurement(figure, tuple(app_runs), config, source.folder, targets)
+
+
+# ------------------------------------------------------------------ the PEFT methods against LoRA
+
+PEFT_METHODS_BENCHED = ("dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning")
+PEFT_FIGURES = {m: Measure(f"fine-tune tokens/s: {m} / lora", "x") for m in PEFT_METHODS_BENCHED}  # informational
+
+
+def bench_peft_methods(settings, hardware, catalog, options: BenchOptions, scratch: Path, config=None,
+                       methods: tuple[str, ...] = PEFT_METHODS_BENCHED) -> list[Figure]:
+    """Training speed of each PEFT method over LoRA's: the app's trainer, the same model, rows and settings.
+
+    Each round trains LoRA and every method once (the order reversed every other round, so none always goes
+    first), timed by the same step clock (non-padding tokens of the rows per second of the steps after the
+    first: prompt and prefix tuning's virtual tokens are not counted, they are the method's cost). One figure
+    per method: its median tokens/s over LoRA's, informational (no target).
+    """
+    import gc
+
+    import torch
+
+    from playground.finetune.config import model_family
+    from playground.finetune.methods import LORA
+    from playground.models.sources import SourceResolver
+
+    config = config or finetune_config(options)
+    if model_family(config.model, catalog) != "decoder":
+        return [PEFT_FIGURES[m].skipped(f"skipped: {config.model} is not a decoder") for m in methods]
+    torch.set_num_threads(hardware.cpu_threads)
+    resolver = SourceResolver(settings.models_dir, settings.offline)
+    data_dir = scratch / "transformers-data"
+    work = scratch / "peft-methods"
+    work.mkdir(parents=True, exist_ok=True)
+    runs: dict[str, list[TrainRun]] = {m: [] for m in (LORA, *methods)}
+    order = [LORA, *methods]
+    watch = CpuWatch()
+    for round_ in range(options.finetune_rounds):
+        for method in order if round_ % 2 == 0 else reversed(order):
+            log(f"fine-tuning methods: {method} run {round_ + 1}")
+            runs[method].append(app_training_run(config.replace(method=method), work / f"{method}-{round_}",
+                                                 data_dir, resolver, catalog))
+            gc.collect()
+    cpu_note = watch.note()
+    lora = median_speed(runs[LORA])
+    figures = []
+    for method in methods:
+        speed = median_speed(runs[method])
+        detail = (f"{method} {speed:.1f} tok/s (runs {speeds(runs[method])}), lora {lora:.1f} tok/s (runs "
+                  f"{speeds(runs[LORA])}); the app's trainer, {config.max_steps} steps of batch {config.batch_size} "
+                  f"per run, the first not timed; {config.data} train rows, max_length {config.max_length}, LoRA "
+                  f"r={config.lora_r}, {config.num_virtual_tokens} virtual tokens, {hardware.cpu_threads} "
+                  f"threads{cpu_note}")
+        figures.append(PEFT_FIGURES[method].measured(speed / lora if lora > 0 else None, detail))
+    return figures

@@ -29,11 +29,13 @@ from playground.errors import DataFileError, FinetuneConfigError, UnknownModelEr
 from playground.finetune.data_ids import BUNDLED_DATA, DATA_SUFFIXES, HUB_PREFIX, data_label
 from playground.finetune.gguf_samples import AUTO, LLAMA_CPP, SAMPLE_ENGINES, llama_cpp_problem
 from playground.finetune.hub_data import check_hub_dataset_id
-from playground.finetune.methods import LORA, METHODS, family_problem, get_method, methods_help
+from playground.finetune.methods import LORA, METHODS, PROMPT_INITS, family_problem, get_method, methods_help
 from playground.finetune.templates import load_templates
 from playground.finetune.weights import family_from_config
 
 AUTO_TEMPLATE = "auto"
+# transformers' learning-rate schedules offered to a run (get_scheduler's names).
+LR_SCHEDULES = ("linear", "cosine", "constant", "constant_with_warmup")
 # The CPU demo preset: the Fine-tune tab starts from it, so the page and the CLI demo are one run.
 CPU_DEMO_PRESET = Path(__file__).resolve().parents[2] / "examples" / "finetune" / "cpu-demo.yaml"
 
@@ -82,9 +84,35 @@ class FinetuneConfig:
                                  minimum=0.0, below=1.0)
     target_modules: tuple[str, ...] = _field((), "Layers that get adapters, e.g. q_proj, v_proj (empty: the "
                                                  "catalog's choice for the model's architecture).")
+    # --- IA3, prompt and prefix tuning (the methods' own knobs) -----------------------------
+    ia3_target_modules: tuple[str, ...] = _field((), "IA3: layers whose activations get a learned scale, e.g. "
+                                                     "k_proj, v_proj, down_proj (empty: peft's choice for the "
+                                                     "model's architecture).")
+    ia3_feedforward_modules: tuple[str, ...] = _field((), "IA3: which of its layers are feedforward ones, scaled "
+                                                          "at their input instead of their output, e.g. down_proj "
+                                                          "(empty: peft's choice for the architecture).")
+    num_virtual_tokens: int = _field(20, "Prompt and prefix tuning: learned virtual tokens put before every input "
+                                         "(more = more capacity; prefix tuning learns a key and a value per token "
+                                         "in every layer).", minimum=1, maximum=512)
+    prompt_tuning_init: str = _field("random", "Prompt tuning: how the virtual tokens start. random: random "
+                                               "vectors; sample_vocab: embeddings of random vocabulary tokens; text: "
+                                               "the embeddings of prompt_tuning_init_text's tokens (repeated or cut "
+                                               "to num_virtual_tokens).", choices=PROMPT_INITS)
+    prompt_tuning_init_text: str = _field("", "Prompt tuning: the text the virtual tokens start from when "
+                                              "prompt_tuning_init is text, e.g. 'Summarise the dialogue in one "
+                                              "sentence:'.")
     # --- optimisation --------------------------------------------------------------------
     learning_rate: float = _field(2e-4, "Peak learning rate of AdamW (LoRA likes 1e-4 to 1e-3; full fine-tuning "
                                         "1e-5 to 5e-5).", above=0.0, maximum=1.0)
+    lr_scheduler_type: str = _field("linear", "How the learning rate moves over the run. linear: from the peak "
+                                              "down to 0; cosine: down to 0 along a half cosine; constant: the peak "
+                                              "throughout (no warmup); constant_with_warmup: up during the warmup, "
+                                              "then the peak.", choices=LR_SCHEDULES)
+    warmup_ratio: float = _field(0.0, "Share of the steps over which the learning rate climbs from 0 to its peak "
+                                      "before the schedule (0: no warmup; or set warmup_steps, not both).",
+                                 minimum=0.0, below=1.0)
+    warmup_steps: int = _field(0, "Optimizer steps over which the learning rate climbs from 0 to its peak (0: "
+                                  "warmup_ratio decides; not both).", minimum=0, maximum=100_000)
     max_steps: int = _field(30, "Optimizer steps to train (0: train for 'epochs' instead).",
                             minimum=0, maximum=100_000)
     epochs: float = _field(1.0, "Passes over the training data; used when max_steps is 0.",
@@ -135,6 +163,20 @@ class FinetuneConfig:
             except DataFileError as exc:
                 raise FinetuneConfigError(str(exc)) from None
             object.__setattr__(self, "data", HUB_PREFIX + dataset_id)
+        if self.warmup_ratio and self.warmup_steps:
+            raise FinetuneConfigError(f"warmup_ratio={self.warmup_ratio:g} and warmup_steps={self.warmup_steps} are "
+                                      f"both set: choose one way to give the warmup (set the other to 0).")
+        if self.lr_scheduler_type == "constant" and self.warmup:
+            raise FinetuneConfigError("lr_scheduler_type constant has no warmup: choose constant_with_warmup, or set "
+                                      "warmup_ratio and warmup_steps to 0.")
+        problem = get_method(self.method).problem(self)
+        if problem:
+            raise FinetuneConfigError(problem)
+
+    @property
+    def warmup(self) -> float | int:
+        """The warmup as transformers' ``warmup_steps`` takes it: steps, or a share of the steps below 1."""
+        return self.warmup_steps or self.warmup_ratio
 
     # ------------------------------------------------------------------ help for widgets and docs
     @classmethod

@@ -23,7 +23,7 @@ plus the logits and their gradient.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from playground.errors import InsufficientMemoryError
@@ -47,6 +47,10 @@ class ModelShape:
     layers: int  # transformer blocks (encoder + decoder for seq2seq)
     output_size: int  # vocabulary (LM head) or number of labels (classifier)
     embedding_parameters: int = 0  # kept wide under 4-bit quantisation
+    # The transformers config and each linear weight's (module name, (out, in)) from the safetensors headers, for
+    # the estimates that size a method by its layers (IA3, prompt and prefix tuning); empty when not known.
+    model_config: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    linear_shapes: tuple[tuple[str, tuple[int, ...]], ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], parameters: int, output_size: int | None = None) -> "ModelShape":
@@ -113,6 +117,34 @@ def trainable_share(trainable: int, total: int) -> float:
 def approx_lora_parameters(shape: ModelShape, r: int, modules_per_layer: int) -> int:
     """LoRA parameters without the model at hand: square ``hidden x hidden`` targets in every layer."""
     return lora_parameter_count([(shape.hidden_size, shape.hidden_size)] * (modules_per_layer * shape.layers), r)
+
+
+def ia3_parameter_count(linear_shapes: Iterable[tuple[str, tuple[int, ...]]], targets: Iterable[str],
+                        feedforward: Iterable[str]) -> int:
+    """Parameters IA3 adds: one scale per output of each targeted linear layer, per input of a feedforward one.
+
+    A module is targeted when its name ends with a target (``k_proj`` matches ``model.layers.0.self_attn.k_proj``),
+    as peft matches names given as a list.
+    """
+    targets, feedforward = tuple(targets), tuple(feedforward)
+
+    def matches(name: str, suffixes: tuple[str, ...]) -> bool:
+        return any(name == s or name.endswith("." + s) for s in suffixes)
+
+    total = 0
+    for name, (fan_out, fan_in) in linear_shapes:
+        if matches(name, targets):
+            total += fan_in if matches(name, feedforward) else fan_out
+    return total
+
+
+def prompt_parameter_count(virtual_tokens: int, token_dim: int, submodules: int = 1, layers: int = 0) -> int:
+    """Parameters of prompt tuning (``layers`` 0: one embedding per virtual token, for the encoder and the
+    decoder of a seq2seq model: ``submodules`` 2) or prefix tuning (a key and a value per virtual token in each of
+    ``layers`` layers, ``token_dim`` wide: ``virtual_tokens * layers * 2 * token_dim``)."""
+    if layers:
+        return virtual_tokens * layers * 2 * token_dim
+    return virtual_tokens * submodules * token_dim
 
 
 # ------------------------------------------------------------------------------ memory

@@ -33,7 +33,7 @@ from typing import Callable
 
 from playground.atomic import atomic_directory, atomic_file, save_error
 from playground.errors import PlaygroundError, TrainingError
-from playground.finetune.methods import load_trained
+from playground.finetune.methods import TABLE, load_trained
 from playground.finetune.result import DOWNLOAD_LOCK, RunResult, read_info
 from playground.finetune.runs import RunNotFoundError, exclusive_lock
 from playground.finetune.weights import default_resolver
@@ -81,6 +81,9 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, data_dir: Path, *, resolv
     info = read_info(adapter_dir)
     if not (adapter_dir / "adapter_config.json").is_file():
         raise PlaygroundError(f"{Path(adapter_dir).name} holds a full model, not an adapter: there is nothing to merge.")
+    problem = merge_problem(info.method)
+    if problem:
+        raise PlaygroundError(problem)
     model, tokenizer = load_trained(adapter_dir, base_model=info.base_model, method=info.method, family=info.family,
                                     labels=info.labels, data_dir=data_dir, resolver=resolver or default_resolver(),
                                     catalog=catalog)
@@ -96,6 +99,17 @@ def merge_adapter(adapter_dir: Path, output_dir: Path, data_dir: Path, *, resolv
                 from None
         dataclasses.replace(info, merged=True).write(partial)
     return output_dir
+
+
+def merge_problem(method: str) -> str:
+    """Why a run of ``method`` cannot be merged into its base ("" when it can): prompt and prefix tuning learn
+    inputs (virtual tokens), not changes to the weights."""
+    entry = TABLE.get(method)
+    if entry is None or entry.mergeable:
+        return ""
+    return (f"A {entry.adapter_kind} adapter cannot be merged into its base: it learns virtual tokens that go before "
+            f"every input, not changes to the weights. Download the adapter and load it over the base with peft "
+            f"(PeftModel.from_pretrained).")
 
 
 def merge_and_zip(adapter_dir: Path, zip_path: Path, data_dir: Path, *, resolver=None, catalog=None) -> Path:

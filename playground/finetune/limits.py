@@ -51,6 +51,9 @@ WORKSHOP_MAX_ACTIVE_RUNS = 1
 WORKSHOP_MAX_FORGETTING_EXAMPLES = 8
 # A sweep holds the training slot for all its runs in turn: a few variations, not a grid search.
 WORKSHOP_MAX_SWEEP_RUNS = 3
+# Prompt and prefix tuning: each virtual token is a position of every example (and, for prefix tuning, a key and a
+# value in every layer); 64 is more than their papers use on small models.
+WORKSHOP_MAX_VIRTUAL_TOKENS = 64
 
 
 class ActiveRunLimitError(InvalidParameterError):
@@ -74,6 +77,7 @@ class FinetuneLimits:
     max_active_runs: int | None = None
     max_forgetting_examples: int | None = None
     max_sweep_runs: int | None = None  # runs in one sweep (the sweep module's own cap applies anyway)
+    max_virtual_tokens: int | None = None
 
     @classmethod
     def from_settings(cls, settings: "Settings") -> "FinetuneLimits":
@@ -86,7 +90,8 @@ class FinetuneLimits:
                    max_samples=WORKSHOP_MAX_SAMPLES,
                    max_new_tokens=min(WORKSHOP_MAX_NEW_TOKENS, settings.request_token_limit),
                    max_lora_r=WORKSHOP_MAX_LORA_R, max_active_runs=WORKSHOP_MAX_ACTIVE_RUNS,
-                   max_forgetting_examples=WORKSHOP_MAX_FORGETTING_EXAMPLES, max_sweep_runs=WORKSHOP_MAX_SWEEP_RUNS)
+                   max_forgetting_examples=WORKSHOP_MAX_FORGETTING_EXAMPLES, max_sweep_runs=WORKSHOP_MAX_SWEEP_RUNS,
+                   max_virtual_tokens=WORKSHOP_MAX_VIRTUAL_TOKENS)
 
     @property
     def unlimited(self) -> bool:
@@ -99,7 +104,8 @@ class FinetuneLimits:
                 "grad_accum": self.max_effective_batch, "max_length": self.max_length,
                 "test_limit": self.max_test_examples, "sample_count": self.max_samples,
                 "max_new_tokens": self.max_new_tokens, "lora_r": self.max_lora_r,
-                "forgetting_examples": self.max_forgetting_examples}.get(name)
+                "forgetting_examples": self.max_forgetting_examples,
+                "num_virtual_tokens": self.max_virtual_tokens}.get(name)
 
     def fit(self, config: FinetuneConfig) -> FinetuneConfig:
         """``config`` with every capped number lowered to its cap: starting values a form can submit as is.
@@ -109,7 +115,7 @@ class FinetuneLimits:
         """
         changes = {}
         for name in ("max_steps", "max_length", "test_limit", "sample_count", "max_new_tokens", "lora_r",
-                     "forgetting_examples"):
+                     "forgetting_examples", "num_virtual_tokens"):
             cap, value = self.maximum(name), getattr(config, name)
             if cap is not None and (value > cap or (value == 0 and name in ("max_steps", "test_limit"))):
                 changes[name] = cap
@@ -137,7 +143,8 @@ class FinetuneLimits:
                 problems.append(f"model {config.model!r} cannot be fine-tuned {where}: only catalog models may "
                                 f"load here (no local folders, no other ids). Choose one of: "
                                 f"{', '.join(catalog.ids)}.")
-        adapter = get_method(config.method).adapter
+        method = get_method(config.method)
+        adapter = method.adapter
         if not self.allow_full and not adapter:
             problems.append(f"method {config.method!r} is not available {where}: it trains every weight, needs several times "
                             f"the model's memory for gradients and optimizer states, and holds the shared training "
@@ -172,11 +179,14 @@ class FinetuneLimits:
         if self.max_new_tokens is not None:
             problems.append(_above("max_new_tokens", config.max_new_tokens, self.max_new_tokens,
                                    "new tokens per answer", where))
-        if self.max_lora_r is not None and adapter:
+        if self.max_lora_r is not None and "lora_r" in method.knobs:  # the methods that read a rank
             problems.append(_above("lora_r", config.lora_r, self.max_lora_r, "for the adapter's rank", where))
         if self.max_forgetting_examples is not None:
             problems.append(_above("forgetting_examples", config.forgetting_examples, self.max_forgetting_examples,
                                    "examples per task in the forgetting check", where))
+        if self.max_virtual_tokens is not None and "num_virtual_tokens" in method.knobs:
+            problems.append(_above("num_virtual_tokens", config.num_virtual_tokens, self.max_virtual_tokens,
+                                   "virtual tokens", where))
         problems = [p for p in problems if p]
         if problems:
             raise FinetuneConfigError(" ".join(problems))

@@ -18,7 +18,20 @@ prompt or prefix tuning: another peft config and its estimate) is one entry.
 - ``full``: every parameter trains (the trainer refuses it first when the
   memory estimate does not fit);
 - ``classifier``: ``AutoModelForSequenceClassification`` on an encoder with the
-  data's labels; LoRA on the encoder, the new head trained in full.
+  data's labels; LoRA on the encoder, the new head trained in full;
+- ``dora``, ``rslora``: LoRA's config with ``use_dora`` (a learned magnitude per
+  weight column) or ``use_rslora`` (scaling ``alpha / sqrt(r)``); LoRA's knobs;
+- ``ia3``: peft ``IA3Config``, a learned scale on the activations of a few layers
+  (targets and feedforward layers from the config, else peft's for the architecture);
+- ``prompt_tuning``, ``prefix_tuning``: peft ``PromptTuningConfig`` (learned input
+  embeddings, started at random, from the vocabulary or from a text) and
+  ``PrefixTuningConfig`` (a learned key and value per virtual token in every layer).
+  Their virtual tokens are inputs, not weight changes: they cannot be merged into the
+  base, so a saved run loads as the base with its peft adapter (unmerged), and "merge
+  and download" refuses them.
+
+Each entry names its ``knobs`` (the config fields it reads, which the Fine-tune tab
+shows only when the method is chosen) and may refuse a config (``check``).
 
 :func:`build_trainable` turns the base into what the Trainer trains and reports
 the trainable parameters and their share, as peft counts them;
@@ -28,6 +41,8 @@ merged in, or the full model), for the Prompt Lab and for "merge and download".
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -46,6 +61,8 @@ from playground.finetune.costs import (
     ModelShape,
     approx_lora_parameters,
     check_fits,
+    ia3_parameter_count,
+    prompt_parameter_count,
     memory_estimate,
 )
 from playground.finetune.weights import (
@@ -67,11 +84,12 @@ PEFT_TASK_TYPES = {DECODER: "CAUSAL_LM", ENCODER_DECODER: "SEQ_2_SEQ_LM", ENCODE
 GENERATIVE = (DECODER, ENCODER_DECODER)
 
 
-def lora_config(config, targets: tuple[str, ...], task_type: str, **options: Any):
+def lora_config(config, targets: tuple[str, ...], task_type: str, source: "ModelSource | None" = None,
+                **options: Any):
     """peft's LoraConfig from the run's rank, alpha and dropout (targets empty: peft's default).
 
     ``options`` go to LoraConfig as they are: a variant's entry is ``functools.partial(lora_config,
-    use_dora=True)`` (DoRA) or ``use_rslora=True`` (rank-stabilised scaling).
+    use_dora=True)`` (DoRA) or ``use_rslora=True`` (rank-stabilised scaling). ``source`` (the base) is not needed.
     """
     from peft import LoraConfig
 
@@ -86,6 +104,101 @@ def lora_parameters(shape: ModelShape, config, modules_per_layer: int) -> int:
 
 def every_parameter(shape: ModelShape, config, modules_per_layer: int) -> int:
     return shape.parameters
+
+
+def dora_parameters(shape: ModelShape, config, modules_per_layer: int) -> int:
+    """LoRA's estimate plus DoRA's magnitude vector (one value per output of every adapted layer)."""
+    return lora_parameters(shape, config, modules_per_layer) + shape.hidden_size * modules_per_layer * shape.layers
+
+
+# --- IA3, prompt and prefix tuning: their peft configs and estimates ------------------------------------------
+
+
+def ia3_config(config, targets: tuple[str, ...], task_type: str, source: "ModelSource | None" = None):
+    """peft's IA3Config from the run's IA3 targets and feedforward layers (each empty: peft's for the architecture;
+    LoRA's ``targets`` are not IA3's)."""
+    from peft import IA3Config
+
+    return IA3Config(target_modules=list(config.ia3_target_modules) or None,
+                     feedforward_modules=list(config.ia3_feedforward_modules) or None, task_type=task_type)
+
+
+def ia3_parameters(shape: ModelShape, config, modules_per_layer: int) -> int:
+    """IA3's scales, from the base's linear layers (safetensors headers) and the targets peft would use."""
+    from peft.utils.constants import (
+        TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING as FEEDFORWARD,
+        TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING as TARGETS,
+    )
+
+    model_type = str(shape.model_config.get("model_type", ""))
+    targets = config.ia3_target_modules or tuple(TARGETS.get(model_type, ()))
+    feedforward = config.ia3_feedforward_modules or tuple(FEEDFORWARD.get(model_type, ()))
+    return ia3_parameter_count(shape.linear_shapes, targets, feedforward)
+
+
+PROMPT_INITS = ("random", "sample_vocab", "text")  # peft's PromptTuningInit: RANDOM, SAMPLE_VOCAB, TEXT
+
+
+def prompt_tuning_config(config, targets: tuple[str, ...], task_type: str, source: "ModelSource | None" = None):
+    """peft's PromptTuningConfig: ``num_virtual_tokens`` learned input embeddings, started as the config says (from
+    a text: its tokens, read with the base's tokenizer, repeated or cut to the number of virtual tokens)."""
+    from peft import PromptTuningConfig, PromptTuningInit
+
+    init = PromptTuningInit[config.prompt_tuning_init.upper()]
+    text: dict[str, Any] = {}
+    if init == PromptTuningInit.TEXT:
+        if source is None:
+            raise FinetuneConfigError("Prompt tuning from a text needs the base model's tokenizer.")
+        text = dict(prompt_tuning_init_text=config.prompt_tuning_init_text, tokenizer_name_or_path=str(source.folder))
+    return PromptTuningConfig(task_type=task_type, num_virtual_tokens=config.num_virtual_tokens,
+                              prompt_tuning_init=init, **text)
+
+
+def prefix_tuning_config(config, targets: tuple[str, ...], task_type: str, source: "ModelSource | None" = None):
+    """peft's PrefixTuningConfig: a learned key and value for each of ``num_virtual_tokens`` in every layer."""
+    from peft import PrefixTuningConfig
+
+    return PrefixTuningConfig(task_type=task_type, num_virtual_tokens=config.num_virtual_tokens)
+
+
+def _prepared_prompt_config(method: "Method", shape: ModelShape, config):
+    """The method's peft config with the sizes peft reads from the base's config (layers, width, heads; a
+    grouped-query model's key/value width for prefix tuning), as peft prepares it when it wraps the model."""
+    from peft.utils.other import _prepare_prompt_learning_config
+
+    seq2seq = bool(shape.model_config.get("is_encoder_decoder"))
+    task_type = PEFT_TASK_TYPES[ENCODER_DECODER if seq2seq else DECODER]
+    peft_config = method.peft_config(config.replace(prompt_tuning_init="random"), (), task_type)
+    prepared = _prepare_prompt_learning_config(peft_config, dict(shape.model_config))
+    return prepared, 2 if seq2seq else 1  # peft prompts the encoder and the decoder of a seq2seq model
+
+
+def prompt_parameters(shape: ModelShape, config, modules_per_layer: int) -> int:
+    """Prompt tuning: one embedding (the model's width) per virtual token (for encoder and decoder of a seq2seq)."""
+    prepared, submodules = _prepared_prompt_config(TABLE[PROMPT_TUNING], shape, config)
+    return prompt_parameter_count(config.num_virtual_tokens, prepared.token_dim, submodules)
+
+
+def prefix_parameters(shape: ModelShape, config, modules_per_layer: int) -> int:
+    """Prefix tuning: a key and a value per virtual token in every layer."""
+    prepared, _ = _prepared_prompt_config(TABLE[PREFIX_TUNING], shape, config)
+    return prompt_parameter_count(config.num_virtual_tokens, prepared.token_dim, layers=prepared.num_layers)
+
+
+def prompt_tuning_problem(config) -> str:
+    if config.prompt_tuning_init == "text" and not config.prompt_tuning_init_text.strip():
+        return "prompt_tuning_init is text, but prompt_tuning_init_text is empty: write the text to start from."
+    return ""
+
+
+def prefix_tuning_problem(config) -> str:
+    if config.gradient_checkpointing:
+        return ("prefix tuning cannot train with gradient checkpointing (peft refuses it: the prefix lives in the "
+                "attention cache); turn gradient_checkpointing off.")
+    return ""
+
+
+LORA_KNOBS = ("lora_r", "lora_alpha", "lora_dropout", "target_modules")
 
 
 @dataclass(frozen=True)
@@ -107,6 +220,16 @@ class Method:
     gguf_adapter: bool = True
     # Trainable parameters before the model loads, from (shape, config, target modules per layer).
     estimate_trainable: Callable[[ModelShape, Any, int], int] = field(default=lora_parameters, repr=False)
+    # The config fields the method reads (the Fine-tune tab shows their widgets only when it is chosen).
+    knobs: tuple[str, ...] = LORA_KNOBS
+    # peft can merge the adapter into the base's weights (not prompt or prefix tuning: their tokens are inputs).
+    mergeable: bool = True
+    # Why a config cannot train with this method ("" when it can), from the config's values alone.
+    check: Callable[[Any], str] | None = field(default=None, repr=False)
+
+    def problem(self, config) -> str:
+        """Why ``config`` cannot train with this method; "" when it can."""
+        return self.check(config) if self.check is not None else ""
 
     @property
     def adapter(self) -> bool:
@@ -123,14 +246,32 @@ class Method:
 
 
 LORA, QLORA, FULL, CLASSIFIER = "lora", "qlora", "full", "classifier"
+DORA, RSLORA, IA3, PROMPT_TUNING, PREFIX_TUNING = "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning"
 TABLE: Mapping[str, Method] = MappingProxyType({m.name: m for m in (
     Method(LORA, "small adapter matrices on a frozen model"),
     Method(QLORA, "the same on a 4-bit (NF4) model", quantized=True),
     Method(FULL, "every weight (needs about 4x the model's size for gradients and optimizer)", peft_config=None,
-           estimate_trainable=every_parameter, gguf_adapter=False),
+           estimate_trainable=every_parameter, gguf_adapter=False, knobs=()),
     Method(CLASSIFIER, "a label head on an encoder", families=(ENCODER,), label_head=True, gguf_adapter=False),
+    Method(DORA, "LoRA with a learned magnitude per weight column (DoRA; slower steps, merges like LoRA)",
+           peft_config=functools.partial(lora_config, use_dora=True), adapter_kind="DoRA", gguf_adapter=False,
+           estimate_trainable=dora_parameters),
+    Method(RSLORA, "LoRA scaled by alpha / sqrt(r) instead of alpha / r (rank-stabilised, for high ranks)",
+           peft_config=functools.partial(lora_config, use_rslora=True), adapter_kind="rsLoRA"),
+    Method(IA3, "a learned scale on the activations of a few layers (IA3; far fewer weights than LoRA)",
+           peft_config=ia3_config, adapter_kind="IA3", gguf_adapter=False, estimate_trainable=ia3_parameters,
+           knobs=("ia3_target_modules", "ia3_feedforward_modules")),
+    Method(PROMPT_TUNING, "learned virtual tokens before every input, the model untouched (cannot be merged)",
+           peft_config=prompt_tuning_config, adapter_kind="prompt tuning", gguf_adapter=False, mergeable=False,
+           estimate_trainable=prompt_parameters, check=prompt_tuning_problem,
+           knobs=("num_virtual_tokens", "prompt_tuning_init", "prompt_tuning_init_text")),
+    Method(PREFIX_TUNING, "a learned key and value per virtual token in every layer (cannot be merged)",
+           peft_config=prefix_tuning_config, adapter_kind="prefix tuning", gguf_adapter=False, mergeable=False,
+           estimate_trainable=prefix_parameters, check=prefix_tuning_problem, knobs=("num_virtual_tokens",)),
 )})
 METHODS = tuple(TABLE)
+# Every method's knobs, in table order: the Fine-tune tab shows those of the chosen method.
+KNOBS = tuple(dict.fromkeys(k for m in TABLE.values() for k in m.knobs))
 
 
 def get_method(name: str) -> Method:
@@ -190,6 +331,12 @@ class TrainableModel:
     @property
     def is_adapter(self) -> bool:
         return get_method(self.method).adapter
+
+    def base_view(self):
+        """A context in which the model answers as its base: the adapter switched off (peft's disable_adapter).
+        Prompt and prefix tuning change the answers before any training; LoRA, DoRA and IA3 start as the base."""
+        disable = getattr(self.model, "disable_adapter", None) if self.is_adapter else None
+        return disable() if disable is not None else contextlib.nullcontext()
 
     def describe(self) -> str:
         return (f"{self.method}: {self.trainable_parameters:,} of {self.total_parameters:,} parameters train "
@@ -337,7 +484,7 @@ def build_trainable(config, source: ModelSource, device: str = "cpu", dtype_name
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks still need a grad path
     targets = tuple(config.target_modules or source.lora_targets)
     try:
-        model = get_peft_model(model, method.peft_config(config, targets, PEFT_TASK_TYPES[source.family]))
+        model = get_peft_model(model, method.peft_config(config, targets, PEFT_TASK_TYPES[source.family], source))
     except ValueError as exc:  # targets that match no layer, an architecture peft does not know
         names = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if type(m).__name__ in
                         ("Linear", "Linear4bit", "Conv1D")})
@@ -345,7 +492,10 @@ def build_trainable(config, source: ModelSource, device: str = "cpu", dtype_name
                                   f"{str(exc).splitlines()[0][:200]} Linear layers it has: "
                                   f"{', '.join(names[:20])}.") from None
     trainable, total = model.get_nb_trainable_parameters()
-    attached = getattr(model.peft_config["default"], "target_modules", None) or ()
+    peft_config = model.peft_config["default"]
+    if getattr(peft_config, "tokenizer_name_or_path", None):  # the saved config names the base, not a server path
+        peft_config.tokenizer_name_or_path = source.name
+    attached = getattr(peft_config, "target_modules", None) or ()
     return TrainableModel(model, tokenizer, source, method.name, int(trainable), int(total), tuple(labels),
                           quantized=method.quantized, target_modules=tuple(sorted(attached)))
 
@@ -357,6 +507,7 @@ def load_trained(folder: Path, *, base_model: str, method: str, family: str, lab
                  data_dir: Path, resolver, catalog=None, dtype_name: str = "float32", name: str = ""):
     """(model, tokenizer) of what a run saved in ``folder``, on the CPU: the base with the adapter merged into it
     (a 4-bit run's adapter goes into the full-precision weights, as peft's merge does), or the whole model.
+    A method that cannot merge (prompt or prefix tuning) gives the base wrapped in its peft adapter.
 
     ``base_model`` is the catalog id or folder the run trained; ``name`` says which run in messages.
     """
@@ -366,17 +517,19 @@ def load_trained(folder: Path, *, base_model: str, method: str, family: str, lab
         return _load_whole(folder, family, dtype_name, name)
     source = locate(base_model, resolver, Path(data_dir), catalog)
     base = load_base_model(source, entry.name, "cpu", dtype_name, labels, quantize=False)
-    merged = apply_adapter(base, folder, source.name)
+    merged = apply_adapter(base, folder, source.name, merge=entry.mergeable)
     # The run saved the tokenizer (with the chat template it trained with) beside the adapter.
     return merged, load_tokenizer(source.with_tokenizer_of(folder))
 
 
-def apply_adapter(base, adapter_dir: Path, base_name: str):
-    """``base`` with the peft adapter in ``adapter_dir`` merged into its weights."""
+def apply_adapter(base, adapter_dir: Path, base_name: str, merge: bool = True):
+    """``base`` with the peft adapter in ``adapter_dir`` merged into its weights (``merge`` False: the peft model
+    that applies it, for the adapters that cannot merge)."""
     try:
         from peft import PeftModel
 
-        return PeftModel.from_pretrained(base, adapter_dir).merge_and_unload()
+        loaded = PeftModel.from_pretrained(base, adapter_dir)
+        return loaded.merge_and_unload() if merge else loaded.eval()
     except Exception as exc:
         raise TrainingError(f"Could not apply the adapter {adapter_dir.parent.name}/{adapter_dir.name} to "
                             f"{base_name}: {type(exc).__name__}: {redact_server_paths(str(exc))[:300]}") from None

@@ -41,7 +41,7 @@ from playground.finetune.config import FinetuneConfig
 from playground.finetune.costs import CostReport
 from playground.finetune.data import DataFileSummary, check_data_file, data_file_columns
 from playground.finetune.data_ids import BUNDLED_DATA, HUB_PREFIX
-from playground.finetune.export import merged_archive, result_archive
+from playground.finetune.export import merge_problem, merged_archive, result_archive
 from playground.finetune.finetuned import FinetunedModel, usable_result
 from playground.finetune.gguf_export import NoGGUFBaseError, adapter_gguf_export, base_gguf_of, quantized_export
 from playground.finetune.jobs import TRAIN_ENTRY, JobManager
@@ -94,6 +94,14 @@ class NotAnAdapter(SessionRefusal):
     def __init__(self) -> None:
         super().__init__("This run trained every weight: its result is already a whole model, with no adapter to "
                          "merge. Download it instead.")
+
+
+class NotMergeable(SessionRefusal):
+    """The run's adapter (prompt or prefix tuning) has no weight change to merge into its base."""
+
+    def __init__(self, kind: str, reason: str) -> None:
+        super().__init__(reason)
+        self.kind = kind
 
 
 class NoGGUFBase(SessionRefusal):
@@ -381,6 +389,8 @@ class FinetuneSession:
         method = TABLE.get(str(record.config.get("method")))
         if method is None or not method.adapter:
             raise NotAnAdapter()
+        if not method.mergeable:
+            raise NotMergeable(method.adapter_kind, merge_problem(method.name))
         _report(progress)
         return merged_archive(record.path, self.settings.data_dir, resolver=self.resolver, catalog=self.catalog,
                               make_room=self._room_for(record.id))

@@ -302,8 +302,9 @@ class _Run:
         self.begin(phases.BASELINE_LOSS, f"Scoring the base model: test loss on {len(encoded['test'].features)} "
                                          f"examples, answers to {answers}.")
         test_pairs = list(encoded["test"].pairs)
-        before = _evaluate_test(trainer, encoded["test"])
-        base_outputs = self._answers(BASE, "baseline", "Base model", trainable, test_pairs)
+        with trainable.base_view():  # the base itself, even where an untrained adapter changes answers (prompts)
+            before = _evaluate_test(trainer, encoded["test"])
+            base_outputs = self._answers(BASE, "baseline", "Base model", trainable, test_pairs)
         forgetting = self._forgetting_check(trainable)  # the base on the Prompt Lab's other tasks
 
         self.begin(phases.TRAINING, f"Training for {config.planned_steps(len(encoded['train'].features))} steps.")
@@ -570,7 +571,8 @@ def _make_trainer(config: FinetuneConfig, trainable: TrainableModel, encoded: di
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate, max_steps=config.max_steps or -1, num_train_epochs=config.epochs,
-        lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0, max_grad_norm=1.0,
+        # The schedule and its warmup (steps, or a share of the steps below 1, as transformers 5 reads warmup_steps).
+        lr_scheduler_type=config.lr_scheduler_type, warmup_steps=config.warmup, weight_decay=0.0, max_grad_norm=1.0,
         # Fused AdamW (transformers' own default on torch >= 2.8): one kernel for all parameters instead of a
         # loop over them; on a 2-core CPU a full fine-tune of SmolLM2-135M steps ~20 % faster, LoRA ~0.4 %.
         optim="adamw_torch_fused",

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from playground.errors import (
@@ -143,27 +145,33 @@ def _free_bytes(folder: Path) -> int:
     return 1 << 62
 
 
-def safetensors_parameter_count(folder: Path) -> int:
-    """Parameters stored in a folder's safetensors files, read from their headers (no tensor is loaded)."""
-    total = 0
+def safetensors_shapes(folder: Path) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor in a folder's safetensors files, read from their headers (no tensor is loaded)."""
+    shapes: dict[str, tuple[int, ...]] = {}
     for path in sorted(Path(folder).glob("*.safetensors")):
         with open(path, "rb") as handle:
             (length,) = struct.unpack("<Q", handle.read(8))
             header = json.loads(handle.read(length))
         for name, info in header.items():
-            if name == "__metadata__":
-                continue
-            count = 1
-            for dim in info.get("shape", []):
-                count *= int(dim)
-            total += count
-    return total
+            if name != "__metadata__":
+                shapes[name] = tuple(int(dim) for dim in info.get("shape", []))
+    return shapes
+
+
+def safetensors_parameter_count(folder: Path) -> int:
+    """Parameters stored in a folder's safetensors files, read from their headers (no tensor is loaded)."""
+    return sum(math.prod(shape) for shape in safetensors_shapes(folder).values())
 
 
 def model_shape(source: ModelSource, output_size: int | None = None) -> ModelShape:
-    """The numbers the memory estimate needs, from the folder's config.json and safetensors headers."""
+    """The numbers the memory estimate needs, from the folder's config.json and safetensors headers (with the
+    config itself and the linear layers' shapes, for the estimates of methods that size by layer)."""
     config = json.loads((source.folder / "config.json").read_text(encoding="utf-8"))
-    return ModelShape.from_config(config, safetensors_parameter_count(source.folder), output_size)
+    shapes = safetensors_shapes(source.folder)
+    shape = ModelShape.from_config(config, sum(math.prod(s) for s in shapes.values()), output_size)
+    linear = tuple((name[:-len(".weight")], dims) for name, dims in shapes.items()
+                   if name.endswith(".weight") and len(dims) == 2)
+    return dataclasses.replace(shape, model_config=MappingProxyType(dict(config)), linear_shapes=linear)
 
 
 def plain_config(folder: Path, **overrides: Any):

@@ -132,7 +132,7 @@ def _llama_cpp_code(built: BuiltPrompt, params: GenerationParams, samples: int, 
 
 
 def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: int, spec: ModelSpec | None,
-                       model_ref: str | None, adapter: str | None, note: str = "") -> str:
+                       model_ref: str | None, adapter: str | None, note: str = "", merge: bool = True) -> str:
     repo = model_ref or (spec.hub_repo if spec is not None else "") or "path/to/model-folder"
     notes = ["# " + " ".join(note.split()), ""] if note else []
     seq2seq = built.encoder_decoder
@@ -148,8 +148,10 @@ def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: in
                  f"ADAPTER = {adapter!r}  # the unzipped folder of the Fine-tune tab's \"Download adapter\"",
                  "tokenizer = AutoTokenizer.from_pretrained(ADAPTER)  # saved by the run, chat template included",
                  f"model = {auto}.from_pretrained(MODEL, dtype=torch.float32)",
-                 "# Merging folds the low-rank update into the weights: generation then costs what the base costs.",
-                 "model = PeftModel.from_pretrained(model, ADAPTER).merge_and_unload().eval()",
+                 *(["# Merging folds the low-rank update into the weights: generation then costs what the base costs.",
+                    "model = PeftModel.from_pretrained(model, ADAPTER).merge_and_unload().eval()"] if merge else
+                   ["# Prompt and prefix tuning cannot merge: peft puts the learned virtual tokens before the input.",
+                    "model = PeftModel.from_pretrained(model, ADAPTER).eval()"]),
                  ""]
     else:
         lines = ['"""Reproduce the Prompt Lab run with transformers (pip install transformers torch)."""', "", *notes,
@@ -214,7 +216,7 @@ def _transformers_code(built: BuiltPrompt, params: GenerationParams, samples: in
 def code_snippet(built: BuiltPrompt, params: GenerationParams, *, engine: str = "llama.cpp",
                  spec: ModelSpec | None = None, samples: int = 1, model_ref: str | None = None,
                  threads: int | None = None, adapter: str | None = None, lora_path: str | None = None,
-                 note: str = "", extra_buffers: bool | None = None) -> str:
+                 note: str = "", extra_buffers: bool | None = None, merge: bool = True) -> str:
     """A Python script that sends ``built``'s prompt with ``params`` through ``engine``.
 
     ``spec`` says where the model comes from (package, Hub); ``model_ref`` overrides it
@@ -224,7 +226,8 @@ def code_snippet(built: BuiltPrompt, params: GenerationParams, *, engine: str = 
     ``num_return_sequences`` (transformers). ``note`` becomes a comment at the top of the
     transformers script (why it is not the llama.cpp one that was asked for). ``extra_buffers`` False
     makes the llama.cpp script open the model as the app does on a CPU with AMX
-    (:mod:`playground.backends.llama_loading`); None: as this machine needs.
+    (:mod:`playground.backends.llama_loading`); None: as this machine needs. ``merge`` False: the adapter cannot
+    be merged (prompt or prefix tuning), so the script generates through the peft model.
     """
     if engine not in SNIPPET_ENGINES:
         raise InvalidParameterError(f"Code can be shown for {' or '.join(SNIPPET_ENGINES)}, not {engine!r}.")
@@ -238,4 +241,4 @@ def code_snippet(built: BuiltPrompt, params: GenerationParams, *, engine: str = 
     if lora_path:
         raise InvalidParameterError("transformers applies a run's peft adapter folder (adapter), not a llama.cpp "
                                     "adapter GGUF; pass adapter, or show the llama.cpp code.")
-    return _transformers_code(built, params, samples, spec, model_ref, adapter, note)
+    return _transformers_code(built, params, samples, spec, model_ref, adapter, note, merge)

@@ -229,3 +229,21 @@ def test_the_lora_run_exported_as_q4_k_m_gguf_runs_on_llama_cpp(lora_run, catalo
         assert answer.completion_tokens > 0 and engine.has_chat_template
     finally:
         engine.close()
+
+
+def test_dora_and_rslora_wrap_smollm2_as_peft_counts_them(data_dir, offline_resolver):
+    """The LoRA variants on the packaged SmolLM2 (no training: wrapping is what differs): rsLoRA trains LoRA's
+    weights with another scale, DoRA adds a magnitude per output of every adapted layer."""
+    from playground.finetune.methods import build_trainable
+    from playground.finetune.weights import locate_model
+
+    config = FinetuneConfig(model=SMOLLM2, method="rslora", lora_r=4, target_modules=("q_proj", "v_proj"))
+    source = locate_model(config, offline_resolver, data_dir)
+    rslora = build_trainable(config, source)
+    # 30 layers; q_proj 576 -> 576, v_proj 576 -> 192 (3 key/value heads of 64)
+    lora_weights = 30 * (4 * (576 + 576) + 4 * (576 + 192))
+    assert rslora.trainable_parameters == lora_weights
+    assert rslora.model.base_model.model.model.layers[0].self_attn.q_proj.scaling["default"] == 16 / 4 ** 0.5
+    del rslora
+    dora = build_trainable(config.replace(method="dora"), source)
+    assert dora.trainable_parameters == lora_weights + 30 * (576 + 192)

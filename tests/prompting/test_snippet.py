@@ -116,3 +116,11 @@ def test_a_note_says_why_the_code_is_not_the_one_asked_for():
                         model_ref="base", adapter="adapter", note="llama.cpp cannot run this run:\nit is DoRA.")
     compile(code, "<noted snippet>", "exec")
     assert "# llama.cpp cannot run this run: it is DoRA.\n" in code
+
+
+def test_a_prompt_tuning_adapter_is_applied_without_merging(catalog):
+    """Prompt and prefix tuning cannot merge: the script generates through the peft model."""
+    code = code_snippet(built(), GenerationParams(max_new_tokens=16, temperature=0), engine="transformers",
+                        spec=catalog.get("smollm2-135m-instruct"), adapter="adapter", merge=False)
+    compile(code, "<prompt tuning snippet>", "exec")
+    assert "PeftModel.from_pretrained(model, ADAPTER).eval()" in code and "merge_and_unload" not in code

@@ -38,6 +38,7 @@ NOT_GENERATING = {
     "playground.ui.tabs.architectures:build.<locals>.show_does",  # what each chosen model does (text only)
     # Prompt Lab: controls, preview and token counts, templates, uploads, Stop
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.on_task",
+    "playground.ui.tabs.prompt_lab:PromptLabHandlers.on_setup",  # a bundled setup fills the controls
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.on_strategy",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.on_template",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.save_template",

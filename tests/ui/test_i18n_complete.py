@@ -30,6 +30,8 @@ SAME_IN_EVERY_LANGUAGE = frozenset({
     # the course's own terms, used as they are in Brazilian and French classes
     "zero-shot", "few-shot", "prompt", "Prompt", "Tokens", "{count} tokens · {kind}", "loss", "loss {loss:.3f}",
     "base", "max_length = {max_length}", "LoRA", "QLoRA",
+    # PEFT methods, named as their papers and peft name them
+    "DoRA", "rsLoRA", "IA3", "prompt tuning", "prefix tuning",
     # metric names, symbols and units
     "ROUGE-1 (%)", "ROUGE-2 (%)", "ROUGE-L (%)", "#", "{minutes} min {seconds:02d} s", "{seconds} s",
 })

@@ -22,7 +22,8 @@ import pandas as pd
 from playground.errors import PlaygroundError
 from playground.finetune.gguf_samples import BASE, QUANTIZED, TUNED
 from playground.finetune.gguf_export import DEFAULT_TYPE
-from playground.finetune.methods import METHODS
+from playground.finetune.config import FinetuneConfig
+from playground.finetune.methods import KNOBS, METHODS, get_method
 from playground.finetune.result import (
     CHART_METRICS,
     GAIN_AND_FORGETTING,
@@ -41,6 +42,7 @@ from playground.finetune.session import (
     NoRunChosen,
     NotAnAdapter,
     NothingSaved,
+    NotMergeable,
     PollCursor,
     RunNotFinished,
     RunView,
@@ -65,7 +67,14 @@ RUNS_CHART_COLUMNS = ["run", "series", "value"]  # and "bar": the x axis
 # Config fields with a widget in the tab: each has a label (ft.field.<name>) and help (ft.help.<name>) in every
 # language; the English help is the config dataclass's own (tests/ui/test_finetune_texts.py holds them together).
 TEXT_FIELDS = ("model", "method", "template", "input_column", "target_column", "target_modules")
-SHOWN_FIELDS = TEXT_FIELDS + NUMBER_FIELDS
+# More fields, after the numbers among the handlers' inputs: the other PEFT methods' knobs (under the method, shown
+# when it is chosen) and the learning-rate schedule (with the hyperparameters). Choices are dropdowns, lists and
+# text are textboxes, numbers are numbers.
+METHOD_FIELDS = ("num_virtual_tokens", "prompt_tuning_init", "prompt_tuning_init_text", "ia3_target_modules",
+                 "ia3_feedforward_modules")
+SCHEDULE_FIELDS = ("lr_scheduler_type", "warmup_ratio", "warmup_steps")
+EXTRA_FIELDS = METHOD_FIELDS + SCHEDULE_FIELDS
+SHOWN_FIELDS = TEXT_FIELDS + NUMBER_FIELDS + EXTRA_FIELDS
 # The before/after table's columns (besides the systems, named with their engines) and the data preview's.
 COMPARISON_HEADERS = {"#": "ft.col.index", "reference": "ft.col.reference", "ROUGE-L gain": "ft.col.gain",
                       "input": "ft.col.input", "base correct": "ft.col.base_correct",
@@ -76,10 +85,35 @@ STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
 def form_from_values(model, method, data, upload, input_column, target_column, template, target_modules,
                      *numbers) -> FinetuneForm:
-    """The form from the widgets, in the order of ``config_inputs`` (numbers in NUMBER_FIELDS order)."""
+    """The form from the widgets, in the order of ``config_inputs`` (numbers in NUMBER_FIELDS order, then the
+    EXTRA_FIELDS; a caller that leaves those out gets the config's defaults)."""
+    values = dict(zip(NUMBER_FIELDS + EXTRA_FIELDS, numbers))
+    values = {name: value for name, value in values.items() if not (name in EXTRA_FIELDS and value is None)}
     return FinetuneForm(model=model, method=method, data=data, upload=upload, input_column=input_column or "",
                         target_column=target_column or "", template=template or "auto",
-                        target_modules=target_modules or "", numbers=dict(zip(NUMBER_FIELDS, numbers)))
+                        target_modules=target_modules or "", numbers=values)
+
+
+def knob_visibility(method: str) -> dict[str, bool]:
+    """Which method knobs the tab shows for ``method`` (its entry's knobs); every knob with a widget is listed."""
+    try:
+        chosen = set(get_method(method).knobs)
+    except PlaygroundError:
+        chosen = set()
+    return {name: name in chosen for name in KNOBS}
+
+
+def extra_widget(name: str, value, label, info, elem_id: str, visible: bool = True):
+    """The widget of one EXTRA_FIELDS config field: a dropdown of its choices, a number, or a textbox."""
+    choices = FinetuneConfig.bounds(name).get("choices")
+    if choices:
+        return gr.Dropdown([(t(f"ft.choice.{name}.{c}"), c) for c in choices], value=value, label=label, info=info,
+                           elem_id=elem_id, visible=visible)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return gr.Number(value, label=label, info=info, precision=0 if name in INTEGER_FIELDS else None,
+                         elem_id=elem_id, visible=visible)
+    text = ", ".join(value) if isinstance(value, tuple) else value
+    return gr.Textbox(text, label=label, info=info, elem_id=elem_id, visible=visible)
 
 
 @contextlib.contextmanager
@@ -102,6 +136,8 @@ def refusal_text(exc: SessionRefusal, texts: Texts) -> str:
         return texts("ft.not_finished", status=status_word(exc.status, texts))
     if isinstance(exc, NoGGUFBase):
         return texts("ft.no_gguf_base", base=exc.base)
+    if isinstance(exc, NotMergeable):
+        return texts("ft.merge_prompts", kind=exc.kind)
     key = {NoRunChosen: "ft.no_run", NothingSaved: "ft.nothing_saved", NotAnAdapter: "ft.merge_full"}
     return texts(key[type(exc)]) if type(exc) in key else str(exc)
 
@@ -512,6 +548,14 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
                                     info=t("ft.help.model"), elem_id="ft-model", min_width=280)
                 method = gr.Radio([(t(f"ft.method.{m}"), m) for m in METHODS], value=defaults.method, label=t("ft.method"),
                                   info=t("ft.help.method"), elem_id="ft-method")
+            shown_knobs = knob_visibility(defaults.method)
+            extras = {}
+            with gr.Row(elem_id="ft-method-knobs"):  # the chosen method's own settings
+                for name in METHOD_FIELDS:
+                    cap = limits.maximum(name)
+                    label = t(f"ft.field.{name}") if cap is None else t(f"ft.field.{name}") + f" ≤ {cap}"
+                    extras[name] = extra_widget(name, getattr(defaults, name), label, t(f"ft.help.{name}"),
+                                                f"ft-{name.replace('_', '-')}", visible=shown_knobs[name])
             with gr.Row():
                 data = gr.Dropdown([(t(f"ft.data.{name}"), name) for _, name in session.data_choices()]
                                    + [(t("ft.upload_choice"), UPLOAD)], value=defaults.data,
@@ -530,7 +574,8 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
         with gr.Column(scale=2):
             with gr.Accordion(t("ft.hyperparameters"), open=False):
                 target_modules = gr.Textbox(", ".join(defaults.target_modules), label=t("ft.field.target_modules"),
-                                            info=t("ft.help.target_modules"), elem_id="ft-target-modules")
+                                            info=t("ft.help.target_modules"), elem_id="ft-target-modules",
+                                            visible=shown_knobs["target_modules"])
                 numbers = {}
                 # No widget bounds: the config and the limits refuse a bad value with a message naming the field
                 # and its range, where Gradio's own bound check would not name it. A cap shows in the label.
@@ -539,7 +584,11 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
                     label = t(f"ft.field.{name}") if cap is None else t(f"ft.field.{name}") + f" ≤ {cap}"
                     numbers[name] = gr.Number(getattr(defaults, name), label=label, info=t(f"ft.help.{name}"),
                                               precision=0 if name in INTEGER_FIELDS else None,
-                                              elem_id=f"ft-{name.replace('_', '-')}")
+                                              elem_id=f"ft-{name.replace('_', '-')}",
+                                              visible=shown_knobs.get(name, True))
+                for name in SCHEDULE_FIELDS:
+                    extras[name] = extra_widget(name, getattr(defaults, name), t(f"ft.field.{name}"),
+                                                t(f"ft.help.{name}"), f"ft-{name.replace('_', '-')}")
     with gr.Row():
         inspect_button = gr.Button(t("ft.inspect"), elem_id="ft-inspect")
         preflight_button = gr.Button(t("ft.preflight"), elem_id="ft-preflight")
@@ -606,7 +655,9 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
     cursor = gr.State(None)  # how far this browser has read the chosen run's progress (a PollCursor)
 
     config_inputs = [model, method, data, upload, input_column, target_column, template, target_modules,
-                     *(numbers[name] for name in NUMBER_FIELDS)]
+                     *(numbers[name] for name in NUMBER_FIELDS), *(extras[name] for name in EXTRA_FIELDS)]
+    knob_widgets = {**numbers, **extras, "target_modules": target_modules}
+    knob_outputs = [knob_widgets[name] for name in KNOBS]
     # Archives are built once per run in its downloads/ folder and linked (not copied) into Gradio's cache
     # under an unguessable name, so repeated clicks cost no disk and nobody else can fetch them.
     downloads = PrivateDownloads()
@@ -652,6 +703,10 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
     def runs_csv_download(request: gr.Request, token, compared=None):
         return on_runs_csv(session, downloads, Texts.for_request(request), token, compared)
 
+    def show_knobs(chosen):
+        shown = knob_visibility(chosen)
+        return [gr.update(visible=shown[name]) for name in KNOBS]
+
     def uploaded(request: gr.Request, path):
         return on_upload(session, Texts.for_request(request), path)
 
@@ -690,6 +745,8 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
                         api_name="finetune_merged_gguf", concurrency_limit=1, concurrency_id="finetune-merge")
     # An upload is read at once: a file that cannot be used says why under its own name, before any column.
     upload.upload(uploaded, upload, [data, data_summary], api_name="finetune_upload")
+    # The chosen method's knobs show, the others hide (the entry of methods.TABLE says which).
+    method.change(show_knobs, method, knob_outputs, api_name=False, queue=False, show_progress="hidden")
     comparison_csv.click(comparison_csv_download, [owner, run_picker], download_file, api_name="finetune_comparison_csv",
                          concurrency_limit=None, concurrency_id="finetune-csv")
     runs_csv.click(runs_csv_download, [owner, compare_runs], download_file, api_name="finetune_runs_csv",
