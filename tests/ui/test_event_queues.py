@@ -68,6 +68,7 @@ NOT_GENERATING = {
     "playground.ui.tabs.finetune:build.<locals>.uploaded",  # an upload checked at once
     "playground.ui.tabs.finetune:build.<locals>.start_sweep",  # queues a sweep's runs: the worker trains them
     "playground.ui.tabs.finetune:build.<locals>.sweep_described",  # reads a preset file
+    "playground.ui.tabs.finetune:build.<locals>.show_knobs",  # the chosen method's own settings
     # Quantized CPU and the ladder: facts, Stop, Clear, a kept ladder
     "playground.ui.tabs.quantized_cpu:build.<locals>.show_facts",
     "playground.ui.tabs.quantized_cpu:build.<locals>.stop_generation",
