@@ -28,6 +28,7 @@ from typing import TextIO
 
 from playground.errors import FinetuneConfigError, PlaygroundError
 from playground.finetune.methods import ADAPTER_DIR, MODEL_DIR
+from playground.finetune.progress import sections_text
 from playground.finetune.result import METRICS_FILE, RunMetrics
 
 EXIT_CANCELLED = 130
@@ -106,6 +107,8 @@ def summarize_metrics(metrics: RunMetrics) -> str:
     if metrics.tokens_per_s:
         lines.append(f"  {metrics.tokens_per_s:.0f} tokens/s, training {_duration(metrics.train_duration_s)}, "
                      f"whole run {_duration(metrics.duration_s)}")
+    if metrics.phase_seconds:
+        lines.append(f"  time per phase: {sections_text(dict(metrics.phase_seconds))}")
     return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ import pandas as pd
 from playground.finetune.gguf_samples import BASE, QUANTIZED, TUNED
 from playground.finetune.gguf_export import DEFAULT_TYPE
 from playground.finetune.methods import METHODS
+from playground.finetune.progress import RUN_SECTIONS
 from playground.finetune.result import QUANTIZATION_COLUMN, RUN_COLUMNS, SYSTEM_NAMES
 from playground.finetune.session import (
     INTEGER_FIELDS,
@@ -182,11 +183,20 @@ def gain_text(metrics, texts: Texts) -> str:
                                quantized=100 * metrics.rouge_quantized["rougeL"], points=metrics.quantization_points))
         elif metrics.quantized_unavailable:
             lines.append(texts("ft.no_quantized", reason=metrics.quantized_unavailable))
+        if metrics.phase_seconds:
+            lines.append(phase_times_text(metrics.phase_seconds, texts))
         return "\n\n".join(lines)
     if metrics.accuracy_after is not None:
         return texts("ft.gain_accuracy", before=100 * (metrics.accuracy_before or 0),
                      after=100 * metrics.accuracy_after)
     return ""
+
+
+def phase_times_text(phase_seconds, texts: Texts) -> str:
+    """'Time per phase: loading 12 s, base model scored 30 s, ...' of a finished run (sections it knows)."""
+    parts = [texts(f"ft.section.{name}", seconds=seconds) for name, seconds in phase_seconds.items()
+             if name in RUN_SECTIONS]
+    return texts("ft.phase_times", phases=", ".join(parts)) if parts else ""
 
 
 def cost_text(report, texts: Texts) -> str:
