@@ -191,6 +191,8 @@ def _estimate(config, data_dir: Path, resolver) -> int:
     if report.step_seconds is not None:
         print(f"one step: {report.step_seconds:.2f} s; {report.total_steps} steps: about "
               f"{_duration(report.duration_s or 0)}")
+    if report.run_estimate is not None:
+        print(f"the whole run: about {_duration(report.run_estimate.total_s)} ({report.run_estimate.describe()})")
     return 0
 
 

@@ -243,6 +243,23 @@ def data_collator(trainable):
     return DataCollatorForSeq2Seq(trainable.tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
 
 
+def packing_collator():
+    """Padding-free batches for a decoder: the batch's rows concatenated into one row of ``input_ids``, ``labels``
+    and ``position_ids`` that restart at 0 for each example (transformers' ``DataCollatorWithFlattening``; the
+    first label of each example is -100, so no example is trained to predict the next one's start).
+
+    With no attention mask and no cache, transformers' masking utilities read the example boundaries from the
+    restarting position ids and give sdpa/eager attention a block-diagonal causal mask: no token attends across
+    examples, so the loss equals the padded batch's (``tests/finetune/test_packing.py``). The model must run
+    with ``use_cache=False``: with a cache (a Llama makes one whenever ``use_cache`` is on, in training too),
+    the boundaries are not looked for and attention silently crosses the examples. Measured by the bench
+    (``trainer variants``): on a CPU it reads no padding, but its one long row makes each example's attention
+    span the whole packed row (masked), so it pays only when the batch pads much."""
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
+
+
 def preview_encoded(split: EncodedSplit, tokenizer, count: int = 3) -> list[dict[str, Any]]:
     """The first ``count`` examples as the model reads them: the full text and the part the loss is on."""
     rows = []
