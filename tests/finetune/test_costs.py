@@ -121,3 +121,20 @@ def test_the_whole_run_estimate_scales_the_measured_step_to_the_runs_tokens():
     report = CostReport("m", "lora", 1000, 10, 40, MemoryEstimate(GIB, 0, 0, 0), MemoryEstimate(GIB, 0, 0, 0),
                         2 * GIB, "RAM", 10, step_seconds=3.0, run_estimate=estimate)
     assert report.as_dict()["estimated_run_s"]["training"] == 72.0
+
+
+@pytest.mark.slow
+def test_the_preflight_estimates_every_section_of_the_run(tmp_path, ft_models, dialogue_file, offline_resolver):
+    from playground.finetune.config import FinetuneConfig
+    from playground.finetune.preflight import preflight
+
+    config = FinetuneConfig.from_dict({"model": str(ft_models["llama"]), "data": str(dialogue_file),
+                                       "input_column": "dialogue", "target_column": "summary",
+                                       "template": "dialogue-tldr", "max_steps": 3, "batch_size": 2,
+                                       "max_length": 128, "sample_count": 2, "max_new_tokens": 4,
+                                       "validation_fraction": 0.2, "eval_every": 2})
+    report = preflight(config, tmp_path / "data", resolver=offline_resolver)
+    estimate = report.run_estimate
+    assert estimate is not None and report.step_seconds is not None
+    assert estimate.training_s > 0 and estimate.base_scoring_s > 0 and estimate.load_s > 0
+    assert estimate.total_s >= estimate.training_s and report.as_dict()["estimated_run_s"]["total"] > 0
