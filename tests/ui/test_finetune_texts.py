@@ -81,3 +81,15 @@ def test_a_finished_runs_summary_gives_the_time_of_each_phase(language):
     assert "140 s" in text and "12 s" in text and "{" not in text
     assert "140" not in gain_text(RunMetrics(rouge_before={"rougeL": 0.2}, rouge_after={"rougeL": 0.4}),
                                   Texts(language))  # an older run has no phase times
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_estimate_gives_the_whole_run_beside_the_training(language):
+    from playground.finetune.costs import CostReport, MemoryEstimate, RunEstimate
+    from playground.ui.tabs.finetune import cost_text
+
+    memory = MemoryEstimate(2 ** 30, 0, 0, 0)
+    report = CostReport("m", "lora", 1000, 10, 40, memory, memory, 2 ** 31, "RAM", 40, step_seconds=3.0,
+                        run_estimate=RunEstimate(12.0, 30.0, 120.0, 30.0))
+    text = cost_text(report, Texts(language))
+    assert "3.2" in text and "120" in text and "{" not in text  # 192 s: 3.2 minutes

@@ -214,6 +214,10 @@ def cost_text(report, texts: Texts) -> str:
     if report.duration_s is not None:
         lines.append(texts("ft.duration", step=report.step_seconds, steps=report.total_steps,
                            minutes=report.duration_s / 60))
+    estimate = getattr(report, "run_estimate", None)
+    if estimate is not None:
+        lines.append(texts("ft.run_estimate", minutes=estimate.total_s / 60, load=estimate.load_s,
+                           base=estimate.base_scoring_s, training=estimate.training_s, tuned=estimate.tuned_scoring_s))
     return "\n\n".join(line for line in lines if line)
 
 
