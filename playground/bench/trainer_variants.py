@@ -7,6 +7,8 @@ forward and backward on the same training batches in turn:
 - ``padded``: what the app's trainer does (dynamic padding, ``DataCollatorForSeq2Seq``), the baseline;
 - ``packed``: padding-free, the batch as one row with restarting position ids
   (:func:`playground.finetune.encoding.packing_collator`, ``use_cache=False``), the loss identical;
+- ``logits on label positions``: the padded batch with ``logits_to_keep`` on the target tokens only
+  (:class:`playground.finetune.encoding.LabelPositionsOnly`): the output head skips the prompt, the loss identical;
 - ``bf16 autocast``: the padded batch under ``torch.autocast("cpu", torch.bfloat16)``, only where the CPU has
   native bf16 (``avx512_bf16`` or ``amx_bf16`` in /proc/cpuinfo); its loss is reported beside fp32's.
 
@@ -24,6 +26,7 @@ from pathlib import Path
 from playground.bench.core import BenchOptions, CpuWatch, Figure, Measure, log
 
 PACKED = Measure("trainer variant: packed / padded batches", "x")
+LABEL_POSITIONS = Measure("trainer variant: logits on label positions / on all", "x")
 BF16 = Measure("trainer variant: bf16 autocast / fp32", "x")
 VARIANT_BATCHES = 6  # timed batches per variant and round
 
@@ -61,13 +64,13 @@ def _time_batches(model, batches, autocast: bool = False) -> tuple[float, float]
 
 
 def bench_trainer_variants(settings, hardware, catalog, options: BenchOptions, scratch: Path,
-                           config=None) -> list[Figure]:
+                           config=None, timed_batches: int = VARIANT_BATCHES) -> list[Figure]:
     """The variants' figures on the fine-tune figure's config (``config`` overrides it, for a test)."""
     import torch
 
     from playground.bench.finetune import finetune_config
     from playground.finetune.data import load_splits
-    from playground.finetune.encoding import data_collator, encode_splits, packing_collator
+    from playground.finetune.encoding import IGNORE_INDEX, LabelPositionsOnly, encode_splits, packing_collator
     from playground.finetune.methods import build_trainable
     from playground.finetune.weights import locate_model
     from playground.models.sources import SourceResolver
@@ -84,17 +87,22 @@ def bench_trainer_variants(settings, hardware, catalog, options: BenchOptions, s
     model.config.use_cache = False  # as the Trainer's model trains: no cache (packing needs none)
     features = list(encode_splits(config, splits, trainable)["train"].features)
     size = config.batch_size
-    chunks = [features[i:i + size] for i in range(0, len(features), size)][:VARIANT_BATCHES + 1]
-    padded_collate, packed_collate = data_collator(trainable), packing_collator()
+    chunks = [features[i:i + size] for i in range(0, len(features), size)][:timed_batches + 1]
+    from transformers import DataCollatorForSeq2Seq
+
+    # The padded baseline: dynamic padding alone (data_collator adds the label positions where the model takes them).
+    padded_collate = DataCollatorForSeq2Seq(trainable.tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
+    packed_collate = packing_collator()
     padded = [padded_collate([dict(f) for f in chunk]) for chunk in chunks]
     packed = [packed_collate([{k: v for k, v in f.items() if k != "attention_mask"} for f in chunk])
               for chunk in chunks]
     for batch in packed:
         batch["use_cache"] = False
+    label_positions = [LabelPositionsOnly(padded_collate)([dict(f) for f in chunk]) for chunk in chunks]
     real = sum(int(b["attention_mask"].sum()) for b in padded[1:])
     total = sum(int(b["input_ids"].numel()) for b in padded[1:])
     native_bf16 = cpu_has_native_bf16()
-    variants = {"padded": (padded, False), "packed": (packed, False)}
+    variants = {"padded": (padded, False), "packed": (packed, False), "labels": (label_positions, False)}
     if native_bf16:
         variants["bf16"] = (padded, True)
     for name, (batches, autocast) in variants.items():  # warm-up: one batch each (kernels, allocator)
@@ -121,6 +129,10 @@ def bench_trainer_variants(settings, hardware, catalog, options: BenchOptions, s
     figures = [PACKED.measured(padded_s / packed_s, (
         f"packed {real / packed_s:.1f} tok/s (runs {', '.join(f'{real / t:.1f}' for t in times['packed'])}); "
         f"mean loss packed {losses['packed']:.5f}, padded {losses['padded']:.5f}; {common}"))]
+    labels_s = statistics.median(times["labels"])
+    figures.append(LABEL_POSITIONS.measured(padded_s / labels_s, (
+        f"{real / labels_s:.1f} tok/s (runs {', '.join(f'{real / t:.1f}' for t in times['labels'])}); "
+        f"mean loss {losses['labels']:.5f}, all positions {losses['padded']:.5f}; {common}")))
     if native_bf16:
         bf16_s = statistics.median(times["bf16"])
         figures.append(BF16.measured(padded_s / bf16_s, (
