@@ -42,9 +42,10 @@ def demo_figures(metrics, estimate_s: float | None, estimate_detail: str, prefli
                 for name, seconds in phases.items()]
     if metrics.rouge_before and metrics.rouge_after:
         before, after = metrics.rouge_before["rougeL"], metrics.rouge_after["rougeL"]
+        losses = f"test loss {metrics.test_loss_before} -> {metrics.test_loss_after}"
         figures.append(DEMO_GAIN.measured(round(100 * (after - before), 2),
                                           f"ROUGE-L {before:.3f} -> {after:.3f} on {metrics.sample_count} held-out "
-                                          f"examples; test loss {metrics.test_loss_before} -> {metrics.test_loss_after}"))
+                                          f"examples; {losses}"))
     else:
         figures.append(DEMO_GAIN.not_measured("the run answered no test examples"))
     if estimate_s is None or not metrics.duration_s:
