@@ -209,6 +209,32 @@ def run_load(options: BenchOptions, machine: dict | None = None) -> list[Figure]
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def run_alone(options: BenchOptions, machine: dict | None = None) -> list[Figure]:
+    """A suite that runs alone (``--cpu-demo``, ``--trainer-variants``) in its own scratch folder."""
+    from playground.hardware import detect
+    from playground.models.catalog import Catalog
+
+    if options.cpu_demo:
+        from playground.bench.cpu_demo import DEMO_WALL as fallback
+        from playground.bench.cpu_demo import bench_cpu_demo as suite
+    else:
+        from playground.bench.trainer_variants import PACKED as fallback
+        from playground.bench.trainer_variants import bench_trainer_variants as suite
+    catalog = Catalog.load()
+    if options.data_dir is not None:
+        Path(options.data_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="playground-bench-alone-", dir=options.data_dir))
+    try:
+        settings = _settings_for(options, scratch / "app-data")
+        hardware = detect(settings.threads)
+        if machine is not None:
+            machine.update(machine_summary(hardware, hardware.cpu_threads, options))
+        log(hardware.summary)
+        return _guarded(fallback, lambda: suite(settings, hardware, catalog, options, scratch))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 # --------------------------------------------------------------------------- output
 def _value_text(figure: Figure) -> str:
     if figure.value is None:
@@ -290,6 +316,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
                              "server, which needs pip install sse-starlette starlette-context pydantic-settings) and "
                              "point the app at it with "
                              "PLAYGROUND_OPENAI_BASE_URL, PLAYGROUND_OPENAI_API_KEY and PLAYGROUND_OPENAI_MODELS.")
+    parser.add_argument("--cpu-demo", action="store_true",
+                        help="Run ONLY the CPU demo preset (examples/finetune/cpu-demo.yaml) end to end through the "
+                             "app's trainer, after its pre-flight estimate: the whole run's time, each phase's "
+                             "(load, base scoring, training, tuned scoring, save), the ROUGE-L gain and the "
+                             "estimate against the real run (a few minutes on two cores).")
+    parser.add_argument("--trainer-variants", action="store_true",
+                        help="Run ONLY the trainer variants: padding-free packed batches, and bf16 autocast where "
+                             "the CPU has native bf16, each against the app's padded fp32 batches (same model, "
+                             "rows and LoRA settings as the fine-tune figure).")
     return parser
 
 
@@ -308,13 +343,19 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     options = BenchOptions(json=args.json, quick=args.quick, data_dir=args.data_dir, threads=args.threads,
                            model=args.model, skip_startup=args.skip_startup, skip_finetune=args.skip_finetune,
-                           load=loads, load_server=args.load_server)
+                           load=loads, load_server=args.load_server, cpu_demo=args.cpu_demo,
+                           trainer_variants=args.trainer_variants)
     from playground.errors import PlaygroundError
 
     machine: dict[str, Any] = {}
     with suites_write_to_the_log():  # stdout carries the table or the JSON, nothing else
         try:
-            figures = run_load(options, machine) if options.load else run_benchmarks(options, machine)
+            if options.load:
+                figures = run_load(options, machine)
+            elif options.cpu_demo or options.trainer_variants:
+                figures = run_alone(options, machine)
+            else:
+                figures = run_benchmarks(options, machine)
         except PlaygroundError as exc:
             print(str(exc), file=sys.stderr)
             return 2

@@ -103,6 +103,8 @@ class BenchOptions:
     skip_finetune: bool = False
     load: tuple[int, ...] = ()  # people per burst of the load run (its own run); empty: the other suites
     load_server: str | None = None  # the load run against this OpenAI-compatible server (e.g. "llama.cpp")
+    cpu_demo: bool = False  # the CPU demo preset end to end, its own run (the other suites are left out)
+    trainer_variants: bool = False  # packed and bf16 batches against padded ones, its own run
 
     @property
     def rounds(self) -> int:

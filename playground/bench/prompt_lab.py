@@ -10,7 +10,7 @@ Two promises are measured here; the timing functions take any engine (a test run
    would be a lucky or unlucky yardstick) and averaged; then the N samples are
    timed together. Before every timed call a different prompt flushes the
    caches, so each evaluates the prompt from scratch. Target: N=5 at most
-   2.5 x one sample.
+   2.0 x one sample (issue 18).
 2. ``time_sentiment_evaluation``: a whole evaluation of the bundled sentiment
    set (60 examples). Target on the default model, two cores: under 2 minutes.
 
@@ -41,7 +41,7 @@ from playground.prompting.templates import TemplateLibrary
 FLUSH_PROMPT = "Name one colour of the rainbow."
 SAMPLES = 5  # the self-consistency paths the figure times
 
-SELF_CONSISTENCY_COST = Measure(f"Prompt Lab: self-consistency N={SAMPLES} / one sample", "x", "<= 2.5")
+SELF_CONSISTENCY_COST = Measure(f"Prompt Lab: self-consistency N={SAMPLES} / one sample", "x", "<= 2.0")
 SENTIMENT_EXAMPLES = 60  # the bundled set; the target is judged only on a whole evaluation
 SENTIMENT_EVALUATION = Measure(f"Prompt Lab: evaluate {SENTIMENT_EXAMPLES} sentiment examples", "s", "< 120 s")
 
@@ -61,7 +61,7 @@ class SelfConsistencyTiming:
 
     @property
     def ratio(self) -> float:
-        """N samples' time over one sample's time (target: at most 2.5 for N=5)."""
+        """N samples' time over one sample's time (target: at most 2.0 for N=5, issue 18)."""
         return self.parallel_s / self.single_s if self.single_s > 0 else float("inf")
 
 

@@ -28,6 +28,7 @@ from typing import TextIO
 
 from playground.errors import FinetuneConfigError, PlaygroundError
 from playground.finetune.methods import ADAPTER_DIR, MODEL_DIR
+from playground.finetune.progress import sections_text
 from playground.finetune.result import METRICS_FILE, RunMetrics
 
 EXIT_CANCELLED = 130
@@ -106,6 +107,8 @@ def summarize_metrics(metrics: RunMetrics) -> str:
     if metrics.tokens_per_s:
         lines.append(f"  {metrics.tokens_per_s:.0f} tokens/s, training {_duration(metrics.train_duration_s)}, "
                      f"whole run {_duration(metrics.duration_s)}")
+    if metrics.phase_seconds:
+        lines.append(f"  time per phase: {sections_text(dict(metrics.phase_seconds))}")
     return "\n".join(lines)
 
 
@@ -192,6 +195,8 @@ def _estimate(config, data_dir: Path, resolver) -> int:
     if report.step_seconds is not None:
         print(f"one step: {report.step_seconds:.2f} s; {report.total_steps} steps: about "
               f"{_duration(report.duration_s or 0)}")
+    if report.run_estimate is not None:
+        print(f"the whole run: about {_duration(report.run_estimate.total_s)} ({report.run_estimate.describe()})")
     return 0
 
 

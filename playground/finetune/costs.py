@@ -240,6 +240,51 @@ def time_training_step(model, batch: Mapping[str, Any], grad_accum: int = 1) -> 
 
 
 @dataclass(frozen=True)
+class RunEstimate:
+    """Seconds each section of a whole run will take (progress.RUN_SECTIONS), from paces measured on this machine
+    by the pre-flight: its own load of the model, one real training step, and one short real answer on the
+    engine the run answers with. Measured paces follow the CPU kind by construction (AVX2, AVX-512, AMX),
+    where constants would not."""
+
+    load_s: float
+    base_scoring_s: float
+    training_s: float
+    tuned_scoring_s: float
+    save_s: float = 0.0
+
+    @property
+    def total_s(self) -> float:
+        return self.load_s + self.base_scoring_s + self.training_s + self.tuned_scoring_s + self.save_s
+
+    def as_dict(self) -> dict[str, float]:
+        return {"load": round(self.load_s, 2), "base_scoring": round(self.base_scoring_s, 2),
+                "training": round(self.training_s, 2), "tuned_scoring": round(self.tuned_scoring_s, 2),
+                "save": round(self.save_s, 2), "total": round(self.total_s, 2)}
+
+    def describe(self) -> str:
+        return ", ".join(f"{k.replace('_', ' ')} {v:.1f} s" for k, v in self.as_dict().items())
+
+
+def estimate_run(*, load_s: float, step_s: float, step_tokens: float, planned_step_tokens: float, total_steps: int,
+                 eval_batches: int, test_batches: int, answers: int, answer_s: float,
+                 forward_share: float = 1 / 3) -> RunEstimate:
+    """A whole run's sections from measured paces (pure arithmetic, unit-tested).
+
+    ``step_s``: one measured optimizer step on a batch of ``step_tokens`` real tokens, scaled to the run's
+    mean ``planned_step_tokens`` (a step's cost is about linear in its tokens at these lengths);
+    ``eval_batches``: validation batches over the whole run, each a forward pass (``forward_share`` of a
+    step, the run clock's convention); ``test_batches``: the test loss, measured before and after;
+    ``answers``: examples answered before and after, ``answer_s`` each (measured on the run's engine).
+    """
+    scale = planned_step_tokens / step_tokens if step_tokens > 0 else 1.0
+    step = max(step_s, 0.0) * scale
+    forward = step * forward_share
+    scoring = test_batches * forward + answers * max(answer_s, 0.0)
+    return RunEstimate(load_s=max(load_s, 0.0), base_scoring_s=scoring,
+                       training_s=max(total_steps, 0) * step + eval_batches * forward, tuned_scoring_s=scoring)
+
+
+@dataclass(frozen=True)
 class CostReport:
     """The pre-flight figures of one run, for the UI and the run's metrics."""
 
@@ -254,6 +299,7 @@ class CostReport:
     budget_where: str
     total_steps: int
     step_seconds: float | None = None  # measured; None until timed
+    run_estimate: RunEstimate | None = None  # the whole run, section by section (pre-flight with measure=True)
 
     @property
     def trainable_share(self) -> float:
@@ -275,4 +321,5 @@ class CostReport:
                 "budget_gib": gib(self.budget_bytes), "budget_where": self.budget_where, "fits": self.fits,
                 "total_steps": self.total_steps,
                 "step_seconds": None if self.step_seconds is None else round(self.step_seconds, 3),
-                "estimated_duration_s": None if self.duration_s is None else round(self.duration_s, 1)}
+                "estimated_duration_s": None if self.duration_s is None else round(self.duration_s, 1),
+                "estimated_run_s": None if self.run_estimate is None else self.run_estimate.as_dict()}

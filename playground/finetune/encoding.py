@@ -240,7 +240,69 @@ def data_collator(trainable):
     if trainable.family == ENCODER:
         return DataCollatorWithPadding(trainable.tokenizer)
     # Pads input_ids with the pad token and labels with -100 (decoders and encoder-decoders alike).
-    return DataCollatorForSeq2Seq(trainable.tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
+    padded = DataCollatorForSeq2Seq(trainable.tokenizer, label_pad_token_id=IGNORE_INDEX, padding=True)
+    if trainable.family == DECODER and keeps_label_positions(trainable.model):
+        # The output head only where a label is: the same loss, without the prompt's logits (bench: trainer
+        # variant "logits on label positions").
+        return LabelPositionsOnly(padded)
+    return padded
+
+
+@dataclass(frozen=True)
+class LabelPositionsOnly:
+    """A decoder's collator that asks for logits only where a label is (``logits_to_keep``, a boolean mask of the
+    positions whose next token is a target, with the matching ``shift_labels``), so the output head's matmul and
+    the softmax skip the prompt's tokens, which are most of a dialogue's; the loss is the same mean over the same
+    target tokens (``tests/finetune/test_label_positions.py``). ``collate`` is the padding collator below it."""
+
+    collate: Any
+
+    def __call__(self, features):
+        import torch
+
+        batch = self.collate(features)
+        labels = batch.get("labels")
+        if labels is None:
+            return batch
+        shifted = torch.nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
+        keep = shifted != IGNORE_INDEX
+        batch["logits_to_keep"] = keep
+        batch["shift_labels"] = shifted[keep]
+        return batch
+
+
+def keeps_label_positions(model) -> bool:
+    """Whether ``model`` (or the model under a peft wrapper) takes ``logits_to_keep`` in its forward pass, with
+    its rows as long as the batch's (prompt and prefix tuning add virtual tokens, so their rows are longer)."""
+    import inspect
+
+    peft_config = getattr(model, "peft_config", None)
+    if isinstance(peft_config, dict):
+        active = peft_config.get(getattr(model, "active_adapter", "default"))
+        if active is None or getattr(active, "is_prompt_learning", False):
+            return False
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    try:
+        return "logits_to_keep" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def packing_collator():
+    """Padding-free batches for a decoder: the batch's rows concatenated into one row of ``input_ids``, ``labels``
+    and ``position_ids`` that restart at 0 for each example (transformers' ``DataCollatorWithFlattening``; the
+    first label of each example is -100, so no example is trained to predict the next one's start).
+
+    With no attention mask and no cache, transformers' masking utilities read the example boundaries from the
+    restarting position ids and give sdpa/eager attention a block-diagonal causal mask: no token attends across
+    examples, so the loss equals the padded batch's (``tests/finetune/test_packing.py``). The model must run
+    with ``use_cache=False``: with a cache (a Llama makes one whenever ``use_cache`` is on, in training too),
+    the boundaries are not looked for and attention silently crosses the examples. Measured by the bench
+    (``trainer variants``): on a CPU it reads no padding, but its one long row makes each example's attention
+    span the whole packed row (masked), so it pays only when the batch pads much."""
+    from transformers import DataCollatorWithFlattening
+
+    return DataCollatorWithFlattening(return_position_ids=True, separator_id=IGNORE_INDEX)
 
 
 def preview_encoded(split: EncodedSplit, tokenizer, count: int = 3) -> list[dict[str, Any]]:

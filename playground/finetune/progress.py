@@ -128,3 +128,46 @@ class RunClock:
                 return None
             total += left * pace
         return total  # unrounded: on a fast machine a tiny model's phases left take milliseconds, never "0"
+
+
+# The wall-clock sections of a run that its metrics report (``RunMetrics.phase_seconds``), in order.
+RUN_SECTIONS = ("load", "base_scoring", "training", "tuned_scoring", "save")
+
+
+@dataclass
+class SectionTimer:
+    """Wall-clock seconds per section of a run (:data:`RUN_SECTIONS`): ``enter(section)`` ends the section
+    running and starts ``section``; a section entered twice adds up (the adapter saved for llama.cpp in the
+    middle of the tuned scoring counts for ``save``). Plain arithmetic over a clock function, like
+    :class:`RunClock`, so a test drives it with a fake clock."""
+
+    clock: Callable[[], float] = time.perf_counter
+    seconds: dict[str, float] = field(default_factory=dict)
+    current: str = ""
+    _since: float = 0.0
+
+    def enter(self, section: str) -> None:
+        now = self.clock()
+        self._close(now)
+        self.current, self._since = section, now
+
+    def stop(self) -> None:
+        self._close(self.clock())
+        self.current = ""
+
+    def _close(self, now: float) -> None:
+        if self.current:
+            self.seconds[self.current] = self.seconds.get(self.current, 0.0) + (now - self._since)
+
+    def as_dict(self) -> dict[str, float]:
+        """Seconds per section so far (the running one included), in :data:`RUN_SECTIONS` order, rounded to ms."""
+        seconds = dict(self.seconds)
+        if self.current:
+            seconds[self.current] = seconds.get(self.current, 0.0) + (self.clock() - self._since)
+        order = [s for s in RUN_SECTIONS if s in seconds] + [s for s in seconds if s not in RUN_SECTIONS]
+        return {s: round(seconds[s], 3) for s in order}
+
+
+def sections_text(seconds: dict[str, float]) -> str:
+    """``load 12.3 s, base scoring 4.5 s, ...`` (empty when nothing was timed)."""
+    return ", ".join(f"{name.replace('_', ' ')} {value:.1f} s" for name, value in seconds.items())

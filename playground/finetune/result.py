@@ -182,6 +182,9 @@ class RunMetrics:
     @property
     def forgetting_report(self) -> ForgettingReport | None:
         return ForgettingReport.from_json(self.forgetting)
+    # Wall-clock seconds per section of the run (progress.RUN_SECTIONS: load, base_scoring, training,
+    # tuned_scoring, save); empty in runs older than the figure.
+    phase_seconds: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def classifier(self) -> bool:
@@ -216,6 +219,8 @@ class RunMetrics:
             values[name] = tuple(values.get(name) or ())
         for name in ("data", "costs", "forgetting"):
             values[name] = dict(values.get(name) or {})
+        values["phase_seconds"] = {str(k): float(v) for k, v in dict(values.get("phase_seconds") or {}).items()
+                                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         values["engines"] = {str(k): dict(v) for k, v in dict(values.get("engines") or {}).items()
                              if isinstance(v, Mapping)}
         for name in ("sample_engine", "quantized_unavailable", "peak_memory_kind"):
@@ -234,7 +239,7 @@ class RunMetrics:
             "tokens_per_s": self.tokens_per_s, "tokens_seen": self.tokens_seen, "padding_share": self.padding_share,
             "truncated": self.truncated, "data": dict(self.data), "train_duration_s": self.train_duration_s,
             "duration_s": self.duration_s, "costs": dict(self.costs), "output_dir": self.output_dir,
-            "sample_count": self.sample_count,
+            "sample_count": self.sample_count, "phase_seconds": dict(self.phase_seconds),
         }
         if self.classifier:
             data.update(labels=list(self.labels), accuracy_before=self.accuracy_before,

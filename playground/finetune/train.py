@@ -74,7 +74,7 @@ from playground.finetune.gguf_samples import (
 from playground.finetune.hub_data import hub_source_for
 from playground.finetune.methods import TrainableModel, build_trainable, check_memory, cost_report, get_method
 from playground.finetune import progress as phases
-from playground.finetune.progress import RunClock, batches, validation_passes
+from playground.finetune.progress import RunClock, SectionTimer, batches, validation_passes
 from playground.finetune.result import RunMetrics, RunResult
 from playground.finetune.runs import CONFIG_FILE, scratch_dir
 from playground.finetune.usage import peak_memory
@@ -182,6 +182,9 @@ class _Run:
         self.gguf_problem = ""  # why llama.cpp could not answer after training (the conversion refused)
         # Units planned and done per phase, and the time left in all of them (the ETA of every event).
         self.clock = RunClock(grad_accum=config.grad_accum)
+        # Wall-clock seconds per section (load, base scoring, training, tuned scoring, save): metrics.phase_seconds.
+        self.sections = SectionTimer()
+        self.sections.enter("load")
         self.eval_phase = phases.BASELINE_LOSS  # what the Trainer's evaluation batches are counted as
         self._last_batch_event = 0.0
 
@@ -302,6 +305,7 @@ class _Run:
         self.begin(phases.BASELINE_LOSS, f"Scoring the base model: test loss on {len(encoded['test'].features)} "
                                          f"examples, answers to {answers}.")
         test_pairs = list(encoded["test"].pairs)
+        self.sections.enter("base_scoring")
         with trainable.base_view():  # the base itself, even where an untrained adapter changes answers (prompts)
             before = _evaluate_test(trainer, encoded["test"])
             base_outputs = self._answers(BASE, "baseline", "Base model", trainable, test_pairs)
@@ -309,6 +313,7 @@ class _Run:
 
         self.begin(phases.TRAINING, f"Training for {config.planned_steps(len(encoded['train'].features))} steps.")
         self.eval_phase = phases.VALIDATION
+        self.sections.enter("training")
         train_output = trainer.train()
         self.step = trainer.state.global_step
         if callback.cancelled:
@@ -327,8 +332,11 @@ class _Run:
         self.begin(phases.TUNED_LOSS, f"Scoring the fine-tuned model: test loss on {len(encoded['test'].features)} "
                                       f"examples, answers to {answers}.")
         self.eval_phase = phases.TUNED_LOSS
+        self.sections.enter("tuned_scoring")
         after = _evaluate_test(trainer, encoded["test"])
+        self.sections.enter("save")  # the adapter, saved and converted for llama.cpp
         adapter_gguf = self._adapter_gguf(trainable, test_pairs)
+        self.sections.enter("tuned_scoring")
         tuned_outputs = self._answers(TUNED, "evaluating", "Fine-tuned model", trainable, test_pairs, adapter_gguf)
         quantized_outputs = None
         if self.sample_engine == TRANSFORMERS and adapter_gguf is not None:
@@ -342,6 +350,7 @@ class _Run:
             if entry is not None:
                 entry.total = entry.done
         self.begin(phases.SAVING, f"Writing the {get_method(config.method).saves}, samples and metrics.")
+        self.sections.enter("save")
         samples = _sample_rows(trainable, test_pairs, base_outputs, tuned_outputs, quantized_outputs)
         costs = cost_report(config, trainable=trainable.trainable_parameters, total=trainable.total_parameters,
                             memory=estimate, full_memory=full_estimate, budget=(budget, where),
@@ -354,8 +363,14 @@ class _Run:
                                       forgetting=report.to_json() if report else {})
         self.check_stop()
         if self.main_process:
-            metrics = RunResult(self.run_dir).save(trainable, config, samples, metrics,
-                                                   weights=self.saved_weights is None)
+            result = RunResult(self.run_dir)
+            if self.saved_weights is None:  # the weights first, so that metrics.json counts their time
+                self.written.append(self.run_dir / get_method(config.method).saves)
+                self.saved_weights = result.save_weights(trainable, config)
+            self.sections.stop()
+            metrics = dataclasses.replace(metrics, phase_seconds=self.sections.as_dict(),
+                                          duration_s=round(time.perf_counter() - self.started, 2))
+            metrics = result.save(trainable, config, samples, metrics, weights=False)
         self.written = []  # the run finished: what it wrote is its result
         self.emit({"event": "done", "metrics": metrics.to_json()})
         return TrainOutcome("done", self.step, metrics)

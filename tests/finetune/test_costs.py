@@ -104,3 +104,37 @@ def test_timing_one_step_leaves_the_model_unchanged(ft_models):
     assert seconds > 0
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_the_whole_run_estimate_scales_the_measured_step_to_the_runs_tokens():
+    from playground.finetune.costs import RunEstimate, estimate_run
+
+    estimate = estimate_run(load_s=5.0, step_s=3.0, step_tokens=400, planned_step_tokens=800, total_steps=10,
+                            eval_batches=6, test_batches=3, answers=4, answer_s=0.5)
+    # a step of 800 tokens costs twice the measured 400-token one; a forward pass a third of a step
+    assert estimate.training_s == 10 * 6.0 + 6 * 2.0
+    assert estimate.base_scoring_s == estimate.tuned_scoring_s == 3 * 2.0 + 4 * 0.5
+    assert estimate.total_s == 5.0 + 72.0 + 2 * 8.0
+    assert estimate.as_dict()["total"] == 93.0 and estimate.describe().startswith("load 5.0 s, base scoring 8.0 s")
+    assert estimate_run(load_s=-1, step_s=1.0, step_tokens=0, planned_step_tokens=10, total_steps=2, eval_batches=0,
+                        test_batches=0, answers=0, answer_s=9.0) == RunEstimate(0.0, 0.0, 2.0, 0.0)
+    report = CostReport("m", "lora", 1000, 10, 40, MemoryEstimate(GIB, 0, 0, 0), MemoryEstimate(GIB, 0, 0, 0),
+                        2 * GIB, "RAM", 10, step_seconds=3.0, run_estimate=estimate)
+    assert report.as_dict()["estimated_run_s"]["training"] == 72.0
+
+
+@pytest.mark.slow
+def test_the_preflight_estimates_every_section_of_the_run(tmp_path, ft_models, dialogue_file, offline_resolver):
+    from playground.finetune.config import FinetuneConfig
+    from playground.finetune.preflight import preflight
+
+    config = FinetuneConfig.from_dict({"model": str(ft_models["llama"]), "data": str(dialogue_file),
+                                       "input_column": "dialogue", "target_column": "summary",
+                                       "template": "dialogue-tldr", "max_steps": 3, "batch_size": 2,
+                                       "max_length": 128, "sample_count": 2, "max_new_tokens": 4,
+                                       "validation_fraction": 0.2, "eval_every": 2})
+    report = preflight(config, tmp_path / "data", resolver=offline_resolver)
+    estimate = report.run_estimate
+    assert estimate is not None and report.step_seconds is not None
+    assert estimate.training_s > 0 and estimate.base_scoring_s > 0 and estimate.load_s > 0
+    assert estimate.total_s >= estimate.training_s and report.as_dict()["estimated_run_s"]["total"] > 0

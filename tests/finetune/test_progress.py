@@ -97,3 +97,29 @@ def test_a_phase_done_adds_nothing():
     fake.now = 4.0
     clock.advance(TRAINING, 2)
     assert clock.remaining_s() == 0.0
+
+
+def test_section_timer_adds_up_sections_entered_twice_in_run_order():
+    from playground.finetune.progress import SectionTimer, sections_text
+
+    now = [0.0]
+    timer = SectionTimer(clock=lambda: now[0])
+    for section, seconds in (("load", 2.0), ("base_scoring", 3.0), ("training", 10.0), ("tuned_scoring", 1.0),
+                             ("save", 0.5), ("tuned_scoring", 2.0), ("save", 1.0)):
+        timer.enter(section)
+        now[0] += seconds
+    assert timer.as_dict() == {"load": 2.0, "base_scoring": 3.0, "training": 10.0, "tuned_scoring": 3.0,
+                               "save": 1.5}  # the running section counts up to now
+    timer.stop()
+    now[0] += 100.0  # after stop, nothing counts
+    assert timer.as_dict()["save"] == 1.5
+    assert sections_text(timer.as_dict()).startswith("load 2.0 s, base scoring 3.0 s, training 10.0 s")
+
+
+def test_phase_seconds_round_trip_through_metrics_json():
+    from playground.finetune.result import RunMetrics
+
+    metrics = RunMetrics(phase_seconds={"load": 1.5, "training": 20.0})
+    assert RunMetrics.from_json(metrics.to_json()).phase_seconds == {"load": 1.5, "training": 20.0}
+    assert RunMetrics.from_json({"phase_seconds": {"load": "x", "save": 2}}).phase_seconds == {"save": 2.0}
+    assert RunMetrics.from_json({}).phase_seconds == {}  # an older run

@@ -85,6 +85,10 @@ def test_decoder_lora_run_writes_adapter_samples_metrics(decoder_run):
                 "padding_share", "truncated", "duration_s", "rouge_before", "rouge_after", "trainable_share"):
         assert metrics[key] is not None, key
     assert set(metrics["rouge_before"]) == {"rouge1", "rouge2", "rougeL"}
+    # Wall time per section, in run order, adding up to (at most) the whole run's.
+    phases = metrics["phase_seconds"]
+    assert list(phases) == ["load", "base_scoring", "training", "tuned_scoring", "save"]
+    assert all(v >= 0 for v in phases.values()) and sum(phases.values()) <= metrics["duration_s"] + 0.01
     assert len(metrics["data"]["train_token_lengths"]) == metrics["data"]["train"]["examples"] + \
         metrics["data"]["train"]["dropped"]
     samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]

@@ -67,3 +67,29 @@ def test_the_page_starts_from_the_cpu_demo_preset(app_url):
     assert values["ft-test-limit"] == 20 and values["ft-eval-every"] == 20
     assert values["ft-model"] == preset["model"] and values["ft-template"] == preset["template"]
     assert values["ft-target-modules"] == ", ".join(preset["target_modules"])
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_a_finished_runs_summary_gives_the_time_of_each_phase(language):
+    from playground.finetune.result import RunMetrics
+    from playground.ui.tabs.finetune import gain_text
+
+    metrics = RunMetrics(rouge_before={"rougeL": 0.2}, rouge_after={"rougeL": 0.4}, sample_count=8, duration_s=200.0,
+                         phase_seconds={"load": 12.0, "base_scoring": 30.0, "training": 140.0,
+                                        "tuned_scoring": 15.0, "save": 3.0})
+    text = gain_text(metrics, Texts(language))
+    assert "140 s" in text and "12 s" in text and "{" not in text
+    assert "140" not in gain_text(RunMetrics(rouge_before={"rougeL": 0.2}, rouge_after={"rougeL": 0.4}),
+                                  Texts(language))  # an older run has no phase times
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_the_estimate_gives_the_whole_run_beside_the_training(language):
+    from playground.finetune.costs import CostReport, MemoryEstimate, RunEstimate
+    from playground.ui.tabs.finetune import cost_text
+
+    memory = MemoryEstimate(2 ** 30, 0, 0, 0)
+    report = CostReport("m", "lora", 1000, 10, 40, memory, memory, 2 ** 31, "RAM", 40, step_seconds=3.0,
+                        run_estimate=RunEstimate(12.0, 30.0, 120.0, 30.0))
+    text = cost_text(report, Texts(language))
+    assert "3.2" in text and "120" in text and "{" not in text  # 192 s: 3.2 minutes

@@ -24,6 +24,7 @@ from playground.finetune.gguf_samples import BASE, QUANTIZED, TUNED
 from playground.finetune.gguf_export import DEFAULT_TYPE
 from playground.finetune.config import FinetuneConfig
 from playground.finetune.methods import KNOBS, METHODS, get_method
+from playground.finetune.progress import RUN_SECTIONS
 from playground.finetune.result import (
     CHART_METRICS,
     GAIN_AND_FORGETTING,
@@ -231,6 +232,8 @@ def gain_text(metrics, texts: Texts) -> str:
                                quantized=100 * metrics.rouge_quantized["rougeL"], points=metrics.quantization_points))
         elif metrics.quantized_unavailable:
             lines.append(texts("ft.no_quantized", reason=metrics.quantized_unavailable))
+        if metrics.phase_seconds:
+            lines.append(phase_times_text(metrics.phase_seconds, texts))
         return "\n\n".join(lines)
     if metrics.accuracy_after is not None:
         return texts("ft.gain_accuracy", before=100 * (metrics.accuracy_before or 0),
@@ -262,6 +265,13 @@ def forgetting_text(metrics, texts: Texts) -> str:
                  gain=gain if gain is not None else 0.0)
 
 
+def phase_times_text(phase_seconds, texts: Texts) -> str:
+    """'Time per phase: loading 12 s, base model scored 30 s, ...' of a finished run (sections it knows)."""
+    parts = [texts(f"ft.section.{name}", seconds=seconds) for name, seconds in phase_seconds.items()
+             if name in RUN_SECTIONS]
+    return texts("ft.phase_times", phases=", ".join(parts)) if parts else ""
+
+
 def cost_text(report, texts: Texts) -> str:
     data = report.as_dict()
     rows = [f"| | {texts('ft.chosen_method', method=report.method)} | {texts('ft.full')} |", "|---|---:|---:|"]
@@ -277,6 +287,10 @@ def cost_text(report, texts: Texts) -> str:
     if report.duration_s is not None:
         lines.append(texts("ft.duration", step=report.step_seconds, steps=report.total_steps,
                            minutes=report.duration_s / 60))
+    estimate = getattr(report, "run_estimate", None)
+    if estimate is not None:
+        lines.append(texts("ft.run_estimate", minutes=estimate.total_s / 60, load=estimate.load_s,
+                           base=estimate.base_scoring_s, training=estimate.training_s, tuned=estimate.tuned_scoring_s))
     return "\n\n".join(line for line in lines if line)
 
 
