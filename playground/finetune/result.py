@@ -37,7 +37,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from playground.atomic import atomic_directory, atomic_write_json, atomic_write_jsonl
 from playground.errors import PlaygroundError, TrainingError
-from playground.finetune.forgetting import ForgettingReport
+from playground.finetune.forgetting import FORGETTING_TASKS, ForgettingReport
 from playground.finetune.gguf_samples import BASE, QUANTIZED, TRANSFORMERS, TUNED, SampleEngine
 from playground.finetune.methods import ADAPTER_DIR, MODEL_DIR, get_method
 from playground.finetune.usage import weights_bytes
@@ -457,7 +457,6 @@ def aggregate_rows(metrics: RunMetrics | None) -> list[dict[str, Any]]:
 # The run comparison's columns, in order (the page names them ft.runcol.<name> in its language): what was trained,
 # what it cost (trainable share, weights on disk, peak memory, wall time, training speed), how it trained (the
 # final losses) and what it gained on its own task next to what it lost on the Prompt Lab's other tasks.
-FORGETTING_TASKS = ("sentiment", "arithmetic", "translation", "summarization")  # the Prompt Lab's tasks
 RUN_COLUMNS = ("name", "status", "model", "method", "lora_r", "trainable_share", "adapter_mb", "peak_memory_mb",
                "duration_s", "tokens_per_s", "steps", "train_loss", "validation_loss", "rougeL_before",
                "rougeL_after", "rougeL_gain", "accuracy_before", "accuracy_after", "forgetting",
