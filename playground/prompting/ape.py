@@ -176,7 +176,7 @@ class ApeConfig:
         get_task(self.task)
         caps = {"candidates": limits.max_candidates, "rounds": limits.max_rounds, "dev_size": limits.max_dev,
                 "test_size": limits.max_test, "demos_shown": limits.max_demos,
-                "failures_shown": limits.max_failures, "keep": self.candidates, "seed": 2**31 - 1}
+                "failures_shown": limits.max_failures, "keep": limits.max_candidates, "seed": 2**31 - 1}
         for name, cap in caps.items():
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int):
@@ -550,8 +550,8 @@ class _Search:
             if self.stopped():
                 break
             self.report(PROPOSE, round_, j + 1, config.candidates)
-            if round_ == 1 or not parents:
-                reply = self.propose(j)
+            if round_ == 1 or not parents:  # (a later round proposes only when nothing was scored before it)
+                reply = self.propose((round_ - 1) * config.candidates + j)
                 made = None if reply is None else (clean_instruction(reply), "", PROPOSED, None)
             else:
                 parent = parents[j % len(parents)]

@@ -177,8 +177,8 @@ def test_settings_are_capped_and_checked_before_the_first_generation():
     assert workshop.max_candidates == 8 and workshop.max_rounds == 2 and workshop.max_dev == 20
     with pytest.raises(InvalidParameterError, match="candidates=9 is out of range: choose 1 to 8"):
         search_instructions(engine, config(candidates=9), SENTIMENT, BASELINE, limits=workshop)
-    with pytest.raises(InvalidParameterError, match="keep=5 is out of range: choose 1 to 4"):
-        search_instructions(engine, config(keep=5), SENTIMENT, BASELINE)
+    with pytest.raises(InvalidParameterError, match="keep=17 is out of range: choose 1 to 16"):
+        search_instructions(engine, config(keep=17), SENTIMENT, BASELINE)
     with pytest.raises(InvalidParameterError, match="limit is 4,000"):
         search_instructions(engine, config(critique_prompt="x" * 4001), SENTIMENT, BASELINE)
     with pytest.raises(TemplateError, match="line 2"):

@@ -45,8 +45,8 @@ def test_use_before_any_search_and_bad_settings_are_clear_errors(app_url):
     fresh = Client(app_url, verbose=False)
     with pytest.raises(AppError, match="Run a search first"):
         fresh.predict(api_name="/prompt_search_use")
-    with pytest.raises(AppError, match="keep=3 is out of range: choose 1 to 2"):
-        fresh.predict(*form(keep=3), api_name="/prompt_search")
+    with pytest.raises(AppError, match="the development split may take at most 11"):
+        fresh.predict(*form(task="summarization", baseline="", dev_size=20), api_name="/prompt_search")
     with pytest.raises(AppError, match="line 1"):
         fresh.predict(*form(proposal_prompt="{% for demo in demos %}"), api_name="/prompt_search")
     with pytest.raises(AppError, match="not a zero-shot template of the task"):

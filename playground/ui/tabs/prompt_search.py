@@ -266,5 +266,6 @@ def build(services: Services, owner: gr.BrowserState, saved_templates: gr.State 
         show_progress_on=[status], **generation_event_options(settings))
     reveal_when_filled([searched], [tested, table, winner_text])
     cancel.click(handlers.stop, None, None, api_name="prompt_search_cancel", queue=False)
+    # Queued (in a group of its own) so that its "run a search first" error shows as a toast.
     use.click(handlers.use_winner, [winner, saved_templates], [saved_templates, used], api_name="prompt_search_use",
-              queue=False)
+              concurrency_limit=None)
