@@ -31,9 +31,17 @@ def run_search(engine, task: str = "sentiment", candidates: int = CANDIDATES, ro
     return search_instructions(engine, config, load_bundled(task), baseline, progress=progress)
 
 
-def _logged(step) -> None:
-    if step.done and step.done % 50 == 0:
-        log(f"prompt search: {step.done} of {step.planned} generations, {step.elapsed_s:.0f} s")
+def _logger(every: int = 25):
+    """A progress callback that logs each time another ``every`` generations are done (counts may jump)."""
+    shown = [0]
+
+    def heard(step) -> None:
+        if step.done // every > shown[0] or step.finished:
+            shown[0] = step.done // every
+            log(f"prompt search: {step.stage}, round {step.round}, {step.done} of {step.planned} generations, "
+                f"{step.elapsed_s:.0f} s")
+
+    return heard
 
 
 def bench_prompt_search(provider, options: BenchOptions) -> list[Figure]:
@@ -43,7 +51,7 @@ def bench_prompt_search(provider, options: BenchOptions) -> list[Figure]:
                                               f"{dev} dev examples")
     try:
         engine = provider.get(options.model, "llama.cpp")
-        result = run_search(engine, candidates=candidates, dev_size=dev, progress=_logged)
+        result = run_search(engine, candidates=candidates, dev_size=dev, progress=_logger())
     except Exception as exc:
         return [time_measure.failed(exc), WINNER_GAIN.failed(exc)]
     scored = sum(1 for c in result.candidates if c.dev_score is not None)
