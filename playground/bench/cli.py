@@ -100,6 +100,7 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
         last_level_cache_bytes,
     )
     from playground.bench.prompt_lab import bench_prompt_lab
+    from playground.bench.prompt_search import bench_prompt_search
     from playground.bench.roofline import TRAINING_MFU, bench_roofline, count_model, training_mfu_figure
     from playground.bench.startup import STARTUP, bench_startup
     from playground.bench.transformers_engine import SECOND_LOAD, bench_transformers
@@ -138,6 +139,7 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
             except Exception as exc:
                 figures.append(APP_OVER_DIRECT.failed(exc))
             figures += bench_prompt_lab(provider, options)  # reports its own failures
+            figures += bench_prompt_search(provider, options)  # reports its own failures
             provider.cache.clear()
         else:
             figures.append(APP_OVER_DIRECT.skipped(f"skipped: {options.model} has no GGUF source"))
@@ -176,6 +178,33 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return figures
+
+
+def run_prompt_search(options: BenchOptions, machine: dict | None = None) -> list[Figure]:
+    """The prompt-search figures alone (``--ape``): one APE search on llama.cpp, and its winner against the baseline."""
+    from playground.backends.provider import EngineProvider
+    from playground.bench.prompt_search import bench_prompt_search
+    from playground.hardware import detect
+    from playground.models.catalog import Catalog
+
+    catalog = Catalog.load()
+    catalog.get(options.model)  # an unknown id stops here with the list of known ones
+    if options.data_dir is not None:
+        Path(options.data_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="playground-bench-ape-", dir=options.data_dir))
+    try:
+        settings = _settings_for(options, scratch / "app-data")
+        hardware = detect(settings.threads)
+        if machine is not None:
+            machine.update(machine_summary(hardware, hardware.cpu_threads, options))
+        log(hardware.summary)
+        provider = EngineProvider(settings, hardware, catalog)
+        try:
+            return bench_prompt_search(provider, options)
+        finally:
+            provider.cache.clear()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def run_load(options: BenchOptions, machine: dict | None = None) -> list[Figure]:
@@ -304,6 +333,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-finetune", action="store_true",
                         help="Do not compare the app's fine-tuning trainer with a plain peft + Trainer script "
                              "(the slowest figure: a few minutes on two cores).")
+    parser.add_argument("--ape", action="store_true",
+                        help="Run ONLY the prompt-search figures: one APE search (8 candidates x 2 rounds on 20 "
+                             "sentiment development examples) on llama.cpp, its wall time, and its winner against "
+                             "the hand-written baseline on the test split.")
     parser.add_argument("--load", nargs="?", const=",".join(map(str, DEFAULT_LOADS)), default=None, metavar="N[,N...]",
                         help="Run ONLY the load figure: start the app (workshop mode, offline) and, for each N, N "
                              "people at once get an identity and stream one short Quantized CPU chat through "
@@ -354,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
                 figures = run_load(options, machine)
             elif options.cpu_demo or options.trainer_variants:
                 figures = run_alone(options, machine)
+            elif args.ape:
+                figures = run_prompt_search(options, machine)
             else:
                 figures = run_benchmarks(options, machine)
         except PlaygroundError as exc:

@@ -22,7 +22,8 @@ from playground.services import Services
 from playground.ui.health import health_route
 from playground.ui.i18n import make_i18n, t
 from playground.ui.identity import carry_panel, identity_state, welcome
-from playground.ui.tabs import about, arena, architectures, finetune, prompt_lab, quantization, quantized_cpu, replay
+from playground.ui.tabs import about, arena, architectures, finetune, prompt_lab, prompt_search, quantization, \
+    quantized_cpu, replay
 from playground.ui.tabs.finetune import FinetuneLinks
 from playground.ui.walk_recording import install_recording, recording_panel
 from playground.ui.widgets import generation_handlers
@@ -36,7 +37,8 @@ CACHE_CLEANUP = (3600, 86400)
 # handlers: Gradio's own default. Any other total than exactly 40 also gives Gradio's handlers a thread limiter
 # of their own, apart from the pool that serves the page, its files and /health.
 OTHER_HANDLERS = 40
-TAB_IDS = {"architectures": "tab-architectures", "prompt_lab": "tab-prompt-lab", "finetune": "tab-finetune",
+TAB_IDS = {"architectures": "tab-architectures", "prompt_lab": "tab-prompt-lab", "ape": "tab-ape",
+           "finetune": "tab-finetune",
            "quantized": "tab-quantized", "quantization": "tab-quantization", "about": "tab-about",
            "replay": "tab-replay", "arena": "tab-arena"}
 
@@ -66,6 +68,8 @@ def build_app(services: Services) -> gr.Blocks:
                     architectures.build(services)
                 with _tab("tab.prompt_lab", TAB_IDS["prompt_lab"]) as lab_tab:
                     lab_models = prompt_lab.build(services, owner)
+                with _tab("tab.ape", TAB_IDS["ape"]):
+                    prompt_search.build(services, owner, lab_models.saved_templates)
                 with _tab("tab.finetune", TAB_IDS["finetune"]):
                     finetune_runs = finetune.build(services, owner,
                                                    FinetuneLinks(tabs, TAB_IDS["prompt_lab"], lab_models))

@@ -86,7 +86,7 @@ def load_smollm2(options: BenchOptions) -> float:
 
 def stubbed_suites(model_folder: Path, noisy: bool = False) -> list[tuple[object, str, object]]:
     """(module, attribute, stand-in) for every suite ``run_benchmarks`` calls; apply them with ``setattr``."""
-    from playground.bench import architectures, finetuned_llama, gguf_export, prompt_lab, startup
+    from playground.bench import architectures, finetuned_llama, gguf_export, prompt_lab, prompt_search, startup
     from playground.bench import transformers_engine
 
     real_machine = machine.bench_machine
@@ -111,11 +111,17 @@ def stubbed_suites(model_folder: Path, noisy: bool = False) -> list[tuple[object
     def nothing(*args, **kwargs):
         return []
 
+    def searched(provider, options):
+        if noisy:
+            make_noise()
+        return [prompt_search.SEARCH_TIME.measured(1.0, "stubbed")]
+
     return [
         (startup, "bench_startup", lambda scratch: Figure("app start-up to ready", 1.0, "s", "< 10 s", True)),
         (machine, "bench_machine", tiny_machine),
         (llama_decode, "bench_llama_cpp", llama),
         (prompt_lab, "bench_prompt_lab", nothing),
+        (prompt_search, "bench_prompt_search", searched),
         (roofline, "gguf_tensor_sizes", lambda path: TENSORS),
         (roofline, "measure_decode", measure_decode),
         (transformers_engine, "bench_transformers", nothing),

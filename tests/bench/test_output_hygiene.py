@@ -44,6 +44,16 @@ def test_json_output_is_one_clean_object(tmp_path):
     _the_noise_went_to_the_log(result)
 
 
+def test_the_prompt_search_run_alone_is_one_clean_object(tmp_path):
+    from playground.bench.prompt_search import SEARCH_TIME
+
+    result = _noisy_bench(tmp_path, "--ape", "--json")
+    data = json.loads(result.stdout)
+    assert [f["name"] for f in data["figures"]] == [SEARCH_TIME.name]  # nothing else is measured
+    assert data["machine"]["cpu"]
+    _the_noise_went_to_the_log(result)
+
+
 def test_the_table_has_no_progress_bar_or_warning_lines(tmp_path):
     result = _noisy_bench(tmp_path)
     lines = result.stdout.splitlines()

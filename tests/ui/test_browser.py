@@ -227,7 +227,7 @@ def test_finetune_cancel_without_a_run_shows_a_toast(browser, app_url, locale, m
         page = context.new_page()
         page.goto(app_url)
         page.wait_for_selector("#tab-finetune-button, [role=tab]", timeout=60_000)
-        page.locator("[role=tab]").nth(2).click()  # Fine-tune, whatever the language
+        page.locator("[role=tab]").nth(3).click()  # Fine-tune (after the Prompt Lab and Prompt search), whatever the language
         page.wait_for_selector("#ft-cancel", state="visible", timeout=30_000)
         page.click("#ft-cancel")
         toast = page.locator(".toast-body").filter(has_text=message)

@@ -18,6 +18,7 @@ GENERATING = {
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.run",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.compare",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.evaluate",
+    "playground.ui.tabs.prompt_search:PromptSearchHandlers.run",
     "playground.ui.tabs.quantization:build.<locals>.build_ladder",
     "playground.ui.tabs.arena:ArenaHandlers.match",  # two answers for a blind vote
     "playground.ui.tabs.arena:ArenaHandlers.judge",  # an evaluation, then the judge model on every answer
@@ -51,6 +52,11 @@ NOT_GENERATING = {
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.stop",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.stop_evaluation",
     "playground.ui.tabs.prompt_lab:PromptLabHandlers.upload_columns",
+    # Prompt search: its controls, the check before Search, Cancel, and saving the winner
+    "playground.ui.tabs.prompt_search:PromptSearchHandlers.on_task",
+    "playground.ui.tabs.prompt_search:PromptSearchHandlers.check",
+    "playground.ui.tabs.prompt_search:PromptSearchHandlers.stop",
+    "playground.ui.tabs.prompt_search:PromptSearchHandlers.use_winner",
     # Fine-tune: training runs in child processes; the page polls them
     "playground.ui.tabs.finetune:build.<locals>.inspect_data",
     "playground.ui.tabs.finetune:build.<locals>.estimate",

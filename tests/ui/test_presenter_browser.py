@@ -189,7 +189,7 @@ def test_presenter_text_is_large_and_contrasted_on_every_tab(browser, presenter_
                 offenders.append(f"[{name}] {o['where']} {o['text']!r}: {o['problems']}")
 
         walk_tabs(page, measure)
-        assert page.locator("#main-tabs [role=tab]").count() == 8  # seven tabs (the Arena among them) and Replay
+        assert page.locator("#main-tabs [role=tab]").count() == 9  # eight tabs (Prompt search and Arena among them) and Replay
         assert not offenders, f"{len(offenders)} texts too small or too faint for a projector:\n" + "\n".join(
             sorted(set(offenders)))
     finally:

@@ -99,6 +99,9 @@ class ModelPickers:
     column_strategies: tuple
     column_models: tuple
     choices: Callable[[str], list[tuple[str, str]]]  # identity token -> (label, model id)
+    # The session's library of edited templates (template id -> template, system): the Prompt search tab's
+    # "Use the winner" saves into it.
+    saved_templates: gr.State | None = None
 
     @property
     def dropdowns(self) -> list:
@@ -818,4 +821,5 @@ def build(services: Services, owner: gr.BrowserState, lab: PromptLab | None = No
     reveal_when_filled([evaluated], [summary, per_example, summary_download, rows_download])
     cancel_button.click(handlers.stop_evaluation, None, None, api_name="prompt_lab_cancel", queue=False)
     return ModelPickers(task, model, tuple(column_strategy), tuple(column_model),
-                        lambda token: services.models_for(services.identities.owner_of(token)).choices())
+                        lambda token: services.models_for(services.identities.owner_of(token)).choices(),
+                        saved_templates)
