@@ -259,6 +259,10 @@ class _Run:
         from accelerate import PartialState
 
         config = self.config
+        if get_method(config.method).preference:  # preference pairs through TRL (same events, cancel and result)
+            from playground.finetune.preference import execute_preference
+
+            return execute_preference(self)
         state = PartialState()
         self.main_process = state.is_main_process
         device = state.device
