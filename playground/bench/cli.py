@@ -86,6 +86,7 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
     """Measure every figure in this process; ``machine`` (if given) receives the hardware summary."""
     from playground.backends.provider import EngineProvider
     from playground.bench.architectures import ARCHITECTURES_WARM, bench_architectures
+    from playground.bench.dpo import DPO_GAIN, DPO_WALL, bench_dpo
     from playground.bench.finetune import APP_OVER_PLAIN, measure_finetune, not_a_decoder
     from playground.bench.finetuned_llama import RUN_OVER_BASE, bench_finetuned_llama
     from playground.bench.gguf_export import MERGE_Q4_K_M, bench_gguf_export
@@ -165,6 +166,10 @@ def run_benchmarks(options: BenchOptions, machine: dict | None = None) -> list[F
                     figures += _guarded(TRAINING_MFU, lambda: training_mfu_figure(
                         count_model(trained.model_folder, trained.targets, trained.config.lora_r), trained.app_runs,
                         trained.rows_per_step, sgemm, figure_detail(ceilings, SGEMM).split(";")[0]))
+        if options.skip_dpo:
+            figures += [DPO_WALL.skipped("skipped (--skip-dpo)"), DPO_GAIN.skipped("skipped (--skip-dpo)")]
+        else:
+            figures += _guarded(DPO_WALL, lambda: bench_dpo(settings, hardware, catalog, options, scratch))
         figures += _guarded(ARCHITECTURES_WARM, lambda: bench_architectures(settings, hardware, catalog, options))
         figures += _guarded(MERGE_Q4_K_M, lambda: bench_gguf_export(settings, catalog, options, scratch))
     finally:
@@ -199,6 +204,26 @@ def run_load(options: BenchOptions, machine: dict | None = None) -> list[Figure]
         log(hardware.summary)
         return _guarded(LOAD_SETUP, lambda: bench_load(options.load, options.model, scratch / "load",
                                                        options.threads, options.load_server, gguf))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def run_dpo(options: BenchOptions, machine: dict | None = None) -> list[Figure]:
+    """The DPO CPU preset's figures alone (``--dpo-only``)."""
+    from playground.bench.dpo import DPO_WALL, bench_dpo
+    from playground.hardware import detect
+    from playground.models.catalog import Catalog
+
+    if options.data_dir is not None:
+        Path(options.data_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="playground-bench-dpo-", dir=options.data_dir))
+    try:
+        settings = _settings_for(options, scratch / "app-data")
+        hardware = detect(settings.threads)
+        if machine is not None:
+            machine.update(machine_summary(hardware, hardware.cpu_threads, options))
+        log(hardware.summary)
+        return _guarded(DPO_WALL, lambda: bench_dpo(settings, hardware, Catalog.load(), options, scratch))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -272,6 +297,11 @@ def build_arg_parser() -> argparse.ArgumentParser:
     parser.add_argument("--skip-finetune", action="store_true",
                         help="Do not compare the app's fine-tuning trainer with a plain peft + Trainer script "
                              "(the slowest figure: a few minutes on two cores).")
+    parser.add_argument("--skip-dpo", action="store_true",
+                        help="Do not run the DPO CPU preset (examples/finetune/dpo-cpu-demo.yaml: its wall time and "
+                             "held-out reward accuracy gain; a few minutes on two cores).")
+    parser.add_argument("--dpo-only", action="store_true",
+                        help="Run ONLY the DPO CPU preset's figures (its own run: the other suites are left out).")
     parser.add_argument("--load", nargs="?", const=",".join(map(str, DEFAULT_LOADS)), default=None, metavar="N[,N...]",
                         help="Run ONLY the load figure: start the app (workshop mode, offline) and, for each N, N "
                              "people at once get an identity and stream one short Quantized CPU chat through "
@@ -302,13 +332,16 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     options = BenchOptions(json=args.json, quick=args.quick, data_dir=args.data_dir, threads=args.threads,
                            model=args.model, skip_startup=args.skip_startup, skip_finetune=args.skip_finetune,
-                           load=loads, load_server=args.load_server)
+                           load=loads, load_server=args.load_server, skip_dpo=args.skip_dpo)
     from playground.errors import PlaygroundError
 
     machine: dict[str, Any] = {}
     with suites_write_to_the_log():  # stdout carries the table or the JSON, nothing else
         try:
-            figures = run_load(options, machine) if options.load else run_benchmarks(options, machine)
+            if args.dpo_only:
+                figures = run_dpo(options, machine)
+            else:
+                figures = run_load(options, machine) if options.load else run_benchmarks(options, machine)
         except PlaygroundError as exc:
             print(str(exc), file=sys.stderr)
             return 2

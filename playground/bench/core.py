@@ -103,6 +103,7 @@ class BenchOptions:
     skip_finetune: bool = False
     load: tuple[int, ...] = ()  # people per burst of the load run (its own run); empty: the other suites
     load_server: str | None = None  # the load run against this OpenAI-compatible server (e.g. "llama.cpp")
+    skip_dpo: bool = False  # leave out the DPO CPU preset's figures
 
     @property
     def rounds(self) -> int:
