@@ -35,7 +35,7 @@ def client(gguf_app):
 
 def test_inspect_and_preflight_of_preference_pairs(client):
     summary, examples, _ = client.predict(*dpo_args(), api_name="/finetune_inspect")
-    assert "137" in summary and "22" in summary  # train and test pairs of the bundled set (before test_limit)
+    assert "**137** train" in summary and "**2** test" in summary  # the bundled train pairs; test_limit 2
     assert examples["data"] and examples["data"][0][2].endswith("Happy tinkering!")  # the chosen answer
     text = client.predict(*dpo_args(), api_name="/finetune_preflight")
     assert "Trainable parameters" in text and "training step took" in text
