@@ -107,6 +107,8 @@ def template_for(config: FinetuneConfig, templates: TemplateSet | None = None) -
     """The config's template; ``auto`` is the bundled data set's own, else ``plain``."""
     templates = templates or load_templates()
     template_id = config.template
+    if get_method(config.method).preference:
+        template_id = "plain"  # a preference pair's prompt is what the model reads (the trainer applies no template)
     if template_id == AUTO_TEMPLATE:
         bundled = BUNDLED_DATA.get(config.data)
         template_id = bundled.template if bundled and not get_method(config.method).label_head else "plain"
