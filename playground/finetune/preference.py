@@ -31,16 +31,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from playground.errors import TrainingError
 from playground.finetune import progress as phases
 from playground.finetune.data import PromptPair, Record, rejected_of
 from playground.finetune.encoding import causal_completion_ids, causal_prompt_ids, has_chat_template
 from playground.finetune.weights import DECODER
-
-if TYPE_CHECKING:  # the run of train.py (imported there; no import cycle at run time)
-    from playground.finetune.train import _Run
 
 # A DPO step is a forward and backward pass over the chosen and rejected answers, plus a forward pass of the
 # reference (the base, adapter disabled) over both: about 4/3 of a plain training step over the same sequences.
@@ -185,8 +182,10 @@ def score_pairs(model, tokenizer, pairs: Sequence[dict[str, list[int]]], batch_s
 # ------------------------------------------------------------------------------ the run
 
 
-def execute_preference(run: "_Run"):
-    """The preference run of ``run`` (a train._Run): see the module's docstring; returns a TrainOutcome."""
+def execute_preference(run):
+    """The preference run of ``run`` (train.py's run of one config, which calls this): see the module's
+    docstring; returns its TrainOutcome. What it shares with the other runs (events, cancel, answers, the
+    progress callback) it takes from ``run``, so this module never imports the training entry."""
     import torch
     from accelerate import PartialState
 
@@ -205,7 +204,6 @@ def execute_preference(run: "_Run"):
     )
     from playground.finetune.result import RunMetrics, RunResult
     from playground.finetune.runs import scratch_dir
-    from playground.finetune.train import TrainOutcome, _Cancelled, _progress_callback, _sample_rows
     from playground.finetune.weights import default_resolver, load_tokenizer, locate_model
 
     config = run.config
@@ -242,7 +240,7 @@ def execute_preference(run: "_Run"):
         run.scratch_dir = scratch_dir(run.run_dir, "trainer")
     except OSError as exc:
         raise save_error("the trainer's scratch folder", run.run_dir, exc) from None
-    callback = _progress_callback(run)
+    callback = run.progress_callback()
     trainer = _dpo_trainer(config, base, tokenizer, lora, splits, [callback, *run.callbacks], cuda, bf16,
                            run.scratch_dir)
     trainable_count, total = trainer.model.get_nb_trainable_parameters()
@@ -289,7 +287,7 @@ def execute_preference(run: "_Run"):
     train_output = trainer.train()
     run.step = trainer.state.global_step
     if callback.cancelled:
-        raise _Cancelled()
+        run.cancelled()
     validation = clock.phases.get(phases.VALIDATION)
     if validation is not None:
         validation.total = validation.done
@@ -302,7 +300,7 @@ def execute_preference(run: "_Run"):
     figures = preference_metrics(base_scores, tuned_scores, config.dpo_beta)
 
     run.begin(phases.SAVING, f"Writing the {method.saves}, samples and metrics.")
-    samples = _sample_rows(trainable, test_pairs, base_outputs, tuned_outputs)
+    samples = run.sample_rows(trainable, test_pairs, base_outputs, tuned_outputs)
     for row, pair, before, after in zip(samples, test_pairs, base_scores.differences, tuned_scores.differences):
         row.update(rejected=rejected_of(pair.record), base_margin=round(config.dpo_beta * before, 4),
                    tuned_margin=round(config.dpo_beta * after, 4))
@@ -331,7 +329,7 @@ def execute_preference(run: "_Run"):
         RunResult(run.run_dir).save(trainable, config, samples, metrics)
     run.written = []
     run.emit({"event": "done", "metrics": metrics.to_json()})
-    return TrainOutcome("done", run.step, metrics)
+    return run.finished(metrics)
 
 
 def _rouge(samples: Sequence[dict]) -> tuple[dict, dict] | None:

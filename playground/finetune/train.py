@@ -239,6 +239,23 @@ class _Run:
         if self.control.should_stop():
             raise _Cancelled()
 
+    # -- what a run of another trainer (preference.execute_preference) shares with this one --------------
+    def progress_callback(self):
+        """The TrainerCallback of this run's events and cancel (for any transformers-based trainer)."""
+        return _progress_callback(self)
+
+    def cancelled(self) -> None:
+        """End the run as cancelled (nothing saved)."""
+        raise _Cancelled()
+
+    def finished(self, metrics: RunMetrics) -> TrainOutcome:
+        return TrainOutcome("done", self.step, metrics)
+
+    @staticmethod
+    def sample_rows(trainable: TrainableModel, pairs: Sequence[PromptPair], base: list[str],
+                    tuned: list[str]) -> list[dict[str, Any]]:
+        return _sample_rows(trainable, pairs, base, tuned)
+
     # -- the run ---------------------------------------------------------------
     def execute(self) -> TrainOutcome:
         try:
