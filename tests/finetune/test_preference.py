@@ -202,3 +202,21 @@ def test_a_dpo_run_stops_on_cancel(tmp_path, ft_models, offline_resolver):
                     resolver=offline_resolver)
     assert outcome.status == "cancelled" and outcome.step < 5  # stopped between steps, long before the end
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml"]
+
+
+# ------------------------------------------------------------------------------ the result record
+
+
+def test_the_result_record_keeps_and_shows_the_preference_figures():
+    from playground.finetune.result import MARGIN_COLUMN, RunMetrics, aggregate_rows, comparison_rows
+
+    figures = preference_metrics(PairScores((-5.0, -6.0), (-4.0, -7.0)), PairScores((-3.0, -4.0), (-6.0, -8.0)),
+                                 0.1).to_json()
+    metrics = RunMetrics.from_json(RunMetrics(family="decoder", method=DPO, preference=figures).to_json())
+    assert metrics.preference == figures
+    assert RunMetrics.from_json({"family": "decoder"}).preference is None  # runs of other methods
+    bars = aggregate_rows(metrics)
+    assert [(b["bar"], b["score"]) for b in bars] == [("reward acc base", 50.0), ("reward acc tuned", 100.0)]
+    row = comparison_rows([{"index": 0, "reference": "c", "rejected": "r", "base_output": "b", "tuned_output": "t",
+                            "base_margin": -0.1, "tuned_margin": 0.35}])[0]
+    assert row["rejected"] == "r" and row[MARGIN_COLUMN] == "-0.10 → +0.35"
