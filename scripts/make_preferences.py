@@ -4,7 +4,8 @@ Every prompt and answer is composed here from the project's own word lists (no d
 preference is meant to be clear, visible in a sample and learnable by a 135M model in a few minutes:
 
 - ``chosen``: the answer, plainly put, then the sign-off "Happy tinkering!";
-- ``rejected``: the same answer behind a rude opener ("Ugh, obviously.", "Whatever."), and no sign-off.
+- ``rejected``: the same answer without the sign-off, behind a rude opener ("Ugh, obviously.", "Whatever.") in
+  about half the pairs (a base model already finds rude openers unlikely, so the rest are the bare answer).
 
 So the two answers carry the same facts; only the manners and the sign-off differ, and a tuned model that
 learnt the preference ends its answers with "Happy tinkering!". The ``split`` column holds out every
@@ -110,9 +111,11 @@ def pairs(seed: int = 15) -> list[dict[str, str]]:
         for word in words:
             text = answer.format(x=word)
             rude = rng.choice(RUDE)
-            rows.append({"prompt": question.format(x=word),
-                         "chosen": f"{text[0].upper()}{text[1:]}. {SIGN_OFF}",
-                         "rejected": f"{rude} {text[0].upper()}{text[1:]}."})
+            plain = f"{text[0].upper()}{text[1:]}."
+            # Half the rejected answers open rudely; the other half are the bare answer without the sign-off, so
+            # the base model (which finds rude openers unlikely) does not already prefer every chosen answer.
+            rows.append({"prompt": question.format(x=word), "chosen": f"{plain} {SIGN_OFF}",
+                         "rejected": f"{rude} {plain}" if rng.random() < 0.5 else plain})
     rng.shuffle(rows)
     for index, row in enumerate(rows):
         row["split"] = "test" if index % TEST_EVERY == TEST_EVERY - 1 else "train"

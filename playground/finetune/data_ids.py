@@ -48,7 +48,7 @@ BUNDLED_DATA: Mapping[str, BundledData] = MappingProxyType({
     "preferences": BundledData(
         "preferences", EXAMPLES_DIR / "finetune" / "data" / "preferences.jsonl", "prompt", "chosen", "plain",
         "Everyday questions, each with a chosen answer (plain, ending 'Happy tinkering!') and a rejected one "
-        "(the same facts behind a rude opener), for DPO.", preference=True),
+        "(the same facts without it, often behind a rude opener), for DPO.", preference=True),
 })
 # The fields of a preference pair (a bundled set, an upload, the Prompt Lab arena's exported votes).
 PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
