@@ -105,6 +105,8 @@ class BenchOptions:
     load_server: str | None = None  # the load run against this OpenAI-compatible server (e.g. "llama.cpp")
     cpu_demo: bool = False  # the CPU demo preset end to end, its own run (the other suites are left out)
     trainer_variants: bool = False  # packed and bf16 batches against padded ones, its own run
+    skip_dpo: bool = False  # leave out the DPO CPU preset's figures
+    dpo_only: bool = False  # the DPO CPU preset alone, its own run (the other suites are left out)
 
     @property
     def rounds(self) -> int:

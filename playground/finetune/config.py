@@ -29,7 +29,7 @@ from playground.errors import DataFileError, FinetuneConfigError, UnknownModelEr
 from playground.finetune.data_ids import BUNDLED_DATA, DATA_SUFFIXES, HUB_PREFIX, data_label
 from playground.finetune.gguf_samples import AUTO, LLAMA_CPP, SAMPLE_ENGINES, llama_cpp_problem
 from playground.finetune.hub_data import check_hub_dataset_id
-from playground.finetune.methods import LORA, METHODS, PROMPT_INITS, family_problem, get_method, methods_help
+from playground.finetune.methods import DPO, LORA, METHODS, PROMPT_INITS, family_problem, get_method, methods_help
 from playground.finetune.templates import load_templates
 from playground.finetune.weights import family_from_config
 
@@ -58,7 +58,7 @@ class FinetuneConfig:
     method: str = _field(LORA, methods_help(), choices=METHODS)  # one entry each in methods.TABLE
     # --- data ----------------------------------------------------------------------------
     data: str = _field("dialogues",
-                       "Bundled data set (dialogues, sentiment), a path to a JSONL or CSV file (CLI presets only; "
+                       "Bundled data set (dialogues, sentiment; preferences for dpo), a path to a JSONL or CSV file (CLI presets only; "
                        "the page takes uploads), or hub:owner/name for a Hugging Face dataset (a Hub repo id, never "
                        "a path).")
     input_column: str = _field("", "Column holding the input text (empty: the bundled data set's own column).")
@@ -101,6 +101,11 @@ class FinetuneConfig:
     prompt_tuning_init_text: str = _field("", "Prompt tuning: the text the virtual tokens start from when "
                                               "prompt_tuning_init is text, e.g. 'Summarise the dialogue in one "
                                               "sentence:'.")
+    # --- preference tuning (method dpo) --------------------------------------------------
+    dpo_beta: float = _field(0.1, "DPO's beta: how far the tuned model may move from the base (the reference). "
+                                  "Small (0.05-0.1) lets it move further from the base; large (0.5-1) keeps it "
+                                  "close. The rewards are beta x (log p tuned - log p base) of an answer.",
+                             above=0.0, maximum=10.0)
     # --- optimisation --------------------------------------------------------------------
     learning_rate: float = _field(2e-4, "Peak learning rate of AdamW (LoRA likes 1e-4 to 1e-3; full fine-tuning "
                                         "1e-5 to 5e-5).", above=0.0, maximum=1.0)
@@ -270,8 +275,13 @@ class FinetuneConfig:
         problem = family_problem(method, self.model, model_family(self.model, catalog))
         if problem:
             raise FinetuneConfigError(problem)
+        if method.preference and self.sample_engine == LLAMA_CPP:
+            raise FinetuneConfigError(f"method {method.name!r} answers its before/after samples on transformers; "
+                                      f"set sample_engine to auto or transformers.")
         if self.data in BUNDLED_DATA:
             bundled = BUNDLED_DATA[self.data]
+            if bool(method.preference) != bundled.preference:
+                raise FinetuneConfigError(preference_data_problem(method.name, self.data))
             if method.label_head and not bundled.labels:
                 raise FinetuneConfigError(f"The bundled data set {self.data!r} has no labels to classify; use "
                                           f"'sentiment' or a file with a label column.")
@@ -298,10 +308,22 @@ class FinetuneConfig:
         return self
 
     def _require_columns(self) -> None:
+        if get_method(self.method).preference:  # preference pairs have fixed fields: prompt, chosen, rejected
+            return
         missing = [name for name in ("input_column", "target_column") if not getattr(self, name).strip()]
         if missing:
             raise FinetuneConfigError(f"data {data_label(self.data)!r} is not a bundled data set, so name its "
                                       f"columns: set {' and '.join(missing)}.")
+
+
+def preference_data_problem(method: str, data: str) -> str:
+    """Why the bundled data set ``data`` does not suit ``method`` (preference pairs vs prompt/completion)."""
+    pairs = [name for name, bundled in BUNDLED_DATA.items() if bundled.preference]
+    if get_method(method).preference:
+        return (f"method {method!r} trains on preference pairs (prompt, chosen, rejected); the bundled data set "
+                f"{data!r} has none. Use {', '.join(pairs)} or upload a JSONL file with those fields.")
+    return (f"the bundled data set {data!r} holds preference pairs (prompt, chosen, rejected) for method "
+            f"{DPO!r}; method {method!r} needs prompt/completion data.")
 
 
 def _default_catalog():

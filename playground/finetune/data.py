@@ -35,7 +35,7 @@ from typing import Any, Mapping, Sequence
 
 from playground.errors import DataFileError
 from playground.finetune.config import AUTO_TEMPLATE, FinetuneConfig
-from playground.finetune.data_ids import BUNDLED_DATA, DATA_SUFFIXES, HUB_PREFIX, data_label
+from playground.finetune.data_ids import BUNDLED_DATA, DATA_SUFFIXES, HUB_PREFIX, PREFERENCE_FIELDS, data_label
 from playground.finetune.hub_data import HubDataSource, check_hub_dataset_id, load_hub_dataset
 from playground.finetune.methods import get_method
 from playground.finetune.templates import FinetuneTemplate, TemplateSet, load_templates
@@ -90,7 +90,10 @@ class PromptPair:
 
 
 def columns_for(config: FinetuneConfig) -> tuple[str, str]:
-    """(input column, target column): the config's, else the bundled data set's."""
+    """(input column, target column): the config's, else the bundled data set's; a preference method's are
+    always ``prompt`` and ``chosen`` (its ``rejected`` is checked by :func:`check_preference_records`)."""
+    if get_method(config.method).preference:
+        return PREFERENCE_FIELDS[0], PREFERENCE_FIELDS[1]
     bundled = BUNDLED_DATA.get(config.data)
     input_column = config.input_column or (bundled.input_column if bundled else "")
     target_column = config.target_column or (bundled.target_column if bundled else "")
@@ -104,6 +107,8 @@ def template_for(config: FinetuneConfig, templates: TemplateSet | None = None) -
     """The config's template; ``auto`` is the bundled data set's own, else ``plain``."""
     templates = templates or load_templates()
     template_id = config.template
+    if get_method(config.method).preference:
+        template_id = "plain"  # a preference pair's prompt is what the model reads (the trainer applies no template)
     if template_id == AUTO_TEMPLATE:
         bundled = BUNDLED_DATA.get(config.data)
         template_id = bundled.template if bundled and not get_method(config.method).label_head else "plain"
@@ -252,11 +257,39 @@ def read_hub_records(dataset_id: str, input_column: str, target_column: str,
     return records_from_dataset_dict(loaded, input_column, target_column, f"Hub dataset {dataset_id} ", limits)
 
 
+def check_preference_records(records: Sequence[Record], source: str,
+                             limits: UploadLimits = FILE_LIMITS) -> list[Record]:
+    """Preference pairs: every record (prompt in ``input``, chosen in ``target``) also has a non-empty
+    ``rejected`` text within the field limit that differs from its chosen one; DataFileError naming the line."""
+    where = f"{source} "
+    rejected_field = PREFERENCE_FIELDS[2]
+    for record in records:
+        rejected = _text(record.row, rejected_field, record.line, where, limits)
+        if rejected == record.target:
+            raise DataFileError(f"{where}line {record.line}: 'chosen' and 'rejected' are the same text, so there "
+                                f"is no preference to learn. Change one or remove the row.", line=record.line)
+    return list(records)
+
+
+def rejected_of(record: Record) -> str:
+    """The rejected answer of a preference pair (checked by :func:`check_preference_records`)."""
+    return str(record.row[PREFERENCE_FIELDS[2]]).strip()
+
+
 def load_records(config: FinetuneConfig, limits: UploadLimits | None = None,
                  hub: HubDataSource | None = None) -> list[Record]:
-    """Every record of the config's source, columns mapped and checked (``hub``: see :func:`read_hub_records`)."""
-    input_column, target_column = columns_for(config)
+    """Every record of the config's source, columns mapped and checked (``hub``: see :func:`read_hub_records`).
+
+    A preference method's records are preference pairs (fields prompt, chosen, rejected)."""
     limits = limits or FILE_LIMITS
+    records = _load_records(config, limits, hub)
+    if get_method(config.method).preference:
+        return check_preference_records(records, data_label(config.data), limits)
+    return records
+
+
+def _load_records(config: FinetuneConfig, limits: UploadLimits, hub: HubDataSource | None) -> list[Record]:
+    input_column, target_column = columns_for(config)
     if config.data in BUNDLED_DATA:
         bundled = BUNDLED_DATA[config.data]
         if not bundled.path.is_file():

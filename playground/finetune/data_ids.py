@@ -32,6 +32,7 @@ class BundledData:
     template: str  # the template "auto" picks
     description: str
     labels: bool = False  # the target is a class label (usable by the classifier)
+    preference: bool = False  # preference pairs (prompt, chosen, rejected) for a preference method (dpo)
 
 
 BUNDLED_DATA: Mapping[str, BundledData] = MappingProxyType({
@@ -44,7 +45,13 @@ BUNDLED_DATA: Mapping[str, BundledData] = MappingProxyType({
     "sentiment": BundledData(
         "sentiment", EXAMPLES_DIR / "data" / "sentiment.jsonl", "text", "label", "plain",
         "Short everyday sentences labelled positive, negative or neutral.", labels=True),
+    "preferences": BundledData(
+        "preferences", EXAMPLES_DIR / "finetune" / "data" / "preferences.jsonl", "prompt", "chosen", "plain",
+        "Everyday questions, each with a chosen answer (plain, ending 'Happy tinkering!') and a rejected one "
+        "(the same facts without it, often behind a rude opener), for DPO.", preference=True),
 })
+# The fields of a preference pair (a bundled set, an upload, the Prompt Lab arena's exported votes).
+PREFERENCE_FIELDS = ("prompt", "chosen", "rejected")
 
 
 def data_label(data: str) -> str:

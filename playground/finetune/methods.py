@@ -32,6 +32,10 @@ prompt or prefix tuning: another peft config and its estimate) is one entry.
 
 Each entry names its ``knobs`` (the config fields it reads, which the Fine-tune tab
 shows only when the method is chosen) and may refuse a config (``check``).
+- ``dpo``: preference tuning of a decoder (TRL's ``DPOTrainer``) on (prompt,
+  chosen, rejected) pairs: a LoRA adapter from the run's LoRA knobs, the base
+  with the adapter disabled as the reference, ``dpo_beta`` as DPO's beta
+  (:mod:`~playground.finetune.preference`).
 
 :func:`build_trainable` turns the base into what the Trainer trains and reports
 the trainable parameters and their share, as peft counts them;
@@ -230,6 +234,9 @@ class Method:
     def problem(self, config) -> str:
         """Why ``config`` cannot train with this method; "" when it can."""
         return self.check(config) if self.check is not None else ""
+    # A preference method trains on (prompt, chosen, rejected) pairs through a TRL trainer (its name here, e.g.
+    # "dpo"; :mod:`~playground.finetune.preference`) instead of on prompt/completion pairs; "" for the others.
+    preference: str = ""
 
     @property
     def adapter(self) -> bool:
@@ -247,6 +254,7 @@ class Method:
 
 LORA, QLORA, FULL, CLASSIFIER = "lora", "qlora", "full", "classifier"
 DORA, RSLORA, IA3, PROMPT_TUNING, PREFIX_TUNING = "dora", "rslora", "ia3", "prompt_tuning", "prefix_tuning"
+DPO = "dpo"
 TABLE: Mapping[str, Method] = MappingProxyType({m.name: m for m in (
     Method(LORA, "small adapter matrices on a frozen model"),
     Method(QLORA, "the same on a 4-bit (NF4) model", quantized=True),
@@ -268,6 +276,11 @@ TABLE: Mapping[str, Method] = MappingProxyType({m.name: m for m in (
     Method(PREFIX_TUNING, "a learned key and value per virtual token in every layer (cannot be merged)",
            peft_config=prefix_tuning_config, adapter_kind="prefix tuning", gguf_adapter=False, mergeable=False,
            estimate_trainable=prefix_parameters, check=prefix_tuning_problem, knobs=("num_virtual_tokens",)),
+    # DPO: TRL's DPOTrainer gets the base and the LoRA config, so its reference model is the base with the adapter
+    # disabled (no second copy of the weights).
+    Method(DPO, "preference pairs (prompt, chosen, rejected) through TRL's DPO, a LoRA adapter with the frozen "
+                "base as reference", families=(DECODER,), preference=DPO,
+           knobs=(*LORA_KNOBS, "dpo_beta")),
 )})
 METHODS = tuple(TABLE)
 # Every method's knobs, in table order: the Fine-tune tab shows those of the chosen method.
@@ -294,6 +307,9 @@ def family_problem(method: Method, model: str, family: str) -> str | None:
     if method.label_head:
         return (f"method {method.name!r} puts a label head on an encoder, but {model} is a {family} model. "
                 f"Choose an encoder (e.g. all-minilm-l6-v2) or method {LORA}.")
+    if method.preference:
+        return (f"method {method.name!r} tunes a decoder on preference pairs, but {model} is an {family} model. "
+                f"Choose a decoder (e.g. smollm2-135m-instruct).")
     use = f" Use method {other!r} for {family}s." if (other := suited_to(family)) else ""
     return f"{model} is an {family}: it has no generative head to train with method {method.name!r}.{use}"
 
@@ -349,7 +365,9 @@ def estimate_memory(config, source: ModelSource, weight_bytes: int = FP32_BYTES,
     shape = model_shape(source, output_size=labels or None)
     method = get_method(config.method)
     trainable = method.estimate_trainable(shape, config, _targets_per_layer(config, source))
-    common = dict(batch_size=config.batch_size, seq_len=config.max_length, weight_bytes=weight_bytes,
+    # A preference method reads each pair twice per step (chosen and rejected answers in one batch).
+    sequences = config.batch_size * (2 if method.preference else 1)
+    common = dict(batch_size=sequences, seq_len=config.max_length, weight_bytes=weight_bytes,
                   checkpointing=config.gradient_checkpointing)
     chosen = memory_estimate(shape, trainable, full=not method.adapter, quantized=method.quantized, **common)
     full = memory_estimate(shape, shape.parameters, full=True, **common)

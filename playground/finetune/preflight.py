@@ -32,7 +32,7 @@ from playground.finetune.costs import (
 from playground.finetune.data import format_pairs, load_splits, template_for
 from playground.finetune.encoding import data_collator, encode_pairs, encode_splits
 from playground.finetune.hub_data import hub_source_for
-from playground.finetune.methods import build_trainable, cost_report, estimate_memory, estimate_trainable
+from playground.finetune.methods import build_trainable, cost_report, estimate_memory, estimate_trainable, get_method
 from playground.finetune.weights import default_resolver, load_tokenizer, locate_model
 
 HISTOGRAM_BINS = 12
@@ -116,11 +116,20 @@ def preflight(config: FinetuneConfig, data_dir: Path, *, resolver=None, catalog=
         if measure:
             encoded = encode_splits(config, splits, trainable)
             load_s = time.perf_counter() - started  # what the run's own loading section does, up to here
-            batch = data_collator(trainable)([dict(f) for f in encoded["train"].features[:config.batch_size]])
+            # A preference method's step reads chosen and rejected answers (timed as twice the prompt+chosen
+            # sequences) and runs its reference over them once more (preference.REFERENCE_PASS_FACTOR).
+            preference = get_method(config.method).preference
+            count = config.batch_size * (2 if preference else 1)
+            features = [dict(f) for f in encoded["train"].features[:config.batch_size]]
+            batch = data_collator(trainable)((features * 2)[:count])
             if cuda and not trainable.quantized:
                 trainable.model.to("cuda")
             time_training_step(trainable.model, batch)  # warm-up: the first step pays one-off costs
             step_seconds = time_training_step(trainable.model, batch, config.grad_accum)
+            if preference:
+                from playground.finetune.preference import REFERENCE_PASS_FACTOR
+
+                step_seconds *= REFERENCE_PASS_FACTOR
             run_estimate = _run_estimate(config, source, trainable, encoded, batch, load_s, step_seconds, cuda,
                                          catalog, resolver)
     report = cost_report(config, trainable=trainable_count, total=total, memory=estimate, full_memory=full,

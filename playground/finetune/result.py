@@ -185,6 +185,9 @@ class RunMetrics:
     # Wall-clock seconds per section of the run (progress.RUN_SECTIONS: load, base_scoring, training,
     # tuned_scoring, save); empty in runs older than the figure.
     phase_seconds: Mapping[str, float] = field(default_factory=dict)
+    # A preference run (dpo): reward accuracy and margin on the held-out pairs before and after, and DPO's implicit
+    # reward (preference.PreferenceMetrics.to_json); None for the other methods.
+    preference: Mapping[str, Any] | None = None
 
     @property
     def classifier(self) -> bool:
@@ -225,6 +228,7 @@ class RunMetrics:
                              if isinstance(v, Mapping)}
         for name in ("sample_engine", "quantized_unavailable", "peak_memory_kind"):
             values[name] = str(values.get(name) or "")
+        values["preference"] = dict(values["preference"]) if isinstance(values.get("preference"), Mapping) else None
         return cls(**values)
 
     def to_json(self) -> dict[str, Any]:
@@ -252,6 +256,8 @@ class RunMetrics:
         data["quantized_unavailable"] = self.quantized_unavailable
         data.update(peak_memory_bytes=self.peak_memory_bytes, peak_memory_kind=self.peak_memory_kind,
                     weights_bytes=self.weights_bytes, forgetting=dict(self.forgetting))
+        if self.preference is not None:
+            data["preference"] = dict(self.preference)
         return data
 
 
@@ -386,6 +392,8 @@ def loss_points(events: Iterable[Mapping[str, Any]]) -> list[LossPoint]:
 # The systems' names in the before/after table and chart, by their field prefix in samples.jsonl.
 SYSTEM_NAMES = {BASE: "base", TUNED: "fine-tuned", QUANTIZED: "fine-tuned, quantized"}
 QUANTIZATION_COLUMN = "quantization (ROUGE-L points)"
+# A preference pair's column: beta x (log p(chosen) - log p(rejected)), base → tuned.
+MARGIN_COLUMN = "margin"
 
 
 def comparison_rows(samples: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -403,6 +411,9 @@ def comparison_rows(samples: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]
                SYSTEM_NAMES[BASE]: sample.get("base_output", ""), SYSTEM_NAMES[TUNED]: sample.get("tuned_output", "")}
         if quantized:
             row[SYSTEM_NAMES[QUANTIZED]] = sample.get("quantized_output", "")
+        if "rejected" in sample:  # a preference pair: the reference is the chosen answer
+            row["rejected"] = sample.get("rejected", "")
+            row[MARGIN_COLUMN] = " → ".join(_signed(sample.get(f"{s}_margin")) for s in (BASE, TUNED))
         if "base_rougeL" in sample:
             systems = (BASE, TUNED, QUANTIZED) if quantized else (BASE, TUNED)
             for name, label in ROUGE_LABELS.items():
@@ -429,6 +440,10 @@ def _percent(value: Any) -> str:
     return "–" if value is None else f"{100 * float(value):.1f}"
 
 
+def _signed(value: Any) -> str:
+    return "–" if value is None else f"{float(value):+.2f}"
+
+
 def aggregate_rows(metrics: RunMetrics | None) -> list[dict[str, Any]]:
     """Before/after aggregate scores in percent (one bar each): ROUGE-1/2/L for generation (with a third bar
     per metric for the fine-tuned model on the quantised base, when the run has it), accuracy for a
@@ -436,6 +451,11 @@ def aggregate_rows(metrics: RunMetrics | None) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     if metrics is None:
         return rows
+    if metrics.preference:  # a preference run: its reward accuracy on the held-out pairs first
+        for system, bar, key in ((BASE, "reward acc base", "accuracy_before"),
+                                 (TUNED, "reward acc tuned", "accuracy_after")):
+            rows.append({"bar": bar, "metric": "reward_accuracy", "model": SYSTEM_NAMES[system],
+                         "score": round(100 * float(metrics.preference.get(key) or 0.0), 2)})
     before, after = metrics.rouge_before, metrics.rouge_after
     if before and after:
         systems = [(BASE, "base", before), (TUNED, "tuned", after)]

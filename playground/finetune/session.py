@@ -40,7 +40,7 @@ from playground.errors import FinetuneConfigError, PlaygroundError
 from playground.finetune.config import FinetuneConfig
 from playground.finetune.costs import CostReport
 from playground.finetune.data import DataFileSummary, check_data_file, data_file_columns
-from playground.finetune.data_ids import BUNDLED_DATA, HUB_PREFIX
+from playground.finetune.data_ids import BUNDLED_DATA, HUB_PREFIX, PREFERENCE_FIELDS
 from playground.finetune.export import merge_problem, merged_archive, result_archive
 from playground.finetune.finetuned import FinetunedModel, usable_result
 from playground.finetune.gguf_export import NoGGUFBaseError, adapter_gguf_export, base_gguf_of, quantized_export
@@ -150,6 +150,13 @@ class FinetuneForm:
             file_name = Path(source).name
             columns = data_file_columns(source)
             chosen = (("input", input_column), ("target", target_column))
+            if TABLE.get(self.method) is not None and TABLE[self.method].preference:
+                chosen = ()  # preference pairs have fixed fields
+                missing_fields = [name for name in PREFERENCE_FIELDS if name not in columns]
+                if missing_fields:
+                    raise PlaygroundError(f"{file_name} has no {', '.join(map(repr, missing_fields))} field: method "
+                                          f"{self.method} reads preference pairs with the fields "
+                                          f"{', '.join(PREFERENCE_FIELDS)} (its fields: {', '.join(columns)}).")
             missing = [role for role, column in chosen if not column]
             if missing:
                 raise PlaygroundError(f"Name the columns of {file_name}: choose the {' and the '.join(missing)} "

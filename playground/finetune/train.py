@@ -244,6 +244,23 @@ class _Run:
         if self.control.should_stop():
             raise _Cancelled()
 
+    # -- what a run of another trainer (preference.execute_preference) shares with this one --------------
+    def progress_callback(self):
+        """The TrainerCallback of this run's events and cancel (for any transformers-based trainer)."""
+        return _progress_callback(self)
+
+    def cancelled(self) -> None:
+        """End the run as cancelled (nothing saved)."""
+        raise _Cancelled()
+
+    def finished(self, metrics: RunMetrics) -> TrainOutcome:
+        return TrainOutcome("done", self.step, metrics)
+
+    @staticmethod
+    def sample_rows(trainable: TrainableModel, pairs: Sequence[PromptPair], base: list[str],
+                    tuned: list[str]) -> list[dict[str, Any]]:
+        return _sample_rows(trainable, pairs, base, tuned)
+
     # -- the run ---------------------------------------------------------------
     def execute(self) -> TrainOutcome:
         try:
@@ -264,6 +281,10 @@ class _Run:
         from accelerate import PartialState
 
         config = self.config
+        if get_method(config.method).preference:  # preference pairs through TRL (same events, cancel and result)
+            from playground.finetune.preference import execute_preference
+
+            return execute_preference(self)
         state = PartialState()
         self.main_process = state.is_main_process
         device = state.device

@@ -60,7 +60,7 @@ def test_config_errors_are_invalid_parameter_errors():
     ("sample_count", -1, "sample_count=-1 is out of range"),
     ("max_new_tokens", 0, "max_new_tokens=0 is out of range"),
     ("eval_every", -5, "eval_every=-5 is out of range"),
-    ("method", "dpo", "method='dpo' is not one of: lora, qlora, full, classifier"),
+    ("method", "rlhf", "method='rlhf' is not one of: lora, qlora, full, classifier"),
     ("gradient_checkpointing", "maybe", "must be true or false"),
     ("batch_size", True, "must be a number"),
     ("target_modules", [1, 2], "target_modules must be a list of module names"),

@@ -14,6 +14,7 @@ run keeps going when the browser closes and the page reattaches to it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from dataclasses import dataclass
 
 import gradio as gr
@@ -28,6 +29,7 @@ from playground.finetune.progress import RUN_SECTIONS
 from playground.finetune.result import (
     CHART_METRICS,
     GAIN_AND_FORGETTING,
+    MARGIN_COLUMN,
     QUANTIZATION_COLUMN,
     RUN_COLUMNS,
     SYSTEM_NAMES,
@@ -63,6 +65,7 @@ POLL_S = 2.0
 NUMBER_FIELDS = ("lora_r", "lora_alpha", "lora_dropout", "learning_rate", "max_steps", "epochs", "batch_size",
                  "grad_accum", "max_length", "eval_every", "validation_fraction", "test_limit", "sample_count",
                  "max_new_tokens", "forgetting_examples", "seed")
+NUMBER_FIELDS += ("dpo_beta",)  # method dpo's knob (the other methods ignore it)
 SCORE_COLUMNS = ["bar", "metric", "model", "score"]
 RUNS_CHART_COLUMNS = ["run", "series", "value"]  # and "bar": the x axis
 # Config fields with a widget in the tab: each has a label (ft.field.<name>) and help (ft.help.<name>) in every
@@ -79,7 +82,8 @@ SHOWN_FIELDS = TEXT_FIELDS + NUMBER_FIELDS + EXTRA_FIELDS
 # The before/after table's columns (besides the systems, named with their engines) and the data preview's.
 COMPARISON_HEADERS = {"#": "ft.col.index", "reference": "ft.col.reference", "ROUGE-L gain": "ft.col.gain",
                       "input": "ft.col.input", "base correct": "ft.col.base_correct",
-                      "tuned correct": "ft.col.tuned_correct", "improvement": "ft.col.improvement"}
+                      "tuned correct": "ft.col.tuned_correct", "improvement": "ft.col.improvement",
+                      "rejected": "ft.col.rejected", MARGIN_COLUMN: "ft.col.margin"}
 EXAMPLE_HEADERS = ("ft.col.line", "ft.col.prompt", "ft.col.completion")
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 
@@ -216,9 +220,23 @@ def system_labels(metrics, texts: Texts) -> dict[str, str]:
     return labels
 
 
+def preference_text(figures, texts: Texts) -> str:
+    """A preference run's held-out figures (preference.PreferenceMetrics as JSON), accuracies in percent."""
+    return texts("ft.gain_preference", pairs=int(figures.get("pairs") or 0),
+                 before=100 * float(figures.get("accuracy_before") or 0.0),
+                 after=100 * float(figures.get("accuracy_after") or 0.0),
+                 margin_before=float(figures.get("margin_before") or 0.0),
+                 margin_after=float(figures.get("margin_after") or 0.0),
+                 reward_accuracy=100 * float(figures.get("reward_accuracy") or 0.0),
+                 reward_margin=float(figures.get("reward_margin") or 0.0))
+
+
 def gain_text(metrics, texts: Texts) -> str:
     if metrics is None:
         return ""
+    if metrics.preference:  # first the preference figures, then the answers' ROUGE against the chosen ones
+        rest = gain_text(dataclasses.replace(metrics, preference=None, quantized_unavailable=""), texts)
+        return "\n\n".join(part for part in (preference_text(metrics.preference, texts), rest) if part)
     if metrics.rouge_after and metrics.rouge_before:
         before, after = metrics.rouge_before["rougeL"], metrics.rouge_after["rougeL"]
         lines = [texts("ft.gain", before=100 * before, after=100 * after, gain=100 * (after - before),
