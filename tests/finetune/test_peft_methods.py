@@ -56,8 +56,9 @@ def test_every_new_method_is_an_entry_with_help_knobs_and_families():
     assert get_method("full").knobs == ()
 
 
-def test_only_lora_and_rslora_convert_for_llama_cpp_and_prompts_never_merge():
-    assert {m.name for m in TABLE.values() if m.gguf_adapter} == {LORA, "qlora", RSLORA}
+def test_only_plain_lora_adapters_convert_for_llama_cpp_and_prompts_never_merge():
+    # DPO trains a plain LoRA adapter (on preference pairs), so it converts like LoRA.
+    assert {m.name for m in TABLE.values() if m.gguf_adapter} == {LORA, "qlora", RSLORA, "dpo"}
     assert {m.name for m in TABLE.values() if not m.mergeable} == {PROMPT_TUNING, PREFIX_TUNING}
 
 
