@@ -86,7 +86,7 @@ def load_smollm2(options: BenchOptions) -> float:
 
 def stubbed_suites(model_folder: Path, noisy: bool = False) -> list[tuple[object, str, object]]:
     """(module, attribute, stand-in) for every suite ``run_benchmarks`` calls; apply them with ``setattr``."""
-    from playground.bench import architectures, finetuned_llama, gguf_export, prompt_lab, prompt_search, startup
+    from playground.bench import architectures, dpo, finetuned_llama, gguf_export, prompt_lab, prompt_search, startup
     from playground.bench import transformers_engine
 
     real_machine = machine.bench_machine
@@ -116,6 +116,14 @@ def stubbed_suites(model_folder: Path, noisy: bool = False) -> list[tuple[object
             make_noise()
         return [prompt_search.SEARCH_TIME.measured(1.0, "stubbed")]
 
+    def peft_methods(*args, **kwargs):
+        return [measure.measured(1.0, "stubbed") for measure in finetune.PEFT_FIGURES.values()]
+
+    def preference_run(*args, **kwargs):
+        if noisy:
+            make_noise()
+        return [dpo.DPO_WALL.measured(1.0, "stubbed"), dpo.DPO_GAIN.measured(25.0, "stubbed")]
+
     return [
         (startup, "bench_startup", lambda scratch: Figure("app start-up to ready", 1.0, "s", "< 10 s", True)),
         (machine, "bench_machine", tiny_machine),
@@ -127,6 +135,8 @@ def stubbed_suites(model_folder: Path, noisy: bool = False) -> list[tuple[object
         (transformers_engine, "bench_transformers", nothing),
         (finetuned_llama, "bench_finetuned_llama", nothing),
         (finetune, "measure_finetune", trained),
+        (finetune, "bench_peft_methods", peft_methods),  # each a training run of its own
+        (dpo, "bench_dpo", preference_run),  # the DPO preset: a real preference run
         (architectures, "bench_architectures", nothing),
         (gguf_export, "bench_gguf_export", nothing),
     ]

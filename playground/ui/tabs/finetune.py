@@ -644,10 +644,10 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
     status = gr.Markdown(elem_id="ft-status")
     with gr.Row(equal_height=False):
         compare_runs = gr.Dropdown([], value=[], multiselect=True, label=t("ft.compare_runs"),
-                                   info=t("ft.compare_runs_info"), elem_id="ft-compare-runs", scale=3)
+                                   info=t("ft.compare_runs_info"), elem_id="ft-compare-runs", scale=3, min_width=280)
         chart_metric = gr.Dropdown([(t(f"ft.chart.{m}"), m) for m in CHART_METRICS], value=GAIN_AND_FORGETTING,
                                    label=t("ft.chart_metric"), info=t("ft.chart_metric_info"),
-                                   elem_id="ft-chart-metric", scale=1)
+                                   elem_id="ft-chart-metric", scale=1, min_width=280)
     runs_table = gr.Dataframe(label=t("ft.runs_table"), wrap=True, interactive=False, max_height=520,
                               elem_id="ft-runs")
     runs_chart = gr.BarPlot(None, x="bar", y="value", color="series", sort=None, x_title=" ", y_title=" ",
@@ -658,7 +658,7 @@ def build(services: Services, owner: gr.BrowserState, links: FinetuneLinks) -> t
     with gr.Row(equal_height=False):
         sweep_preset = gr.Dropdown(sweep_choices, value=sweep_choices[0][1] if sweep_choices else None,
                                    label=t("ft.sweep_preset"), info=t("ft.sweep_preset_info"),
-                                   elem_id="ft-sweep-preset", scale=2)
+                                   elem_id="ft-sweep-preset", scale=2, min_width=280)
         sweep_start = gr.Button(t("ft.sweep_start"), elem_id="ft-sweep-start", scale=1)
     sweep_info = gr.Markdown(elem_id="ft-sweep-info")
     with gr.Row(equal_height=False):
