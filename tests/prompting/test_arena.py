@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import numpy as np
 import pytest
@@ -56,11 +57,15 @@ def play(arena, owner="alice", first=Contender("zero_shot", "m1"), second=Conten
 
 
 def test_a_match_hides_the_origin_and_the_vote_reveals_it(arena):
-    seen = set()
+    seen, ids = set(), set()
     for _ in range(12):  # the sides are shuffled: each model shows up as A some of the time
         final = play(arena)
         assert {final.text_a, final.text_b} == {"answer from m1", "answer from m2"}
-        assert "m1" not in final.match_id and "m2" not in final.match_id  # the id names nothing
+        # The id names nothing: random URL-safe text (where "m1" can turn up by chance), new for every match of
+        # the same two contenders, never their strategy or model spelled out.
+        assert re.fullmatch(r"[A-Za-z0-9_-]{24}", final.match_id) and final.match_id not in ids
+        assert "zero_shot" not in final.match_id
+        ids.add(final.match_id)
         reveal = arena.vote("alice", final.match_id, "a")
         assert final.text_a == f"answer from {reveal.a.model_id}"
         assert reveal.winner == reveal.a
