@@ -16,6 +16,7 @@ endpoint without waiting for any of them. Nothing here imports gradio.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 import time
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import Protocol
 
 from playground.architectures.lab import ArchitectureLab
-from playground.backends.base import Engine
+from playground.backends.base import CancelFlag, Engine
 from playground.backends.chat import QuantizedFacts
 from playground.backends.provider import EngineProvider
 from playground.backends.slots import GenerationSlots
@@ -63,6 +64,16 @@ class ActiveGenerations:
         with self._lock:
             if self._running.get((session, slot)) is generation:
                 del self._running[(session, slot)]
+
+    @contextlib.contextmanager
+    def running(self, session: str, slot: str):
+        """A new cancel flag registered under (session, slot) while the block runs: that session's Stop reaches it."""
+        flag = CancelFlag()
+        self.start(session, slot, flag)
+        try:
+            yield flag
+        finally:
+            self.finish(session, slot, flag)
 
     def cancel(self, session: str, slot: str | None = None) -> int:
         with self._lock:

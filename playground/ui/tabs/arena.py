@@ -17,7 +17,6 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 
-from playground.backends.base import CancelFlag
 from playground.prompting.arena import Arena, Contender, Reveal
 from playground.prompting.judge import JUDGE_TOKENS, MAX_JUDGE_TOKENS, JudgedReport, Rubric, get_rubric, load_rubrics
 from playground.prompting.lab import BUNDLED, EvaluationRequest, LabRequest, PromptLab
@@ -83,13 +82,8 @@ class ArenaHandlers:
 
     @contextlib.contextmanager
     def cancellable(self, request: gr.Request, slot: str):
-        cancel = CancelFlag()
-        session = request.session_hash or "anonymous"
-        self.services.generations.start(session, slot, cancel)
-        try:
+        with self.services.generations.running(request.session_hash or "anonymous", slot) as cancel:
             yield cancel
-        finally:
-            self.services.generations.finish(session, slot, cancel)
 
     def owner(self, token: str) -> str:
         return self.services.identities.owner_of(token or "")

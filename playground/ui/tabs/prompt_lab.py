@@ -24,7 +24,7 @@ from typing import Callable
 import gradio as gr
 import pandas as pd
 
-from playground.backends.base import CancelFlag, GenerationParams
+from playground.backends.base import GenerationParams
 from playground.backends.selection import ENGINE_NAMES, OPENAI
 from playground.errors import PlaygroundError
 from playground.finetune.finetuned import FinetunedModel
@@ -342,13 +342,8 @@ class PromptLabHandlers:
     @contextlib.contextmanager
     def cancellable(self, request: gr.Request, slot: str):
         """A cancel flag that this browser session's Stop (or Cancel) button reaches while the block runs."""
-        cancel = CancelFlag()
-        session = request.session_hash or "anonymous"
-        self.services.generations.start(session, slot, cancel)
-        try:
+        with self.services.generations.running(request.session_hash or "anonymous", slot) as cancel:
             yield cancel
-        finally:
-            self.services.generations.finish(session, slot, cancel)
 
     def generating(self, token: str, request: gr.Request):
         """The models of someone who may generate now (after the rate limits)."""

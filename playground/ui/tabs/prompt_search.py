@@ -18,7 +18,6 @@ import contextlib
 import gradio as gr
 import pandas as pd
 
-from playground.backends.base import CancelFlag
 from playground.errors import InvalidParameterError, PlaygroundError
 from playground.prompting.ape import (
     DEFAULT_CRITIQUE_PROMPT,
@@ -138,13 +137,8 @@ class PromptSearchHandlers:
 
     @contextlib.contextmanager
     def cancellable(self, request: gr.Request):
-        cancel = CancelFlag()
-        session = request.session_hash or "anonymous"
-        self.services.generations.start(session, SEARCH_SLOT, cancel)
-        try:
+        with self.services.generations.running(request.session_hash or "anonymous", SEARCH_SLOT) as cancel:
             yield cancel
-        finally:
-            self.services.generations.finish(session, SEARCH_SLOT, cancel)
 
     def on_task(self, task_id, request: gr.Request = None):
         with user_errors(self.settings):
